@@ -1,0 +1,1 @@
+"""Delivery channels: email (SMTP), Slack, and files in an outbox folder, behind one small protocol."""

@@ -1,0 +1,93 @@
+"""The one error base of arxiv-notifier.
+
+Every error the package raises on purpose derives from :class:`NotifierError`; where it helps callers, an
+error also derives from the built-in it resembles, so ``except ConnectionError`` keeps working::
+
+    NotifierError
+    ├── ConfigError (ValueError)            a setting or subscribers.yaml is wrong; carries file:line:column
+    │   └── QuerySyntaxError                a rule's query does not parse; carries the column in the query
+    ├── FeedError (ConnectionError)         arXiv could not be fetched or its answer could not be read
+    │   ├── FeedHTTPError                   an HTTP status we do not accept (carries status and Retry-After)
+    │   └── FeedParseError (ValueError)     the body is not a feed we can trust (malformed, HTML, too large, bomb)
+    ├── DeliveryError                       a channel refused or failed a message
+    │   ├── TemporaryDeliveryError          worth retrying later (4xx SMTP, 429/5xx Slack, dropped connection)
+    │   └── PermanentDeliveryError          retrying cannot help (5xx SMTP for a recipient, channel_not_found)
+    └── StoreError                          the database could not be read or written
+"""
+
+from __future__ import annotations
+
+
+class NotifierError(Exception):
+    """Base of every error raised on purpose by arxiv-notifier."""
+
+
+class ConfigError(NotifierError, ValueError):
+    """A setting or the subscribers file is invalid.
+
+    ``str(error)`` is ``file:line:column: message`` when the place is known, so editors and CI can jump to it.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None, column: int | None = None):
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        super().__init__(self.location_prefix() + message)
+
+    def location_prefix(self) -> str:
+        parts = [str(p) for p in (self.file, self.line, self.column) if p is not None]
+        return ":".join(parts) + ": " if parts else ""
+
+
+class QuerySyntaxError(ConfigError):
+    """A rule query does not parse. ``column`` is 1-based within the query text."""
+
+    def __init__(self, message: str, *, query: str, column: int):
+        self.query = query
+        self.query_column = column
+        super().__init__(message, column=column)
+
+
+class FeedError(NotifierError, ConnectionError):
+    """arXiv could not be fetched, or what it sent could not be used."""
+
+
+class FeedHTTPError(FeedError):
+    """arXiv answered with a status we do not accept."""
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None):
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class FeedParseError(FeedError, ValueError):
+    """The body is not a feed we can trust: malformed XML, an HTML error page, too large, or an entity bomb."""
+
+
+class DeliveryError(NotifierError):
+    """A channel failed to deliver a message."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message} ({hint})")
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Delivery failed for a reason that may pass; the message is retried later.
+
+    ``retry_after`` (seconds) is set when the server said how long to wait.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint)
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Delivery failed for a reason retrying cannot fix; the delivery is marked failed."""
+
+
+class StoreError(NotifierError):
+    """The database could not be read or written."""

@@ -1,0 +1,164 @@
+"""Plain frozen dataclasses shared by every stage of the flow.
+
+feed bytes -> :class:`Paper` -> :class:`Match` -> :class:`Digest` -> rendered message -> :class:`Outgoing` -> delivery
+
+Text fields of a :class:`Paper` are *display text*: HTML entities decoded exactly once, whitespace runs collapsed to
+one space, stripped. Matching normalises further (case, accents, LaTeX, punctuation) but reports every
+:class:`Hit` as a span of the display text, so renderers can highlight it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+DEFAULT_ANNOUNCE_TYPES = ("new", "cross")
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """One arXiv paper as announced in one feed."""
+
+    arxiv_id: str  # without version, e.g. "2506.00003" or "math/0601001"
+    version: int  # 1 for "v1"
+    title: str
+    abstract: str
+    authors: tuple[str, ...]  # one name per author, display text
+    categories: tuple[str, ...] = ()  # primary first when known; empty when the feed carried none
+    announce_type: str = "new"  # one of ANNOUNCE_TYPES, relative to the feed it came from
+    announced: date | None = None  # the announcement day (the feed's pubDate, US Eastern)
+    comment: str | None = None  # arXiv comment ("accepted at ..."), known after API enrichment
+    journal_ref: str | None = None
+    backfilled: bool = False  # came from the API after an overflow or downtime, not from the RSS feed
+
+    @property
+    def versioned_id(self) -> str:
+        return f"{self.arxiv_id}v{self.version}"
+
+    @property
+    def abs_url(self) -> str:
+        return f"https://arxiv.org/abs/{self.arxiv_id}"
+
+    @property
+    def pdf_url(self) -> str:
+        return f"https://arxiv.org/pdf/{self.versioned_id}"
+
+    @property
+    def html_url(self) -> str:
+        return f"https://arxiv.org/html/{self.versioned_id}"
+
+    @property
+    def primary_category(self) -> str | None:
+        return self.categories[0] if self.categories else None
+
+    @property
+    def is_cross_list(self) -> bool:
+        return self.announce_type in ("cross", "replace-cross")
+
+    @property
+    def is_update(self) -> bool:
+        return self.announce_type in ("replace", "replace-cross")
+
+
+class Field(str, enum.Enum):
+    """The parts of a paper a query term can look at (``ti:``, ``abs:``, ``au:``, ``cat:``, ``co:``)."""
+
+    TITLE = "title"
+    ABSTRACT = "abstract"
+    AUTHORS = "authors"
+    CATEGORIES = "categories"
+    COMMENT = "comment"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One place where a query term matched.
+
+    ``start``/``end`` index the display text of ``field``; for AUTHORS and CATEGORIES, ``index`` is the position of
+    the author or category in its tuple and the span is within that one string.
+    """
+
+    term: str  # the term as written in the query, e.g. '"reinforcement learning"' or 'au:"Y Zhang"'
+    field: Field
+    start: int
+    end: int
+    index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A paper that a rule selected, with the evidence."""
+
+    paper: Paper
+    rule: str  # the rule's name
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSection:
+    """One rule's part of a digest."""
+
+    rule: str
+    query: str
+    matches: tuple[Match, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one subscriber receives for one period, before it is rendered for a channel."""
+
+    subscriber: str
+    period_start: datetime
+    period_end: datetime
+    sections: tuple[DigestSection, ...]
+    kind: str = "daily"  # "daily" | "weekly" | "instant"
+    empty_reason: str | None = None  # set when a digest with no papers is sent on purpose (send_empty)
+    config_path: str = "subscribers.yaml"
+
+    @property
+    def papers(self) -> tuple[Paper, ...]:
+        """Distinct papers in section order (a paper that several rules select is counted once)."""
+        seen: dict[str, Paper] = {}
+        for section in self.sections:
+            for match in section.matches:
+                seen.setdefault(match.paper.arxiv_id, match.paper)
+        return tuple(seen.values())
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(section.matches for section in self.sections)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    """One ``chat.postMessage`` worth of content: fallback text plus at most 50 blocks."""
+
+    text: str
+    blocks: tuple[dict[str, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message that the outbox hands to a channel.
+
+    ``payload`` is exactly what the channel sends: RFC 5322 bytes for email, a JSON list of Slack messages for
+    Slack. ``part`` counts the Slack messages of this delivery already accepted, so a retry resumes after them.
+    """
+
+    delivery_id: str
+    subscriber: str
+    channel: str  # "email" | "slack"
+    recipient: str  # an address, a Slack channel, or a webhook URL
+    message_id: str  # stable across retries: Message-ID for email, client key for Slack
+    payload: bytes
+    part: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
