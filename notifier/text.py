@@ -1,9 +1,21 @@
-"""Text clean-up shared by the stages: display text from feed text, and (for matching) normalised text."""
+"""Text clean-up shared by the stages: display text from feed text, and (for matching) normalised text.
+
+Matching sees a text as a list of *tokens*, each tied to a span of the display text:
+
+- LaTeX is reduced to its words: formatting and symbol commands (``\\mathcal``, ``\\emph``, ``\\times``) vanish,
+  their arguments stay (``$\\mathcal{O}(n)$`` -> ``o n``, ``\\emph{foo}`` -> ``foo``); other commands become their
+  name (``\\log`` -> ``log``); accent commands join their letter (``M\\"uller`` -> ``muller``).
+- Each token is NFKC-normalised and case-folded, and its accents are folded (``Müller`` -> ``muller``).
+- Everything that is not a letter or a digit separates tokens: punctuation, hyphens, ``$``, braces, whitespace.
+
+HTML entities are not decoded here: display text already had them decoded exactly once.
+"""
 
 from __future__ import annotations
 
 import html
 import re
+import unicodedata
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -13,3 +25,134 @@ def clean_display(text: str | None) -> str:
     if not text:
         return ""
     return _WHITESPACE.sub(" ", html.unescape(text)).strip()
+
+
+# A character that glues the pieces of a LaTeX accent (``\"{u}``) into one token and is dropped from its text.
+_JOIN = "\x00"
+
+# A word: letters and digits, plus combining marks (decomposed accents) and the LaTeX glue.
+_TOKEN = re.compile(r"(?:[^\W_]|[\u0300-\u036f\x00])+")
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+")
+_SUBTOKEN = re.compile(r"[^\W_]+")
+
+_ACCENT_SYMBOL = re.compile(r"\{?\\[`'^\"~=.]\s*\{?\x00*([A-Za-z])\x00*\}?\}?")
+_ACCENT_LETTER = re.compile(r"\{?\\[uvHckrbd](?:\{([A-Za-z])\}|\s+([A-Za-z]))\}?")
+_SPECIAL_LETTER = re.compile(r"\{\\(o|O|l|L|ae|AE|oe|OE|ss|aa|AA|i|j)\}|\\([ij])(?![A-Za-z])")
+_COMMAND = re.compile(r"\\([A-Za-z]+)\*?")
+
+# Commands that only format or stand for a symbol: they carry no word of their own.
+_SILENT_COMMANDS = frozenset(
+    """
+    mathcal mathbf mathrm mathit mathsf mathtt mathbb mathfrak mathscr boldsymbol bm emph textbf textit texttt
+    textrm textsf textsc textup textsl textnormal text mbox hbox operatorname mathop displaystyle textstyle
+    scriptstyle left right big Big bigg Bigg bigl bigr Bigl Bigr cite citep citet ref eqref label url href
+    footnote textsuperscript textsubscript frac dfrac tfrac sqrt hat tilde bar vec dot ddot overline underline
+    widehat widetilde times cdot cdots ldots dots geq ge leq le neq approx sim simeq equiv propto in notin
+    subset subseteq cup cap to rightarrow leftarrow Rightarrow Leftarrow mapsto pm mp quad qquad infty partial
+    nabla forall exists mid vert lvert rvert lceil rceil lfloor rfloor langle rangle prime
+    """.split()
+)
+
+# Letters that Unicode does not decompose into base letter + accent.
+_FOLD_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "æ": "ae", "œ": "oe", "ı": "i", "þ": "th"})
+
+
+def _glue(match: re.Match[str]) -> str:
+    """Keep the matched letter(s) in place and turn the rest of the match into glue, preserving length."""
+    text = match.group(0)
+    for group in range(1, (match.lastindex or 0) + 1):
+        if match.group(group) is not None:
+            start, end = match.start(group) - match.start(), match.end(group) - match.start()
+            return _JOIN * start + text[start:end] + _JOIN * (len(text) - end)
+    return " " * len(text)  # pragma: no cover - every pattern above captures a letter
+
+
+def _command(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name in _SILENT_COMMANDS:
+        return " " * len(match.group(0))
+    return " " + name + " " * (len(match.group(0)) - len(name) - 1)
+
+
+def _unlatex(text: str) -> str:
+    """Same-length copy of ``text`` with LaTeX accents glued to their letter and command names handled."""
+    text = _SPECIAL_LETTER.sub(_glue, text)
+    text = _ACCENT_SYMBOL.sub(_glue, text)
+    text = _ACCENT_LETTER.sub(_glue, text)
+    return _COMMAND.sub(_command, text)
+
+
+def fold(word: str) -> str:
+    """NFKC, case folding and accent folding of one word (the result may contain separators, e.g. for '½')."""
+    if word.isascii():
+        return word.lower().replace(_JOIN, "")
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch) and ch != _JOIN)
+    return unicodedata.normalize("NFKC", bare.translate(_FOLD_LETTERS)).casefold()
+
+
+def _is_plain(text: str) -> bool:
+    return text.isascii() and "\\" not in text and _JOIN not in text
+
+
+def tokenize(text: str) -> list[str]:
+    """The normalised tokens of a display text, in order."""
+    if _is_plain(text):
+        return _ASCII_TOKEN.findall(text.lower())
+    return tokenize_spans(text)[0]
+
+
+def tokenize_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The normalised tokens of a display text and, for each, its ``(start, end)`` span in that text."""
+    tokens: list[str] = []
+    spans: list[tuple[int, int]] = []
+    if _is_plain(text):
+        for match in _ASCII_TOKEN.finditer(text.lower()):
+            tokens.append(match.group())
+            spans.append(match.span())
+        return tokens, spans
+    prepared = _unlatex(text.replace(_JOIN, " ")) if "\\" in text else text.replace(_JOIN, " ")
+    for match in _TOKEN.finditer(prepared):
+        span = match.span()
+        while span[0] < span[1] and prepared[span[0]] == _JOIN:  # glue at the edges is not part of the word
+            span = (span[0] + 1, span[1])
+        while span[1] > span[0] and prepared[span[1] - 1] == _JOIN:
+            span = (span[0], span[1] - 1)
+        for piece in _SUBTOKEN.findall(fold(match.group())):
+            tokens.append(piece)
+            spans.append(span)
+    return tokens, spans
+
+
+_SIBILANT_ENDINGS = ("s", "x", "z", "ch", "sh")
+_VOWELS = "aeiou"
+
+
+def _plural_of(word: str) -> str | None:
+    """The regular English plural of ``word``, or None for words too short or ending in a digit."""
+    if len(word) < 3 or not word[-1].isalpha():
+        return None
+    if word.endswith("y") and word[-2] not in _VOWELS:
+        return word[:-1] + "ies"
+    if word.endswith(_SIBILANT_ENDINGS):
+        return word + "es"
+    return word + "s"
+
+
+def plural_variants(word: str) -> frozenset[str]:
+    """``word`` with its regular plural and the singulars it could be the plural of.
+
+    The relation is symmetric (``b in plural_variants(a)`` exactly when ``a in plural_variants(b)``) and
+    deliberately limited: ``policy``/``policies``, ``gpu``/``gpus``, ``process``/``processes``, but never
+    ``expert``/``expertise``.
+    """
+    variants = {word}
+    plural = _plural_of(word)
+    if plural is not None:
+        variants.add(plural)
+    for cut, suffix in ((3, "y"), (2, ""), (1, "")):
+        if len(word) > cut:
+            singular = word[:-cut] + suffix
+            if _plural_of(singular) == word:
+                variants.add(singular)
+    return frozenset(variants)

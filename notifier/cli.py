@@ -1,0 +1,227 @@
+"""Command line: ``notifier run | once | check | preview NAME | status | retry [NAME]``.
+
+Settings come from ``NOTIFIER_*`` environment variables; the options below override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from notifier import __version__
+from notifier.config import Config, load_config
+from notifier.daemon import Notifier, run_daemon, utcnow
+from notifier.errors import ConfigError, NotifierError
+from notifier.settings import ENV_VARS, Settings, load_settings
+
+log = logging.getLogger("notifier")
+
+_OPTIONS: dict[str, str] = {
+    "subscribers": "path of subscribers.yaml",
+    "data_dir": "folder for the database and the outbox",
+    "arxiv_rss_url": "feed base URL; categories are appended",
+    "arxiv_api_url": "arXiv API query URL",
+    "min_request_interval": "seconds between requests to arXiv (at least 3)",
+    "contact": "contact address sent in the User-Agent",
+    "smtp_host": "SMTP server; without it mail is written to the outbox folder",
+    "smtp_port": "SMTP port (default by security: 587, 465 or 25)",
+    "smtp_username": "SMTP user name",
+    "smtp_security": "starttls, tls or none",
+    "smtp_pool_size": "SMTP connections kept open at once",
+    "mail_from": "From address of digests",
+    "slack_api_url": "Slack Web API base URL",
+    "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
+    "templates": "folder with templates overriding the built-in ones",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (each overrides its environment variable)")
+    for name, text in _OPTIONS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} [{ENV_VARS[name]}]")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    common.add_argument(
+        "--log-format", choices=("text", "json"), default=os.environ.get("NOTIFIER_LOG_FORMAT", "text"),
+        help="log line format [NOTIFIER_LOG_FORMAT]",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="notifier", description="Watch arXiv and send each subscriber the new papers that match their rules."
+    )
+    parser.add_argument("--version", action="version", version=f"arxiv-notifier {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
+    once = commands.add_parser("once", parents=[common], help="poll, match, and send every pending digest now (for cron)")
+    once.add_argument("--no-poll", action="store_true", help="skip polling; plan and send from stored papers")
+    commands.add_parser("check", parents=[common], help="validate the config; exit 1 with file:line errors")
+    preview = commands.add_parser(
+        "preview", parents=[common], help="render a subscriber's next digest without sending or recording anything"
+    )
+    preview.add_argument("name", help="the subscriber's name")
+    preview.add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
+    preview.add_argument("--slack", action="store_true", help="print the Slack Block Kit JSON instead of the text")
+    commands.add_parser("status", parents=[common], help="show feeds and pending, retrying and failed deliveries")
+    retry = commands.add_parser("retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)")
+    retry.add_argument("name", nargs="?", help="only this subscriber's deliveries")
+    return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(verbose: bool, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_format)
+    try:
+        settings = load_settings(overrides={name: getattr(args, name) for name in _OPTIONS})
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except NotifierError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: str = args.command
+    if command == "check":
+        return _check(settings)
+    config = load_config(settings.subscribers)
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if command == "run":
+        log.info("data directory: %s", settings.data_dir)
+        asyncio.run(run_daemon(settings, config))
+        return 0
+    if command == "once":
+        return asyncio.run(_once(settings, config, poll=not args.no_poll))
+    if command == "preview":
+        return asyncio.run(_preview(settings, config, args.name, args.html, args.slack))
+    if command == "status":
+        return asyncio.run(_status(settings, config))
+    if command == "retry":
+        return asyncio.run(_retry(settings, config, args.name))
+    raise AssertionError(command)  # pragma: no cover
+
+
+def _check(settings: Settings) -> int:
+    try:
+        config = load_config(settings.subscribers)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    rules = sum(len(s.rules) for s in config.subscribers)
+    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, feeds {', '.join(config.feed_keys)}")
+    return 0
+
+
+async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
+    async with Notifier(settings, config) as app:
+        report = await app.cycle(force_send=True, poll=poll)
+    for outcome in report.polls:
+        detail = f", {outcome.new_items} new items" if outcome.status in ("ok", "repeat") else ""
+        error = f": {outcome.error}" if outcome.error else ""
+        print(f"feed {outcome.feed_key}: {outcome.status}{detail}{error}")
+    sent = report.sent
+    print(
+        f"digests: {report.plan.digests} ({report.plan.papers} papers); deliveries: {sent.sent} sent, "
+        f"{sent.retry} to retry, {sent.failed} failed"
+    )
+    if not settings.smtp_host or not settings.slack_token:
+        print(f"outbox: {settings.outbox}")
+    failed_polls = [o for o in report.polls if o.status == "error"]
+    return 1 if failed_polls and len(failed_polls) == len(report.polls) else 0
+
+
+async def _preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:
+    subscriber = config.subscriber(name)
+    async with Notifier(settings, config) as app:
+        digest = app.planner.preview(config, subscriber, utcnow())
+        renderer = app.planner.renderer
+        if slack:
+            messages = renderer.slack(digest)
+            print(json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False))
+        else:
+            rendered = renderer.email(digest)
+            print(f"Subject: {rendered.subject}\n")
+            print(rendered.text)
+            if html is not None:
+                html.write_text(rendered.html, encoding="utf-8")
+                print(f"HTML written to {html}", file=sys.stderr)
+    if digest.is_empty:
+        print(f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr)
+    return 0
+
+
+async def _status(settings: Settings, config: Config) -> int:
+    async with Notifier(settings, config) as app:
+        now = utcnow()
+        print(f"data directory: {settings.data_dir}")
+        print(f"papers stored: {app.store.paper_count()}")
+        print("feeds:")
+        for key in config.feed_keys:
+            health = app.poller.health(key, now)
+            seen = health.last_announced.isoformat() if health.last_announced else "none"
+            line = f"  {key}: {health.state}; last announcement seen {seen}; next expected "
+            line += health.next_expected.isoformat(timespec="minutes")
+            if health.last_error:
+                line += f"; last error: {health.last_error}"
+            print(line)
+        counts = app.store.delivery_counts()
+        print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
+        for row in app.store.deliveries(("pending", "sending", "retry", "failed")):
+            when = f" next attempt {row.next_attempt_at:%Y-%m-%d %H:%M}" if row.next_attempt_at and row.state == "retry" else ""
+            reason = f": {row.last_error}" if row.last_error else ""
+            print(f"  {row.state:8} {row.subscriber} {row.channel} {row.recipient} ({row.paper_count} papers,"
+                  f" {row.attempts} attempts){when}{reason}")
+    return 0
+
+
+async def _retry(settings: Settings, config: Config, name: str | None) -> int:
+    if name is not None:
+        config.subscriber(name)
+    async with Notifier(settings, config) as app:
+        count = app.store.retry_failed(utcnow(), name)
+        print(f"{count} deliveries queued again")
+        report = await app.send()
+    print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The daemon: owns the store, the HTTP session and the channels, and runs the cycle and the loop.
+
+One cycle is poll -> plan (match, render, write the outbox) -> send. ``run`` repeats it: it polls shortly after
+each expected arXiv announcement (more often while one is overdue), plans digests as their schedules come due,
+retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on SIGHUP) and keeps the
+last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+
+from notifier import __version__
+from notifier.channels.router import Channels
+from notifier.config import Config, load_config
+from notifier.errors import ConfigError, NotifierError
+from notifier.gate import PoliteGate
+from notifier.planner import PlanReport, Planner
+from notifier.poller import PollOutcome, Poller
+from notifier.render import Renderer
+from notifier.sender import SendReport, Sender
+from notifier.settings import Settings
+from notifier.store import Store
+
+log = logging.getLogger(__name__)
+
+TICK = timedelta(seconds=30)
+SHUTDOWN_GRACE = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CycleReport:
+    polls: list[PollOutcome] = field(default_factory=list)
+    plan: PlanReport = field(default_factory=PlanReport)
+    sent: SendReport = field(default_factory=SendReport)
+
+
+class Notifier:
+    """One running instance. Use as ``async with Notifier(settings, config) as app: await app.cycle()``."""
+
+    def __init__(self, settings: Settings, config: Config, *, clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.config = config
+        self.clock = clock
+        self.config_error: str | None = None
+        self._config_mtime = _mtime(settings)
+        self._store: Store | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._channels: Channels | None = None
+
+    async def __aenter__(self) -> Notifier:
+        try:
+            self._store = Store(self.settings.database)
+            self._session = aiohttp.ClientSession()
+            self._channels = Channels(self.settings, self._session)
+        except BaseException:
+            await self.aclose()
+            raise
+        user_agent = f"arxiv-notifier/{__version__} (+{self.settings.contact})"
+        self.gate = PoliteGate(
+            self._session,
+            min_interval=self.settings.min_request_interval,
+            user_agent=user_agent,
+            timeout=self.settings.request_timeout,
+            max_bytes=self.settings.max_feed_bytes,
+        )
+        self.poller = Poller(self._store, self.gate, self.settings, self.clock)
+        self.planner = Planner(self._store, Renderer(self.settings.templates), self.settings)
+        self.sender = Sender(self._store, self._channels, self.clock)
+        self._store.register_subscribers((s.name for s in self.config.subscribers), self.clock())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._channels is not None:
+            await self._channels.aclose()
+            self._channels = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "use Notifier as an async context manager"
+        return self._store
+
+    async def poll(self) -> list[PollOutcome]:
+        return await self.poller.poll(self.config.feed_keys)
+
+    def plan(self, *, force: bool) -> PlanReport:
+        now = self.clock()
+        reasons = {key: self.poller.empty_reason(key, now) for key in self.config.feed_keys}
+        return self.planner.plan(self.config, now, force=force, empty_reasons=reasons)
+
+    async def send(self, stop: asyncio.Event | None = None) -> SendReport:
+        names = [s.name for s in self.config.subscribers]
+        self.store.cancel_deliveries_of(names, self.clock())
+        return await self.sender.deliver_due(subscribers=names, stop=stop)
+
+    async def cycle(self, *, force_send: bool = False, poll: bool = True) -> CycleReport:
+        """Poll (optionally), plan due digests (all of them when ``force_send``), and send what is due."""
+        report = CycleReport()
+        if poll:
+            report.polls = await self.poll()
+        report.plan = self.plan(force=force_send)
+        report.sent = await self.send()
+        return report
+
+    def reload_config(self, *, force: bool = False) -> bool:
+        """Switch to a changed subscribers.yaml if it is valid; keep the last good one otherwise."""
+        mtime = _mtime(self.settings)
+        if not force and mtime == self._config_mtime:
+            return False
+        self._config_mtime = mtime
+        try:
+            config = load_config(self.settings.subscribers)
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            log.error("config rejected, keeping the last good one: %s", exc)
+            return False
+        self.config = config
+        self.config_error = None
+        self.store.register_subscribers((s.name for s in config.subscribers), self.clock())
+        log.info("config reloaded: %d subscribers, %d feeds", len(config.subscribers), len(config.feed_keys))
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The daemon loop; returns when ``stop`` is set."""
+        reload_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+        next_poll = self.clock()
+        log.info("daemon started: %d subscribers, feeds %s", len(self.config.subscribers), ", ".join(self.config.feed_keys))
+        while not stop.is_set():
+            try:
+                self.reload_config(force=reload_requested.is_set())
+                reload_requested.clear()
+                if self.clock() >= next_poll:
+                    await self.poll()
+                    next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
+                    log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
+                self.plan(force=False)
+                await self.send(stop)
+            except NotifierError as exc:
+                log.error("cycle failed, will try again: %s", exc)
+            wait = min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait.total_seconds())
+        log.info("daemon stopping")
+
+
+def _mtime(settings: Settings) -> float | None:
+    try:
+        return settings.subscribers.stat().st_mtime
+    except OSError:
+        return None
+
+
+async def run_daemon(settings: Settings, config: Config) -> None:
+    """Run until SIGTERM or SIGINT; in-flight sends get a few seconds to finish, then are handed back."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Notifier(settings, config) as app:
+        task = asyncio.create_task(app.run(stop))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stopper.cancel()
+            task.result()
+            return
+        try:
+            await asyncio.wait_for(task, SHUTDOWN_GRACE)
+        except TimeoutError:
+            log.warning("in-flight sends handed back; they are sent again at the next start")

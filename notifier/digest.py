@@ -1,0 +1,68 @@
+"""Pure digest assembly: which matched papers one recipient gets, grouped in one section per rule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from notifier.config import Subscriber
+from notifier.models import Digest, DigestSection, Match
+
+
+def sections_for(
+    subscriber: Subscriber,
+    matches: Mapping[str, Sequence[Match]],
+    reserved: Mapping[str, int],
+) -> tuple[DigestSection, ...]:
+    """One section per rule, in the order of the rules, holding what this recipient has not had yet.
+
+    ``matches`` maps rule keys to matches over the candidate papers; ``reserved`` maps arxiv ids to the highest
+    version already sent (or on its way) to the recipient. A paper is listed once per section, at its highest
+    version; its announce type must be one the subscriber asked for; a paper already delivered comes again only
+    as a newer version announced as a replacement (which the subscriber asked for by listing replace types).
+    """
+    sections = []
+    for rule in subscriber.rules:
+        best: dict[str, Match] = {}
+        for match in matches.get(rule.key, ()):
+            paper = match.paper
+            if paper.announce_type not in subscriber.announce_types:
+                continue
+            had = reserved.get(paper.arxiv_id)
+            if had is not None and (not paper.is_update or paper.version <= had):
+                continue
+            current = best.get(paper.arxiv_id)
+            if current is None or paper.version > current.paper.version:
+                best[paper.arxiv_id] = match
+        sections.append(DigestSection(rule=rule.name, query=rule.query, matches=tuple(best.values())))
+    return tuple(sections)
+
+
+def build_digest(
+    subscriber: Subscriber,
+    sections: tuple[DigestSection, ...],
+    *,
+    period_start: datetime,
+    period_end: datetime,
+    config_path: str,
+    empty_reason: str | None = None,
+) -> Digest:
+    return Digest(
+        subscriber=subscriber.name,
+        period_start=period_start,
+        period_end=period_end,
+        sections=sections,
+        kind=subscriber.schedule.kind,
+        empty_reason=empty_reason,
+        config_path=config_path,
+    )
+
+
+def papers_of(sections: Sequence[DigestSection]) -> tuple[tuple[str, int], ...]:
+    """(arxiv_id, version) of every distinct paper in ``sections``, highest version per id."""
+    versions: dict[str, int] = {}
+    for section in sections:
+        for match in section.matches:
+            paper = match.paper
+            versions[paper.arxiv_id] = max(versions.get(paper.arxiv_id, 0), paper.version)
+    return tuple(versions.items())

@@ -1,0 +1,221 @@
+"""The one politeness gate that every request to arXiv goes through.
+
+arXiv asks robots for at most one request every three seconds, on a single connection, with an identifying
+User-Agent. :class:`PoliteGate` enforces that for the RSS feeds and the export API together: one lock (one
+request in flight), a minimum spacing between the *starts* of any two requests, ``Retry-After`` honoured on
+429/503 (and remembered, so the next request waits too), exponential backoff with jitter on transient failures,
+a bounded number of attempts, a total timeout per attempt and a cap on the body size, enforced while reading.
+
+The gate does not judge statuses other than the transient ones: it returns 2xx, 3xx and 4xx answers as a
+:class:`GateResponse` and leaves their meaning to the caller. aiohttp errors are translated to
+:class:`~notifier.errors.FeedError` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from notifier import __version__
+from notifier.errors import FeedError, FeedHTTPError, FeedParseError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_INTERVAL = 3.0
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 4
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_CHUNK = 64 * 1024
+
+
+def user_agent(contact: str) -> str:
+    """The identifying User-Agent arXiv asks for: ``arxiv-notifier/<version> (+<contact>)``."""
+    return f"arxiv-notifier/{__version__} (+{contact})"
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class GateResponse:
+    """A complete answer: status, headers (case-insensitive), the whole body, and the final URL."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request that left the gate: when it started (gate clock), what was asked, and which attempt it was."""
+
+    at: float
+    url: str
+    attempt: int
+
+
+class PoliteGate:
+    """Serialises, spaces and retries every GET to arXiv. The caller owns (creates and closes) the session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        user_agent: str,
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_base: float = 2.0,
+        backoff_max: float = 120.0,
+        max_retry_after: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if min_interval < 0 or timeout <= 0 or max_bytes <= 0 or max_attempts < 1:
+            raise ValueError("min_interval >= 0, timeout > 0, max_bytes > 0 and max_attempts >= 1 are required")
+        self._session = session
+        self._user_agent = user_agent
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._max_retry_after = max_retry_after
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self._lock = asyncio.Lock()
+        self._last_start: float | None = None
+        self._not_before = 0.0
+        self._log: list[RequestRecord] = []
+
+    @property
+    def requests(self) -> tuple[RequestRecord, ...]:
+        """Every request sent so far, oldest first."""
+        return tuple(self._log)
+
+    async def get(
+        self, url: str, *, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
+    ) -> GateResponse:
+        """GET ``url`` politely; retries transient failures and returns the first non-transient answer.
+
+        Raises :class:`FeedHTTPError` when the attempts run out on 429/5xx (or the server asks to wait longer
+        than ``max_retry_after``), :class:`FeedParseError` when the body exceeds ``max_bytes`` and
+        :class:`FeedError` when the connection fails or times out on every attempt.
+        """
+        full_url = str(URL(url).update_query(dict(params))) if params else url
+        send_headers = CIMultiDict(headers or {})
+        send_headers["User-Agent"] = self._user_agent
+        last_error: FeedError | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            delay: float | None = None
+            async with self._lock:
+                await self._wait_turn()
+                try:
+                    response = await self._attempt(full_url, send_headers, attempt)
+                except FeedParseError:
+                    raise
+                except FeedError as exc:
+                    last_error = exc
+                else:
+                    if response.status not in RETRY_STATUSES:
+                        return response
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    last_error = FeedHTTPError(
+                        f"arXiv answered HTTP {response.status} for {full_url}", status=response.status,
+                        retry_after=retry_after,
+                    )
+                    if retry_after is not None:
+                        if retry_after > self._max_retry_after:
+                            raise last_error
+                        self._not_before = max(self._not_before, self._clock() + retry_after)
+                        delay = retry_after
+            if attempt == self.max_attempts:
+                break
+            if delay is None:
+                delay = self._backoff(attempt)
+                self._not_before = max(self._not_before, self._clock() + delay)
+            logger.warning("retrying %s in %.1fs (attempt %d of %d): %s", full_url, delay, attempt + 1,
+                           self.max_attempts, last_error)
+        assert last_error is not None
+        if isinstance(last_error, FeedHTTPError):
+            raise last_error
+        raise FeedError(f"{last_error} (gave up after {self.max_attempts} attempts)") from last_error
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter: half the step is fixed, half random."""
+        step = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        return step / 2 + step / 2 * self._jitter()
+
+    async def _wait_turn(self) -> None:
+        now = self._clock()
+        ready = self._not_before
+        if self._last_start is not None:
+            ready = max(ready, self._last_start + self.min_interval)
+        if ready > now:
+            await self._sleep(ready - now)
+
+    async def _attempt(self, url: str, headers: CIMultiDict[str], attempt: int) -> GateResponse:
+        started = self._clock()
+        self._last_start = started
+        self._log.append(RequestRecord(at=started, url=url, attempt=attempt))
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._fetch(url, headers)
+        except TimeoutError as exc:
+            logger.info("GET %s -> timeout after %.1fs (attempt %d)", url, self.timeout, attempt)
+            raise FeedError(f"arXiv did not answer {url} within {self.timeout:g}s") from exc
+        except aiohttp.ClientError as exc:
+            logger.info("GET %s -> %s (attempt %d)", url, type(exc).__name__, attempt)
+            raise FeedError(f"connection to arXiv failed for {url}: {exc or type(exc).__name__}") from exc
+        logger.info("GET %s -> %d (%d bytes, %.2fs, attempt %d)", url, response.status, len(response.body),
+                    self._clock() - started, attempt)
+        return response
+
+    async def _fetch(self, url: str, headers: CIMultiDict[str]) -> GateResponse:
+        async with self._session.get(url, headers=headers, allow_redirects=True) as resp:
+            declared = resp.content_length
+            if declared is not None and declared > self.max_bytes:
+                resp.close()
+                raise FeedParseError(
+                    f"{url} announced {declared} bytes, more than the {self.max_bytes}-byte limit; not reading it"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    resp.close()
+                    raise FeedParseError(f"{url} sent more than the {self.max_bytes}-byte limit; stopped reading")
+                chunks.append(chunk)
+            return GateResponse(status=resp.status, headers=resp.headers, body=b"".join(chunks), url=str(resp.url))

@@ -1,0 +1,133 @@
+"""Polling arXiv: one request per distinct category set, announcement-aware, recorded in the store.
+
+A poll fetches the feed (conditional GET), recognises a repeated announcement by its items (not by
+``lastBuildDate``), stores new items, and records the outcome. A failed poll is a log line and a feed state; it
+never touches what is already stored, and the next poll recovers. Feed health compares the last announcement we
+saw with the one arXiv's calendar says should be out: ``ok``, ``late`` (up to six hours) or ``stale``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from notifier import calendar
+from notifier.errors import FeedError
+from notifier.feeds import fetch_feed
+from notifier.gate import PoliteGate
+from notifier.settings import Settings
+from notifier.store import Store
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(hours=6)
+GRACE_AFTER_ANNOUNCEMENT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    feed_key: str
+    status: str  # ok | repeat | not_modified | empty | error
+    new_items: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    feed_key: str
+    state: str  # ok | late | stale | never polled
+    last_announced: date | None
+    expected: date | None
+    next_expected: datetime
+    last_status: str | None
+    last_error: str | None
+
+
+def items_hash(ids: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:32]
+
+
+class Poller:
+    def __init__(self, store: Store, gate: PoliteGate, settings: Settings, clock: Callable[[], datetime]):
+        self.store = store
+        self.gate = gate
+        self.settings = settings
+        self.clock = clock
+
+    async def poll(self, feed_keys: Iterable[str]) -> list[PollOutcome]:
+        return [await self.poll_one(key) for key in feed_keys]
+
+    async def poll_one(self, feed_key: str) -> PollOutcome:
+        state = self.store.feed_state(feed_key)
+        categories = feed_key.split("+")
+        try:
+            result = await fetch_feed(self.gate, self.settings.arxiv_rss_url, categories, state.etag if state else None)
+        except FeedError as exc:
+            self.store.record_poll(feed_key, at=self.clock(), status="error", error=str(exc))
+            log.warning("poll of %s failed; keeping what is stored, will try again: %s", feed_key, exc)
+            return PollOutcome(feed_key, "error", error=str(exc))
+        now = self.clock()
+        if result.status == "not_modified":
+            self.store.record_poll(feed_key, at=now, status="not_modified")
+            log.info("feed %s not modified", feed_key)
+            return PollOutcome(feed_key, "not_modified")
+        digest = items_hash(paper.versioned_id for paper in result.papers)
+        if not result.papers:
+            status = "empty"
+        elif state is not None and state.last_items_hash == digest:
+            status = "repeat"
+        else:
+            status = "ok"
+        added = self.store.ingest(feed_key, result.papers, now) if result.papers else 0
+        announced = result.pub_date if status in ("ok", "empty") else None
+        self.store.record_poll(
+            feed_key, at=now, status=status, etag=result.etag, announced=announced,
+            items_hash=digest if result.papers else None, item_count=result.item_count,
+        )
+        if result.capped:
+            log.warning(
+                "feed %s returned %d items, arXiv's cap for one feed; some papers may be missing from it",
+                feed_key, result.item_count,
+            )
+        log.info("feed %s: %s, %d items, %d new", feed_key, status, result.item_count, added)
+        return PollOutcome(feed_key, status, new_items=added)
+
+    def health(self, feed_key: str, now: datetime) -> FeedHealth:
+        state = self.store.feed_state(feed_key)
+        expected = calendar.latest_announcement(now)
+        next_expected = calendar.next_announcement(now)
+        if state is None or state.last_polled is None:
+            return FeedHealth(feed_key, "never polled", None, expected, next_expected, None, None)
+        seen = state.last_announced
+        if expected is None or (seen is not None and seen >= expected):
+            condition = "ok"
+        else:
+            due_since = calendar.announcement_time(expected)
+            condition = "late" if now - due_since < STALE_AFTER else "stale"
+        return FeedHealth(feed_key, condition, seen, expected, next_expected, state.last_status, state.last_error)
+
+    def next_poll_at(self, feed_keys: Iterable[str], now: datetime) -> datetime:
+        """When to poll next: shortly after the next announcement, or soon again while one is overdue."""
+        soonest = calendar.next_announcement(now) + GRACE_AFTER_ANNOUNCEMENT
+        for key in feed_keys:
+            health = self.health(key, now)
+            if health.state in ("late", "stale", "never polled"):
+                state = self.store.feed_state(key)
+                last = state.last_polled if state and state.last_polled else now - timedelta(days=1)
+                interval = timedelta(seconds=self.settings.poll_interval)
+                if health.state == "stale":
+                    interval = max(interval, timedelta(hours=1))
+                soonest = min(soonest, max(last + interval, now))
+        return soonest
+
+    def empty_reason(self, feed_key: str, now: datetime) -> str | None:
+        """Why a digest would be empty, or None when we cannot honestly say (the feed is late or failing)."""
+        today = now.date()
+        if not calendar.is_announcement_day(today):
+            return f"arXiv did not announce on {today:%a %d %b} (weekend or holiday)"
+        if self.health(feed_key, now).state == "ok":
+            return "nothing new matched your rules"
+        return None

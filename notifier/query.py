@@ -1,0 +1,282 @@
+"""The rule query language (v1): parsing into a small tree, and warnings about rules that will misfire.
+
+Grammar, loosest binding first::
+
+    query   := or
+    or      := and ("OR" and)*
+    and     := unary (["AND"] unary)*          adjacent terms are ANDed
+    unary   := "NOT" unary | primary
+    primary := [prefix] (word | "phrase" | "(" or ")")
+    prefix  := "ti:" | "abs:" | "au:" | "cat:" | "co:"
+
+- ``AND``, ``OR`` and ``NOT`` are operators only in upper case; ``and``/``or``/``not`` are plain words.
+- A word is a run of characters other than whitespace, parentheses and ``"``. Punctuation and hyphens inside it
+  separate its tokens, so ``multi-agent`` is the phrase ``"multi agent"``. A trailing ``*`` makes the last token a
+  prefix (``compil*``, ``"graph neural net*"``); the prefix needs at least two letters.
+- Without a prefix a term looks at the title and the abstract. A prefix applies to the term or parenthesised group
+  right after it (``ti:(compiler OR interpreter)``); inside a group, a prefix on a term overrides the group's.
+  Prefix names are case-insensitive; any other ``name:`` is an error (``all:`` is not supported: leave the prefix
+  out instead).
+- ``au:`` terms are names: their tokens must occur in that order (other tokens such as middle names may sit between)
+  within one author's name, and a one-letter token is an initial (``au:"Y Zhang"`` matches "Yongle Zhang").
+- ``cat:`` terms are whole categories compared without case (``cat:cs.LG``); ``cat:cs.*`` is a prefix.
+- ``NOT`` may stand alone: ``NOT survey`` selects every paper without "survey". Negated terms never produce hits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from notifier.errors import QuerySyntaxError
+from notifier.models import Field
+from notifier.text import plural_variants, tokenize
+
+PREFIXES: dict[str, Field] = {
+    "ti": Field.TITLE,
+    "abs": Field.ABSTRACT,
+    "au": Field.AUTHORS,
+    "cat": Field.CATEGORIES,
+    "co": Field.COMMENT,
+}
+_EXPECTED_PREFIXES = ", ".join(f"{name}:" for name in PREFIXES)
+_MIN_PREFIX_LETTERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One word, phrase or name to look for.
+
+    ``words`` are normalised tokens (for ``cat:`` the one category, case-folded). ``prefix`` makes the last word
+    a prefix. ``field`` None means title and abstract. ``label`` is the term as written, with its field prefix.
+    """
+
+    field: Field | None
+    words: tuple[str, ...]
+    prefix: bool
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node: TypeAlias = Term | Not | And | Or
+
+_LEXEME = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<open>\()
+  | (?P<close>\))
+  | (?P<phrase>"[^"]*")
+  | (?P<unclosed>")
+  | (?P<prefix>[A-Za-z]+:)
+  | (?P<word>[^\s()"]+)
+    """,
+    re.VERBOSE,
+)
+_OPERATORS = ("AND", "OR", "NOT")
+_STARTS = frozenset({"open", "phrase", "prefix", "word", "NOT"})
+_EXPECT_TERM = "a term, a \"phrase\" or '('"
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexeme:
+    kind: str  # open, close, phrase, prefix, word, AND, OR, NOT, end
+    text: str
+    column: int  # 1-based
+
+
+def _describe(lexeme: _Lexeme) -> str:
+    return "the end of the query" if lexeme.kind == "end" else f"'{lexeme.text}'"
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.lexemes = self._lex(text)
+        self.pos = 0
+
+    def error(self, message: str, column: int) -> QuerySyntaxError:
+        return QuerySyntaxError(message, query=self.text, column=column)
+
+    def _lex(self, text: str) -> list[_Lexeme]:
+        lexemes: list[_Lexeme] = []
+        for match in _LEXEME.finditer(text):
+            kind = match.lastgroup or "word"
+            column = match.start() + 1
+            if kind == "space":
+                continue
+            if kind == "unclosed":
+                raise self.error('unterminated phrase; expected a closing \'"\'', column)
+            if kind == "word" and match.group() in _OPERATORS:
+                kind = match.group()
+            lexemes.append(_Lexeme(kind, match.group(), column))
+        lexemes.append(_Lexeme("end", "", len(text) + 1))
+        return lexemes
+
+    @property
+    def current(self) -> _Lexeme:
+        return self.lexemes[self.pos]
+
+    def advance(self) -> _Lexeme:
+        lexeme = self.lexemes[self.pos]
+        self.pos += 1
+        return lexeme
+
+    def expect_start(self, after: _Lexeme) -> None:
+        if self.current.kind not in _STARTS:
+            raise self.error(
+                f"expected {_EXPECT_TERM} after '{after.text}', found {_describe(self.current)}", after.column
+            )
+
+    def parse(self) -> Node:
+        if self.current.kind == "end":
+            raise self.error(f"empty query; expected {_EXPECT_TERM}", 1)
+        node = self.parse_or(None)
+        if self.current.kind == "close":
+            raise self.error("unexpected ')'; no '(' is open", self.current.column)
+        if self.current.kind != "end":  # pragma: no cover - parse_and consumes every lexeme that can start a term
+            raise self.error(f"unexpected {_describe(self.current)}", self.current.column)
+        return node
+
+    def parse_or(self, field: Field | None) -> Node:
+        children = [self.parse_and(field)]
+        while self.current.kind == "OR":
+            self.expect_start(self.advance())
+            children.append(self.parse_and(field))
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def parse_and(self, field: Field | None) -> Node:
+        children = [self.parse_unary(field)]
+        while True:
+            if self.current.kind == "AND":
+                self.expect_start(self.advance())
+            elif self.current.kind not in _STARTS:
+                break
+            children.append(self.parse_unary(field))
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def parse_unary(self, field: Field | None) -> Node:
+        if self.current.kind == "NOT":
+            self.expect_start(self.advance())
+            return Not(self.parse_unary(field))
+        return self.parse_primary(field)
+
+    def parse_primary(self, field: Field | None) -> Node:
+        lexeme = self.current
+        if lexeme.kind == "prefix":
+            self.advance()
+            name = lexeme.text[:-1].lower()
+            if name not in PREFIXES:
+                raise self.error(
+                    f"unknown field prefix '{lexeme.text}'; expected one of {_EXPECTED_PREFIXES}", lexeme.column
+                )
+            if self.current.kind not in ("open", "phrase", "word"):
+                raise self.error(
+                    f"expected {_EXPECT_TERM} right after '{lexeme.text}', found {_describe(self.current)}",
+                    lexeme.column,
+                )
+            return self.parse_primary(PREFIXES[name])
+        if lexeme.kind == "open":
+            self.advance()
+            if self.current.kind == "close":
+                raise self.error(f"empty parentheses; expected {_EXPECT_TERM}", lexeme.column)
+            node = self.parse_or(field)
+            if self.current.kind != "close":
+                raise self.error(
+                    f"expected ')' to close the '(' at column {lexeme.column}, found {_describe(self.current)}",
+                    lexeme.column,
+                )
+            self.advance()
+            return node
+        if lexeme.kind in ("phrase", "word"):
+            self.advance()
+            return self.make_term(lexeme, field)
+        raise self.error(f"expected {_EXPECT_TERM}, found {_describe(lexeme)}", lexeme.column)
+
+    def make_term(self, lexeme: _Lexeme, field: Field | None) -> Term:
+        raw = lexeme.text[1:-1] if lexeme.kind == "phrase" else lexeme.text
+        label = raw if lexeme.kind == "word" else lexeme.text
+        if field is not None:
+            label = next(name for name, value in PREFIXES.items() if value is field) + ":" + label
+        if lexeme.kind == "phrase" and not raw.strip():
+            raise self.error('empty phrase ""; expected words between the quotes', lexeme.column)
+        if lexeme.kind == "word" and raw.startswith("-") and raw[1:2].isalnum():
+            raise self.error(f"'{raw}': to exclude a word write NOT {raw[1:]}", lexeme.column)
+        prefix = raw.endswith("*")
+        body = raw.rstrip("*") if prefix else raw
+        if "*" in body:
+            raise self.error(f"'*' may only end a word, as in 'compil*' (in {lexeme.text})", lexeme.column)
+        if field is Field.CATEGORIES:
+            words: tuple[str, ...] = (body.strip().casefold(),)
+            if not words[0]:
+                raise self.error(f"expected a category such as cs.LG, found {_describe(lexeme)}", lexeme.column)
+        else:
+            words = tuple(tokenize(body))
+            if not words:
+                raise self.error(f"{_describe(lexeme)} has no letters or digits; expected a word", lexeme.column)
+            if prefix and (body[-1:].isspace() or len(words[-1]) < _MIN_PREFIX_LETTERS):
+                raise self.error(
+                    f"prefix '{lexeme.text}' is too short; put at least {_MIN_PREFIX_LETTERS} letters before '*'",
+                    lexeme.column,
+                )
+        return Term(field, words, prefix, label)
+
+
+def parse_query(text: str) -> Node:
+    """Parse a rule query; raise :class:`QuerySyntaxError` with a 1-based column and what was expected."""
+    return _Parser(text).parse()
+
+
+def iter_terms(node: Node, *, negated: bool = False) -> list[tuple[Term, bool]]:
+    """Every term of ``node`` in query order, each with whether it sits under an odd number of NOTs."""
+    if isinstance(node, Term):
+        return [(node, negated)]
+    if isinstance(node, Not):
+        return iter_terms(node.child, negated=not negated)
+    return [pair for child in node.children for pair in iter_terms(child, negated=negated)]
+
+
+COMMON_WORDS = frozenset(
+    """
+    learning model network data method approach result paper based using deep neural system analysis algorithm
+    problem study framework task training performance large language information time experiment dataset
+    efficient novel propose proposed new show work art state use application process design evaluation
+    """.split()
+)
+_MIN_USEFUL_PREFIX = 4
+
+
+def _is_common(word: str) -> bool:
+    return any(variant in COMMON_WORDS for variant in plural_variants(word))
+
+
+def query_warnings(node: Node) -> list[str]:
+    """Advice about a rule that parses but will probably not do what its author wants."""
+    warnings: list[str] = []
+    terms = iter_terms(node)
+    if all(negated for _, negated in terms):
+        words = " ".join(term.label for term, _ in terms)
+        warnings.append(f"rule only excludes ({words}); it will match every other paper")
+    if isinstance(node, Term) and node.field in (None, Field.TITLE, Field.ABSTRACT, Field.COMMENT):
+        if len(node.words) == 1 and not node.prefix and _is_common(node.words[0]):
+            warnings.append(
+                f'rule is the single very common word "{node.words[0]}"; it will match most papers'
+            )
+    for term, _ in terms:
+        if term.prefix and term.field is not Field.CATEGORIES and len(term.words[-1]) < _MIN_USEFUL_PREFIX:
+            warnings.append(f"prefix {term.label} is short; it will match many unrelated words")
+    return warnings

@@ -1,0 +1,129 @@
+"""The outbox reader: sends due deliveries through their channels and records each outcome.
+
+Each (subscriber, channel, recipient) is its own delivery, so one bad address or dead Slack channel never stops
+the others. A temporary failure is retried with exponential backoff and jitter for a bounded time; a permanent
+one is marked failed with its reason, logged once with the subscriber's name, and kept for ``notifier retry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from notifier.channels.base import Channel
+from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from notifier.models import Outgoing
+from notifier.store import Store
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE = timedelta(seconds=60)
+RETRY_CAP = timedelta(hours=1)
+GIVE_UP_AFTER = timedelta(hours=24)
+
+
+class ChannelRouter(Protocol):
+    def channel_for(self, message: Outgoing) -> Channel: ...
+
+    def concurrency(self, channel: Channel) -> int: ...
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    interrupted: int = 0
+
+
+def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
+    """Exponential backoff with full jitter, at least what the server asked for."""
+    ceiling = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+    delay = timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))  # noqa: S311
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+class Sender:
+    def __init__(self, store: Store, router: ChannelRouter, clock: Callable[[], datetime]):
+        self.store = store
+        self.router = router
+        self.clock = clock
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+
+    def _semaphore(self, channel: Channel) -> asyncio.Semaphore:
+        key = id(channel)
+        if key not in self._semaphores:
+            self._semaphores[key] = asyncio.Semaphore(self.router.concurrency(channel))
+        return self._semaphores[key]
+
+    async def deliver_due(self, *, subscribers: Iterable[str] | None = None, stop: asyncio.Event | None = None) -> SendReport:
+        report = SendReport()
+        due = self.store.due_deliveries(self.clock(), subscribers)
+        if not due:
+            return report
+        log.info("sending %d due deliveries", len(due))
+        tasks = [asyncio.create_task(self._send_one(message, report, stop)) for message in due]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return report
+
+    async def _send_one(self, message: Outgoing, report: SendReport, stop: asyncio.Event | None) -> None:
+        channel = self.router.channel_for(message)
+        async with self._semaphore(channel):
+            if stop is not None and stop.is_set():
+                report.interrupted += 1
+                return
+            self.store.mark_sending(message.delivery_id, self.clock())
+
+            async def progress(parts: int) -> None:
+                self.store.mark_part(message.delivery_id, parts, self.clock())
+
+            try:
+                await channel.send(message, progress)
+            except TemporaryDeliveryError as exc:
+                self._temporary(message, exc, report)
+            except PermanentDeliveryError as exc:
+                self._failed(message, exc, report)
+            except DeliveryError as exc:  # a channel that did not say which: treat as temporary
+                self._temporary(message, TemporaryDeliveryError(str(exc)), report)
+            except asyncio.CancelledError:
+                # Handed back: the row stays 'sending' and is sent again at the next start or cycle.
+                report.interrupted += 1
+                raise
+            else:
+                self.store.mark_sent(message.delivery_id, self.clock())
+                report.sent += 1
+                log.info("sent %s to %s %s for %s", message.delivery_id, message.channel, message.recipient, message.subscriber)
+
+    def _temporary(self, message: Outgoing, exc: TemporaryDeliveryError, report: SendReport) -> None:
+        now = self.clock()
+        attempts, created = self.store.attempts(message.delivery_id)
+        if now - created >= GIVE_UP_AFTER:
+            self._failed(message, PermanentDeliveryError(f"gave up after {attempts} attempts: {exc}"), report)
+            return
+        next_at = now + retry_delay(attempts, exc.retry_after)
+        self.store.mark_retry(message.delivery_id, now, next_at, str(exc))
+        report.retry += 1
+        log.warning(
+            "delivery to %s %s for %s failed (attempt %d), retrying at %s: %s",
+            message.channel, message.recipient, message.subscriber, attempts, next_at.isoformat(timespec="seconds"), exc,
+        )
+
+    def _failed(self, message: Outgoing, exc: PermanentDeliveryError, report: SendReport) -> None:
+        self.store.mark_failed(message.delivery_id, self.clock(), str(exc))
+        report.failed += 1
+        log.error(
+            "delivery to %s %s for %s failed permanently: %s (fix it, then run 'notifier retry %s')",
+            message.channel, message.recipient, message.subscriber, exc, message.subscriber,
+        )
