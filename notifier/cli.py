@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} [{ENV_VARS[name]}]")
     common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     common.add_argument(
-        "--log-format", choices=("text", "json"), default=os.environ.get("NOTIFIER_LOG_FORMAT", "text"),
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("NOTIFIER_LOG_FORMAT", "text"),
         help="log line format [NOTIFIER_LOG_FORMAT]",
     )
 
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arxiv-notifier {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
-    once = commands.add_parser("once", parents=[common], help="poll, match, and send every pending digest now (for cron)")
+    once = commands.add_parser(
+        "once", parents=[common], help="poll, match, and send every pending digest now (for cron)"
+    )
     once.add_argument("--no-poll", action="store_true", help="skip polling; plan and send from stored papers")
     commands.add_parser("check", parents=[common], help="validate the config; exit 1 with file:line errors")
     preview = commands.add_parser(
@@ -68,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
     preview.add_argument("--slack", action="store_true", help="print the Slack Block Kit JSON instead of the text")
     commands.add_parser("status", parents=[common], help="show feeds and pending, retrying and failed deliveries")
-    retry = commands.add_parser("retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)")
+    retry = commands.add_parser(
+        "retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)"
+    )
     retry.add_argument("name", nargs="?", help="only this subscriber's deliveries")
     return parser
 
@@ -91,7 +97,9 @@ def setup_logging(verbose: bool, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -146,7 +154,8 @@ def _check(settings: Settings) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     rules = sum(len(s.rules) for s in config.subscribers)
-    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, feeds {', '.join(config.feed_keys)}")
+    feeds = ", ".join(config.feed_keys)
+    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, feeds {feeds}")
     return 0
 
 
@@ -175,16 +184,20 @@ async def _preview(settings: Settings, config: Config, name: str, html: Path | N
         renderer = app.planner.renderer
         if slack:
             messages = renderer.slack(digest)
-            print(json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False))
+            print(
+                json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False)
+            )
         else:
             rendered = renderer.email(digest)
             print(f"Subject: {rendered.subject}\n")
             print(rendered.text)
             if html is not None:
-                html.write_text(rendered.html, encoding="utf-8")
+                html.write_text(rendered.html, encoding="utf-8")  # noqa: ASYNC240 (one small file, once)
                 print(f"HTML written to {html}", file=sys.stderr)
     if digest.is_empty:
-        print(f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr)
+        print(
+            f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr
+        )
     return 0
 
 
@@ -205,10 +218,16 @@ async def _status(settings: Settings, config: Config) -> int:
         counts = app.store.delivery_counts()
         print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
         for row in app.store.deliveries(("pending", "sending", "retry", "failed")):
-            when = f" next attempt {row.next_attempt_at:%Y-%m-%d %H:%M}" if row.next_attempt_at and row.state == "retry" else ""
+            when = (
+                f" next attempt {row.next_attempt_at:%Y-%m-%d %H:%M}"
+                if row.next_attempt_at and row.state == "retry"
+                else ""
+            )
             reason = f": {row.last_error}" if row.last_error else ""
-            print(f"  {row.state:8} {row.subscriber} {row.channel} {row.recipient} ({row.paper_count} papers,"
-                  f" {row.attempts} attempts){when}{reason}")
+            print(
+                f"  {row.state:8} {row.subscriber} {row.channel} {row.recipient} ({row.paper_count} papers,"
+                f" {row.attempts} attempts){when}{reason}"
+            )
     return 0
 
 

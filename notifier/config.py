@@ -171,7 +171,9 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"subscribers file not found (set NOTIFIER_SUBSCRIBERS or --subscribers)", file=str(path)) from exc
+        raise ConfigError(
+            "subscribers file not found (set NOTIFIER_SUBSCRIBERS or --subscribers)", file=str(path)
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the subscribers file: {exc}", file=str(path)) from exc
     return parse_config(text, path, environ)
@@ -196,7 +198,9 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
             raise loader.error_from(exc, where, defaults) from None
         line = loader.line_of(where)
         if model.name in seen:
-            raise loader.error(f"duplicate subscriber name {model.name!r} (first at line {seen[model.name]})", (*where, "name"))
+            raise loader.error(
+                f"duplicate subscriber name {model.name!r} (first at line {seen[model.name]})", (*where, "name")
+            )
         seen[model.name] = line
         subscribers.append(_subscriber(model, loader, where, line))
     rules = [(rule.key, rule.name, rule.query) for s in subscribers for rule in s.rules]
@@ -223,7 +227,9 @@ def _subscriber(model: SubscriberModel, loader: _Loader, where: Path_, line: int
     names = [rule.name for rule in model.rules]
     for j, name in enumerate(names):
         if names.index(name) != j:
-            raise loader.error(f"duplicate rule name {name!r} in subscriber {model.name!r}", (*where, "rules", j, "name"))
+            raise loader.error(
+                f"duplicate rule name {name!r} in subscriber {model.name!r}", (*where, "rules", j, "name")
+            )
     return Subscriber(
         name=model.name,
         emails=tuple(dict.fromkeys(model.email)),
@@ -276,7 +282,11 @@ class _Loader:
                 if key in result:
                     raise self._at(key_node, f"duplicate key {key!r}")
                 result[key] = self._convert(value_node, (*path, key))
-                self.positions[(*path, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1, key_node)
+                self.positions[(*path, key, "<key>")] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                    key_node,
+                )
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
@@ -309,7 +319,9 @@ class _Loader:
         line, column, _ = self.positions.get(probe, (1, 1, None))
         return ConfigError(message, file=self.file, line=line, column=column)
 
-    def error_from(self, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None) -> ConfigError:
+    def error_from(
+        self, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None
+    ) -> ConfigError:
         first = exc.errors()[0]
         loc = tuple(first["loc"])
         field = ".".join(str(part) for part in loc)

@@ -23,10 +23,10 @@ from notifier.channels.router import Channels
 from notifier.config import Config, load_config
 from notifier.errors import ConfigError, NotifierError
 from notifier.gate import PoliteGate
-from notifier.planner import PlanReport, Planner
-from notifier.poller import PollOutcome, Poller
+from notifier.planner import Planner, PlanReport
+from notifier.poller import Poller, PollOutcome
 from notifier.render import Renderer
-from notifier.sender import SendReport, Sender
+from notifier.sender import Sender, SendReport
 from notifier.settings import Settings
 from notifier.store import Store
 
@@ -148,7 +148,9 @@ class Notifier:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
         next_poll = self.clock()
-        log.info("daemon started: %d subscribers, feeds %s", len(self.config.subscribers), ", ".join(self.config.feed_keys))
+        log.info(
+            "daemon started: %d subscribers, feeds %s", len(self.config.subscribers), ", ".join(self.config.feed_keys)
+        )
         while not stop.is_set():
             try:
                 self.reload_config(force=reload_requested.is_set())

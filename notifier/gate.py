@@ -152,7 +152,8 @@ class PoliteGate:
                         return response
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     last_error = FeedHTTPError(
-                        f"arXiv answered HTTP {response.status} for {full_url}", status=response.status,
+                        f"arXiv answered HTTP {response.status} for {full_url}",
+                        status=response.status,
                         retry_after=retry_after,
                     )
                     if retry_after is not None:
@@ -165,8 +166,14 @@ class PoliteGate:
             if delay is None:
                 delay = self._backoff(attempt)
                 self._not_before = max(self._not_before, self._clock() + delay)
-            logger.warning("retrying %s in %.1fs (attempt %d of %d): %s", full_url, delay, attempt + 1,
-                           self.max_attempts, last_error)
+            logger.warning(
+                "retrying %s in %.1fs (attempt %d of %d): %s",
+                full_url,
+                delay,
+                attempt + 1,
+                self.max_attempts,
+                last_error,
+            )
         assert last_error is not None
         if isinstance(last_error, FeedHTTPError):
             raise last_error
@@ -198,8 +205,14 @@ class PoliteGate:
         except aiohttp.ClientError as exc:
             logger.info("GET %s -> %s (attempt %d)", url, type(exc).__name__, attempt)
             raise FeedError(f"connection to arXiv failed for {url}: {exc or type(exc).__name__}") from exc
-        logger.info("GET %s -> %d (%d bytes, %.2fs, attempt %d)", url, response.status, len(response.body),
-                    self._clock() - started, attempt)
+        logger.info(
+            "GET %s -> %d (%d bytes, %.2fs, attempt %d)",
+            url,
+            response.status,
+            len(response.body),
+            self._clock() - started,
+            attempt,
+        )
         return response
 
     async def _fetch(self, url: str, headers: CIMultiDict[str]) -> GateResponse:

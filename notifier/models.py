@@ -62,7 +62,7 @@ class Paper:
         return self.announce_type in ("replace", "replace-cross")
 
 
-class Field(str, enum.Enum):
+class Field(enum.StrEnum):
     """The parts of a paper a query term can look at (``ti:``, ``abs:``, ``au:``, ``cat:``, ``co:``)."""
 
     TITLE = "title"

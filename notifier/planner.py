@@ -115,13 +115,23 @@ class Planner:
                     continue
                 reason = empty_reason
             digest = build_digest(
-                subscriber, sections, period_start=cursor, period_end=now,
-                config_path=config.path.name, empty_reason=reason,
+                subscriber,
+                sections,
+                period_start=cursor,
+                period_end=now,
+                config_path=config.path.name,
+                empty_reason=reason,
             )
             deliveries.append(self._render(digest_id, subscriber, digest, channel, recipient, now))
         self.store.record_digest(
-            digest_id=digest_id, subscriber=subscriber.name, kind=subscriber.schedule.kind,
-            period_start=cursor, period_end=now, now=now, deliveries=deliveries, cursor=now,
+            digest_id=digest_id,
+            subscriber=subscriber.name,
+            kind=subscriber.schedule.kind,
+            period_start=cursor,
+            period_end=now,
+            now=now,
+            deliveries=deliveries,
+            cursor=now,
         )
         if deliveries:
             count = len({paper for delivery in deliveries for paper in delivery.papers})
@@ -140,15 +150,24 @@ class Planner:
             unsubscribe = self.unsubscribe_url(subscriber.name, recipient)
             rendered = self.renderer.email(digest, unsubscribe_url=unsubscribe)
             payload = build_email(
-                rendered, sender=self.settings.mail_from, recipient=recipient, message_id=message_id, date=now,
-                list_id=f"{subscriber.name}.{self.settings.mail_domain}", unsubscribe_url=unsubscribe,
+                rendered,
+                sender=self.settings.mail_from,
+                recipient=recipient,
+                message_id=message_id,
+                date=now,
+                list_id=f"{subscriber.name}.{self.settings.mail_domain}",
+                unsubscribe_url=unsubscribe,
             )
         else:
             messages = self.renderer.slack(digest)
             payload = json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages]).encode()
         return NewDelivery(
-            delivery_id=delivery_id, channel=channel, recipient=recipient, message_id=message_id,
-            payload=payload, papers=papers_of(digest.sections),
+            delivery_id=delivery_id,
+            channel=channel,
+            recipient=recipient,
+            message_id=message_id,
+            payload=payload,
+            papers=papers_of(digest.sections),
         )
 
     def preview(self, config: Config, subscriber: Subscriber, now: datetime) -> Digest:

@@ -84,13 +84,19 @@ class Poller:
         added = self.store.ingest(feed_key, result.papers, now) if result.papers else 0
         announced = result.pub_date if status in ("ok", "empty") else None
         self.store.record_poll(
-            feed_key, at=now, status=status, etag=result.etag, announced=announced,
-            items_hash=digest if result.papers else None, item_count=result.item_count,
+            feed_key,
+            at=now,
+            status=status,
+            etag=result.etag,
+            announced=announced,
+            items_hash=digest if result.papers else None,
+            item_count=result.item_count,
         )
         if result.capped:
             log.warning(
                 "feed %s returned %d items, arXiv's cap for one feed; some papers may be missing from it",
-                feed_key, result.item_count,
+                feed_key,
+                result.item_count,
             )
         log.info("feed %s: %s, %d items, %d new", feed_key, status, result.item_count, added)
         return PollOutcome(feed_key, status, new_items=added)

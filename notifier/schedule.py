@@ -42,7 +42,9 @@ class Schedule:
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {zone!r} in schedule {text!r}; use an IANA name such as Europe/Berlin") from exc
+            raise ValueError(
+                f"unknown time zone {zone!r} in schedule {text!r}; use an IANA name such as Europe/Berlin"
+            ) from exc
         weekday: int | None = None
         if kind == "weekly":
             day = (found["day"] or "").lower()

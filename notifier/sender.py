@@ -44,7 +44,7 @@ class SendReport:
 def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
     """Exponential backoff with full jitter, at least what the server asked for."""
     ceiling = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
-    delay = timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))  # noqa: S311
+    delay = timedelta(seconds=random.uniform(ceiling.total_seconds() / 2, ceiling.total_seconds()))
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
     return delay
@@ -63,7 +63,9 @@ class Sender:
             self._semaphores[key] = asyncio.Semaphore(self.router.concurrency(channel))
         return self._semaphores[key]
 
-    async def deliver_due(self, *, subscribers: Iterable[str] | None = None, stop: asyncio.Event | None = None) -> SendReport:
+    async def deliver_due(
+        self, *, subscribers: Iterable[str] | None = None, stop: asyncio.Event | None = None
+    ) -> SendReport:
         report = SendReport()
         due = self.store.due_deliveries(self.clock(), subscribers)
         if not due:
@@ -104,7 +106,13 @@ class Sender:
             else:
                 self.store.mark_sent(message.delivery_id, self.clock())
                 report.sent += 1
-                log.info("sent %s to %s %s for %s", message.delivery_id, message.channel, message.recipient, message.subscriber)
+                log.info(
+                    "sent %s to %s %s for %s",
+                    message.delivery_id,
+                    message.channel,
+                    message.recipient,
+                    message.subscriber,
+                )
 
     def _temporary(self, message: Outgoing, exc: TemporaryDeliveryError, report: SendReport) -> None:
         now = self.clock()
@@ -117,7 +125,12 @@ class Sender:
         report.retry += 1
         log.warning(
             "delivery to %s %s for %s failed (attempt %d), retrying at %s: %s",
-            message.channel, message.recipient, message.subscriber, attempts, next_at.isoformat(timespec="seconds"), exc,
+            message.channel,
+            message.recipient,
+            message.subscriber,
+            attempts,
+            next_at.isoformat(timespec="seconds"),
+            exc,
         )
 
     def _failed(self, message: Outgoing, exc: PermanentDeliveryError, report: SendReport) -> None:
@@ -125,5 +138,9 @@ class Sender:
         report.failed += 1
         log.error(
             "delivery to %s %s for %s failed permanently: %s (fix it, then run 'notifier retry %s')",
-            message.channel, message.recipient, message.subscriber, exc, message.subscriber,
+            message.channel,
+            message.recipient,
+            message.subscriber,
+            exc,
+            message.subscriber,
         )

@@ -164,7 +164,9 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
 
     if settings.smtp_security not in ("starttls", "tls", "none"):
         fail("smtp_security", f"must be starttls, tls or none, not {settings.smtp_security!r}")
-    if settings.min_request_interval < 3.0 and not settings.arxiv_rss_url.startswith(("http://127.", "http://localhost")):
+    if settings.min_request_interval < 3.0 and not settings.arxiv_rss_url.startswith(
+        ("http://127.", "http://localhost")
+    ):
         fail("min_request_interval", "arXiv asks for at least 3 seconds between requests")
     if settings.min_request_interval < 0:
         fail("min_request_interval", "must not be negative")

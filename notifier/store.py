@@ -191,15 +191,28 @@ class Store:
                          journal_ref = COALESCE(excluded.journal_ref, papers.journal_ref), updated = excluded.updated
                        WHERE excluded.version >= papers.version""",
                     (
-                        paper.arxiv_id, paper.version, paper.title, paper.abstract, json.dumps(paper.authors),
-                        json.dumps(paper.categories), paper.comment, paper.journal_ref, now, now,
+                        paper.arxiv_id,
+                        paper.version,
+                        paper.title,
+                        paper.abstract,
+                        json.dumps(paper.authors),
+                        json.dumps(paper.categories),
+                        paper.comment,
+                        paper.journal_ref,
+                        now,
+                        now,
                     ),
                 )
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO feed_items VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        feed_key, paper.arxiv_id, paper.version, paper.announce_type,
-                        paper.announced.isoformat() if paper.announced else None, now, int(paper.backfilled),
+                        feed_key,
+                        paper.arxiv_id,
+                        paper.version,
+                        paper.announce_type,
+                        paper.announced.isoformat() if paper.announced else None,
+                        now,
+                        int(paper.backfilled),
                     ),
                 )
                 added += cursor.rowcount
@@ -225,11 +238,17 @@ class Store:
         )
         return [
             Paper(
-                arxiv_id=row["arxiv_id"], version=row["version"], title=row["title"], abstract=row["abstract"],
-                authors=tuple(json.loads(row["authors"])), categories=tuple(json.loads(row["categories"])),
+                arxiv_id=row["arxiv_id"],
+                version=row["version"],
+                title=row["title"],
+                abstract=row["abstract"],
+                authors=tuple(json.loads(row["authors"])),
+                categories=tuple(json.loads(row["categories"])),
                 announce_type=row["announce_type"],
                 announced=date.fromisoformat(row["announced"]) if row["announced"] else None,
-                comment=row["comment"], journal_ref=row["journal_ref"], backfilled=bool(row["backfilled"]),
+                comment=row["comment"],
+                journal_ref=row["journal_ref"],
+                backfilled=bool(row["backfilled"]),
             )
             for row in rows
         ]
@@ -256,7 +275,7 @@ class Store:
         items_hash: str | None = None,
         item_count: int | None = None,
     ) -> None:
-        """Record one poll. ``status`` is ok / not_modified / repeat / empty / error; errors keep the last good state."""
+        """Record one poll: ``status`` is ok, not_modified, repeat, empty or error; errors keep the last good state."""
         ok = status != "error"
         with self.transaction() as db:
             db.execute("INSERT OR IGNORE INTO feeds (feed_key) VALUES (?)", (feed_key,))
@@ -269,8 +288,16 @@ class Store:
                      item_count = COALESCE(?, item_count)
                    WHERE feed_key = ?""",
                 (
-                    _iso(at), status, error, ok, _iso(at), etag, announced.isoformat() if announced else None,
-                    items_hash, item_count, feed_key,
+                    _iso(at),
+                    status,
+                    error,
+                    ok,
+                    _iso(at),
+                    etag,
+                    announced.isoformat() if announced else None,
+                    items_hash,
+                    item_count,
+                    feed_key,
                 ),
             )
 
@@ -298,7 +325,7 @@ class Store:
                 raise StoreError(f"a subscriber named {new!r} already has history; cannot rename {old!r} onto it")
             moved = db.execute("UPDATE subscribers SET name = ? WHERE name = ?", (new, old)).rowcount
             for table in ("digests", "deliveries", "delivery_papers", "unsubscribed"):
-                db.execute(f"UPDATE {table} SET subscriber = ? WHERE subscriber = ?", (new, old))  # noqa: S608
+                db.execute(f"UPDATE {table} SET subscriber = ? WHERE subscriber = ?", (new, old))
         return moved
 
     def unsubscribe(self, subscriber: str, address: str, now: datetime) -> None:
@@ -350,10 +377,19 @@ class Store:
             for delivery in deliveries:
                 db.execute(
                     """INSERT INTO deliveries (id, digest_id, subscriber, channel, recipient, message_id, state,
-                         payload, created_at, updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)""",
+                         payload, created_at, updated_at, next_attempt_at)
+                       VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)""",
                     (
-                        delivery.delivery_id, digest_id, subscriber, delivery.channel, delivery.recipient,
-                        delivery.message_id, delivery.payload, _iso(now), _iso(now), _iso(now),
+                        delivery.delivery_id,
+                        digest_id,
+                        subscriber,
+                        delivery.channel,
+                        delivery.recipient,
+                        delivery.message_id,
+                        delivery.payload,
+                        _iso(now),
+                        _iso(now),
+                        _iso(now),
                     ),
                 )
                 db.executemany(
@@ -379,8 +415,12 @@ class Store:
         allowed = None if subscribers is None else set(subscribers)
         return [
             Outgoing(
-                delivery_id=row["id"], subscriber=row["subscriber"], channel=row["channel"],
-                recipient=row["recipient"], message_id=row["message_id"], payload=bytes(row["payload"]),
+                delivery_id=row["id"],
+                subscriber=row["subscriber"],
+                channel=row["channel"],
+                recipient=row["recipient"],
+                message_id=row["message_id"],
+                payload=bytes(row["payload"]),
                 part=row["part"],
             )
             for row in rows
@@ -395,7 +435,7 @@ class Store:
         assignments = "".join(f", {name} = ?" for name in columns)
         with self.transaction() as db:
             db.execute(
-                f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?",  # noqa: S608
+                f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?",
                 (state, _iso(now), *columns.values(), delivery_id),
             )
 
@@ -431,7 +471,7 @@ class Store:
         with self.transaction() as db:
             return db.execute(
                 f"""UPDATE deliveries SET state = 'cancelled', last_error = 'subscriber removed from the config',
-                    updated_at = ? WHERE state IN ('pending', 'retry', 'sending') AND subscriber NOT IN ({marks})""",  # noqa: S608
+                    updated_at = ? WHERE state IN ('pending', 'retry', 'sending') AND subscriber NOT IN ({marks})""",
                 (_iso(now), *names),
             ).rowcount
 
@@ -447,14 +487,20 @@ class Store:
         marks = ",".join("?" * len(states))
         rows = self._query(
             f"""SELECT d.*, (SELECT count(*) FROM delivery_papers p WHERE p.delivery_id = d.id) AS paper_count
-                FROM deliveries d WHERE state IN ({marks}) ORDER BY created_at DESC LIMIT ?""",  # noqa: S608
+                FROM deliveries d WHERE state IN ({marks}) ORDER BY created_at DESC LIMIT ?""",
             (*states, limit),
         )
         return [
             DeliveryRow(
-                id=row["id"], subscriber=row["subscriber"], channel=row["channel"], recipient=row["recipient"],
-                state=row["state"], attempts=row["attempts"], next_attempt_at=_time(row["next_attempt_at"]),
-                last_error=row["last_error"], created_at=_time(row["created_at"]) or datetime.now(UTC),
+                id=row["id"],
+                subscriber=row["subscriber"],
+                channel=row["channel"],
+                recipient=row["recipient"],
+                state=row["state"],
+                attempts=row["attempts"],
+                next_attempt_at=_time(row["next_attempt_at"]),
+                last_error=row["last_error"],
+                created_at=_time(row["created_at"]) or datetime.now(UTC),
                 paper_count=row["paper_count"],
             )
             for row in rows
@@ -467,8 +513,13 @@ class Store:
 
 def _feed_state(row: sqlite3.Row) -> FeedState:
     return FeedState(
-        feed_key=row["feed_key"], etag=row["etag"], last_polled=_time(row["last_polled"]), last_ok=_time(row["last_ok"]),
-        last_status=row["last_status"], last_error=row["last_error"],
+        feed_key=row["feed_key"],
+        etag=row["etag"],
+        last_polled=_time(row["last_polled"]),
+        last_ok=_time(row["last_ok"]),
+        last_status=row["last_status"],
+        last_error=row["last_error"],
         last_announced=date.fromisoformat(row["last_announced"]) if row["last_announced"] else None,
-        last_items_hash=row["last_items_hash"], item_count=row["item_count"],
+        last_items_hash=row["last_items_hash"],
+        item_count=row["item_count"],
     )

@@ -3,7 +3,7 @@
 In a test::
 
     with SmtpServer() as smtp:                     # 127.0.0.1, a free port, in a background thread
-        smtp.faults.temp_fail_next = 2             # 451 for the next two messages
+        smtp.faults.fail_next = 2                  # 451 for the next two messages
         ...
         smtp.wait_for(3)
         assert smtp.messages[0].message_id == "<...>"
@@ -47,8 +47,8 @@ class Received:
 class Faults:
     """Fault modes, switchable while the server runs (set them from the test thread)."""
 
-    temp_fail_next: int = 0  # answer "451" at the end of DATA for the next N messages
-    temp_fail_code: str = "451 4.3.0 Try again later"
+    fail_next: int = 0  # answer ``fail_reply`` at the end of DATA for the next N messages
+    fail_reply: str = "451 4.3.0 Try again later"  # or e.g. "554 5.6.0 Message refused"
     reject: set[str] = field(default_factory=set)  # addresses refused with 550 at RCPT TO
     drop_next: int = 0  # drop the connection after the message content, before the reply, for the next N messages
     stall: float = 0.0  # wait this many seconds before answering DATA
@@ -84,9 +84,9 @@ class RecordingHandler:
             await asyncio.sleep(faults.stall)
         if faults.delay:
             await asyncio.sleep(faults.delay)
-        if faults.temp_fail_next > 0:
-            faults.temp_fail_next -= 1
-            return faults.temp_fail_code
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            return faults.fail_reply
         data = envelope.original_content or b""
         headers = BytesHeaderParser(policy=default_policy).parsebytes(data)
         message_id = headers["Message-ID"]
@@ -213,8 +213,10 @@ def make_self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
     cert, key = directory / "cert.pem", directory / "key.pem"
     san = f"IP:{host}" if host.replace(".", "").isdigit() else f"DNS:{host}"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}"]
-        + ["-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert)],
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}"),
+            *("-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert)),
+        ],
         check=True,
         capture_output=True,
     )

@@ -37,7 +37,7 @@ class FileChannel:
     def __init__(self, root: Path, kind: Literal["email", "slack"]) -> None:
         if kind not in _SUFFIX:
             raise ValueError(f"kind must be 'email' or 'slack', not {kind!r}")
-        self.kind = kind
+        self.kind: str = kind
         self.folder = Path(root) / kind
 
     def path_for(self, message: Outgoing) -> Path:

@@ -7,7 +7,6 @@ starting at ``message.part``; ``progress`` is awaited after each accepted part, 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any

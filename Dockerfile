@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1
+# Build stage: a wheel of the project and of every dependency.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY notifier ./notifier
+COPY templates ./templates
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+# Run stage: the same install the README does (pip install .), as a non-root user, with /data as the volume.
+FROM python:3.11-slim
+RUN useradd --system --create-home --uid 10001 notifier \
+    && mkdir -p /data /config && chown notifier /data
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels arxiv-notifier && rm -rf /wheels
+COPY subscribers.yaml /config/subscribers.yaml
+ENV NOTIFIER_SUBSCRIBERS=/config/subscribers.yaml \
+    NOTIFIER_DATA_DIR=/data \
+    PYTHONUNBUFFERED=1
+USER notifier
+VOLUME ["/data"]
+ENTRYPOINT ["notifier"]
+CMD ["run"]

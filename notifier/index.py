@@ -1,0 +1,262 @@
+"""An index over one batch of papers: which papers hold which tokens, and where.
+
+Paper sets are Python ints used as bitsets (bit ``i`` is paper ``i`` of the batch), so AND, OR and NOT over a
+whole batch cost one integer operation. Token positions and display-text spans are computed only for the papers
+that a phrase or a hit needs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+
+from notifier.models import Field, Hit, Paper
+from notifier.query import Term
+from notifier.text import plural_variants, tokenize, tokenize_spans
+
+DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
+TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
+
+
+def bit_indices(bits: int) -> list[int]:
+    """The positions of the set bits of ``bits``, ascending."""
+    digits = format(bits, "b")[::-1]
+    found: list[int] = []
+    position = digits.find("1")
+    while position >= 0:
+        found.append(position)
+        position = digits.find("1", position + 1)
+    return found
+
+
+def _bits_of(indices: list[int]) -> int:
+    bits = 0
+    for index in indices:
+        bits |= 1 << index
+    return bits
+
+
+def display_text(paper: Paper, field: Field) -> str:
+    if field is Field.TITLE:
+        return paper.title
+    if field is Field.ABSTRACT:
+        return paper.abstract
+    return paper.comment or ""
+
+
+def name_token_matches(word: str, prefix: bool, token: str) -> bool:
+    """Whether one token of an author's name matches one token of an ``au:`` term (one letter is an initial)."""
+    return token == word or ((prefix or len(word) == 1) and token.startswith(word))
+
+
+def _first_name_match(words: tuple[str, ...], prefix: bool, name: list[str]) -> tuple[int, int] | None:
+    """The first and last name-token positions where ``words`` occur in order within ``name``, or None."""
+    wanted = 0
+    first = 0
+    last_word = len(words) - 1
+    for position, token in enumerate(name):
+        if name_token_matches(words[wanted], prefix and wanted == last_word, token):
+            if wanted == 0:
+                first = position
+            if wanted == last_word:
+                return first, position
+            wanted += 1
+    return None
+
+
+class _Vocabulary:
+    """Token -> papers for one field, with the token list sorted for prefix look-ups."""
+
+    def __init__(self) -> None:
+        self.papers: defaultdict[str, list[int]] = defaultdict(list)
+        self._bits: dict[str, int] = {}
+        self._sorted: list[str] | None = None
+
+    def add(self, paper: int, tokens: Sequence[str]) -> None:
+        for token in set(tokens):
+            self.papers[token].append(paper)
+
+    def bits(self, token: str) -> int:
+        bits = self._bits.get(token)
+        if bits is None:
+            bits = self._bits[token] = _bits_of(self.papers.get(token, []))
+        return bits
+
+    def starting_with(self, prefix: str) -> frozenset[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.papers)
+        start = bisect.bisect_left(self._sorted, prefix)
+        end = bisect.bisect_left(self._sorted, prefix + "\U0010ffff")
+        return frozenset(self._sorted[start:end])
+
+    def text_options(self, word: str, prefix: bool) -> frozenset[str]:
+        """Tokens of this field that a query word matches: its plural variants, or everything it starts."""
+        if prefix:
+            return self.starting_with(word)
+        return frozenset(variant for variant in plural_variants(word) if variant in self.papers)
+
+    def name_options(self, word: str, prefix: bool) -> frozenset[str]:
+        if prefix or len(word) == 1:
+            return self.starting_with(word)
+        return frozenset([word]) if word in self.papers else frozenset()
+
+
+class PaperIndex:
+    """Everything matching needs to know about one batch of papers."""
+
+    def __init__(self, papers: Sequence[Paper]) -> None:
+        self.papers = papers
+        self.everything = (1 << len(papers)) - 1
+        self._tokens: dict[Field, list[list[str]]] = {field: [] for field in TEXT_FIELDS}
+        self._vocab: dict[Field, _Vocabulary] = {field: _Vocabulary() for field in (*TEXT_FIELDS, Field.AUTHORS)}
+        self._names: list[list[list[str]]] = []
+        self._categories: list[list[str]] = []
+        self._category_vocab = _Vocabulary()
+        for number, paper in enumerate(papers):
+            for field in TEXT_FIELDS:
+                tokens = tokenize(display_text(paper, field))
+                self._tokens[field].append(tokens)
+                self._vocab[field].add(number, tokens)
+            names = [tokenize(author) for author in paper.authors]
+            self._names.append(names)
+            self._vocab[Field.AUTHORS].add(number, [token for name in names for token in name])
+            categories = [category.casefold() for category in paper.categories]
+            self._categories.append(categories)
+            self._category_vocab.add(number, categories)
+        self._positions: dict[tuple[Field, int], dict[str, list[int]]] = {}
+        self._spans: dict[tuple[Field, int], list[tuple[int, int]]] = {}
+        self._options: dict[tuple[Field, Term], list[frozenset[str]]] = {}
+
+    # -- which papers ------------------------------------------------------------------------------------------
+
+    def bits(self, term: Term) -> int:
+        """The papers of the batch that hold ``term``, as a bitset."""
+        if term.field is Field.AUTHORS:
+            return self._name_bits(term)
+        if term.field is Field.CATEGORIES:
+            return self._union(self._category_vocab, self._category_options(term))
+        bits = 0
+        for field in DEFAULT_FIELDS if term.field is None else (term.field,):
+            bits |= self._text_bits(field, term)
+        return bits
+
+    def _union(self, vocab: _Vocabulary, tokens: frozenset[str]) -> int:
+        bits = 0
+        for token in tokens:
+            bits |= vocab.bits(token)
+        return bits
+
+    def _candidates(self, vocab: _Vocabulary, options: list[frozenset[str]]) -> int:
+        bits = self.everything
+        for tokens in options:
+            bits &= self._union(vocab, tokens)
+            if not bits:
+                break
+        return bits
+
+    def _text_options(self, field: Field, term: Term) -> list[frozenset[str]]:
+        options = self._options.get((field, term))
+        if options is None:
+            last = len(term.words) - 1
+            vocab = self._vocab[field]
+            options = [vocab.text_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
+            self._options[field, term] = options
+        return options
+
+    def _text_bits(self, field: Field, term: Term) -> int:
+        options = self._text_options(field, term)
+        candidates = self._candidates(self._vocab[field], options)
+        if len(options) == 1 or not candidates:
+            return candidates
+        return _bits_of([paper for paper in bit_indices(candidates) if self._phrase_starts(field, paper, options)])
+
+    def _name_options(self, term: Term) -> list[frozenset[str]]:
+        options = self._options.get((Field.AUTHORS, term))
+        if options is None:
+            last = len(term.words) - 1
+            vocab = self._vocab[Field.AUTHORS]
+            options = [vocab.name_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
+            self._options[Field.AUTHORS, term] = options
+        return options
+
+    def _name_bits(self, term: Term) -> int:
+        candidates = self._candidates(self._vocab[Field.AUTHORS], self._name_options(term))
+        if not candidates:
+            return 0
+        return _bits_of(
+            [
+                paper
+                for paper in bit_indices(candidates)
+                if any(_first_name_match(term.words, term.prefix, name) for name in self._names[paper])
+            ]
+        )
+
+    def _category_options(self, term: Term) -> frozenset[str]:
+        if term.prefix:
+            return self._category_vocab.starting_with(term.words[0])
+        return frozenset(term.words) & self._category_vocab.papers.keys()
+
+    # -- where -------------------------------------------------------------------------------------------------
+
+    def _positions_of(self, field: Field, paper: int) -> dict[str, list[int]]:
+        positions = self._positions.get((field, paper))
+        if positions is None:
+            positions = defaultdict(list)
+            for position, token in enumerate(self._tokens[field][paper]):
+                positions[token].append(position)
+            self._positions[field, paper] = positions
+        return positions
+
+    def _phrase_starts(self, field: Field, paper: int, options: list[frozenset[str]]) -> list[int]:
+        """Token positions in one field of one paper where the term's words occur consecutively."""
+        positions = self._positions_of(field, paper)
+
+        def where(tokens: frozenset[str]) -> set[int]:
+            if len(tokens) > len(positions):
+                return {p for token, found in positions.items() if token in tokens for p in found}
+            return {p for token in tokens for p in positions.get(token, ())}
+
+        starts = sorted(where(options[0]))
+        for offset, tokens in enumerate(options[1:], start=1):
+            if not starts:
+                break
+            later = where(tokens)
+            starts = [start for start in starts if start + offset in later]
+        return starts
+
+    def _spans_of(self, field: Field, paper: int) -> list[tuple[int, int]]:
+        spans = self._spans.get((field, paper))
+        if spans is None:
+            spans = self._spans[field, paper] = tokenize_spans(display_text(self.papers[paper], field))[1]
+        return spans
+
+    def hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
+        """Where ``term`` occurs in paper number ``paper``, as spans of the display text."""
+        if term.field is Field.AUTHORS:
+            return self._name_hits(term, paper)
+        if term.field is Field.CATEGORIES:
+            tokens = self._category_options(term)
+            return tuple(
+                Hit(term.label, Field.CATEGORIES, 0, len(self.papers[paper].categories[i]), i)
+                for i, category in enumerate(self._categories[paper])
+                if category in tokens
+            )
+        found: list[Hit] = []
+        width = len(term.words) - 1
+        for field in DEFAULT_FIELDS if term.field is None else (term.field,):
+            starts = self._phrase_starts(field, paper, self._text_options(field, term))
+            if starts:
+                spans = self._spans_of(field, paper)
+                found.extend(Hit(term.label, field, spans[s][0], spans[s + width][1]) for s in starts)
+        return tuple(found)
+
+    def _name_hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
+        found: list[Hit] = []
+        for number, name in enumerate(self._names[paper]):
+            place = _first_name_match(term.words, term.prefix, name)
+            if place is not None:
+                author = self.papers[paper].authors[number]
+                spans = tokenize_spans(author)[1]
+                found.append(Hit(term.label, Field.AUTHORS, spans[place[0]][0], spans[place[1]][1], number))
+        return tuple(found)

@@ -1,0 +1,277 @@
+"""Pure rule matching: many subscribers' rules against one batch of papers, with the evidence for every match.
+
+:meth:`RuleSet.compile` runs once, at config load. It parses every rule and folds all of them into one graph of
+boolean operations whose leaves are *terms*; identical terms and identical sub-expressions are stored once however
+many rules share them. The nodes are numbered by depth and kind, so that evaluating the graph is a handful of list
+comprehensions over Python ints used as bitsets of papers.
+
+:meth:`RuleSet.match` indexes the batch (:class:`~notifier.index.PaperIndex`), computes each term's paper set once,
+evaluates the graph, and only then looks up where terms occur, for the rules and papers that matched. Its cost grows
+with papers, distinct terms and hits, not with rules times papers.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from notifier.errors import QuerySyntaxError
+from notifier.index import PaperIndex, bit_indices
+from notifier.models import Hit, Match, Paper
+from notifier.query import And, Node, Not, Or, Term, parse_query
+
+# Operations of the graph. Nodes below the number of terms are the terms themselves.
+_AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """Nodes ``first .. first + len(left) - 1``, all computed by ``op`` from their ``left``/``right`` nodes."""
+
+    op: int
+    first: int
+    left: array[int]
+    right: array[int]
+
+
+class _GraphBuilder:
+    """Hash-consing construction of the rule graph."""
+
+    def __init__(self) -> None:
+        self.terms: dict[Term, int] = {}
+        self.nodes: dict[tuple[int, int, int], int] = {}
+        self.ops: list[tuple[int, int, int]] = []
+
+    def node(self, op: int, left: int, right: int) -> int:
+        if op in (_AND, _OR) and right < left:
+            left, right = right, left
+        key = (op, left, right)
+        found = self.nodes.get(key)
+        if found is None:
+            found = self.nodes[key] = -1 - len(self.ops)  # negative until terms are numbered
+            self.ops.append(key)
+        return found
+
+    def add(self, node: Node) -> int:
+        if isinstance(node, Term):
+            return self.terms.setdefault(node, len(self.terms))
+        if isinstance(node, Not):
+            if isinstance(node.child, Not):
+                return self.add(node.child.child)
+            return self.node(_NOT, self.add(node.child), -1)
+        if isinstance(node, Or):
+            ids = [self.add(child) for child in node.children]
+            acc = ids[0]
+            for other in ids[1:]:
+                acc = self.node(_OR, acc, other)
+            return acc
+        positive = [self.add(child) for child in node.children if not isinstance(child, Not)]
+        negative = [self.add(child.child) for child in node.children if isinstance(child, Not)]
+        acc = positive[0] if positive else self.node(_NOT, negative.pop(0), -1)
+        for other in positive[1:]:
+            acc = self.node(_AND, acc, other)
+        for other in negative:
+            acc = self.node(_AND_NOT, acc, other)
+        return acc
+
+    def finish(self, roots: list[int]) -> tuple[list[Term], _Graph, array[int]]:
+        """Number terms first, then the other nodes by (depth, op); return the terms, graph and renumbered roots."""
+        term_count = len(self.terms)
+
+        def resolve(node: int) -> int:  # builder id -> provisional id: terms 0.., other nodes after them
+            return node if node >= 0 else term_count + (-1 - node)
+
+        depth = [0] * (term_count + len(self.ops))
+        for number, (op, left, right) in enumerate(self.ops):  # children always come before their parents
+            below = depth[resolve(left)] if op == _NOT else max(depth[resolve(left)], depth[resolve(right)])
+            depth[term_count + number] = below + 1
+        order = sorted(range(len(self.ops)), key=lambda n: (depth[term_count + n], self.ops[n][0]))
+        final = list(range(term_count)) + [0] * len(self.ops)
+        for position, number in enumerate(order):
+            final[term_count + number] = term_count + position
+        graph = _Graph(term_count)
+        previous: tuple[int, int] | None = None
+        for position, number in enumerate(order):
+            op, left, right = self.ops[number]
+            if (depth[term_count + number], op) != previous:
+                previous = (depth[term_count + number], op)
+                graph.levels.append(_Level(op, term_count + position, array("i"), array("i")))
+            graph.add(op, final[resolve(left)], final[resolve(right)] if op != _NOT else 0)
+        terms = sorted(self.terms, key=self.terms.__getitem__)
+        return terms, graph, array("i", (final[resolve(root)] for root in roots))
+
+
+class _Graph:
+    """The compiled operations: flat arrays for look-ups, and levels for evaluating everything at once."""
+
+    def __init__(self, term_count: int) -> None:
+        self.term_count = term_count
+        self.ops = array("b")
+        self.left = array("i")
+        self.right = array("i")
+        self.levels: list[_Level] = []
+
+    def add(self, op: int, left: int, right: int) -> None:
+        self.ops.append(op)
+        self.left.append(left)
+        self.right.append(right)
+        self.levels[-1].left.append(left)
+        self.levels[-1].right.append(right)
+
+    def __len__(self) -> int:
+        return self.term_count + len(self.ops)
+
+    def node(self, node: int) -> tuple[int, int, int]:
+        """(op, left, right) of an operation node."""
+        offset = node - self.term_count
+        return self.ops[offset], self.left[offset], self.right[offset]
+
+
+class RuleSet:
+    """Every subscriber's rules, compiled once and matched against each batch of papers."""
+
+    __slots__ = ("_graph", "_index_of", "_keys", "_names", "_roots", "_terms")
+
+    def __init__(self, keys: list[str], names: list[str], roots: array[int], terms: list[Term], graph: _Graph) -> None:
+        self._keys = keys
+        self._names = names
+        self._roots = roots
+        self._terms = terms
+        self._graph = graph
+        self._index_of = {key: number for number, key in enumerate(keys)}
+
+    @classmethod
+    def compile(cls, rules: Iterable[tuple[str, str, str]]) -> RuleSet:
+        """Compile ``(key, rule_name, query)`` triples; raise :class:`QuerySyntaxError` (with ``key``) on a bad one."""
+        builder = _GraphBuilder()
+        by_query: dict[str, int] = {}
+        names: dict[str, str] = {}
+        keys: list[str] = []
+        rule_names: list[str] = []
+        roots: list[int] = []
+        seen: set[str] = set()
+        for key, name, query in rules:
+            if key in seen:
+                raise ValueError(f"duplicate rule key {key!r}")
+            seen.add(key)
+            root = by_query.get(query)
+            if root is None:
+                try:
+                    root = by_query[query] = builder.add(parse_query(query))
+                except QuerySyntaxError as exc:
+                    exc.key = key  # type: ignore[attr-defined]
+                    raise
+            keys.append(key)
+            rule_names.append(names.setdefault(name, name))
+            roots.append(root)
+        terms, graph, final_roots = builder.finish(roots)
+        return cls(keys, rule_names, final_roots, terms, graph)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def term_count(self) -> int:
+        """How many distinct terms the rules use."""
+        return len(self._terms)
+
+    def match(self, papers: Sequence[Paper], keys: Collection[str] | None = None) -> dict[str, list[Match]]:
+        """Key -> that rule's matches in paper order; rules without a match are left out."""
+        if not papers or not self._keys:
+            return {}
+        index = PaperIndex(papers)
+        if keys is None:
+            values = self._evaluate_all(index)
+            selected: Iterable[int] = range(len(self._keys))
+        else:
+            selected = [self._index_of[key] for key in keys if key in self._index_of]
+            values = self._evaluate_some(index, [self._roots[rule] for rule in selected])
+        return self._collect(index, papers, values, selected)
+
+    def _evaluate_all(self, index: PaperIndex) -> list[int]:
+        values = [index.bits(term) for term in self._terms]
+        values.extend([0] * (len(self._graph) - len(values)))
+        everything = index.everything
+        for level in self._graph.levels:
+            pairs = zip(level.left, level.right, strict=True)
+            if level.op == _AND:
+                result = [values[a] & values[b] for a, b in pairs]
+            elif level.op == _OR:
+                result = [values[a] | values[b] for a, b in pairs]
+            elif level.op == _AND_NOT:
+                result = [values[a] & ~values[b] for a, b in pairs]
+            else:
+                result = [everything ^ values[a] for a in level.left]
+            values[level.first : level.first + len(result)] = result
+        return values
+
+    def _evaluate_some(self, index: PaperIndex, roots: list[int]) -> dict[int, int]:
+        values: dict[int, int] = {}
+
+        def value(node: int) -> int:
+            found = values.get(node)
+            if found is None:
+                if node < len(self._terms):
+                    found = index.bits(self._terms[node])
+                else:
+                    op, left, right = self._graph.node(node)
+                    if op == _AND:
+                        found = value(left) & value(right)
+                    elif op == _OR:
+                        found = value(left) | value(right)
+                    elif op == _AND_NOT:
+                        found = value(left) & ~value(right)
+                    else:
+                        found = index.everything ^ value(left)
+                values[node] = found
+            return found
+
+        for root in roots:
+            value(root)
+        return values
+
+    def _positive_terms(self, node: int) -> list[int]:
+        """Terms of ``node`` not under a NOT, in query order: the ones that can explain a match."""
+        if node < len(self._terms):
+            return [node]
+        op, left, right = self._graph.node(node)
+        if op == _NOT:
+            return []
+        if op == _AND_NOT:
+            return self._positive_terms(left)
+        return self._positive_terms(left) + self._positive_terms(right)
+
+    def _collect(
+        self, index: PaperIndex, papers: Sequence[Paper], values: Sequence[int] | dict[int, int], rules: Iterable[int]
+    ) -> dict[str, list[Match]]:
+        by_root: dict[int, list[int]] = {}
+        explained: dict[int, list[int]] = {}
+        term_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
+        rule_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
+        result: dict[str, list[Match]] = {}
+        for rule in rules:
+            root = self._roots[rule]
+            bits = values[root]
+            if not bits:
+                continue
+            matched = by_root.get(root)
+            if matched is None:
+                matched = by_root[root] = bit_indices(bits)
+                explained[root] = [t for t in dict.fromkeys(self._positive_terms(root))]
+            name = self._names[rule]
+            matches: list[Match] = []
+            for paper in matched:
+                hits = rule_hits.get((root, paper))
+                if hits is None:
+                    found: list[Hit] = []
+                    for term in explained[root]:
+                        if values[term] >> paper & 1:
+                            cached = term_hits.get((term, paper))
+                            if cached is None:
+                                cached = term_hits[term, paper] = index.hits(self._terms[term], paper)
+                            found.extend(cached)
+                    hits = rule_hits[root, paper] = tuple(found)
+                matches.append(Match(papers[paper], name, hits))
+            result[self._keys[rule]] = matches
+        return result

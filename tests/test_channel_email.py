@@ -1,0 +1,398 @@
+"""Email: message building, and SmtpChannel against a real local SMTP server with fault modes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from email.parser import BytesParser
+from email.policy import strict
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+
+from notifier.channels.base import Channel
+from notifier.channels.email import SmtpChannel, build_email, clean_header_text, make_message_id
+from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
+from notifier.models import Outgoing, RenderedEmail
+from tests.smtp_server import SmtpServer, make_self_signed, server_tls_context
+
+SENDER = "arXiv digest <digest@notifier.example.org>"
+ENVELOPE_SENDER = "digest@notifier.example.org"
+NOW = datetime(2025, 6, 3, 6, 30, tzinfo=UTC)
+MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@[A-Za-z0-9.-]+>$")
+
+
+def rendered(subject: str = "3 new papers for you", n: int = 3) -> RenderedEmail:
+    text = "\n\n".join(f"{i}. Über die Quantenverschränkung, part {i}\nhttps://arxiv.org/abs/2506.{i:05d}" for i in range(n))
+    html = "<html><body>" + "".join(f"<p style='margin:0'>Paper {i} — ∑ λ</p>" for i in range(n)) + "</body></html>"
+    return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def outgoing(recipient: str, key: str, payload: bytes | None = None) -> Outgoing:
+    message_id = make_message_id(key, "notifier.example.org")
+    if payload is None:
+        payload = build_email(
+            rendered(),
+            sender=SENDER,
+            recipient=recipient,
+            message_id=message_id,
+            date=NOW,
+            list_id="arXiv digest <digest.notifier.example.org>",
+            unsubscribe_url="https://notifier.example.org/unsubscribe?t=abc",
+        )
+    return Outgoing(
+        delivery_id=key,
+        subscriber="ada",
+        channel="email",
+        recipient=recipient,
+        message_id=message_id,
+        payload=payload,
+    )
+
+
+def channel(server: SmtpServer, **kwargs) -> SmtpChannel:
+    options = {
+        "host": server.host,
+        "port": server.port,
+        "security": "none",
+        "username": None,
+        "password": None,
+        "sender": ENVELOPE_SENDER,
+        "timeout": 5.0,
+    }
+    options.update(kwargs)
+    return SmtpChannel(**options)
+
+
+@pytest.fixture
+def smtp():
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> tuple[Path, Path]:
+    return make_self_signed(tmp_path_factory.mktemp("tls"))
+
+
+def parse_strict(data: bytes):
+    return BytesParser(policy=strict).parsebytes(data)
+
+
+# ---------------------------------------------------------------------------------------------- building messages
+
+
+def test_build_email_headers_and_structure():
+    data = outgoing("ada@example.org", "k1").payload
+    msg = parse_strict(data)
+    assert msg["From"] == SENDER
+    assert msg["To"] == "ada@example.org"
+    assert msg["Subject"] == "3 new papers for you"
+    assert parsedate_to_datetime(msg["Date"]) == NOW
+    assert MESSAGE_ID.match(msg["Message-ID"])
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["List-Id"] == "arXiv digest <digest.notifier.example.org>"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["List-Unsubscribe"] == "<https://notifier.example.org/unsubscribe?t=abc>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert "Über die Quantenverschränkung" in parts[0].get_content()
+    assert "∑ λ" in parts[1].get_content()
+    assert not msg.defects and not any(p.defects for p in parts)
+
+
+def test_build_email_is_7bit_with_crlf_and_short_lines():
+    long_html = "<p>" + "x" * 5000 + "</p>"
+    subject = "A very long subject " + "with many words " * 40
+    data = build_email(
+        RenderedEmail(subject=subject, text="t " * 3000, html=long_html),
+        sender=SENDER,
+        recipient="ada@example.org",
+        message_id="<abc@example.org>",
+        date=NOW,
+        list_id="digest.example.org",
+        unsubscribe_url=None,
+    )
+    data.decode("ascii")  # no 8-bit octets: no 8BITMIME needed
+    lines = data.split(b"\r\n")
+    assert all(b"\n" not in line and b"\r" not in line for line in lines)
+    assert max(len(line) for line in lines) <= 998
+    msg = parse_strict(data)
+    assert str(msg["Subject"]) == subject.strip()
+    assert msg["List-Id"] == "<digest.example.org>"
+    assert msg["List-Unsubscribe"] is None and msg["List-Unsubscribe-Post"] is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Papers\r\nBcc: victim@example.org",
+        "Papers\nBcc: victim@example.org",
+        "Papers\rBcc: victim@example.org",
+        "Papers\x00\x0b\x1b[31m\u2028Bcc: victim@example.org",
+        "Papers\r\n\r\n<html>body injection</html>",
+    ],
+)
+def test_subject_cannot_inject_headers(subject):
+    data = build_email(
+        rendered(subject=subject),
+        sender=SENDER,
+        recipient="ada@example.org",
+        message_id="<abc@example.org>",
+        date=NOW,
+        list_id="digest.example.org",
+        unsubscribe_url=None,
+    )
+    msg = parse_strict(data)
+    assert msg["Bcc"] is None
+    assert msg.get_all("To") == ["ada@example.org"]
+    assert "\r" not in msg["Subject"] and "\n" not in msg["Subject"]
+    assert msg.get_content_type() == "multipart/alternative"
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^Bcc:", head, re.MULTILINE | re.IGNORECASE)
+
+
+def test_clean_header_text():
+    assert clean_header_text("  a\r\n\tb\x00c\u200bd  ") == "a b c d"
+    assert clean_header_text("Ünïcode ∑ stays") == "Ünïcode ∑ stays"
+
+
+def test_config_header_values_with_newlines_are_refused():
+    with pytest.raises(ValueError):
+        build_email(
+            rendered(),
+            sender=SENDER,
+            recipient="ada@example.org\r\nBcc: victim@example.org",
+            message_id="<abc@example.org>",
+            date=NOW,
+            list_id="digest.example.org",
+            unsubscribe_url=None,
+        )
+    with pytest.raises(ValueError):
+        build_email(
+            rendered(),
+            sender=SENDER,
+            recipient="ada@example.org",
+            message_id="<abc@example.org>",
+            date=NOW,
+            list_id="digest.example.org",
+            unsubscribe_url="http://insecure.example.org/u",
+        )
+
+
+def test_mailto_unsubscribe_has_no_one_click_header():
+    data = build_email(
+        rendered(),
+        sender=SENDER,
+        recipient="ada@example.org",
+        message_id="<abc@example.org>",
+        date=datetime(2025, 6, 3, 8, 30, tzinfo=timezone(timedelta(hours=2))),
+        list_id="digest.example.org",
+        unsubscribe_url="mailto:unsubscribe@example.org",
+    )
+    msg = parse_strict(data)
+    assert msg["List-Unsubscribe"] == "<mailto:unsubscribe@example.org>"
+    assert msg["List-Unsubscribe-Post"] is None
+    assert msg["Date"].endswith("+0200")
+
+
+def test_make_message_id_is_stable_and_well_formed():
+    first = make_message_id("digest-1/ada/email", "notifier.example.org")
+    assert first == make_message_id("digest-1/ada/email", "notifier.example.org")
+    assert first != make_message_id("digest-2/ada/email", "notifier.example.org")
+    assert MESSAGE_ID.match(first)
+
+
+# -------------------------------------------------------------------------------------------------------- sending
+
+
+async def test_delivers_one_message_per_recipient_with_headers(smtp):
+    ch = channel(smtp)
+    assert isinstance(ch, Channel) and ch.kind == "email"
+    message = outgoing("ada@example.org", "one")
+    await ch.send(message)
+    await ch.aclose()
+    (received,) = smtp.wait_for(1)
+    assert received.mail_from == ENVELOPE_SENDER
+    assert received.rcpt_tos == ["ada@example.org"]
+    assert received.message_id == message.message_id
+    msg = parse_strict(received.data)
+    assert msg["To"] == "ada@example.org"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_pool_reuses_connections(smtp):
+    ch = channel(smtp, pool_size=2)
+    messages = [outgoing(f"user{i}@example.org", f"m{i}") for i in range(20)]
+    await asyncio.gather(*(ch.send(m) for m in messages))
+    await ch.aclose()
+    received = smtp.wait_for(20)
+    assert smtp.connections <= 2
+    assert sorted(r.message_id for r in received) == sorted(m.message_id for m in messages)
+    assert all(len(r.rcpt_tos) == 1 for r in received)
+
+
+async def test_reconnects_when_the_server_closed_the_connection(smtp):
+    smtp.faults.close_after_each = True
+    ch = channel(smtp, pool_size=1)
+    for i in range(4):
+        await ch.send(outgoing(f"user{i}@example.org", f"r{i}"))
+        await asyncio.sleep(0.05)  # let the close arrive, as it would while idle
+    await ch.aclose()
+    assert len(smtp.wait_for(4)) == 4
+    assert smtp.connections == 4
+
+
+async def test_reconnects_when_the_close_is_noticed_only_on_the_next_command(smtp):
+    ch = channel(smtp, pool_size=1)
+    smtp.faults.close_after_each = True
+    for i in range(3):
+        await ch.send(outgoing(f"user{i}@example.org", f"q{i}"))  # no pause: the client may not have seen the FIN
+    await ch.aclose()
+    assert [r.rcpt_tos[0] for r in smtp.wait_for(3)] == [f"user{i}@example.org" for i in range(3)]
+
+
+async def test_451_is_temporary_and_the_connection_stays_usable(smtp):
+    ch = channel(smtp, pool_size=1)
+    smtp.faults.fail_next = 1
+    with pytest.raises(TemporaryDeliveryError, match="451"):
+        await ch.send(outgoing("ada@example.org", "t1"))
+    await ch.send(outgoing("ada@example.org", "t1"))
+    await ch.aclose()
+    assert len(smtp.wait_for(1)) == 1
+    assert smtp.connections == 1
+
+
+async def test_550_for_one_recipient_is_permanent_for_that_one_only(smtp):
+    smtp.faults.reject = {"gone@example.org"}
+    ch = channel(smtp, pool_size=2)
+    recipients = ["a@example.org", "gone@example.org", "b@example.org", "c@example.org"]
+    results = await asyncio.gather(
+        *(ch.send(outgoing(r, f"p{i}")) for i, r in enumerate(recipients)), return_exceptions=True
+    )
+    await ch.aclose()
+    assert [type(r).__name__ for r in results] == ["NoneType", "PermanentDeliveryError", "NoneType", "NoneType"]
+    error = results[1]
+    assert isinstance(error, PermanentDeliveryError)
+    assert "550" in str(error) and error.hint and "subscribers.yaml" in error.hint
+    assert sorted(r.rcpt_tos[0] for r in smtp.wait_for(3)) == ["a@example.org", "b@example.org", "c@example.org"]
+
+
+async def test_5xx_on_data_is_permanent(smtp):
+    smtp.faults.fail_next = 1
+    smtp.faults.fail_reply = "554 5.6.0 Message refused"
+    ch = channel(smtp)
+    with pytest.raises(PermanentDeliveryError, match="554"):
+        await ch.send(outgoing("ada@example.org", "d1"))
+    await ch.aclose()
+
+
+async def test_connection_dropped_mid_data_is_temporary(smtp):
+    smtp.faults.drop_next = 1
+    ch = channel(smtp, pool_size=1)
+    with pytest.raises(TemporaryDeliveryError, match="dropped the connection during DATA"):
+        await ch.send(outgoing("ada@example.org", "x1"))
+    assert smtp.messages == []
+    await ch.send(outgoing("ada@example.org", "x1"))  # the retry gets a fresh connection
+    await ch.aclose()
+    assert len(smtp.wait_for(1)) == 1
+
+
+async def test_stalled_server_is_temporary_within_the_timeout(smtp):
+    smtp.faults.stall = 10
+    ch = channel(smtp, timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(TemporaryDeliveryError, match="did not answer DATA"):
+        await ch.send(outgoing("ada@example.org", "s1"))
+    assert time.monotonic() - started < 2.0
+    await ch.aclose()
+
+
+async def test_connection_refused_is_temporary_with_hint():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    ch = SmtpChannel(
+        host="127.0.0.1", port=port, security="none", username=None, password=None, sender=ENVELOPE_SENDER
+    )
+    with pytest.raises(TemporaryDeliveryError) as info:
+        await ch.send(outgoing("ada@example.org", "c1"))
+    assert info.value.hint and "NOTIFIER_SMTP_HOST" in info.value.hint
+    await ch.aclose()
+
+
+async def test_closed_channel_refuses_and_aclose_is_idempotent(smtp):
+    ch = channel(smtp)
+    await ch.send(outgoing("ada@example.org", "z1"))
+    await ch.aclose()
+    await ch.aclose()
+    with pytest.raises(TemporaryDeliveryError, match="closed"):
+        await ch.send(outgoing("ada@example.org", "z2"))
+
+
+# ------------------------------------------------------------------------------------------------- TLS and login
+
+
+async def test_starttls_self_signed_is_refused_by_default(certs):
+    cert, key = certs
+    with SmtpServer(starttls_context=server_tls_context(cert, key)) as server:
+        ch = channel(server, security="starttls")
+        with pytest.raises(TemporaryDeliveryError) as info:
+            await ch.send(outgoing("ada@example.org", "tls1"))
+        assert info.value.hint and "certificate" in info.value.hint
+        await ch.aclose()
+        assert server.messages == []
+
+
+async def test_starttls_with_trusted_context_or_without_validation(certs):
+    cert, key = certs
+    with SmtpServer(starttls_context=server_tls_context(cert, key)) as server:
+        trusted = channel(server, security="starttls", tls_context=ssl.create_default_context(cafile=str(cert)))
+        await trusted.send(outgoing("ada@example.org", "tls2"))
+        await trusted.aclose()
+        unchecked = channel(server, security="starttls", validate_certs=False)
+        await unchecked.send(outgoing("bob@example.org", "tls3"))
+        await unchecked.aclose()
+        assert len(server.wait_for(2)) == 2
+
+
+async def test_starttls_required_but_not_offered_is_permanent(smtp):
+    ch = channel(smtp, security="starttls")
+    with pytest.raises(PermanentDeliveryError) as info:
+        await ch.send(outgoing("ada@example.org", "tls4"))
+    assert info.value.hint and "security" in info.value.hint
+    await ch.aclose()
+
+
+async def test_implicit_tls(certs):
+    cert, key = certs
+    with SmtpServer(implicit_tls_context=server_tls_context(cert, key)) as server:
+        ch = channel(server, security="tls", tls_context=ssl.create_default_context(cafile=str(cert)))
+        await ch.send(outgoing("ada@example.org", "tls5"))
+        await ch.aclose()
+        assert len(server.wait_for(1)) == 1
+
+
+async def test_login_succeeds_and_bad_password_is_permanent_with_hint(certs):
+    cert, key = certs
+    context = ssl.create_default_context(cafile=str(cert))
+    with SmtpServer(starttls_context=server_tls_context(cert, key), login=("bot", "s3cret")) as server:
+        good = channel(server, security="starttls", tls_context=context, username="bot", password="s3cret")
+        await good.send(outgoing("ada@example.org", "auth1"))
+        await good.aclose()
+        bad = channel(server, security="starttls", tls_context=context, username="bot", password="wrong")
+        with pytest.raises(PermanentDeliveryError) as info:
+            await bad.send(outgoing("ada@example.org", "auth2"))
+        await bad.aclose()
+        assert "535" in str(info.value)
+        assert info.value.hint == "check NOTIFIER_SMTP_USERNAME/PASSWORD"
+        assert "wrong" not in str(info.value)
+        assert len(server.wait_for(1)) == 1
