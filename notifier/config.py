@@ -322,7 +322,8 @@ class _Loader:
     def error_from(
         self, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None
     ) -> ConfigError:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(first["loc"])
         field = ".".join(str(part) for part in loc)
         if first["type"] == "extra_forbidden":
@@ -332,8 +333,8 @@ class _Loader:
             message = f"unknown key {key!r}" + (f" in {_describe(where)}" if where else "")
             message += f"; known keys: {_known_keys(where)}"
         elif first["type"] == "missing":
-            path = base
-            message = f"missing required key {field!r}" + (f" in {_describe(base)}" if base else "")
+            path = (*base, *loc[:-1])
+            message = f"missing required key {str(loc[-1])!r}" + (f" in {_describe(path)}" if path else "")
         else:
             path = (*base, *loc)
             if defaults and loc and loc[0] in defaults and (*base, loc[0]) not in self.positions:

@@ -133,13 +133,15 @@ class RuleSet:
 
     __slots__ = ("_graph", "_index_of", "_keys", "_names", "_roots", "_terms")
 
-    def __init__(self, keys: list[str], names: list[str], roots: array[int], terms: list[Term], graph: _Graph) -> None:
-        self._keys = keys
+    def __init__(
+        self, index_of: dict[str, int], names: list[str], roots: array[int], terms: list[Term], graph: _Graph
+    ) -> None:
+        self._index_of = index_of
+        self._keys = list(index_of)
         self._names = names
         self._roots = roots
         self._terms = terms
         self._graph = graph
-        self._index_of = {key: number for number, key in enumerate(keys)}
 
     @classmethod
     def compile(cls, rules: Iterable[tuple[str, str, str]]) -> RuleSet:
@@ -147,14 +149,12 @@ class RuleSet:
         builder = _GraphBuilder()
         by_query: dict[str, int] = {}
         names: dict[str, str] = {}
-        keys: list[str] = []
+        index_of: dict[str, int] = {}
         rule_names: list[str] = []
         roots: list[int] = []
-        seen: set[str] = set()
         for key, name, query in rules:
-            if key in seen:
+            if key in index_of:
                 raise ValueError(f"duplicate rule key {key!r}")
-            seen.add(key)
             root = by_query.get(query)
             if root is None:
                 try:
@@ -162,11 +162,11 @@ class RuleSet:
                 except QuerySyntaxError as exc:
                     exc.key = key  # type: ignore[attr-defined]
                     raise
-            keys.append(key)
+            index_of[key] = len(rule_names)
             rule_names.append(names.setdefault(name, name))
             roots.append(root)
         terms, graph, final_roots = builder.finish(roots)
-        return cls(keys, rule_names, final_roots, terms, graph)
+        return cls(index_of, rule_names, final_roots, terms, graph)
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -69,14 +69,14 @@ def test_the_example_file_in_the_repository_is_valid():
 def test_an_unknown_key_is_an_error_naming_the_key_and_its_line(tmp_path):
     text = GOOD.replace("    rules:\n      - name: compilers", "    rulez:\n      - name: compilers")
     error = error_of(tmp_path, text)
-    assert error.line == 19
+    assert error.line == 18
     assert "unknown key 'rulez'" in str(error)
-    assert str(error).startswith(f"{tmp_path / 'subscribers.yaml'}:19:")
+    assert str(error).startswith(f"{tmp_path / 'subscribers.yaml'}:18:")
 
 
 def test_an_unknown_key_inside_a_rule_names_the_rule(tmp_path):
     error = error_of(tmp_path, GOOD.replace("        query: compiler", "        querry: compiler"))
-    assert error.line == 21
+    assert error.line == 20
     assert "unknown key 'querry'" in str(error)
     assert "known keys: name, query" in str(error)
 
@@ -89,7 +89,7 @@ def test_broken_yaml_reports_line_and_column(tmp_path):
 
 def test_a_query_that_does_not_parse_points_into_the_file(tmp_path):
     error = error_of(tmp_path, GOOD.replace("query: compiler", "query: '(compiler OR'"))
-    assert error.line == 21
+    assert error.line == 20
     assert "compilers" in str(error)  # the rule's name
     assert error.column is not None and error.column > 16
 

@@ -1,0 +1,217 @@
+"""Email delivery throughput: raw aiosmtplib on one connection vs SmtpChannel with one and with several connections.
+
+    python bench/delivery.py [--messages 10000] [--pool 4] [--quick]
+
+Digest-sized messages (about 20 papers, 30-60 KB, multipart text + HTML, built with ``build_email``) go to a local
+aiosmtpd sink in another process that only counts them. Each path sends the same pre-built messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import multiprocessing.sharedctypes
+import random
+import socket
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from notifier.channels.email import SmtpChannel, build_email, make_message_id  # noqa: E402
+from notifier.models import Outgoing, RenderedEmail  # noqa: E402
+
+SENDER = "digest@bench.example.org"
+DISTINCT = 400  # distinct pre-built messages, reused in turn (10,000 x 45 KB would be 450 MB)
+WORDS = (
+    "quantum learning graph neural transformer sparse bound theorem lattice gauge spectral manifold entropy "
+    "stochastic convex kernel operator Über Schrödinger λ-calculus Hilbert Banach"
+).split()
+
+
+# ------------------------------------------------------------------------------------------------------ the sink
+
+
+class _CountingHandler:
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.counter.get_lock():
+            self.counter.value += 1
+        return "250 OK"
+
+
+def _sink(sock: socket.socket, counter: Any) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    async def serve() -> None:
+        handler = _CountingHandler(counter)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: SMTP(handler, hostname="sink"), sock=sock)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+@dataclass
+class Sink:
+    port: int
+    counter: Any
+    processes: list[multiprocessing.process.BaseProcess]
+
+    @classmethod
+    def start(cls, workers: int) -> Sink:
+        context = multiprocessing.get_context("fork")
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        counter = context.Value("q", 0)
+        processes = [context.Process(target=_sink, args=(listener, counter), daemon=True) for _ in range(workers)]
+        for process in processes:
+            process.start()
+        port = listener.getsockname()[1]
+        listener.close()  # the workers hold their own copies
+        return cls(port, counter, processes)
+
+    def count(self) -> int:
+        return int(self.counter.value)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join()
+
+
+# -------------------------------------------------------------------------------------------------- the messages
+
+
+def _paragraph(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def digest(rng: random.Random, papers: int = 20) -> RenderedEmail:
+    text_parts, html_parts = [], []
+    for i in range(papers):
+        title, authors, abstract = _paragraph(rng, 12), _paragraph(rng, 8), _paragraph(rng, rng.randint(110, 190))
+        url = f"https://arxiv.org/abs/2506.{rng.randint(0, 99999):05d}"
+        text_parts.append(f"{i + 1}. {title}\n   {authors}\n   {url}\n\n{abstract}\n")
+        html_parts.append(
+            f'<tr><td style="padding:12px 0;border-bottom:1px solid #e5e5e5"><a href="{url}" style="color:#1a0dab;'
+            f'font-size:16px;text-decoration:none">{title}</a><div style="color:#555;font-size:13px">{authors}</div>'
+            f'<p style="margin:6px 0 0;font-size:14px;line-height:1.45">{abstract}</p></td></tr>'
+        )
+    html = '<html><body><table role="presentation" width="100%">' + "".join(html_parts) + "</table></body></html>"
+    return RenderedEmail(subject=f"{papers} new papers: {_paragraph(rng, 6)}", text="\n".join(text_parts), html=html)
+
+
+def build_messages(count: int) -> list[Outgoing]:
+    rng = random.Random(1)
+    now = datetime.now(UTC)
+    messages = []
+    for i in range(count):
+        recipient = f"reader{i}@bench.example.org"
+        message_id = make_message_id(f"bench-{i}", "bench.example.org")
+        payload = build_email(
+            digest(rng),
+            sender=f"arXiv digest <{SENDER}>",
+            recipient=recipient,
+            message_id=message_id,
+            date=now,
+            list_id="digest.bench.example.org",
+            unsubscribe_url=f"https://bench.example.org/unsubscribe/{i}",
+        )
+        messages.append(Outgoing(f"d{i}", f"s{i}", "email", recipient, message_id, payload))
+    return messages
+
+
+def cycle(messages: list[Outgoing], total: int) -> Iterator[Outgoing]:
+    return (messages[i % len(messages)] for i in range(total))
+
+
+# ---------------------------------------------------------------------------------------------------- the paths
+
+
+async def raw_baseline(port: int, messages: list[Outgoing], total: int) -> None:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench")
+    await smtp.connect()
+    for message in cycle(messages, total):
+        await smtp.sendmail(SENDER, [message.recipient], message.payload)
+    await smtp.quit()
+
+
+async def with_channel(port: int, messages: list[Outgoing], total: int, pool: int) -> None:
+    channel = SmtpChannel(
+        host="127.0.0.1", port=port, security="none", username=None, password=None, sender=SENDER, pool_size=pool
+    )
+    queue = cycle(messages, total)
+
+    async def worker() -> None:
+        for message in queue:  # the workers share one iterator, as the outbox shares its due list
+            await channel.send(message)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(pool)))
+    finally:
+        await channel.aclose()
+
+
+def timed(sink: Sink, total: int, run: Callable[[], Coroutine[Any, Any, None]]) -> tuple[float, int]:
+    before = sink.count()
+    started = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - started
+    deadline = time.monotonic() + 5
+    while sink.count() - before < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return elapsed, sink.count() - before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--pool", type=int, default=4)
+    parser.add_argument("--sink-workers", type=int, default=2, help="sink processes sharing the listening socket")
+    parser.add_argument("--quick", action="store_true", help="300 messages, for CI")
+    args = parser.parse_args(argv)
+    total = 300 if args.quick else args.messages
+
+    messages = build_messages(min(total, DISTINCT))
+    sizes = [len(m.payload) for m in messages]
+    print(
+        f"delivery benchmark: {total} messages, {sum(sizes) / len(sizes) / 1024:.1f} KB average "
+        f"({min(sizes) / 1024:.0f}-{max(sizes) / 1024:.0f} KB), sink with {args.sink_workers} processes"
+    )
+    sink = Sink.start(args.sink_workers)
+    try:
+        runs = [
+            ("raw aiosmtplib, 1 connection", lambda: raw_baseline(sink.port, messages, total)),
+            ("SmtpChannel pool_size=1", lambda: with_channel(sink.port, messages, total, 1)),
+            (f"SmtpChannel pool_size={args.pool}", lambda: with_channel(sink.port, messages, total, args.pool)),
+        ]
+        results = [(name, *timed(sink, total, run)) for name, run in runs]
+    finally:
+        sink.stop()
+
+    baseline = results[0][1]
+    print(f"{'path':<32}{'messages/s':>12}{'seconds':>10}{'vs raw':>9}")
+    for name, elapsed, _ in results:
+        print(f"{name:<32}{total / elapsed:>12.0f}{elapsed:>10.2f}{baseline / elapsed:>8.2f}x")
+    arrived = sum(count for *_, count in results)
+    print(f"arrived: {arrived}/{total * len(results)}")
+    return 0 if arrived == total * len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

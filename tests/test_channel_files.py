@@ -1,0 +1,72 @@
+"""Files: the outbox-folder channel used for dry runs and the embedded default."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import strict
+
+import pytest
+
+from notifier.channels.base import Channel
+from notifier.channels.email import build_email
+from notifier.channels.files import FileChannel, safe_name
+from notifier.errors import TemporaryDeliveryError
+from notifier.models import Outgoing, RenderedEmail
+
+
+def outgoing(channel: str, message_id: str, payload: bytes) -> Outgoing:
+    return Outgoing("d1", "ada", channel, "ada@example.org", message_id, payload)
+
+
+async def test_email_is_written_as_eml(tmp_path):
+    payload = build_email(
+        RenderedEmail("Subject", "text", "<p>html</p>"),
+        sender="digest@example.org",
+        recipient="ada@example.org",
+        message_id="<0123abcd@example.org>",
+        date=datetime(2025, 6, 3, tzinfo=UTC),
+        list_id="digest.example.org",
+        unsubscribe_url=None,
+    )
+    ch = FileChannel(tmp_path, "email")
+    assert isinstance(ch, Channel) and ch.kind == "email"
+    await ch.send(outgoing("email", "<0123abcd@example.org>", payload))
+    path = tmp_path / "email" / "0123abcd@example.org.eml"
+    assert path.read_bytes() == payload
+    assert BytesParser(policy=strict).parsebytes(path.read_bytes())["Message-ID"] == "<0123abcd@example.org>"
+    await ch.aclose()
+    await ch.aclose()
+
+
+async def test_slack_is_written_as_json_and_rewriting_is_harmless(tmp_path):
+    payload = json.dumps([{"text": "hello", "blocks": []}]).encode()
+    ch = FileChannel(tmp_path, "slack")
+    message = outgoing("slack", "digest-1/ada/slack", payload)
+    await ch.send(message)
+    await ch.send(message)
+    files = sorted(p.name for p in (tmp_path / "slack").iterdir())
+    assert files == ["digest-1_ada_slack.json"]  # one file, no temporary files left behind
+    assert json.loads((tmp_path / "slack" / files[0]).read_bytes()) == [{"text": "hello", "blocks": []}]
+
+
+@pytest.mark.parametrize(
+    ("message_id", "name"),
+    [("<abc@x.org>", "abc@x.org"), ("../../etc/passwd", "etc_passwd"), ("<>", "message"), (".hidden", "hidden")],
+)
+def test_safe_name_stays_inside_the_folder(message_id, name):
+    assert safe_name(message_id) == name
+
+
+async def test_unwritable_folder_is_temporary(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    ch = FileChannel(blocker, "email")
+    with pytest.raises(TemporaryDeliveryError, match="cannot write"):
+        await ch.send(outgoing("email", "<a@b>", b"data"))
+
+
+def test_unknown_kind_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        FileChannel(tmp_path, "fax")  # type: ignore[arg-type]

@@ -1,0 +1,145 @@
+"""The outbox: what is written before sending, what a crash leaves behind, and what is never sent twice."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from notifier.config import load_config
+from notifier.daemon import Notifier
+from notifier.models import Paper
+from notifier.settings import load_settings
+
+CONFIG = """\
+subscribers:
+  - name: lab
+    email: [a@lab.example, b@lab.example]
+    slack: "#papers"
+    categories: [cs.DC]
+    rules:
+      - {name: compilers, query: compiler}
+      - {name: gpus, query: gpu}
+  - name: updates
+    email: u@lab.example
+    categories: [cs.DC]
+    announce_types: [new, cross, replace]
+    rules:
+      - {name: compilers, query: compiler}
+"""
+
+
+def paper(arxiv_id: str, title: str, *, version: int = 1, announce_type: str = "new") -> Paper:
+    return Paper(
+        arxiv_id=arxiv_id, version=version, title=title, abstract=f"We study {title.lower()}.",
+        authors=("Ada Lovelace", "Alan Turing"), categories=("cs.DC",), announce_type=announce_type,
+        announced=date(2025, 6, 3),
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(tmp_path: Path, clock: Clock, text: str = CONFIG) -> Notifier:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(text)
+    settings = load_settings({}, {"subscribers": str(path), "data_dir": str(tmp_path / "data")})
+    return Notifier(settings, load_config(path, {}), clock=clock)
+
+
+def outbox_files(tmp_path: Path, kind: str) -> list[Path]:
+    return sorted((tmp_path / "data" / "outbox" / kind).glob("*"))
+
+
+async def test_each_recipient_gets_its_own_message_listing_only_matching_papers(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs"), paper("2506.2", "Consensus")], clock())
+        report = await app.cycle(force_send=True, poll=False)
+    assert report.sent.sent == 4  # lab: 2 addresses + 1 Slack channel; updates: 1 address
+    mails = outbox_files(tmp_path, "email")
+    assert len(mails) == 3
+    for mail in mails:
+        text = mail.read_bytes()
+        assert b"2506.1" in text
+        assert b"2506.2" not in text
+        assert text.count(b"\nTo: ") == 1
+    (post,) = outbox_files(tmp_path, "slack")
+    assert "2506.1" in post.read_text()
+
+
+async def test_a_second_cycle_sends_nothing_and_a_new_paper_is_sent_alone(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        first = await app.cycle(force_send=True, poll=False)
+        clock.now += timedelta(minutes=5)
+        again = await app.cycle(force_send=True, poll=False)
+        clock.now += timedelta(days=1)
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler"), paper("2506.3", "Another compiler")], clock())
+        clock.now += timedelta(minutes=1)
+        third = await app.cycle(force_send=True, poll=False)
+    assert first.sent.sent == 4
+    assert again.plan.deliveries == 0 and again.sent.sent == 0
+    assert third.plan.papers == 2  # lab's digest and updates' digest each carry the one new paper
+    newest = max(outbox_files(tmp_path, "email"), key=lambda p: p.stat().st_mtime_ns).read_text()
+    assert "2506.3" in newest and "2506.1" not in newest
+
+
+async def test_a_replacement_goes_only_to_subscribers_who_asked_for_updates(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        await app.cycle(force_send=True, poll=False)
+        clock.now += timedelta(days=1)
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler", version=2, announce_type="replace")], clock())
+        clock.now += timedelta(minutes=1)
+        report = await app.cycle(force_send=True, poll=False)
+        assert report.plan.subscribers == ["updates"]
+        assert app.store.reserved_versions("updates", "email", "u@lab.example") == {"2506.1": 2}
+        assert app.store.reserved_versions("lab", "email", "a@lab.example") == {"2506.1": 1}
+
+
+async def test_a_send_interrupted_by_a_crash_is_sent_again_with_the_same_message_id(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        app.plan(force=True)
+        (first, *_) = app.store.due_deliveries(clock())
+        app.store.mark_sending(first.delivery_id, clock())  # the process dies here, before the channel answers
+    async with make_app(tmp_path, clock) as app:
+        due = {message.delivery_id: message for message in app.store.due_deliveries(clock())}
+        assert first.delivery_id in due
+        assert due[first.delivery_id].message_id == first.message_id
+        report = await app.send()
+        assert report.sent == 4
+        assert app.store.delivery_counts() == {"sent": 4}
+
+
+async def test_removing_a_subscriber_cancels_its_unsent_deliveries(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        app.plan(force=True)
+    without_updates = CONFIG.split("  - name: updates")[0]
+    async with make_app(tmp_path, clock, without_updates) as app:
+        report = await app.send()
+        assert report.sent == 3
+        assert app.store.delivery_counts() == {"sent": 3, "cancelled": 1}
+
+
+async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler <!channel>")], clock())
+        app.plan(force=True)
+        slack = [m for m in app.store.due_deliveries(clock()) if m.channel == "slack"]
+    (message,) = slack
+    parts = json.loads(message.payload)
+    assert parts and all(part["blocks"] for part in parts)
+    assert "<!channel>" not in message.payload.decode()
