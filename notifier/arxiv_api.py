@@ -32,6 +32,7 @@ _NS = {
     "arxiv": "http://arxiv.org/schemas/atom",
     "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
 }
+_VERSION = re.compile(r"v\d+$")
 _MOJIBAKE = re.compile("[\u00c2-\u00df][\u0080-\u00bf]|[\u00e0-\u00ef][\u0080-\u00bf]{2}")
 
 
@@ -96,7 +97,11 @@ async def fetch_metadata(gate: PoliteGate, api_url: str, ids: Sequence[str]) -> 
     Ids arXiv does not know are simply absent from the result; a malformed id makes arXiv refuse the whole batch
     (:class:`FeedHTTPError` with status 400 and arXiv's message).
     """
-    wanted = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+    unique: dict[str, str] = {}  # one lookup per paper, whichever spelling came first
+    for raw in ids:
+        if raw.strip():
+            unique.setdefault(_VERSION.sub("", raw.strip()), raw.strip())
+    wanted = list(unique.values())
     found: dict[str, ApiEntry] = {}
     for start in range(0, len(wanted), ID_BATCH):
         batch = wanted[start : start + ID_BATCH]
@@ -205,9 +210,7 @@ def _entry(node: Element, entry_id: str) -> ApiEntry | None:
     primary = primary_node.get("term") if primary_node is not None else None
     terms = [t for c in node.findall("atom:category", _NS) if (t := c.get("term"))]
     categories = list(dict.fromkeys(([primary] if primary else []) + terms))
-    authors = tuple(
-        repair_mojibake(name) for a in node.findall("atom:author", _NS) if (name := _text(a, "atom:name"))
-    )
+    authors = tuple(repair_mojibake(name) for a in node.findall("atom:author", _NS) if (name := _text(a, "atom:name")))
     return ApiEntry(
         arxiv_id=match.group("id"),
         version=int(match.group("version")),

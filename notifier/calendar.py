@@ -21,7 +21,8 @@ ANNOUNCE_HOUR = 20  # evening announcement, US Eastern
 # Evenings (US Eastern dates) on which arXiv does not announce. "published": listed on arXiv's availability page;
 # "fixture": an empty feed observed on the following day; "rule": arXiv's usual pattern (New Year, MLK Day,
 # Juneteenth, Independence Day, Labor Day, Thanksgiving, Christmas; a holiday falling on a Friday cancels the
-# following Sunday's announcement, as Independence Day did in 2025), not yet confirmed by arXiv.
+# following Sunday's announcement, as Independence Day did in 2025), not yet confirmed by arXiv. arXiv also skips
+# some evenings around Christmas and New Year that it announces late each year; add them when it does.
 SKIPPED_EVENINGS: frozenset[date] = frozenset(
     {
         # 2024 (rule)
@@ -39,10 +40,8 @@ SKIPPED_EVENINGS: frozenset[date] = frozenset(
         date(2025, 7, 6),
         date(2025, 9, 1),
         date(2025, 11, 27),
-        date(2025, 12, 24),  # rule
         date(2025, 12, 25),  # rule
         date(2025, 12, 30),  # fixture: the physics feed of Wed 31 Dec 2025 was empty
-        date(2025, 12, 31),  # rule
         # 2026 (rule)
         date(2026, 1, 1),
         date(2026, 1, 19),
@@ -50,9 +49,7 @@ SKIPPED_EVENINGS: frozenset[date] = frozenset(
         date(2026, 7, 5),  # Independence Day observed Friday 3 July
         date(2026, 9, 7),
         date(2026, 11, 26),
-        date(2026, 12, 24),
         date(2026, 12, 27),  # Christmas is a Friday
-        date(2026, 12, 31),
         # 2027 (rule)
         date(2027, 1, 3),  # New Year's Day is a Friday
         date(2027, 1, 18),
@@ -61,7 +58,6 @@ SKIPPED_EVENINGS: frozenset[date] = frozenset(
         date(2027, 9, 6),
         date(2027, 11, 25),
         date(2027, 12, 26),  # Christmas observed Friday 24 December
-        date(2027, 12, 30),
     }
 )
 KNOWN_YEARS = range(2024, 2028)
@@ -69,7 +65,7 @@ _SEARCH_LIMIT = 60  # days; no real gap between announcements comes near this
 
 
 def is_announcement_day(d: date) -> bool:
-    """True when the feed dated ``d`` carries an announcement (Monday to Friday, and arXiv announced the evening before)."""
+    """True when the feed dated ``d`` carries an announcement: a weekday, and arXiv announced the evening before."""
     return d.weekday() < 5 and (d - timedelta(days=1)) not in SKIPPED_EVENINGS
 
 

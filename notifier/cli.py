@@ -173,8 +173,9 @@ async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
     )
     if not settings.smtp_host or not settings.slack_token:
         print(f"outbox: {settings.outbox}")
-    failed_polls = [o for o in report.polls if o.status == "error"]
-    return 1 if failed_polls and len(failed_polls) == len(report.polls) else 0
+    if report.polls and all(outcome.status == "error" for outcome in report.polls):
+        print("warning: no feed could be fetched; stored papers were used, and the next run tries again", file=sys.stderr)
+    return 0
 
 
 async def _preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:

@@ -165,7 +165,7 @@ def parse_feed(body: bytes, feed_key: str) -> ParsedFeed:
     if not version.startswith(("rss", "atom")):
         raise FeedParseError(f"{what}: not an RSS feed (feedparser saw {version or 'no feed'})")
     channel = parsed.feed
-    pub = _parse_date(channel.get("published") or channel.get("updated"))
+    pub = _parse_date(dict.get(channel, "published") or dict.get(channel, "updated"))  # no feedparser key aliasing
     categories = feed_key.split("+")
     legacy = version in ("rss090", "rss10")
     papers: dict[str, Paper] = {}
@@ -179,7 +179,7 @@ def parse_feed(body: bytes, feed_key: str) -> ParsedFeed:
             papers[paper.arxiv_id] = paper
     return ParsedFeed(
         feed_key=feed_key,
-        last_build_date=None if legacy else _parse_date(channel.get("updated")),
+        last_build_date=None if legacy else _parse_date(dict.get(channel, "updated")),
         pub_date=pub.astimezone(EASTERN).date() if pub else None,
         papers=list(papers.values()),
         item_count=len(entries),
@@ -235,7 +235,7 @@ def _paper(entry: Any) -> Paper | None:
     _, sep, abstract = description.partition("Abstract:")
     if not sep:
         abstract = _ANNOUNCE.sub("", description.replace(match.group(0), "", 1)).removeprefix("arXiv:")
-    published = _parse_date(entry.get("published"))
+    published = _parse_date(dict.get(entry, "published"))
     return Paper(
         arxiv_id=match.group("id"),
         version=int(match.group("version")),

@@ -181,7 +181,7 @@ class PoliteGate:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with equal jitter: half the step is fixed, half random."""
-        step = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        step = min(self._backoff_max, self._backoff_base * 2.0 ** (attempt - 1))
         return step / 2 + step / 2 * self._jitter()
 
     async def _wait_turn(self) -> None:
@@ -202,6 +202,9 @@ class PoliteGate:
         except TimeoutError as exc:
             logger.info("GET %s -> timeout after %.1fs (attempt %d)", url, self.timeout, attempt)
             raise FeedError(f"arXiv did not answer {url} within {self.timeout:g}s") from exc
+        except FeedParseError as exc:
+            logger.info("GET %s -> refused: %s (attempt %d)", url, exc, attempt)
+            raise
         except aiohttp.ClientError as exc:
             logger.info("GET %s -> %s (attempt %d)", url, type(exc).__name__, attempt)
             raise FeedError(f"connection to arXiv failed for {url}: {exc or type(exc).__name__}") from exc

@@ -124,6 +124,8 @@ class PaperIndex:
             categories = [category.casefold() for category in paper.categories]
             self._categories.append(categories)
             self._category_vocab.add(number, categories)
+        self._pairs: dict[Field, _Vocabulary] = {}
+        self._field_bits: dict[tuple[Field, Term], int] = {}
         self._positions: dict[tuple[Field, int], dict[str, list[int]]] = {}
         self._spans: dict[tuple[Field, int], list[tuple[int, int]]] = {}
         self._options: dict[tuple[Field, Term], list[frozenset[str]]] = {}
@@ -165,11 +167,39 @@ class PaperIndex:
         return options
 
     def _text_bits(self, field: Field, term: Term) -> int:
-        options = self._text_options(field, term)
-        candidates = self._candidates(self._vocab[field], options)
-        if len(options) == 1 or not candidates:
-            return candidates
-        return _bits_of([paper for paper in bit_indices(candidates) if self._phrase_starts(field, paper, options)])
+        bits = self._field_bits.get((field, term))
+        if bits is None:
+            options = self._text_options(field, term)
+            if len(options) == 1 or not all(options):
+                bits = self._candidates(self._vocab[field], options)
+            else:
+                candidates = (
+                    self._candidates(self._vocab[field], options)
+                    if term.prefix
+                    else self._pair_candidates(field, options)
+                )
+                if len(options) > 2 or term.prefix:
+                    verified = [
+                        paper for paper in bit_indices(candidates) if self._phrase_starts(field, paper, options)
+                    ]
+                    candidates = _bits_of(verified)
+                bits = candidates
+            self._field_bits[field, term] = bits
+        return bits
+
+    def _pair_candidates(self, field: Field, options: list[frozenset[str]]) -> int:
+        """Papers holding every adjacent pair of the phrase: exactly the phrase's papers when it has two words."""
+        pairs = self._pairs.get(field)
+        if pairs is None:
+            pairs = self._pairs[field] = _Vocabulary()
+            for paper, tokens in enumerate(self._tokens[field]):
+                pairs.add(paper, [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)])
+        bits = self.everything
+        for first, second in zip(options, options[1:], strict=False):
+            bits &= self._union(pairs, frozenset(f"{a} {b}" for a in first for b in second))
+            if not bits:
+                break
+        return bits
 
     def _name_options(self, term: Term) -> list[frozenset[str]]:
         options = self._options.get((Field.AUTHORS, term))
@@ -181,9 +211,15 @@ class PaperIndex:
         return options
 
     def _name_bits(self, term: Term) -> int:
-        candidates = self._candidates(self._vocab[Field.AUTHORS], self._name_options(term))
-        if not candidates:
-            return 0
+        last = len(term.words) - 1
+        options = [
+            tokens
+            for i, (word, tokens) in enumerate(zip(term.words, self._name_options(term), strict=True))
+            if len(word) > 1 or (term.prefix and i == last)
+        ]  # initials only narrow the candidates down a little, and cost a long union
+        candidates = self._candidates(self._vocab[Field.AUTHORS], options)
+        if not candidates or (len(term.words) == 1 and len(options) == 1):
+            return candidates  # one whole name token: its postings are the answer
         return _bits_of(
             [
                 paper
@@ -217,6 +253,8 @@ class PaperIndex:
                 return {p for token, found in positions.items() if token in tokens for p in found}
             return {p for token in tokens for p in positions.get(token, ())}
 
+        if len(options) == 1 and len(options[0]) <= len(positions):
+            return sorted(p for token in options[0] for p in positions.get(token, ()))
         starts = sorted(where(options[0]))
         for offset, tokens in enumerate(options[1:], start=1):
             if not starts:
@@ -245,6 +283,8 @@ class PaperIndex:
         found: list[Hit] = []
         width = len(term.words) - 1
         for field in DEFAULT_FIELDS if term.field is None else (term.field,):
+            if not self._text_bits(field, term) >> paper & 1:
+                continue
             starts = self._phrase_starts(field, paper, self._text_options(field, term))
             if starts:
                 spans = self._spans_of(field, paper)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from notifier.errors import QuerySyntaxError
 from notifier.index import PaperIndex, bit_indices
 from notifier.models import Hit, Match, Paper
-from notifier.query import And, Node, Not, Or, Term, parse_query
+from notifier.query import Node, Not, Or, Term, parse_query
 
 # Operations of the graph. Nodes below the number of terms are the terms themselves.
 _AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
@@ -181,6 +181,7 @@ class RuleSet:
         if not papers or not self._keys:
             return {}
         index = PaperIndex(papers)
+        values: Sequence[int] | dict[int, int]
         if keys is None:
             values = self._evaluate_all(index)
             selected: Iterable[int] = range(len(self._keys))
@@ -258,7 +259,7 @@ class RuleSet:
             matched = by_root.get(root)
             if matched is None:
                 matched = by_root[root] = bit_indices(bits)
-                explained[root] = [t for t in dict.fromkeys(self._positive_terms(root))]
+                explained[root] = list(dict.fromkeys(self._positive_terms(root)))
             name = self._names[rule]
             matches: list[Match] = []
             for paper in matched:

@@ -271,9 +271,14 @@ def query_warnings(node: Node) -> list[str]:
     if all(negated for _, negated in terms):
         words = " ".join(term.label for term, _ in terms)
         warnings.append(f"rule only excludes ({words}); it will match every other paper")
-    if isinstance(node, Term) and node.field in (None, Field.TITLE, Field.ABSTRACT, Field.COMMENT):
-        if len(node.words) == 1 and not node.prefix and _is_common(node.words[0]):
-            warnings.append(f'rule is the single very common word "{node.words[0]}"; it will match most papers')
+    if (
+        isinstance(node, Term)
+        and node.field in (None, Field.TITLE, Field.ABSTRACT, Field.COMMENT)
+        and len(node.words) == 1
+        and not node.prefix
+        and _is_common(node.words[0])
+    ):
+        warnings.append(f'rule is the single very common word "{node.words[0]}"; it will match most papers')
     for term, _ in terms:
         if term.prefix and term.field is not Field.CATEGORIES and len(term.words[-1]) < _MIN_USEFUL_PREFIX:
             warnings.append(f"prefix {term.label} is short; it will match many unrelated words")

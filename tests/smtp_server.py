@@ -77,7 +77,7 @@ class RecordingHandler:
         faults = self.faults
         if faults.drop_next > 0:
             faults.drop_next -= 1
-            assert server.transport is not None
+            assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             await asyncio.Event().wait()  # cancelled by aiosmtpd when it sees the connection is gone
         if faults.stall:
@@ -115,7 +115,7 @@ class RecordingHandler:
             return list(self.messages)
 
 
-class _Controller(Controller):  # type: ignore[misc]
+class _Controller(Controller):
     """aiosmtpd's threaded controller, bound to a free port when ``port=0``, counting connections."""
 
     connections = 0
@@ -132,7 +132,8 @@ class _Controller(Controller):  # type: ignore[misc]
 
     def factory(self) -> SMTP:
         self.connections += 1
-        return super().factory()
+        smtp: SMTP = super().factory()  # type: ignore[no-untyped-call]
+        return smtp
 
 
 class SmtpServer:

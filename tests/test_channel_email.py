@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import ssl
+import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from email.parser import BytesParser
@@ -21,6 +22,7 @@ from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing, RenderedEmail
 from tests.smtp_server import SmtpServer, make_self_signed, server_tls_context
 
+REPO = Path(__file__).resolve().parents[1]
 SENDER = "arXiv digest <digest@notifier.example.org>"
 ENVELOPE_SENDER = "digest@notifier.example.org"
 NOW = datetime(2025, 6, 3, 6, 30, tzinfo=UTC)
@@ -28,7 +30,9 @@ MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@[A-Za-z0-9.-]+>$")
 
 
 def rendered(subject: str = "3 new papers for you", n: int = 3) -> RenderedEmail:
-    text = "\n\n".join(f"{i}. Über die Quantenverschränkung, part {i}\nhttps://arxiv.org/abs/2506.{i:05d}" for i in range(n))
+    text = "\n\n".join(
+        f"{i}. Über die Quantenverschränkung, part {i}\nhttps://arxiv.org/abs/2506.{i:05d}" for i in range(n)
+    )
     html = "<html><body>" + "".join(f"<p style='margin:0'>Paper {i} — ∑ λ</p>" for i in range(n)) + "</body></html>"
     return RenderedEmail(subject=subject, text=text, html=html)
 
@@ -320,9 +324,7 @@ async def test_connection_refused_is_temporary_with_hint():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # nothing listens here once the socket is closed
-    ch = SmtpChannel(
-        host="127.0.0.1", port=port, security="none", username=None, password=None, sender=ENVELOPE_SENDER
-    )
+    ch = SmtpChannel(host="127.0.0.1", port=port, security="none", username=None, password=None, sender=ENVELOPE_SENDER)
     with pytest.raises(TemporaryDeliveryError) as info:
         await ch.send(outgoing("ada@example.org", "c1"))
     assert info.value.hint and "NOTIFIER_SMTP_HOST" in info.value.hint
@@ -396,3 +398,35 @@ async def test_login_succeeds_and_bad_password_is_permanent_with_hint(certs):
         assert info.value.hint == "check NOTIFIER_SMTP_USERNAME/PASSWORD"
         assert "wrong" not in str(info.value)
         assert len(server.wait_for(1)) == 1
+
+
+async def test_standalone_server_writes_one_file_per_message(tmp_path):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.smtp_server",
+        "--port",
+        "0",
+        "--maildir",
+        str(tmp_path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        assert line.startswith("READY ")
+        port = int(line.split()[1])
+        ch = SmtpChannel(
+            host="127.0.0.1", port=port, security="none", username=None, password=None, sender=ENVELOPE_SENDER
+        )
+        sent = [outgoing(f"user{i}@example.org", f"f{i}") for i in range(3)]
+        for message in sent:
+            await ch.send(message)
+        await ch.aclose()
+    finally:
+        process.terminate()
+        await process.wait()
+    files = sorted(tmp_path.glob("*.eml"))
+    assert [f.name for f in files] == ["000001.eml", "000002.eml", "000003.eml"]
+    assert [parse_strict(f.read_bytes())["Message-ID"] for f in files] == [m.message_id for m in sent]

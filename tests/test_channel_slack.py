@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,12 +18,19 @@ from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing
 from tests.slack_server import DEFAULT_TOKEN, SlackServer
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def parts(n: int) -> list[dict]:
     return [
         {
             "text": f"({i + 1}/{n}) New papers for ada",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": f"*Paper {i}* <https://arxiv.org/abs/2506.0000{i}>"}}],
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"*Paper {i}* <https://arxiv.org/abs/2506.0000{i}>"},
+                }
+            ],
         }
         for i in range(n)
     ]
@@ -237,3 +247,22 @@ async def test_control_endpoint_lists_posts(slack, session):
     async with session.get(f"http://127.0.0.1:{slack.port}/_control/posts") as response:
         posts = await response.json()
     assert posts[0]["channel"] == "#papers" and posts[0]["unfurl_links"] is False
+
+
+async def test_standalone_server(session):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.slack_server", "--port", "0", cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert line.startswith("READY http://127.0.0.1:") and line.endswith("/api/")
+        api_url = line.split()[1]
+        ch = SlackChannel(token=DEFAULT_TOKEN, base_url=api_url, session=session)
+        await ch.send(outgoing("#papers", n=2))
+        async with session.get(api_url.replace("/api/", "/_control/posts")) as response:
+            posts = await response.json()
+        assert [p["text"][:5] for p in posts] == ["(1/2)", "(2/2)"]
+    finally:
+        process.terminate()
+        assert await process.wait() == 0

@@ -27,7 +27,9 @@ def test_precedence_is_not_then_and_then_or():
 
 
 def test_phrases_hyphens_and_punctuation_become_token_sequences():
-    assert parse_query('"Multi-Agent  Systems"') == Term(None, ("multi", "agent", "systems"), False, '"Multi-Agent  Systems"')
+    assert parse_query('"Multi-Agent  Systems"') == Term(
+        None, ("multi", "agent", "systems"), False, '"Multi-Agent  Systems"'
+    )
     assert parse_query("multi-agent") == Term(None, ("multi", "agent"), False, "multi-agent")
     assert parse_query("GPU's") == Term(None, ("gpu", "s"), False, "GPU's")
 

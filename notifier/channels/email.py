@@ -254,10 +254,12 @@ class SmtpChannel:
             ) from exc
 
     async def aclose(self) -> None:
+        """QUIT the idle connections; one still sending is closed as soon as its message is done."""
         if self._closed:
             return
         self._closed = True
-        for client in self._clients:
+        while self._idle is not None and not self._idle.empty():
+            client = self._idle.get_nowait()
             if not client.is_connected:
                 continue
             try:

@@ -1,0 +1,270 @@
+"""What a digest shows of a paper, whatever the channel: highlighted spans, shortened text and labels.
+
+Everything here is pure and works on the display text of :class:`~notifier.models.Paper` and the
+:class:`~notifier.models.Hit` spans that matching reported into it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from notifier.models import Digest, Field, Hit, Match, Paper
+
+ELLIPSIS = "…"
+MAX_AUTHORS = 6
+
+_FIELD_PREFIX = re.compile(r"^(?:ti|abs|au|cat|co|all):", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_SPACES = re.compile(r"\s+")
+
+FIELD_LABELS = {
+    Field.TITLE: "title",
+    Field.ABSTRACT: "abstract",
+    Field.AUTHORS: "authors",
+    Field.CATEGORIES: "categories",
+    Field.COMMENT: "comment",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of display text, highlighted when a query term matched it."""
+
+    text: str
+    hit: bool = False
+
+
+Segments = tuple[Segment, ...]
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line breaks replaced, whitespace runs collapsed to one space."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+def plain(segments: Iterable[Segment]) -> str:
+    return "".join(segment.text for segment in segments)
+
+
+def spans_for(text: str, hits: Iterable[Hit], field: Field, index: int | None = None) -> list[tuple[int, int]]:
+    """Sorted, merged ``(start, end)`` spans of ``hits`` on ``field`` (and tuple position ``index``) within ``text``."""
+    raw = sorted(
+        (max(0, hit.start), min(len(text), hit.end))
+        for hit in hits
+        if hit.field == field and (index is None or hit.index == index)
+    )
+    merged: list[tuple[int, int]] = []
+    for start, end in raw:
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def segments(text: str, spans: Sequence[tuple[int, int]], start: int = 0, end: int | None = None) -> Segments:
+    """Split ``text[start:end]`` into plain and highlighted segments."""
+    stop = len(text) if end is None else end
+    text = _CONTROL_CHAR.sub(" ", text)  # same length, so the spans still fit
+    out: list[Segment] = []
+    pos = start
+    for span_start, span_end in spans:
+        if span_end <= pos or span_start >= stop:
+            continue
+        span_start, span_end = max(span_start, pos), min(span_end, stop)
+        if span_start > pos:
+            out.append(Segment(text[pos:span_start]))
+        out.append(Segment(text[span_start:span_end], hit=True))
+        pos = span_end
+    if pos < stop:
+        out.append(Segment(text[pos:stop]))
+    return tuple(out)
+
+
+def highlighted(text: str, hits: Iterable[Hit], field: Field, index: int | None = None) -> Segments:
+    return segments(text, spans_for(text, hits, field, index))
+
+
+def _word_start(text: str, pos: int) -> int:
+    """The start of the word at ``pos`` (or ``pos`` itself when it already starts a word)."""
+    space = text.rfind(" ", 0, pos)
+    return 0 if space < 0 else space + 1
+
+
+def _word_end(text: str, pos: int, slack: int = 20) -> int:
+    """A cut at or before ``pos`` that does not split a word (unless the word is longer than ``slack``)."""
+    if pos >= len(text):
+        return len(text)
+    space = text.rfind(" ", max(0, pos - slack), pos + 1)
+    return pos if space <= 0 else space
+
+
+def shorten(text: str, spans: Sequence[tuple[int, int]], limit: int) -> Segments:
+    """At most about ``limit`` characters of ``text`` with its highlights, ``…`` marking what was left out.
+
+    A cut never falls inside a highlight, and the first highlight always stays visible: when it lies past the
+    limit the excerpt starts shortly before it instead of at the beginning.
+    """
+    if len(text) <= limit:
+        return segments(text, spans)
+    if limit <= 0:
+        return ()
+    start = 0
+    if spans and spans[0][1] > limit - limit // 5:
+        start = _word_start(text, max(0, spans[0][0] - limit // 4))
+    end = _word_end(text, min(len(text), start + limit))
+    for span_start, span_end in spans:
+        if span_start < end < span_end:
+            end = span_end
+    out = list(segments(text, spans, start, end))
+    if start > 0:
+        out.insert(0, Segment(ELLIPSIS + " "))
+    if end < len(text):
+        if out and not out[-1].hit:
+            out[-1] = Segment(out[-1].text.rstrip(" ,;:.-"))
+        out.append(Segment(" " + ELLIPSIS if out and out[-1].hit else ELLIPSIS))
+    return tuple(out)
+
+
+def snippet(paper: Paper, hits: Sequence[Hit], limit: int) -> Segments:
+    """A short excerpt of the abstract around its first highlight (the abstract's start when nothing matched it)."""
+    return shorten(paper.abstract, spans_for(paper.abstract, hits, Field.ABSTRACT), limit)
+
+
+def term_label(term: str) -> str:
+    """A query term as a reader would say it: ``'ti:"Graph Neural"'`` -> ``'Graph Neural'``."""
+    label = _FIELD_PREFIX.sub("", one_line(term)).strip()
+    if len(label) >= 2 and label[0] == label[-1] and label[0] in "\"'":
+        label = label[1:-1].strip()
+    return label or one_line(term)
+
+
+def matched_line(hits: Iterable[Hit]) -> str:
+    """Why a paper is listed: ``'reinforcement learning (title), reinforcement learning (abstract)'``."""
+    seen: dict[tuple[str, Field], None] = {}
+    for hit in hits:
+        seen.setdefault((term_label(hit.term), hit.field), None)
+    return ", ".join(f"{term} ({FIELD_LABELS[field]})" for term, field in seen)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorName:
+    segments: Segments
+    gap_before: bool = False  # authors were left out between the previous name and this one
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorList:
+    names: tuple[AuthorName, ...]
+    total: int
+
+    @property
+    def et_al(self) -> bool:
+        return len(self.names) < self.total
+
+    @property
+    def text(self) -> str:
+        parts: list[str] = []
+        for name in self.names:
+            parts.append(("… " if name.gap_before else "") + plain(name.segments))
+        joined = ", ".join(parts)
+        return f"{joined} et al. ({self.total} authors)" if self.et_al else joined
+
+
+def author_list(paper: Paper, hits: Sequence[Hit], limit: int = MAX_AUTHORS) -> AuthorList:
+    """The first ``limit`` authors, plus any later author a query term matched; the rest become "et al."."""
+    matched = {hit.index for hit in hits if hit.field == Field.AUTHORS}
+    names: list[AuthorName] = []
+    previous = -1
+    for position, name in enumerate(paper.authors):
+        if position < limit or position in matched:
+            segs = highlighted(name, hits, Field.AUTHORS, position)
+            names.append(AuthorName(segs, gap_before=position != previous + 1))
+            previous = position
+    return AuthorList(tuple(names), len(paper.authors))
+
+
+def badges(paper: Paper) -> tuple[str, ...]:
+    out: list[str] = []
+    if paper.is_cross_list:
+        out.append("cross-list")
+    if paper.is_update:
+        out.append(f"updated (v{paper.version})")
+    if paper.backfilled:
+        out.append("backfilled")
+    return tuple(out)
+
+
+# Dates: "Tue 10 Feb", "2–8 Feb", "28 Jan – 3 Feb 2026".
+
+
+def day_label(day: date, *, year: bool = False) -> str:
+    text = f"{day:%a} {day.day} {day:%b}"
+    return f"{text} {day.year}" if year else text
+
+
+def range_label(first: date, last: date, *, year: bool = False) -> str:
+    if first == last:
+        return day_label(first, year=year)
+    tail = f" {last.year}" if year or first.year != last.year else ""
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day}–{last.day} {last:%b}{tail}"
+    head = f"{first.day} {first:%b}" + (f" {first.year}" if first.year != last.year else "")
+    return f"{head} – {last.day} {last:%b}{tail}"
+
+
+def period_label(digest: Digest, *, year: bool = False) -> str:
+    """The day a daily digest is for (its ``period_end``), or the range a weekly one covers."""
+    end = digest.period_end.date()
+    if digest.kind == "weekly":
+        return range_label(min(digest.period_start.date(), end), end, year=year)
+    return day_label(end, year=year)
+
+
+def count_label(count: int, noun: str = "paper") -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """The matches of one announcement day (``day`` is None for papers whose day is unknown)."""
+
+    day: date | None
+    sections: tuple[tuple[str, tuple[Match, ...]], ...]  # (rule, matches) in digest order, empty rules left out
+    papers: tuple[Paper, ...]
+
+    @property
+    def label(self) -> str:
+        return "Announcement day unknown" if self.day is None else day_label(self.day, year=True)
+
+
+def category_totals(papers: Iterable[Paper]) -> tuple[tuple[str, int], ...]:
+    """Papers per primary category, largest first."""
+    counts: dict[str, int] = {}
+    for paper in papers:
+        if paper.primary_category:
+            counts[paper.primary_category] = counts.get(paper.primary_category, 0) + 1
+    return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def by_day(digest: Digest) -> tuple[Day, ...]:
+    """The digest split by ``Paper.announced``, oldest day first; unknown days last."""
+    days = sorted({m.paper.announced for s in digest.sections for m in s.matches}, key=lambda d: (d is None, d))
+    out: list[Day] = []
+    for day in days:
+        sections = []
+        papers: dict[str, Paper] = {}
+        for section in digest.sections:
+            matches = tuple(m for m in section.matches if m.paper.announced == day)
+            if matches:
+                sections.append((section.rule, matches))
+                for match in matches:
+                    papers.setdefault(match.paper.arxiv_id, match.paper)
+        out.append(Day(day, tuple(sections), tuple(papers.values())))
+    return tuple(out)

@@ -1,0 +1,196 @@
+"""The Slack view of a digest: Block Kit messages.
+
+All paper and rule text is escaped for Slack mrkdwn: ``&``, ``<`` and ``>`` become entities, so no text can
+mention ``<!channel>`` or a user or inject a link; ``*``, ``_``, ``~`` and backticks become look-alike characters
+so no text can open or close formatting; ``@`` gets an invisible word joiner so ``@here`` stays plain text.
+A digest that needs more than 50 blocks is split into several messages, each with its own fallback text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from notifier.highlight import (
+    ELLIPSIS,
+    Segments,
+    author_list,
+    badges,
+    by_day,
+    count_label,
+    matched_line,
+    one_line,
+    period_label,
+    snippet,
+)
+from notifier.models import Digest, Match, SlackMessage
+
+MAX_BLOCKS = 50
+MAX_SECTION_CHARS = 3000
+MAX_HEADER_CHARS = 150
+MAX_TEXT_CHARS = 3000
+SNIPPET_CHARS = 280
+TITLE_CHARS = 300
+AUTHORS_CHARS = 300
+
+_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "*": "∗",  # U+2217 ASTERISK OPERATOR
+        "_": "ˍ",  # U+02CD MODIFIER LETTER LOW MACRON
+        "~": "∼",  # U+223C TILDE OPERATOR
+        "`": "ˋ",  # U+02CB MODIFIER LETTER GRAVE ACCENT
+        "@": "@\u2060",  # WORD JOINER keeps "@here" from reading as a mention
+    }
+)
+
+Block = dict[str, object]
+_WORD_HEAD = re.compile(r"^\w+")
+_WORD_TAIL = re.compile(r"\w+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """``text`` made inert for Slack mrkdwn (see the module docstring); line breaks become spaces."""
+    return _CONTROL.sub(" ", text).translate(_ESCAPES)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = one_line(text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
+
+
+def bold_segments(segments: Segments) -> str:
+    """Escaped text with highlighted runs in ``*bold*`` (widened to whole words so Slack renders the bold)."""
+    parts: list[str] = []
+    pending_bold = False
+    for segment in segments:
+        text = escape(segment.text)
+        if not segment.hit:
+            rest = _WORD_HEAD.match(text) if pending_bold else None
+            if rest:
+                # Pull the rest of a partly matched word into the bold run.
+                parts[-1] = parts[-1][:-1] + rest[0] + "*"
+                text = text[rest.end() :]
+            pending_bold = False
+            parts.append(text)
+            continue
+        stripped = text.strip()
+        if not stripped:
+            parts.append(text)
+            continue
+        before, after = text[: len(text) - len(text.lstrip())], text[len(text.rstrip()) :]
+        leading = ""
+        tail = _WORD_TAIL.search(parts[-1]) if not before and parts else None
+        if tail:
+            parts[-1], leading = parts[-1][: tail.start()], tail[0]
+        parts.append(f"{before}*{leading}{stripped}*{after}")
+        pending_bold = not after
+    return "".join(parts)
+
+
+def _header(text: str) -> Block:
+    return {"type": "header", "text": {"type": "plain_text", "text": _clip(text, MAX_HEADER_CHARS), "emoji": False}}
+
+
+def _section(mrkdwn: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn[:MAX_SECTION_CHARS]}}
+
+
+def _context(mrkdwn: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn[:MAX_TEXT_CHARS]}]}
+
+
+def paper_block(match: Match, also_in: tuple[str, ...] = ()) -> Block:
+    paper, hits = match.paper, match.hits
+    title = escape(_clip(paper.title, TITLE_CHARS)).replace("|", "¦")
+    lines = [f"*<{paper.abs_url}|{title}>*"]
+    authors = author_list(paper, ())
+    lines.append(escape(_clip(authors.text, AUTHORS_CHARS)))
+    details = [f"`{escape(paper.primary_category)}`"] if paper.primary_category else []
+    details += [escape(badge) for badge in badges(paper)]
+    details.append(f"<{paper.pdf_url}|PDF> · <{paper.html_url}|HTML>")
+    lines.append(" · ".join(details))
+    excerpt = bold_segments(snippet(paper, hits, SNIPPET_CHARS))
+    if excerpt:
+        lines.append("> " + excerpt)
+    why = "matched: " + escape(matched_line(hits))
+    if also_in:
+        why += " · also under " + ", ".join(escape(rule) for rule in also_in)
+    lines.append(f"_{why}_")
+    return _section("\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A block with the rule heading to repeat when a message starts in the middle of that rule."""
+
+    block: Block
+    heading: Block | None = None
+
+
+def _items(digest: Digest) -> list[_Item]:
+    rules_of: dict[str, list[str]] = {}
+    for section in digest.sections:
+        for match in section.matches:
+            rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
+    queries = {section.rule: section.query for section in digest.sections}
+
+    def rule_items(rule: str, matches: tuple[Match, ...]) -> list[_Item]:
+        name = one_line(rule)
+        heading = f"*{escape(name)}* — {count_label(len(matches))} · `{escape(_clip(queries[rule], 200))}`"
+        continued = _section(f"*{escape(name)}* (continued)")
+        out = [_Item(_section(heading))]
+        for match in matches:
+            others = tuple(r for r in rules_of[match.paper.arxiv_id] if r != name)
+            out.append(_Item(paper_block(match, others), continued))
+        return out
+
+    items: list[_Item] = []
+    if digest.kind == "weekly":
+        for day in by_day(digest):
+            totals = " · ".join(f"{escape(one_line(rule))}: {len(ms)}" for rule, ms in day.sections)
+            items.append(_Item({"type": "divider"}))
+            items.append(_Item(_section(f"*{escape(day.label)}* — {count_label(len(day.papers))} · {totals}")))
+            for rule, matches in day.sections:
+                items.extend(rule_items(rule, matches))
+    else:
+        for section in digest.sections:
+            if section.matches:
+                items.extend(rule_items(section.rule, section.matches))
+    return items
+
+
+def render_slack(digest: Digest) -> list[SlackMessage]:
+    when = period_label(digest)
+    kind = "weekly digest" if digest.kind == "weekly" else "digest"
+    counts = ", ".join(f"{one_line(s.rule)} ({len(s.matches)})" for s in digest.sections if s.matches)
+    if digest.is_empty:
+        reason = one_line(digest.empty_reason or "nothing matched your rules")
+        fallback = f"arXiv {kind} · {when}: no new papers ({reason})"
+        empty = (_header(f"arXiv {kind} · {when} · no new papers"), _section(escape(reason)))
+        return [SlackMessage(text=escape(_clip(fallback, MAX_TEXT_CHARS)), blocks=empty)]
+
+    total = count_label(len(digest.papers))
+    head = _header(f"arXiv {kind} · {when} · {total}")
+    summary = _context(
+        f"{escape(total)} for {escape(one_line(digest.subscriber))} · {escape(counts)}"
+        f" · edit `{escape(digest.config_path)}` to change rules"
+    )
+    messages: list[list[Block]] = [[head, summary]]
+    for item in _items(digest):
+        current = messages[-1]
+        if len(current) >= MAX_BLOCKS - 1:  # keep room for the closing context block
+            current = [item.heading] if item.heading is not None else []
+            messages.append(current)
+        current.append(item.block)
+    parts = len(messages)
+    out = []
+    for number, blocks in enumerate(messages, start=1):
+        part = f" (part {number} of {parts})" if parts > 1 else ""
+        blocks.append(_context(f"{escape(total)} · {escape(when)}{part}"))
+        fallback = f"arXiv {kind} · {when} · {total}: {counts}{part}"
+        out.append(SlackMessage(text=escape(_clip(fallback, MAX_TEXT_CHARS)), blocks=tuple(blocks)))
+    return out

@@ -1,0 +1,551 @@
+"""A local stand-in for rss.arxiv.org and export.arxiv.org/api, serving the real fixtures.
+
+``ArxivStandIn`` serves ``/rss/{cats}`` (category order does not matter) from the fixture feeds of the current day,
+with a real ETag and 304 on ``If-None-Match``; ``/api/query`` answers ``id_list`` lookups and
+``cat:X AND submittedDate:[A TO B]`` listings from the fixture papers, and the recorded API bodies for their exact
+ids (1707.08567, abc -> HTTP 400, 0000.0000 -> zero results). The RSS fixtures carry no categories or submission
+dates, so for the API each paper gets *synthetic* ones: primary = one of its feed's categories for new/replace
+items (cross items: ``math.OC`` plus one of the feed's), v1 submitted before 14:00 US Eastern on the evening of
+the announcement, replacements first submitted 60 days earlier.
+
+Days: ``set_day("2025-06-03")`` or ``"2025-06-04"`` (the real captures), ``"2012-09-12"`` (legacy RDF ``math``);
+any other day serves a valid empty feed for every category set (a holiday, as on 2025-12-31).
+
+Faults: ``fail_next(path_prefix, mode)`` with mode in :data:`FAULT_MODES`. Every request except ``/_control`` is
+recorded (monotonic time, method, path, query, headers) in ``requests``.
+
+Use in tests with ``async with ArxivStandIn() as server`` or the ``arxiv_stand_in`` / ``arxiv_stand_in_factory``
+fixtures (``pytest_plugins = ["tests.arxiv_server"]`` in a conftest). As a process::
+
+    python -m tests.arxiv_server --port 0 --day 2025-06-03     # prints "READY http://127.0.0.1:PORT"
+
+with ``POST /_control/day?d=2025-06-04``, ``POST /_control/fail?path=/rss&mode=429[&count=1&retry_after=1]`` and
+``GET /_control/requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+from zoneinfo import ZoneInfo
+
+import pytest_asyncio
+from aiohttp import web
+
+EASTERN = ZoneInfo("America/New_York")
+ATOM = "http://www.w3.org/2005/Atom"
+ARXIV = "http://arxiv.org/schemas/atom"
+OPENSEARCH = "http://a9.com/-/spec/opensearch/1.1/"
+BIG = "cs.CL+cs.CV+cs.MM+cs.LG+cs.SI"
+SMALL = "cs.SD+eess.AS"
+RSS_DAYS: dict[str, dict[str, str]] = {
+    "2025-06-03": {BIG: f"rss-{BIG}-2025-06-03.DERIVED.xml", SMALL: f"rss-{SMALL}-2025-06-03.DERIVED.xml"},
+    "2025-06-04": {BIG: f"rss-{BIG}-2025-06-04.DERIVED.xml", SMALL: f"rss-{SMALL}-2025-06-04.DERIVED.xml"},
+    "2012-09-12": {"math": "rdf-math-2012-09-12-legacy-rss1.0-lanl-mirror.xml"},
+}
+HOLIDAY_FILE = "rss-physics-2025-12-31-empty-holiday.RECONSTRUCTED.xml"
+CASSETTES = {
+    "1707.08567": "api-atom-2026-04-12-id_1707.08567-34authors-mojibake.cassette.json",
+    "abc": "api-atom-2026-04-12-id_abc-http400-error.cassette.json",
+    "0000.0000": "api-atom-2026-04-12-id_0000.0000-zero-results.cassette.json",
+}
+SEARCH_CASSETTE = "api-atom-2026-04-12-search_testing-10entries.cassette.json"
+FAULT_MODES = (
+    "429",  # Too Many Requests with Retry-After (seconds, or the given string)
+    "503",  # Service Unavailable, Retry-After only when given
+    "500",
+    "stall",  # headers and a few bytes, then nothing until the client gives up
+    "reset",  # half the body, then the TCP connection is aborted
+    "huge",  # 50 MB, chunked (no Content-Length), generated on the fly
+    "huge-declared",  # 50 MB with Content-Length
+    "bomb",  # billion-laughs XML
+    "malformed",  # a truncated feed
+    "html",  # an HTML error page with status 200
+    "empty",  # a valid feed with zero items
+)
+HUGE_BYTES = 50 * 1024 * 1024
+_ID_OK = re.compile(r"^(\d{4}\.\d{4,5}|[a-z][a-z\-]*(\.[A-Za-z]{2})?/\d{7})(v\d+)?$")
+_ITEM_ID = re.compile(r"(\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Za-z]{2})?/\d{7})v(\d+)")
+BOMB = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+    + b"".join(
+        f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'.encode() for i in range(1, 10)
+    )
+    + b']>\n<rss version="2.0"><channel><title>&lol9;</title></channel></rss>\n'
+)
+MALFORMED = (
+    b"<?xml version='1.0' encoding='UTF-8'?>\n<rss version=\"2.0\"><channel><title>cs.LG updates</title>"
+    b"<item><title>A truncated item</title><description>arXiv:2506.00001v1 Announce Type: new \nAbs"
+)
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>503 Service Temporarily Unavailable</title></head>"
+    b"<body><h1>Service Temporarily Unavailable</h1><p>Please try again later.</p></body></html>\n"
+)
+
+
+def fixtures_dir() -> Path:
+    env = os.environ.get("NOTIFIER_FIXTURES_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "arxiv"
+
+
+def canonical_key(categories: str) -> frozenset[str]:
+    return frozenset(c for c in categories.replace(" ", "+").split("+") if c)
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha1(body).hexdigest() + '"'
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    at: float  # time.monotonic() when the request arrived
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class Fault:
+    path_prefix: str
+    mode: str
+    count: int = 1
+    retry_after: float | str | None = None
+    stall: float = 30.0
+
+
+@dataclass
+class _ApiPaper:
+    arxiv_id: str
+    version: int
+    title: str
+    abstract: str
+    authors: list[str]
+    categories: list[str]
+    published: datetime
+    updated: datetime
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class ArxivStandIn:
+    """The arXiv stand-in; ``url``, ``rss_base_url`` and ``api_url`` are valid after :meth:`start`."""
+
+    def __init__(self, *, day: str = "2025-06-03", fixtures: Path | None = None, host: str = "127.0.0.1") -> None:
+        self.fixtures = fixtures or fixtures_dir()
+        self.host = host
+        self.day = day
+        self.requests: list[RecordedRequest] = []
+        self._faults: list[Fault] = []
+        self._extra_feeds: dict[tuple[str, frozenset[str]], bytes] = {}
+        self._cache: dict[str, bytes] = {}
+        self._papers: dict[str, _ApiPaper] | None = None
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/rss/{cats}", self._rss)
+        app.router.add_get("/api/query", self._api)
+        app.router.add_post("/_control/day", self._control_day)
+        app.router.add_post("/_control/fail", self._control_fail)
+        app.router.add_get("/_control/requests", self._control_requests)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.url
+
+    async def close(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> ArxivStandIn:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def rss_base_url(self) -> str:
+        return f"{self.url}/rss/"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/query"
+
+    # -- controls ----------------------------------------------------------------------------------------------
+
+    def set_day(self, day: str) -> None:
+        date.fromisoformat(day)
+        self.day = day
+
+    def add_feed(self, day: str, categories: str, body: bytes) -> None:
+        """Serve ``body`` for this category set on ``day`` (overrides the fixtures)."""
+        self._extra_feeds[(day, canonical_key(categories))] = body
+
+    def fail_next(
+        self,
+        path_prefix: str,
+        mode: str,
+        *,
+        count: int = 1,
+        retry_after: float | str | None = None,
+        stall: float = 30.0,
+    ) -> None:
+        if mode not in FAULT_MODES:
+            raise ValueError(f"unknown fault mode {mode!r}; one of {', '.join(FAULT_MODES)}")
+        self._faults.append(Fault(path_prefix, mode, count, retry_after, stall))
+
+    def requests_to(self, prefix: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.startswith(prefix)]
+
+    # -- handlers ----------------------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith("/_control"):
+            self.requests.append(
+                RecordedRequest(
+                    time.monotonic(), request.method, request.path, dict(request.query), dict(request.headers)
+                )
+            )
+            fault = self._take_fault(request.path)
+            if fault is not None:
+                return await self._inject(request, fault)
+        return await handler(request)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        for fault in self._faults:
+            if path.startswith(fault.path_prefix) and fault.count > 0:
+                fault.count -= 1
+                if fault.count == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    async def _rss(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["cats"]
+        body = self.feed_body(self.day, key)
+        if body is None:
+            available = ", ".join(sorted(RSS_DAYS.get(self.day, {})))
+            return web.Response(status=404, text=f"no fixture feed for {key} on {self.day}; have: {available}")
+        return self._conditional(request, body, "application/rss+xml")
+
+    def feed_body(self, day: str, key: str) -> bytes | None:
+        wanted = canonical_key(key)
+        if (day, wanted) in self._extra_feeds:
+            return self._extra_feeds[(day, wanted)]
+        if day not in RSS_DAYS:
+            return self.empty_feed(day, key)
+        for fixture_key, name in RSS_DAYS[day].items():
+            if canonical_key(fixture_key) == wanted:
+                return self._file(name)
+        return None
+
+    def empty_feed(self, day: str, key: str) -> bytes:
+        """A valid feed with zero items, built from the real holiday feed (byte-exact for physics on 2025-12-31)."""
+        midnight = datetime.combine(date.fromisoformat(day), dtime(0), tzinfo=EASTERN)
+        text = self._file(HOLIDAY_FILE).decode()
+        text = text.replace("Wed, 31 Dec 2025 05:00:02 +0000", _rfc822(midnight.astimezone(UTC) + timedelta(seconds=2)))
+        text = text.replace("Wed, 31 Dec 2025 00:00:00 -0500", _rfc822(midnight))
+        text = text.replace("rss/physics", f"rss/{key}").replace("physics updates", f"{key.replace('+', ', ')} updates")
+        return text.encode()
+
+    def _conditional(self, request: web.Request, body: bytes, content_type: str) -> web.Response:
+        etag = etag_of(body)
+        sent = request.headers.get("If-None-Match", "")
+        if any(tag.strip().removeprefix("W/") == etag for tag in sent.split(",")):
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=body, headers={"ETag": etag, "Content-Type": f"{content_type}; charset=utf-8"})
+
+    def _file(self, name: str) -> bytes:
+        if name not in self._cache:
+            self._cache[name] = (self.fixtures / name).read_bytes()
+        return self._cache[name]
+
+    def _cassette(self, name: str) -> tuple[int, bytes]:
+        data = json.loads(self._file(name))
+        return int(data["status_code"]), str(data["body"]).encode()
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        start = int(query.get("start", "0") or 0)
+        size = int(query.get("max_results", "10") or 10)
+        id_list = [i.strip() for i in query.get("id_list", "").split(",") if i.strip()]
+        search = query.get("search_query", "").strip()
+        if id_list and not search:
+            if len(id_list) == 1 and id_list[0] in CASSETTES:
+                status, body = self._cassette(CASSETTES[id_list[0]])
+                return web.Response(status=status, body=body, content_type="application/atom+xml")
+            bad = next((i for i in id_list if not _ID_OK.match(i)), None)
+            if bad is not None:
+                return _atom_response(_error_feed(f"incorrect id format for {bad}"), status=400)
+            papers = self.api_papers()
+            found = [papers[base] for base in (re.sub(r"v\d+$", "", i) for i in id_list) if base in papers]
+            return _atom_response(_feed(found[start : start + size], len(found), start, size))
+        if search in ("all:testing", "testing"):
+            status, body = self._cassette(SEARCH_CASSETTE)
+            return web.Response(status=status, body=body, content_type="application/atom+xml")
+        cat = re.search(r"cat:(\S+)", search)
+        window = re.search(r"submittedDate:\[(\d{12}) TO (\d{12})\]", search)
+        if cat is None:
+            return _atom_response(_error_feed(f"unsupported search_query {search!r}"), status=400)
+        category = cat.group(1)
+        low = _stamp(window.group(1)) if window else datetime.min.replace(tzinfo=UTC)
+        high = _stamp(window.group(2)) + timedelta(seconds=59) if window else datetime.max.replace(tzinfo=UTC)
+        matches = sorted(
+            (
+                p
+                for p in self.api_papers().values()
+                if low <= p.published <= high
+                and any(c == category or c.startswith(category + ".") for c in p.categories)
+            ),
+            key=lambda p: (p.published, p.arxiv_id),
+        )
+        return _atom_response(_feed(matches[start : start + size], len(matches), start, size))
+
+    def api_papers(self) -> dict[str, _ApiPaper]:
+        """Every paper of the RSS 2.0 fixtures (latest version wins), with synthetic categories and dates."""
+        if self._papers is None:
+            papers: dict[str, _ApiPaper] = {}
+            for day, feeds in sorted(RSS_DAYS.items()):
+                for key, name in feeds.items():
+                    if name.startswith("rss-"):
+                        for paper in _read_rss(self._file(name), day, key.split("+")):
+                            papers[paper.arxiv_id] = paper
+            self._papers = papers
+        return self._papers
+
+    async def _inject(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        mode = fault.mode
+        if mode in ("429", "503", "500"):
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            if mode == "429" and fault.retry_after is None:
+                headers["Retry-After"] = "1"
+            return web.Response(status=int(mode), headers=headers, text=f"injected HTTP {mode}")
+        if mode == "bomb":
+            return web.Response(body=BOMB, content_type="application/rss+xml")
+        if mode == "malformed":
+            return web.Response(body=MALFORMED, content_type="application/rss+xml")
+        if mode == "html":
+            return web.Response(body=HTML_PAGE, content_type="text/html")
+        if mode == "empty":
+            return web.Response(
+                body=self.empty_feed(self.day, request.path.rsplit("/", 1)[-1]), content_type="application/rss+xml"
+            )
+        response = web.StreamResponse(headers={"Content-Type": "application/rss+xml"})
+        body = self.feed_body(self.day, request.path.rsplit("/", 1)[-1]) or MALFORMED
+        if mode == "huge-declared":
+            response.content_length = HUGE_BYTES
+        elif mode == "reset":
+            response.content_length = len(body)
+        await response.prepare(request)
+        try:
+            if mode == "stall":
+                await response.write(body[:200])
+                await self._stall(request, fault.stall)
+            elif mode == "reset":
+                await response.write(body[: len(body) // 2])
+                await asyncio.sleep(0.05)
+                if request.transport is not None:
+                    request.transport.abort()
+            else:
+                await self._stream_huge(response)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+    async def _stall(self, request: web.Request, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._closing.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
+
+    async def _stream_huge(self, response: web.StreamResponse) -> None:
+        head = b"<?xml version='1.0' encoding='UTF-8'?>\n<rss version=\"2.0\"><channel>"
+        chunk = b"<!-- " + b"x" * (64 * 1024 - 9) + b" -->"
+        await response.write(head)
+        sent = len(head)
+        while sent + len(chunk) <= HUGE_BYTES and not self._closing.is_set():
+            await response.write(chunk)
+            sent += len(chunk)
+
+    # -- control endpoints -------------------------------------------------------------------------------------
+
+    async def _control_day(self, request: web.Request) -> web.Response:
+        self.set_day(request.query["d"])
+        return web.json_response({"day": self.day})
+
+    async def _control_fail(self, request: web.Request) -> web.Response:
+        q = request.query
+        retry_after: float | str | None = q.get("retry_after")
+        self.fail_next(
+            q.get("path", "/"),
+            q["mode"],
+            count=int(q.get("count", "1")),
+            retry_after=retry_after,
+            stall=float(q.get("stall", "30")),
+        )
+        return web.json_response({"faults": len(self._faults)})
+
+    async def _control_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([r.__dict__ for r in self.requests])
+
+
+def _rfc822(moment: datetime) -> str:
+    return moment.strftime("%a, %d %b %Y %H:%M:%S %z")
+
+
+def _stamp(text: str) -> datetime:
+    return datetime.strptime(text, "%Y%m%d%H%M").replace(tzinfo=UTC)
+
+
+def _read_rss(body: bytes, day: str, categories: list[str]) -> list[_ApiPaper]:
+    """The papers of a (trusted) fixture feed, with synthetic categories and submission dates."""
+    evening = datetime.combine(date.fromisoformat(day) - timedelta(days=1), dtime(14), tzinfo=EASTERN)
+    papers = []
+    dc = "{http://purl.org/dc/elements/1.1/}"
+    for index, item in enumerate(ET.fromstring(body).iter("item")):
+        found = _ITEM_ID.search(item.findtext("guid") or "")
+        if found is None:
+            continue
+        arxiv_id, version = found.group(1), int(found.group(2))
+        announce = item.findtext(f"{{{ARXIV}}}announce_type") or "new"
+        own = categories[zlib.crc32(arxiv_id.encode()) % len(categories)]
+        cats = ["math.OC", own] if announce in ("cross", "replace-cross") else [own]
+        submitted = evening - timedelta(minutes=index + 1)
+        description = item.findtext("description") or ""
+        papers.append(
+            _ApiPaper(
+                arxiv_id=arxiv_id,
+                version=version,
+                title=item.findtext("title") or "",
+                abstract=description.partition("Abstract:")[2].strip(),
+                authors=[a.strip() for a in (item.findtext(f"{dc}creator") or "").split(",") if a.strip()],
+                categories=cats,
+                published=submitted if version == 1 else submitted - timedelta(days=60),
+                updated=submitted,
+            )
+        )
+    return papers
+
+
+def _feed(papers: list[_ApiPaper], total: int, start: int, size: int) -> bytes:
+    feed = ET.Element(f"{{{ATOM}}}feed")
+    ET.SubElement(feed, f"{{{ATOM}}}title").text = "arXiv Query"
+    ET.SubElement(feed, f"{{{ATOM}}}updated").text = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ET.SubElement(feed, f"{{{OPENSEARCH}}}itemsPerPage").text = str(size)
+    ET.SubElement(feed, f"{{{OPENSEARCH}}}totalResults").text = str(total)
+    ET.SubElement(feed, f"{{{OPENSEARCH}}}startIndex").text = str(start)
+    for paper in papers:
+        entry = ET.SubElement(feed, f"{{{ATOM}}}entry")
+        ET.SubElement(entry, f"{{{ATOM}}}id").text = f"http://arxiv.org/abs/{paper.arxiv_id}v{paper.version}"
+        ET.SubElement(entry, f"{{{ATOM}}}title").text = paper.title
+        ET.SubElement(entry, f"{{{ATOM}}}updated").text = paper.updated.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ET.SubElement(entry, f"{{{ATOM}}}summary").text = paper.abstract
+        for category in paper.categories:
+            ET.SubElement(entry, f"{{{ATOM}}}category", term=category, scheme="http://arxiv.org/schemas/atom")
+        published = paper.published.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ET.SubElement(entry, f"{{{ATOM}}}published").text = published
+        ET.SubElement(entry, f"{{{ARXIV}}}primary_category", term=paper.categories[0])
+        for name in paper.authors:
+            ET.SubElement(ET.SubElement(entry, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = name
+    ET.register_namespace("", ATOM)
+    ET.register_namespace("arxiv", ARXIV)
+    ET.register_namespace("opensearch", OPENSEARCH)
+    return bytes(ET.tostring(feed, encoding="utf-8", xml_declaration=True))
+
+
+def _error_feed(message: str) -> bytes:
+    slug = re.sub(r"\W+", "_", message)
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        f'<feed xmlns:opensearch="{OPENSEARCH}" xmlns:arxiv="{ARXIV}" xmlns="{ATOM}">\n'
+        "  <title>arXiv Search Results</title>\n  <opensearch:totalResults>1</opensearch:totalResults>\n"
+        f"  <entry>\n    <id>https://arxiv.org/api/errors#{slug}</id>\n    <title>Error</title>\n"
+        f"    <summary>{message.replace('&', '&amp;').replace('<', '&lt;')}</summary>\n  </entry>\n</feed>\n"
+    ).encode()
+
+
+def _atom_response(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/atom+xml")
+
+
+@pytest_asyncio.fixture
+async def arxiv_stand_in_factory() -> AsyncIterator[Callable[..., Awaitable[ArxivStandIn]]]:
+    """Start any number of stand-ins (keyword arguments as for :class:`ArxivStandIn`); all closed at teardown."""
+    servers: list[ArxivStandIn] = []
+
+    async def make(**kwargs: Any) -> ArxivStandIn:
+        server = ArxivStandIn(**kwargs)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        await server.close()
+
+
+@pytest_asyncio.fixture
+async def arxiv_stand_in(
+    arxiv_stand_in_factory: Callable[..., Awaitable[ArxivStandIn]],
+) -> ArxivStandIn:
+    return await arxiv_stand_in_factory()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = ArxivStandIn(day=args.day, fixtures=Path(args.fixtures) if args.fixtures else None, host=args.host)
+    server.port = args.port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"READY {server.url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the arXiv fixtures like rss.arxiv.org and the export API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--day", default="2025-06-03")
+    parser.add_argument("--fixtures", default=None, help="fixture directory (default: shared/fixtures/arxiv)")
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

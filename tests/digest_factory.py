@@ -1,0 +1,194 @@
+"""Realistic digests for tests, built from the real arXiv fixture papers in ``../shared/fixtures/arxiv``.
+
+Hits are found by a plain case-insensitive search for each rule's terms, so these digests do not depend on the
+matching engine. A few synthetic hostile papers (markup, line breaks, Slack mentions, double-escaped entities)
+can be mixed in to test escaping.
+
+    papers = load_papers()                              # 108 real cs.SD+eess.AS papers of Tue 3 Jun 2025
+    digest = build_digest(papers, {"speech enhancement": ['"speech enhancement"']})
+    golden_digest(), weekly_digest(), large_digest(300), empty_digest("nothing matched your rules")
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from functools import cache
+from pathlib import Path
+
+from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper
+from notifier.text import clean_display
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIXTURES = SHARED / "fixtures" / "arxiv"
+SD_0603 = FIXTURES / "rss-cs.SD+eess.AS-2025-06-03.DERIVED.xml"
+SD_0604 = FIXTURES / "rss-cs.SD+eess.AS-2025-06-04.DERIVED.xml"
+BIG_0603 = FIXTURES / "rss-cs.CL+cs.CV+cs.MM+cs.LG+cs.SI-2025-06-03.DERIVED.xml"
+
+EASTERN = timezone(timedelta(hours=-4))  # EDT, the zone of arXiv's announcement days in June
+_NS = {"arxiv": "http://arxiv.org/schemas/atom", "dc": "http://purl.org/dc/elements/1.1/"}
+_DESCRIPTION = re.compile(
+    r"arXiv:(?P<id>\S+?)v(?P<version>\d+) Announce Type: (?P<type>\S+)\s*Abstract:(?P<abs>.*)", re.S
+)
+
+# rule name -> terms as written in the query; the query is the terms joined with OR.
+Rules = Mapping[str, Sequence[str]]
+
+GOLDEN_RULES: dict[str, list[str]] = {
+    "speech enhancement": ['"speech enhancement"'],
+    "voice conversion": ['"voice conversion"', 'ti:"zero-shot"'],
+    "music": ["music"],
+    "safety": ['"<script>"', '"<!channel>"', '"@here"'],
+}
+
+
+@cache
+def load_papers(path: Path = SD_0603) -> tuple[Paper, ...]:
+    """The papers of one DERIVED RSS fixture, as the feed stage would produce them (display text)."""
+    root = ET.parse(path).getroot()
+    papers = []
+    for item in root.iter("item"):
+        found = _DESCRIPTION.match(item.findtext("description") or "")
+        if found is None:
+            continue
+        creators = clean_display(item.findtext("dc:creator", namespaces=_NS))
+        announced = parsedate_to_datetime(item.findtext("pubDate") or "").date()
+        papers.append(
+            Paper(
+                arxiv_id=found["id"],
+                version=int(found["version"]),
+                title=clean_display(item.findtext("title")),
+                abstract=clean_display(found["abs"]),
+                authors=tuple(a.strip() for a in creators.split(",") if a.strip()),
+                announce_type=item.findtext("arxiv:announce_type", namespaces=_NS) or "new",
+                announced=announced,
+            )
+        )
+    return tuple(papers)
+
+
+def _bare(term: str) -> tuple[set[Field] | None, str]:
+    fields = {"ti": {Field.TITLE}, "abs": {Field.ABSTRACT}, "au": {Field.AUTHORS}, "co": {Field.COMMENT}}
+    prefix, sep, rest = term.partition(":")
+    scope = fields.get(prefix) if sep else None
+    text = rest if scope else term
+    return scope, text.strip('"')
+
+
+def find_hits(paper: Paper, terms: Iterable[str]) -> tuple[Hit, ...]:
+    """Every case-insensitive occurrence of each term (``ti:``/``abs:``/``au:``/``co:`` limit the field)."""
+    hits: list[Hit] = []
+    for term in terms:
+        scope, needle = _bare(term)
+        pattern = re.compile(re.escape(needle), re.IGNORECASE)
+        texts: list[tuple[Field, int, str]] = [
+            (Field.TITLE, 0, paper.title),
+            (Field.ABSTRACT, 0, paper.abstract),
+            (Field.COMMENT, 0, paper.comment or ""),
+        ]
+        texts += [(Field.AUTHORS, i, name) for i, name in enumerate(paper.authors)]
+        texts += [(Field.CATEGORIES, i, cat) for i, cat in enumerate(paper.categories)]
+        for field, index, text in texts:
+            if scope is None or field in scope:
+                hits += [Hit(term, field, m.start(), m.end(), index) for m in pattern.finditer(text)]
+    return tuple(hits)
+
+
+def build_digest(
+    papers: Iterable[Paper],
+    rules: Rules,
+    *,
+    subscriber: str = "Ada Lovelace",
+    period_end: datetime = datetime(2025, 6, 3, 20, 0, tzinfo=EASTERN),
+    days: int = 1,
+    kind: str = "daily",
+    limit: int | None = None,
+    config_path: str = "subscribers.yaml",
+) -> Digest:
+    """One section per rule with the papers whose text contains one of its terms (at most ``limit`` each)."""
+    papers = tuple(papers)
+    sections = []
+    for rule, terms in rules.items():
+        matches = [Match(p, rule, hits) for p in papers if (hits := find_hits(p, terms))]
+        sections.append(DigestSection(rule, " OR ".join(terms), tuple(matches[:limit])))
+    return Digest(
+        subscriber=subscriber,
+        period_start=period_end - timedelta(days=days),
+        period_end=period_end,
+        sections=tuple(sections),
+        kind=kind,
+        config_path=config_path,
+    )
+
+
+def hostile_papers(day: date = date(2025, 6, 3)) -> tuple[Paper, ...]:
+    """Synthetic papers whose text tries to break out of its place in a message."""
+    return (
+        Paper(
+            arxiv_id="2506.99901",
+            version=2,
+            title="<script>alert(1)</script> Speech Enhancement\r\nBcc: victim@example.org",
+            abstract="We test <b>markup</b> &amp;amp; entities. " * 3 + "A speech enhancement model. " * 30,
+            authors=("Mallory <mallory@example.org>", *(f"Author {i}" for i in range(1, 34))),
+            categories=("cs.SD", "eess.AS", "cs.CR"),
+            announce_type="replace-cross",
+            announced=day,
+            comment="Accepted at <i>Interspeech</i> 2025; code at https://example.org/" + "x" * 120,
+            journal_ref="J. Audio Eng. Soc. 73 (2025) 1-12",
+            backfilled=True,
+        ),
+        Paper(
+            arxiv_id="2506.99902",
+            version=1,
+            title="Ping <!channel> and @here: *bold* _italic_ ~strike~ `code` & Tom &amp;amp; Jerry <3",
+            abstract=(
+                "Hello <!channel> <!here> @here <@U123ABC> <https://evil.example|click me> and a "
+                "long token " + "Supercalifragilistic" * 8 + " in a paper about music. "
+                "Entities: &amp;amp; &lt;script&gt; *not bold* _not italic_."
+            ),
+            authors=("Eve <!everyone>", "*Star* Author"),
+            categories=("cs.SD",),
+            announced=day,
+        ),
+    )
+
+
+def golden_digest() -> Digest:
+    """The fixed digest of the golden files: real papers of Tue 3 Jun 2025, some enriched, plus hostile ones."""
+    papers = list(load_papers(SD_0603))
+    # Metadata that API enrichment adds (illustrative values, the fixtures do not carry them).
+    papers[0] = replace(papers[0], categories=("cs.SD", "cs.AI", "eess.AS"), comment="Accepted at Interspeech 2025")
+    return build_digest(hostile_papers() + tuple(papers), GOLDEN_RULES, limit=4)
+
+
+def weekly_digest() -> Digest:
+    """Two real announcement days (Tue 3 and Wed 4 Jun 2025) as a weekly digest."""
+    papers = load_papers(SD_0603) + load_papers(SD_0604)
+    rules = {"speech enhancement": ['"speech enhancement"'], "voice conversion": ['"voice conversion"']}
+    end = datetime(2025, 6, 8, 20, 0, tzinfo=EASTERN)
+    return build_digest(papers, rules, kind="weekly", period_end=end, days=6)
+
+
+LARGE_RULES: dict[str, list[str]] = {
+    "language models": ['"language model"'],
+    "diffusion": ["diffusion"],
+    "reinforcement learning": ['"reinforcement learning"'],
+    "benchmarks": ["benchmark"],
+    "learning": ["learning"],
+}
+
+
+def large_digest(count: int = 300) -> Digest:
+    """``count`` distinct real papers of the big 3 Jun 2025 feed, under broad rules that overlap."""
+    chosen = [p for p in load_papers(BIG_0603) if any(find_hits(p, terms) for terms in LARGE_RULES.values())]
+    assert len(chosen) >= count, len(chosen)
+    return build_digest(chosen[:count], LARGE_RULES)
+
+
+def empty_digest(reason: str = "arXiv did not announce on Wed 31 Dec (holiday)") -> Digest:
+    end = datetime(2025, 12, 31, 20, 0, tzinfo=EASTERN)
+    return replace(build_digest((), GOLDEN_RULES, period_end=end), empty_reason=reason)

@@ -1,0 +1,62 @@
+"""SpamAssassin (local rules only, no network tests) scores rendered digests at or below 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+
+from notifier.models import Digest
+from notifier.render import Renderer
+from tests.digest_factory import empty_digest, golden_digest, large_digest, weekly_digest
+
+pytestmark = pytest.mark.spam
+
+SPAMASSASSIN = shutil.which("spamassassin")
+if SPAMASSASSIN is None:
+    pytest.skip("spamassassin is not installed", allow_module_level=True)
+
+UNSUBSCRIBE = "https://lab.example/unsubscribe?token=abc"
+
+
+def message(digest: Digest) -> bytes:
+    email = Renderer().email(digest, unsubscribe_url=UNSUBSCRIBE)
+    msg = EmailMessage()
+    msg["From"] = "arXiv digest <digest@lab.example>"
+    msg["To"] = "Ada Lovelace <ada@lab.example>"
+    msg["Date"] = format_datetime(digest.period_end)
+    msg["Message-ID"] = "<digest-2025-06-03-ada@lab.example>"
+    msg["Subject"] = email.subject
+    msg["List-Unsubscribe"] = f"<{UNSUBSCRIBE}>"
+    msg.set_content(email.text)
+    msg.add_alternative(email.html, subtype="html")
+    return msg.as_bytes()
+
+
+def score(raw: bytes, home: Path) -> tuple[float, list[str]]:
+    """SpamAssassin's score and the rules that fired, with network tests off."""
+    env = {**os.environ, "HOME": str(home)}  # it writes user_prefs under $HOME
+    done = subprocess.run(
+        [str(SPAMASSASSIN), "--local", "--test-mode"], input=raw, capture_output=True, timeout=120, env=env, check=False
+    )
+    out = done.stdout.decode("utf-8", "replace")
+    status = re.search(r"^X-Spam-Status: \w+, score=(-?[\d.]+)[\s\S]*?tests=([^\n]*(?:\n\t[^\n]*)*)", out, re.M)
+    assert status, out[-3000:] + done.stderr.decode("utf-8", "replace")[-2000:]
+    rules = [r for r in re.split(r"[\s,]+", status[2]) if r and "=" not in r]
+    return float(status[1]), rules
+
+
+DIGESTS = {"daily": golden_digest, "weekly": weekly_digest, "empty": empty_digest, "large": lambda: large_digest(300)}
+
+
+@pytest.mark.parametrize("name", sorted(DIGESTS))
+def test_spamassassin_score_at_most_zero(tmp_path: Path, name: str) -> None:
+    value, rules = score(message(DIGESTS[name]()), tmp_path)
+    assert value <= 0, (value, rules)
+    assert "MPART_ALT_DIFF" not in rules and "MPART_ALT_DIFF_COUNT" not in rules
