@@ -32,7 +32,7 @@ from notifier.store import Store
 
 log = logging.getLogger(__name__)
 
-TICK = timedelta(seconds=30)
+TICK = timedelta(seconds=10)
 SHUTDOWN_GRACE = 5.0
 
 
@@ -164,9 +164,18 @@ class Notifier:
             except NotifierError as exc:
                 log.error("cycle failed, will try again: %s", exc)
             wait = min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait.total_seconds())
+            await _wait_any((stop, reload_requested), wait.total_seconds())
         log.info("daemon stopping")
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
+    """Return when any of ``events`` is set, or after ``timeout`` seconds."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _mtime(settings: Settings) -> float | None:

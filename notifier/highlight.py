@@ -51,9 +51,12 @@ def plain(segments: Iterable[Segment]) -> str:
 
 
 def spans_for(text: str, hits: Iterable[Hit], field: Field, index: int | None = None) -> list[tuple[int, int]]:
-    """Sorted, merged ``(start, end)`` spans of ``hits`` on ``field`` (and tuple position ``index``) within ``text``."""
+    """Sorted, merged ``(start, end)`` spans of ``hits`` on ``field`` (and tuple position ``index``) within ``text``.
+
+    A span that starts or ends inside a word is widened to the whole word ("model" in "models" marks "models").
+    """
     raw = sorted(
-        (max(0, hit.start), min(len(text), hit.end))
+        _whole_words(text, max(0, hit.start), min(len(text), hit.end))
         for hit in hits
         if hit.field == field and (index is None or hit.index == index)
     )
@@ -66,6 +69,16 @@ def spans_for(text: str, hits: Iterable[Hit], field: Field, index: int | None = 
         else:
             merged.append((start, end))
     return merged
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    if end <= start:
+        return start, end
+    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+        end += 1
+    return start, end
 
 
 def segments(text: str, spans: Sequence[tuple[int, int]], start: int = 0, end: int | None = None) -> Segments:

@@ -37,6 +37,12 @@ def _bits_of(indices: list[int]) -> int:
     return bits
 
 
+def _key(field: Field, number: int) -> int:
+    """A cheap cache key for (field, term id or paper number): Enum members hash slowly."""
+    slot = 0 if field is Field.TITLE else 1 if field is Field.ABSTRACT else 2 if field is Field.COMMENT else 3
+    return number * 4 + slot
+
+
 def display_text(paper: Paper, field: Field) -> str:
     if field is Field.TITLE:
         return paper.title
@@ -125,10 +131,10 @@ class PaperIndex:
             self._categories.append(categories)
             self._category_vocab.add(number, categories)
         self._pairs: dict[Field, _Vocabulary] = {}
-        self._field_bits: dict[tuple[Field, Term], int] = {}
-        self._positions: dict[tuple[Field, int], dict[str, list[int]]] = {}
-        self._spans: dict[tuple[Field, int], list[tuple[int, int]]] = {}
-        self._options: dict[tuple[Field, Term], list[frozenset[str]]] = {}
+        self._field_bits: dict[int, int] = {}
+        self._positions: dict[int, dict[str, list[int]]] = {}
+        self._spans: dict[int, list[tuple[int, int]]] = {}
+        self._options: dict[int, list[frozenset[str]]] = {}  # keyed by field and id(term)
 
     # -- which papers ------------------------------------------------------------------------------------------
 
@@ -158,16 +164,16 @@ class PaperIndex:
         return bits
 
     def _text_options(self, field: Field, term: Term) -> list[frozenset[str]]:
-        options = self._options.get((field, term))
+        options = self._options.get(_key(field, id(term)))
         if options is None:
             last = len(term.words) - 1
             vocab = self._vocab[field]
             options = [vocab.text_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
-            self._options[field, term] = options
+            self._options[_key(field, id(term))] = options
         return options
 
     def _text_bits(self, field: Field, term: Term) -> int:
-        bits = self._field_bits.get((field, term))
+        bits = self._field_bits.get(_key(field, id(term)))
         if bits is None:
             options = self._text_options(field, term)
             if len(options) == 1 or not all(options):
@@ -184,7 +190,7 @@ class PaperIndex:
                     ]
                     candidates = _bits_of(verified)
                 bits = candidates
-            self._field_bits[field, term] = bits
+            self._field_bits[_key(field, id(term))] = bits
         return bits
 
     def _pair_candidates(self, field: Field, options: list[frozenset[str]]) -> int:
@@ -202,12 +208,12 @@ class PaperIndex:
         return bits
 
     def _name_options(self, term: Term) -> list[frozenset[str]]:
-        options = self._options.get((Field.AUTHORS, term))
+        options = self._options.get(_key(Field.AUTHORS, id(term)))
         if options is None:
             last = len(term.words) - 1
             vocab = self._vocab[Field.AUTHORS]
             options = [vocab.name_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
-            self._options[Field.AUTHORS, term] = options
+            self._options[_key(Field.AUTHORS, id(term))] = options
         return options
 
     def _name_bits(self, term: Term) -> int:
@@ -236,12 +242,12 @@ class PaperIndex:
     # -- where -------------------------------------------------------------------------------------------------
 
     def _positions_of(self, field: Field, paper: int) -> dict[str, list[int]]:
-        positions = self._positions.get((field, paper))
+        positions = self._positions.get(_key(field, paper))
         if positions is None:
             positions = defaultdict(list)
             for position, token in enumerate(self._tokens[field][paper]):
                 positions[token].append(position)
-            self._positions[field, paper] = positions
+            self._positions[_key(field, paper)] = positions
         return positions
 
     def _phrase_starts(self, field: Field, paper: int, options: list[frozenset[str]]) -> list[int]:
@@ -264,9 +270,9 @@ class PaperIndex:
         return starts
 
     def _spans_of(self, field: Field, paper: int) -> list[tuple[int, int]]:
-        spans = self._spans.get((field, paper))
+        spans = self._spans.get(_key(field, paper))
         if spans is None:
-            spans = self._spans[field, paper] = tokenize_spans(display_text(self.papers[paper], field))[1]
+            spans = self._spans[_key(field, paper)] = tokenize_spans(display_text(self.papers[paper], field))[1]
         return spans
 
     def hits(self, term: Term, paper: int) -> tuple[Hit, ...]:

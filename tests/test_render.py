@@ -236,8 +236,10 @@ def test_short_text_is_untouched() -> None:
 
 
 def test_spans_merge_and_clamp() -> None:
-    hits = [Hit("a", Field.TITLE, 0, 4), Hit("b", Field.TITLE, 2, 6), Hit("c", Field.TITLE, 50, 90)]
-    assert spans_for("0123456789", hits, Field.TITLE) == [(0, 6)]
+    hits = [Hit("a", Field.TITLE, 0, 2), Hit("b", Field.TITLE, 1, 5), Hit("c", Field.TITLE, 50, 90)]
+    assert spans_for("ab cd ef gh", hits, Field.TITLE) == [(0, 5)]
+    # A hit inside a word marks the whole word.
+    assert spans_for("large language models", [Hit("m", Field.TITLE, 15, 20)], Field.TITLE) == [(15, 21)]
 
 
 def test_authors_shortened_but_matched_author_kept() -> None:

@@ -52,7 +52,11 @@ def score(raw: bytes, home: Path) -> tuple[float, list[str]]:
     return float(status[1]), rules
 
 
-DIGESTS = {"daily": golden_digest, "weekly": weekly_digest, "empty": empty_digest, "large": lambda: large_digest(300)}
+def large() -> Digest:
+    return large_digest(300)
+
+
+DIGESTS = {"daily": golden_digest, "weekly": weekly_digest, "empty": empty_digest, "large": large}
 
 
 @pytest.mark.parametrize("name", sorted(DIGESTS))
