@@ -174,7 +174,7 @@ async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
     if not settings.smtp_host or not settings.slack_token:
         print(f"outbox: {settings.outbox}")
     if report.polls and all(outcome.status == "error" for outcome in report.polls):
-        print("warning: no feed could be fetched; stored papers were used, and the next run tries again", file=sys.stderr)
+        print("warning: no feed could be fetched; the next run tries again", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching import RuleSet
-from notifier.models import DEFAULT_ANNOUNCE_TYPES
 from notifier.query import parse_query, query_warnings
 from notifier.schedule import Schedule
 
@@ -33,6 +32,7 @@ _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _SLACK_CHANNEL = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{6,})$")
 
 Path_ = tuple[str | int, ...]
+AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 
 
 def _one_or_many(value: object) -> object:
@@ -55,7 +55,7 @@ class SubscriberFields(_Strict):
     slack: Annotated[list[str], BeforeValidator(_one_or_many)] = []
     categories: list[str] = []
     schedule: str = "daily 08:00 UTC"
-    announce_types: list[Literal["new", "cross", "replace", "replace-cross"]] = list(DEFAULT_ANNOUNCE_TYPES)
+    announce_types: list[AnnounceType] = ["new", "cross"]
     send_empty: bool = False
     rules: list[RuleModel] = []
 
@@ -290,7 +290,7 @@ class _Loader:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = yaml.SafeLoader(" ").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+        value = yaml.SafeLoader(" ").construct_object(node, deep=True)
         if isinstance(value, str):
             return self._substitute(value, node)
         return value

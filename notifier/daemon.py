@@ -168,11 +168,11 @@ class Notifier:
         log.info("daemon stopping")
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
-    """Return when any of ``events`` is set, or after ``timeout`` seconds."""
+async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    """Return when any of ``events`` is set, or after ``seconds``."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

@@ -8,6 +8,7 @@ that a phrase or a hit needs.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -199,9 +200,9 @@ class PaperIndex:
         if pairs is None:
             pairs = self._pairs[field] = _Vocabulary()
             for paper, tokens in enumerate(self._tokens[field]):
-                pairs.add(paper, [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)])
+                pairs.add(paper, [f"{a} {b}" for a, b in itertools.pairwise(tokens)])
         bits = self.everything
-        for first, second in zip(options, options[1:], strict=False):
+        for first, second in itertools.pairwise(options):
             bits &= self._union(pairs, frozenset(f"{a} {b}" for a in first for b in second))
             if not bits:
                 break

@@ -110,9 +110,9 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         if value not in (None, ""):
             raw[name] = value
             source[name] = variable
-    for name, value in (overrides or {}).items():
-        if value is not None:
-            raw[name] = value
+    for name, override in (overrides or {}).items():
+        if override is not None:
+            raw[name] = override
             source[name] = "--" + name.replace("_", "-")
     raw.setdefault("subscribers", "subscribers.yaml")
     raw.setdefault("data_dir", str(default_data_dir(environ)))

@@ -50,7 +50,8 @@ def fixture_items(categories: str, day: str) -> list[FixtureItem]:
         abstract = description.split("Abstract:", 1)[-1]
         items.append(
             FixtureItem(
-                arxiv_id=found[1], version=int(found[2]),
+                arxiv_id=found[1],
+                version=int(found[2]),
                 announce_type=item.findtext(f"{ARXIV_NS}announce_type") or "",
                 text=f"{item.findtext('title')} {abstract}",
             )
@@ -123,7 +124,8 @@ HOSTILE_FEED = b"""<?xml version='1.0' encoding='UTF-8'?>
 Bcc: victim@evil.example parsers</title>
       <link>https://arxiv.org/abs/2506.99001</link>
       <description>arXiv:2506.99001v1 Announce Type: new
-Abstract: We attack &lt;!channel&gt; and &lt;@U123&gt; and &lt;https://evil.example|click&gt; with &amp;amp; entities.</description>
+Abstract: We attack &lt;!channel&gt; and &lt;@U123&gt; and &lt;https://evil.example|click&gt;
+with &amp;amp; entities.</description>
       <guid isPermaLink="false">oai:arXiv.org:2506.99001v1</guid>
       <pubDate>Tue, 03 Jun 2025 00:00:00 -0400</pubDate>
       <arxiv:announce_type>new</arxiv:announce_type>
@@ -169,8 +171,14 @@ async def notifier(servers: Servers, *args: str) -> tuple[int, str, str]:
         "NOTIFIER_SLACK_API_URL": servers.slack.api_url,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "notifier", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "notifier",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
@@ -208,8 +216,14 @@ async def test_two_days_of_arxiv_reach_each_subscriber_exactly_once(servers):
     assert code == 0, err
     assert "digests:" in out
     mail = mail_by_recipient(servers.smtp)
-    assert set(mail) == {"ann@lab.example", "bob@lab.example", "sam@lab.example", "vic@lab.example",
-                         "upd@lab.example", "host@lab.example"}
+    assert set(mail) == {
+        "ann@lab.example",
+        "bob@lab.example",
+        "sam@lab.example",
+        "vic@lab.example",
+        "upd@lab.example",
+        "host@lab.example",
+    }
     assert all(len(messages) == 1 for messages in mail.values()), "one digest per recipient"
     assert paper_ids(mail["ann@lab.example"][0]) == music1
     assert paper_ids(mail["bob@lab.example"][0]) == music1
@@ -275,7 +289,10 @@ async def test_preview_shows_what_the_next_digest_will_hold_and_records_nothing(
     assert code == 0, err
     sent = len(servers.smtp.messages)
     # A subscriber added after the poll: preview shows its next digest from the stored papers.
-    late = "  - name: late\n    email: late@lab.example\n    categories: [cs.SD, eess.AS]\n    rules: [{name: music, query: music}]\n"
+    late = (
+        "  - name: late\n    email: late@lab.example\n    categories: [cs.SD, eess.AS]\n"
+        "    rules: [{name: music, query: music}]\n"
+    )
     servers.config.write_text(CONFIG + late)
     code, out, err = await notifier(servers, "preview", "late", "--html", str(tmp_path / "late.html"))
     assert code == 0, err

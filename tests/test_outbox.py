@@ -31,8 +31,13 @@ subscribers:
 
 def paper(arxiv_id: str, title: str, *, version: int = 1, announce_type: str = "new") -> Paper:
     return Paper(
-        arxiv_id=arxiv_id, version=version, title=title, abstract=f"We study {title.lower()}.",
-        authors=("Ada Lovelace", "Alan Turing"), categories=("cs.DC",), announce_type=announce_type,
+        arxiv_id=arxiv_id,
+        version=version,
+        title=title,
+        abstract=f"We study {title.lower()}.",
+        authors=("Ada Lovelace", "Alan Turing"),
+        categories=("cs.DC",),
+        announce_type=announce_type,
         announced=date(2025, 6, 3),
     )
 
@@ -126,7 +131,7 @@ async def test_removing_a_subscriber_cancels_its_unsent_deliveries(tmp_path):
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
         app.plan(force=True)
-    without_updates = CONFIG.split("  - name: updates")[0]
+    without_updates = CONFIG.split("  - name: updates", maxsplit=1)[0]
     async with make_app(tmp_path, clock, without_updates) as app:
         report = await app.send()
         assert report.sent == 3
