@@ -21,6 +21,7 @@ import aiohttp
 from notifier import __version__
 from notifier.channels.router import Channels
 from notifier.config import Config, load_config
+from notifier.enrich import enrich_papers
 from notifier.errors import ConfigError, NotifierError
 from notifier.gate import PoliteGate
 from notifier.planner import Planner, PlanReport
@@ -104,6 +105,11 @@ class Notifier:
     async def poll(self) -> list[PollOutcome]:
         return await self.poller.poll(self.config.feed_keys)
 
+    async def enrich(self, *, force: bool) -> int:
+        """Fetch comments and journal references for the papers the next plan will send (fail-open)."""
+        ids = self.planner.matched_ids(self.config, self.clock(), force=force)
+        return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
+
     def plan(self, *, force: bool) -> PlanReport:
         now = self.clock()
         reasons = {key: self.poller.empty_reason(key, now) for key in self.config.feed_keys}
@@ -119,6 +125,7 @@ class Notifier:
         report = CycleReport()
         if poll:
             report.polls = await self.poll()
+            await self.enrich(force=force_send)
         report.plan = self.plan(force=force_send)
         report.sent = await self.send()
         return report
@@ -159,6 +166,7 @@ class Notifier:
                     await self.poll()
                     next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
                     log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
+                await self.enrich(force=False)
                 self.plan(force=False)
                 await self.send(stop)
             except NotifierError as exc:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -78,6 +78,25 @@ class Planner:
     ) -> PlanReport:
         """Write pending deliveries for every due subscriber (every subscriber when ``force``)."""
         report = PlanReport()
+        for feed_key, cursor, subscribers, matches in self._due_matches(config, now, force=force):
+            for subscriber in subscribers:
+                reason = (empty_reasons or {}).get(feed_key)
+                self._plan_one(config, subscriber, matches, cursor, now, reason, report)
+        return report
+
+    def matched_ids(self, config: Config, now: datetime, *, force: bool = False) -> set[str]:
+        """Ids of the papers the next :meth:`plan` would consider matched (to enrich them first)."""
+        return {
+            match.paper.arxiv_id
+            for _key, _cursor, _subscribers, matches in self._due_matches(config, now, force=force)
+            for rule_matches in matches.values()
+            for match in rule_matches
+        }
+
+    def _due_matches(
+        self, config: Config, now: datetime, *, force: bool
+    ) -> Iterator[tuple[str, datetime, list[Subscriber], dict[str, list[Match]]]]:
+        """Due subscribers grouped by feed and cursor, with the matches of all their rules over that feed's papers."""
         groups: dict[tuple[str, datetime], list[Subscriber]] = defaultdict(list)
         for subscriber in config.subscribers:
             if force or self.is_due(subscriber, now):
@@ -86,10 +105,7 @@ class Planner:
             candidates = self.store.candidates(feed_key, cursor, now)
             keys = [rule.key for subscriber in subscribers for rule in subscriber.rules]
             matches = config.rules.match(candidates, keys) if candidates else {}
-            for subscriber in subscribers:
-                reason = (empty_reasons or {}).get(feed_key)
-                self._plan_one(config, subscriber, matches, cursor, now, reason, report)
-        return report
+            yield feed_key, cursor, subscribers, matches
 
     def _plan_one(
         self,

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS papers (
     arxiv_id TEXT PRIMARY KEY, version INTEGER NOT NULL, title TEXT NOT NULL, abstract TEXT NOT NULL,
     authors TEXT NOT NULL, categories TEXT NOT NULL, comment TEXT, journal_ref TEXT,
-    first_seen TEXT NOT NULL, updated TEXT NOT NULL);
+    first_seen TEXT NOT NULL, updated TEXT NOT NULL, enriched_at TEXT);
 CREATE TABLE IF NOT EXISTS feed_items (
     feed_key TEXT NOT NULL, arxiv_id TEXT NOT NULL, version INTEGER NOT NULL, announce_type TEXT NOT NULL,
     announced TEXT, seen_at TEXT NOT NULL, backfilled INTEGER NOT NULL DEFAULT 0,
@@ -181,7 +181,7 @@ class Store:
         with self.transaction() as db:
             for paper in papers:
                 db.execute(
-                    """INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
                        ON CONFLICT (arxiv_id) DO UPDATE SET
                          version = excluded.version, title = excluded.title, abstract = excluded.abstract,
                          authors = excluded.authors,
@@ -218,13 +218,29 @@ class Store:
                 added += cursor.rowcount
         return added
 
-    def enrich(self, arxiv_id: str, *, comment: str | None, journal_ref: str | None, categories: Sequence[str]) -> None:
+    def enrich(
+        self, arxiv_id: str, now: datetime, *, comment: str | None, journal_ref: str | None, categories: Sequence[str]
+    ) -> None:
+        """Add what the API knows and the feed does not: comment, journal reference, all categories."""
+        cats = json.dumps(list(categories))
         with self.transaction() as db:
             db.execute(
                 """UPDATE papers SET comment = COALESCE(?, comment), journal_ref = COALESCE(?, journal_ref),
-                   categories = CASE WHEN ? = '[]' THEN categories ELSE ? END WHERE arxiv_id = ?""",
-                (comment, journal_ref, json.dumps(list(categories)), json.dumps(list(categories)), arxiv_id),
+                   categories = CASE WHEN ? = '[]' THEN categories ELSE ? END, enriched_at = ? WHERE arxiv_id = ?""",
+                (comment, journal_ref, cats, cats, _iso(now), arxiv_id),
             )
+
+    def not_enriched(self, arxiv_ids: Iterable[str]) -> list[str]:
+        ids = sorted(set(arxiv_ids))
+        found: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT arxiv_id FROM papers WHERE enriched_at IS NULL AND arxiv_id IN ({marks})", chunk
+            )
+            found.extend(row[0] for row in rows)
+        return found
 
     def candidates(self, feed_key: str, after: datetime, until: datetime) -> list[Paper]:
         """Feed items of ``feed_key`` first seen in (after, until], as papers with the item's version and type."""

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from notifier.matching import RuleSet
 from notifier.models import Field, Paper
 from notifier.query import parse_query
-from notifier.text import plural_variants, tokenize
+from notifier.text import plural_variants, tokenize, tokenize_spans
 from tests.reference_matcher import reference_match, same_word
 
 CHECK = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -130,3 +130,11 @@ def test_plural_variants_are_symmetric_and_follow_the_singular_plural_rule(word)
         assert same_word(word, variant)
     for suffix in ("s", "es", "ies", "ise", "ing"):
         assert (word + suffix in plural_variants(word)) == same_word(word, word + suffix)
+
+
+@CHECK
+@given(text())
+def test_fast_tokenizer_and_span_tokenizer_agree(source):
+    tokens, spans = tokenize_spans(source)
+    assert tokenize(source) == tokens
+    assert all(0 <= start < end <= len(source) for start, end in spans)
