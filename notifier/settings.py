@@ -43,6 +43,7 @@ class Settings:
     slack_token: str | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     public_url: str | None = None
+    http_addr: str | None = None  # host:port of the health, metrics and unsubscribe endpoints; off when unset
     templates: Path | None = None
     backfill_days: int = 7
     poll_interval: float = 900.0  # seconds between polls while an announcement is due and not yet seen
@@ -56,6 +57,16 @@ class Settings:
     @property
     def outbox(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def http_host(self) -> str:
+        """The host part of ``http_addr`` (brackets of an IPv6 address removed)."""
+        host = (self.http_addr or "").rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+    @property
+    def http_port(self) -> int:
+        return int((self.http_addr or "").rpartition(":")[2])
 
     @property
     def mail_domain(self) -> str:
@@ -91,6 +102,7 @@ _ENV = {
     "slack_token": "NOTIFIER_SLACK_TOKEN",
     "slack_api_url": "NOTIFIER_SLACK_API_URL",
     "public_url": "NOTIFIER_PUBLIC_URL",
+    "http_addr": "NOTIFIER_HTTP_ADDR",
     "templates": "NOTIFIER_TEMPLATES",
     "backfill_days": "NOTIFIER_BACKFILL_DAYS",
     "poll_interval": "NOTIFIER_POLL_INTERVAL",
@@ -179,5 +191,15 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
             fail(name, "must be an http(s) URL")
     if settings.public_url and not settings.public_url.startswith("https://"):
         fail("public_url", "must be an https:// URL (mail clients only offer one-click unsubscribe over https)")
+    if settings.http_addr is not None:
+        host, colon, port = settings.http_addr.rpartition(":")
+        if not colon or not host or not port.isdigit() or int(port) > 65535:
+            fail("http_addr", f"must be host:port, such as 127.0.0.1:8080 or [::]:8080, not {settings.http_addr!r}")
+    if settings.public_url and settings.http_addr is None:
+        fail(
+            "public_url",
+            "one-click unsubscribe links point at this daemon, so set NOTIFIER_HTTP_ADDR (the address it listens on)"
+            " as well",
+        )
     if (settings.smtp_username is None) != (settings.smtp_password is None):
         fail("smtp_username", "set both NOTIFIER_SMTP_USERNAME and NOTIFIER_SMTP_PASSWORD, or neither")

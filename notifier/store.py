@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -525,6 +526,24 @@ class Store:
     def delivery_counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, count(*) FROM deliveries GROUP BY state")
         return {row[0]: int(row[1]) for row in rows}
+
+    # -- service ----------------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """A trivial query: raises :class:`StoreError` when the database cannot be read."""
+        self._query("SELECT count(*) FROM meta")
+
+    def secret(self, key: str) -> str:
+        """A random secret kept in ``meta`` under ``key``: made on first use, the same ever after."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, secrets.token_urlsafe(32)))
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0])
+
+    def last_new_items(self) -> dict[str, datetime]:
+        """feed_key -> when a poll last brought new items from arXiv (backfilled items not counted)."""
+        rows = self._query("SELECT feed_key, max(seen_at) FROM feed_items WHERE backfilled = 0 GROUP BY feed_key")
+        return {row[0]: datetime.fromisoformat(row[1]) for row in rows}
 
 
 def _feed_state(row: sqlite3.Row) -> FeedState:
