@@ -19,5 +19,9 @@ ENV NOTIFIER_SUBSCRIBERS=/config/subscribers.yaml \
     PYTHONUNBUFFERED=1
 USER notifier
 VOLUME ["/data"]
+# With NOTIFIER_HTTP_ADDR set (e.g. 0.0.0.0:8080) the daemon serves /healthz there; without it there is nothing to ask.
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request as r; a = os.environ.get('NOTIFIER_HTTP_ADDR'); h, _, p = (a or ':').rpartition(':'); h = {'0.0.0.0': '127.0.0.1', '[::]': '[::1]', '': '127.0.0.1'}.get(h, h); sys.exit(0 if not a else r.urlopen(f'http://{h}:{p}/healthz', timeout=4).status != 200)"]
 ENTRYPOINT ["notifier"]
 CMD ["run"]

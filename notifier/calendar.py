@@ -6,6 +6,11 @@ Monday to Friday, each carrying the announcement made on the evening of ``d - 1 
 when it is a weekend or when arXiv skipped the announcement on the evening before (holidays, see
 :data:`SKIPPED_EVENINGS`); on such days the feed is valid but empty.
 
+Submissions: arXiv announces the papers submitted between two cut-offs, 14:00 US Eastern on business days. The
+feed for day ``d`` carries the papers submitted after the cut-off of the previous announcement and up to 14:00 on
+the last weekday before ``d`` (:func:`submission_window`). This is an approximation: arXiv moves a cut-off now and
+then around holidays, and papers put on hold are announced later than their window says.
+
 The holiday table must be updated yearly from https://info.arxiv.org/help/availability.html (source:
 arXiv/arxiv-docs ``source/help/availability.md``); arXiv lists the *evenings* it does not announce.
 """
@@ -17,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 EASTERN = ZoneInfo("America/New_York")
 ANNOUNCE_HOUR = 20  # evening announcement, US Eastern
+CUTOFF_HOUR = 14  # submission deadline, US Eastern, on business days
 
 # Evenings (US Eastern dates) on which arXiv does not announce. "published": listed on arXiv's availability page;
 # "fixture": an empty feed observed on the following day; "rule": arXiv's usual pattern (New Year, MLK Day,
@@ -110,6 +116,35 @@ def announcement_days_between(a: date, b: date) -> list[date]:
             days.append(d)
         d += timedelta(days=1)
     return days
+
+
+def previous_announcement(d: date) -> date | None:
+    """The last announcement day strictly before ``d``; None if there is none in the 60 days before."""
+    for back in range(1, _SEARCH_LIMIT + 1):
+        if is_announcement_day(d - timedelta(days=back)):
+            return d - timedelta(days=back)
+    return None
+
+
+def submission_cutoff(d: date) -> datetime:
+    """The submission deadline of the announcement carried by the feed for ``d``: 14:00 US Eastern on the last
+    weekday before ``d`` (Friday for a Monday feed), as an aware UTC datetime."""
+    day = d - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return datetime.combine(day, time(CUTOFF_HOUR), tzinfo=EASTERN).astimezone(UTC)
+
+
+def submission_window(d: date) -> tuple[datetime, datetime]:
+    """The submissions the feed for announcement day ``d`` carries: ``(start, end]`` in UTC.
+
+    ``start`` is the cut-off of the previous announcement, so a window after a holiday or a weekend spans every
+    business day since; ``end`` is :func:`submission_cutoff` of ``d``.
+    """
+    end = submission_cutoff(d)
+    previous = previous_announcement(d)
+    start = submission_cutoff(previous) if previous is not None else end - timedelta(days=1)
+    return start, end
 
 
 def _require_aware(moment: datetime) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``notifier run | once | check | preview NAME | status | retry [NAME]``.
+"""Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | schema``.
 
 Settings come from ``NOTIFIER_*`` environment variables; the options below override them.
 """
@@ -13,9 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from notifier import __version__
-from notifier.config import Config, load_config
+from notifier.config import Config, SubscriberFields, SubscriberModel, load_config
 from notifier.daemon import Notifier, run_daemon, utcnow
 from notifier.errors import ConfigError, NotifierError
 from notifier.settings import ENV_VARS, Settings, load_settings
@@ -37,6 +40,7 @@ _OPTIONS: dict[str, str] = {
     "mail_from": "From address of digests",
     "slack_api_url": "Slack Web API base URL",
     "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
+    "http_addr": "host:port to serve /healthz, /readyz, /metrics and /unsubscribe on",
     "templates": "folder with templates overriding the built-in ones",
 }
 
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)"
     )
     retry.add_argument("name", nargs="?", help="only this subscriber's deliveries")
+    commands.add_parser("schema", help="print the JSON Schema of subscribers.yaml (for editors)")
     return parser
 
 
@@ -109,6 +114,9 @@ def setup_logging(verbose: bool, fmt: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(subscribers_schema(), indent=2))
+        return 0
     setup_logging(args.verbose, args.log_format)
     try:
         settings = load_settings(overrides={name: getattr(args, name) for name in _OPTIONS})
@@ -241,6 +249,41 @@ async def _retry(settings: Settings, config: Config, name: str | None) -> int:
         report = await app.send()
     print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
     return 0
+
+
+_FIELD_HELP = {
+    "name": "Unique name, used by `notifier preview NAME`, in logs and in the store",
+    "email": "An email address or a list of them; each gets its own digest",
+    "slack": "A Slack channel (#name or ID), an incoming-webhook https:// URL, or a list of them",
+    "categories": "arXiv categories to follow, such as cs.DC",
+    "schedule": '"daily HH:MM ZONE", "weekly mon HH:MM ZONE" (IANA zone) or "instant"',
+    "announce_types": "Which announcements to send; add replace / replace-cross to get new versions",
+    "send_empty": "Also send a short digest saying why there are no papers",
+    "rules": "Each rule is one section of the digest",
+}
+
+
+def subscribers_schema() -> dict[str, Any]:
+    """The JSON Schema of subscribers.yaml, from the models that validate it."""
+
+    class SubscribersFile(BaseModel):
+        model_config = ConfigDict(extra="forbid", title="arxiv-notifier subscribers.yaml")
+        defaults: SubscriberFields | None = None
+        subscribers: list[SubscriberModel] = []
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **SubscribersFile.model_json_schema()}
+    definitions = schema["$defs"]
+    definitions["SubscriberFields"]["description"] = "Defaults for every subscriber: any subscriber field but name"
+    for model in ("SubscriberFields", "SubscriberModel"):
+        properties = definitions[model]["properties"]
+        for name in ("email", "slack"):  # one string is read as a list of one
+            many = properties[name]
+            title, default = many.pop("title"), many.pop("default")
+            properties[name] = {"title": title, "anyOf": [{"type": "string"}, many], "default": default}
+        for name, text in _FIELD_HELP.items():
+            if name in properties:
+                properties[name]["description"] = text
+    return schema
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,17 +19,21 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 
 from notifier import __version__
+from notifier.backfill import backfill
 from notifier.channels.router import Channels
 from notifier.config import Config, load_config
 from notifier.enrich import enrich_papers
 from notifier.errors import ConfigError, NotifierError
 from notifier.gate import PoliteGate
+from notifier.http import HttpServer
+from notifier.metrics import Metrics
 from notifier.planner import Planner, PlanReport
 from notifier.poller import Poller, PollOutcome
 from notifier.render import Renderer
 from notifier.sender import Sender, SendReport
 from notifier.settings import Settings
 from notifier.store import Store
+from notifier.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ class Notifier:
         self.config = config
         self.clock = clock
         self.config_error: str | None = None
+        self.metrics = Metrics()
         self._config_mtime = _mtime(settings)
         self._store: Store | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -66,6 +71,7 @@ class Notifier:
             self._store = Store(self.settings.database)
             self._session = aiohttp.ClientSession()
             self._channels = Channels(self.settings, self._session)
+            self.unsubscribe_links = UnsubscribeLinks(self._store.secret(SECRET_KEY), self.settings.public_url)
         except BaseException:
             await self.aclose()
             raise
@@ -78,8 +84,15 @@ class Notifier:
             max_bytes=self.settings.max_feed_bytes,
         )
         self.poller = Poller(self._store, self.gate, self.settings, self.clock)
-        self.planner = Planner(self._store, Renderer(self.settings.templates), self.settings)
-        self.sender = Sender(self._store, self._channels, self.clock)
+        self.metrics.watch(self._store)
+        self.planner = Planner(
+            self._store,
+            Renderer(self.settings.templates),
+            self.settings,
+            unsubscribe_url=self.unsubscribe_links.url if self.settings.public_url else None,
+            metrics=self.metrics,
+        )
+        self.sender = Sender(self._store, self._channels, self.clock, metrics=self.metrics)
         self._store.register_subscribers((s.name for s in self.config.subscribers), self.clock())
         return self
 
@@ -103,7 +116,12 @@ class Notifier:
         return self._store
 
     async def poll(self) -> list[PollOutcome]:
-        return await self.poller.poll(self.config.feed_keys)
+        """Poll every feed, recover what the feeds missed through the API, and look up comments for the papers
+        the next digests will carry now, while arXiv is being asked anyway (not at digest time)."""
+        outcomes = await self.poller.poll(self.config.feed_keys)
+        await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
+        await self.enrich(force=True)
+        return outcomes
 
     async def enrich(self, *, force: bool) -> int:
         """Fetch comments and journal references for the papers the next plan will send (fail-open)."""
@@ -125,6 +143,7 @@ class Notifier:
         report = CycleReport()
         if poll:
             report.polls = await self.poll()
+            self.metrics.record_polls(report.polls)
             await self.enrich(force=force_send)
         report.plan = self.plan(force=force_send)
         report.sent = await self.send()
@@ -162,18 +181,29 @@ class Notifier:
             try:
                 self.reload_config(force=reload_requested.is_set())
                 reload_requested.clear()
-                if self.clock() >= next_poll:
-                    await self.poll()
-                    next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
-                    log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
-                await self.enrich(force=False)
-                self.plan(force=False)
-                await self.send(stop)
+                next_poll = await self.tick(next_poll, stop)
             except NotifierError as exc:
                 log.error("cycle failed, will try again: %s", exc)
             wait = min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
             await _wait_any((stop, reload_requested), wait.total_seconds())
         log.info("daemon stopping")
+
+    async def tick(self, next_poll: datetime, stop: asyncio.Event | None = None) -> datetime:
+        """One pass of the loop: poll if ``next_poll`` has come, then enrich, plan and send what is due.
+
+        Returns when the next poll is due. A failure after the poll is logged here, so the poll is not repeated.
+        """
+        if self.clock() >= next_poll:
+            self.metrics.record_polls(await self.poll())
+            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
+            log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
+        try:
+            await self.enrich(force=False)
+            self.plan(force=False)
+            await self.send(stop)
+        except NotifierError as exc:
+            log.error("cycle failed, will try again: %s", exc)
+        return next_poll
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
@@ -200,14 +230,21 @@ async def run_daemon(settings: Settings, config: Config) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with Notifier(settings, config) as app:
-        task = asyncio.create_task(app.run(stop))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            stopper.cancel()
-            task.result()
-            return
+        server = HttpServer(app, settings.http_host, settings.http_port) if settings.http_addr else None
+        if server is not None:
+            await server.start()
         try:
-            await asyncio.wait_for(task, SHUTDOWN_GRACE)
-        except TimeoutError:
-            log.warning("in-flight sends handed back; they are sent again at the next start")
+            task = asyncio.create_task(app.run(stop))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                stopper.cancel()
+                task.result()
+                return
+            try:
+                await asyncio.wait_for(task, SHUTDOWN_GRACE)
+            except TimeoutError:
+                log.warning("in-flight sends handed back; they are sent again at the next start")
+        finally:
+            if server is not None:
+                await server.close()

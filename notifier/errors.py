@@ -43,9 +43,10 @@ class ConfigError(NotifierError, ValueError):
 class QuerySyntaxError(ConfigError):
     """A rule query does not parse. ``column`` is 1-based within the query text."""
 
-    def __init__(self, message: str, *, query: str, column: int):
+    def __init__(self, message: str, *, query: str, column: int, key: str | None = None):
         self.query = query
         self.query_column = column
+        self.key = key  # the rule's key, when raised while compiling a RuleSet
         super().__init__(message, column=column)
 
 

@@ -160,7 +160,7 @@ class RuleSet:
                 try:
                     root = by_query[query] = builder.add(parse_query(query))
                 except QuerySyntaxError as exc:
-                    exc.key = key  # type: ignore[attr-defined]
+                    exc.key = key
                     raise
             index_of[key] = len(rule_names)
             rule_names.append(names.setdefault(name, name))

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from notifier.channels.email import build_email, make_message_id
 from notifier.config import Config, Subscriber
 from notifier.digest import build_digest, papers_of, sections_for
+from notifier.metrics import Metrics
 from notifier.models import Digest, DigestSection, Match
 from notifier.render import Renderer
 from notifier.settings import Settings
@@ -49,11 +50,13 @@ class Planner:
         renderer: Renderer,
         settings: Settings,
         unsubscribe_url: UnsubscribeUrl | None = None,
+        metrics: Metrics | None = None,
     ):
         self.store = store
         self.renderer = renderer
         self.settings = settings
         self.unsubscribe_url = unsubscribe_url or (lambda _subscriber, _address: None)
+        self.metrics = metrics or Metrics()
 
     def cursor_of(self, subscriber: Subscriber, now: datetime) -> datetime:
         state = self.store.subscriber_state(subscriber.name)
@@ -155,6 +158,7 @@ class Planner:
             report.deliveries += len(deliveries)
             report.papers += count
             report.subscribers.append(subscriber.name)
+            self.metrics.record_digest(count)
             log.info("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, count, len(deliveries))
 
     def _render(

@@ -4,6 +4,14 @@ A poll fetches the feed (conditional GET), recognises a repeated announcement by
 ``lastBuildDate``), stores new items, and records the outcome. A failed poll is a log line and a feed state; it
 never touches what is already stored, and the next poll recovers. Feed health compares the last announcement we
 saw with the one arXiv's calendar says should be out: ``ok``, ``late`` (up to six hours) or ``stale``.
+
+What counts as an announcement: a feed with items we have not seen as a whole before, dated after the last one we
+saw; or an empty feed dated a day without announcement (weekend, holiday). An empty feed dated an announcement
+day, a repeat and a 304 are not one, so the feed stays late and a later poll (or a backfill) brings the papers.
+
+Cadence: the first poll comes :data:`GRACE_AFTER_ANNOUNCEMENT` after the feed for an announcement day is due
+(:func:`notifier.calendar.announcement_time`), then every ``poll_interval`` while it is overdue, hourly once it is
+stale, and none at all from a successful poll until the next announcement is due.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER = timedelta(hours=6)
 GRACE_AFTER_ANNOUNCEMENT = timedelta(minutes=10)
+STALE_INTERVAL = timedelta(hours=1)
+BACKFILL_RETRY = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,9 @@ class PollOutcome:
     status: str  # ok | repeat | not_modified | empty | error
     new_items: int = 0
     error: str | None = None
+    announced: date | None = None  # the announcement day this poll brought, when it brought a new one
+    previous: date | None = None  # the last announcement day seen before this poll
+    capped: bool = False  # the feed hit arXiv's item cap, so it lacks papers of ``announced``
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,27 +75,34 @@ class Poller:
 
     async def poll_one(self, feed_key: str) -> PollOutcome:
         state = self.store.feed_state(feed_key)
+        previous = state.last_announced if state else None
         categories = feed_key.split("+")
         try:
             result = await fetch_feed(self.gate, self.settings.arxiv_rss_url, categories, state.etag if state else None)
         except FeedError as exc:
             self.store.record_poll(feed_key, at=self.clock(), status="error", error=str(exc))
             log.warning("poll of %s failed; keeping what is stored, will try again: %s", feed_key, exc)
-            return PollOutcome(feed_key, "error", error=str(exc))
+            return PollOutcome(feed_key, "error", error=str(exc), previous=previous)
         now = self.clock()
         if result.status == "not_modified":
             self.store.record_poll(feed_key, at=now, status="not_modified")
             log.info("feed %s not modified", feed_key)
-            return PollOutcome(feed_key, "not_modified")
+            return PollOutcome(feed_key, "not_modified", previous=previous)
         digest = items_hash(paper.versioned_id for paper in result.papers)
+        day = result.pub_date
         if not result.papers:
             status = "empty"
+            # An empty feed is an announcement only on a day arXiv does not announce; dated an announcement day
+            # (or undated) it means arXiv has not rolled over properly, and the feed stays late.
+            announced = day if day is not None and not calendar.is_announcement_day(day) else None
         elif state is not None and state.last_items_hash == digest:
-            status = "repeat"
+            status, announced = "repeat", None
         else:
             status = "ok"
+            announced = day if day is not None else calendar.latest_announcement(now)
+        if announced is not None and previous is not None and announced <= previous:
+            announced = None  # an older feed (a cache, a regenerated day) never moves the announcement back
         added = self.store.ingest(feed_key, result.papers, now) if result.papers else 0
-        announced = result.pub_date if status in ("ok", "empty") else None
         self.store.record_poll(
             feed_key,
             at=now,
@@ -94,12 +114,21 @@ class Poller:
         )
         if result.capped:
             log.warning(
-                "feed %s returned %d items, arXiv's cap for one feed; some papers may be missing from it",
+                "feed %s returned %d items, arXiv's cap for one feed; the rest comes from the API",
                 feed_key,
                 result.item_count,
             )
-        log.info("feed %s: %s, %d items, %d new", feed_key, status, result.item_count, added)
-        return PollOutcome(feed_key, status, new_items=added)
+        log.info(
+            "feed %s: %s, dated %s, %d items, %d new",
+            feed_key,
+            status,
+            day.isoformat() if day else "-",
+            result.item_count,
+            added,
+        )
+        return PollOutcome(
+            feed_key, status, new_items=added, announced=announced, previous=previous, capped=result.capped
+        )
 
     def health(self, feed_key: str, now: datetime) -> FeedHealth:
         state = self.store.feed_state(feed_key)
@@ -116,24 +145,34 @@ class Poller:
         return FeedHealth(feed_key, condition, seen, expected, next_expected, state.last_status, state.last_error)
 
     def next_poll_at(self, feed_keys: Iterable[str], now: datetime) -> datetime:
-        """When to poll next: shortly after the next announcement, or soon again while one is overdue."""
+        """When to poll next.
+
+        A feed that has the latest announcement waits for the next one (plus a grace period): no request in
+        between. An overdue feed is polled every ``poll_interval`` from the grace period on, hourly once stale.
+        A feed never polled is polled now; a backfill that failed is tried again after an hour.
+        """
         soonest = calendar.next_announcement(now) + GRACE_AFTER_ANNOUNCEMENT
         for key in feed_keys:
             health = self.health(key, now)
-            if health.state in ("late", "stale", "never polled"):
-                state = self.store.feed_state(key)
-                last = state.last_polled if state and state.last_polled else now - timedelta(days=1)
+            state = self.store.feed_state(key)
+            if state is None or state.last_polled is None:
+                return now
+            if health.state in ("late", "stale") and health.expected is not None:
                 interval = timedelta(seconds=self.settings.poll_interval)
                 if health.state == "stale":
-                    interval = max(interval, timedelta(hours=1))
-                soonest = min(soonest, max(last + interval, now))
+                    interval = max(interval, STALE_INTERVAL)
+                first = calendar.announcement_time(health.expected) + GRACE_AFTER_ANNOUNCEMENT
+                soonest = min(soonest, max(first, state.last_polled + interval, now))
+            for pending in self.store.backfills(key, states=("pending",)):
+                retry = pending.attempted_at + BACKFILL_RETRY if pending.attempted_at else now
+                soonest = min(soonest, max(retry, now))
         return soonest
 
     def empty_reason(self, feed_key: str, now: datetime) -> str | None:
         """Why a digest would be empty, or None when we cannot honestly say (the feed is late or failing)."""
-        today = now.date()
+        if self.health(feed_key, now).state != "ok":
+            return None  # never blame arXiv for papers we could not fetch
+        today = now.astimezone(calendar.EASTERN).date()
         if not calendar.is_announcement_day(today):
             return f"arXiv did not announce on {today:%a %d %b} (weekend or holiday)"
-        if self.health(feed_key, now).state == "ok":
-            return "nothing new matched your rules"
-        return None
+        return "nothing new matched your rules"

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from notifier.channels.base import Channel
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from notifier.metrics import Metrics
 from notifier.models import Outgoing
 from notifier.store import Store
 
@@ -51,10 +52,13 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
 
 
 class Sender:
-    def __init__(self, store: Store, router: ChannelRouter, clock: Callable[[], datetime]):
+    def __init__(
+        self, store: Store, router: ChannelRouter, clock: Callable[[], datetime], *, metrics: Metrics | None = None
+    ):
         self.store = store
         self.router = router
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self._semaphores: dict[int, asyncio.Semaphore] = {}
 
     def _semaphore(self, channel: Channel) -> asyncio.Semaphore:
@@ -104,8 +108,10 @@ class Sender:
                 report.interrupted += 1
                 raise
             else:
-                self.store.mark_sent(message.delivery_id, self.clock())
+                now = self.clock()
+                self.store.mark_sent(message.delivery_id, now)
                 report.sent += 1
+                self.metrics.record_delivery(message.channel, "sent", now - self.store.attempts(message.delivery_id)[1])
                 log.info(
                     "sent %s to %s %s for %s",
                     message.delivery_id,
@@ -123,6 +129,7 @@ class Sender:
         next_at = now + retry_delay(attempts, exc.retry_after)
         self.store.mark_retry(message.delivery_id, now, next_at, str(exc))
         report.retry += 1
+        self.metrics.record_delivery(message.channel, "retry")
         log.warning(
             "delivery to %s %s for %s failed (attempt %d), retrying at %s: %s",
             message.channel,
@@ -136,6 +143,7 @@ class Sender:
     def _failed(self, message: Outgoing, exc: PermanentDeliveryError, report: SendReport) -> None:
         self.store.mark_failed(message.delivery_id, self.clock(), str(exc))
         report.failed += 1
+        self.metrics.record_delivery(message.channel, "failed")
         log.error(
             "delivery to %s %s for %s failed permanently: %s (fix it, then run 'notifier retry %s')",
             message.channel,

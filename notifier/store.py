@@ -46,6 +46,11 @@ CREATE INDEX IF NOT EXISTS feed_items_by_time ON feed_items (feed_key, seen_at);
 CREATE TABLE IF NOT EXISTS feeds (
     feed_key TEXT PRIMARY KEY, etag TEXT, last_polled TEXT, last_ok TEXT, last_status TEXT, last_error TEXT,
     last_announced TEXT, last_items_hash TEXT, item_count INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS backfills (
+    feed_key TEXT NOT NULL, day TEXT NOT NULL, window_start TEXT NOT NULL, window_end TEXT NOT NULL,
+    reason TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, requested_at TEXT NOT NULL, attempted_at TEXT, added INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (feed_key, day));
 CREATE TABLE IF NOT EXISTS subscribers (
     name TEXT PRIMARY KEY, created_at TEXT NOT NULL, cursor TEXT, last_digest_at TEXT);
 CREATE TABLE IF NOT EXISTS unsubscribed (
@@ -88,6 +93,22 @@ class FeedState:
     last_announced: date | None
     last_items_hash: str | None
     item_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRow:
+    """One announcement day of one feed to recover from the API: submissions in (window_start, window_end]."""
+
+    feed_key: str
+    day: date
+    window_start: datetime
+    window_end: datetime
+    reason: str  # "missed" (downtime) | "capped" (the feed hit its item cap)
+    state: str  # pending | done | expired (older than the backfill horizon before it succeeded)
+    attempts: int
+    last_error: str | None
+    attempted_at: datetime | None
+    added: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +337,63 @@ class Store:
                     item_count,
                     feed_key,
                 ),
+            )
+
+    # -- backfills ---------------------------------------------------------------------------------------------
+
+    def request_backfill(
+        self, feed_key: str, day: date, window: tuple[datetime, datetime], reason: str, now: datetime
+    ) -> bool:
+        """Remember that ``day`` of ``feed_key`` must be recovered; False when it was requested before."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                """INSERT OR IGNORE INTO backfills (feed_key, day, window_start, window_end, reason, requested_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (feed_key, day.isoformat(), _iso(window[0]), _iso(window[1]), reason, _iso(now)),
+            )
+            return cursor.rowcount > 0
+
+    def backfills(self, feed_key: str | None = None, states: Sequence[str] = ("pending", "done")) -> list[BackfillRow]:
+        """Backfill windows (of one feed, or all), oldest day first."""
+        marks = ",".join("?" * len(states))
+        rows = self._query(
+            f"""SELECT * FROM backfills WHERE (? IS NULL OR feed_key = ?) AND state IN ({marks})
+                ORDER BY day, feed_key""",
+            (feed_key, feed_key, *states),
+        )
+        return [
+            BackfillRow(
+                feed_key=row["feed_key"],
+                day=date.fromisoformat(row["day"]),
+                window_start=datetime.fromisoformat(row["window_start"]),
+                window_end=datetime.fromisoformat(row["window_end"]),
+                reason=row["reason"],
+                state=row["state"],
+                attempts=row["attempts"],
+                last_error=row["last_error"],
+                attempted_at=_time(row["attempted_at"]),
+                added=row["added"],
+            )
+            for row in rows
+        ]
+
+    def record_backfill(
+        self,
+        feed_key: str,
+        day: date,
+        now: datetime,
+        *,
+        added: int = 0,
+        error: str | None = None,
+        give_up: bool = False,
+    ) -> None:
+        """Record one attempt: ``done`` when ``error`` is None, ``expired`` on ``give_up``, else still pending."""
+        state = "expired" if give_up else "done" if error is None else "pending"
+        with self.transaction() as db:
+            db.execute(
+                """UPDATE backfills SET attempts = attempts + ?, attempted_at = ?, last_error = ?, state = ?,
+                     added = added + ? WHERE feed_key = ? AND day = ?""",
+                (0 if give_up else 1, _iso(now), error, state, added, feed_key, day.isoformat()),
             )
 
     # -- subscribers --------------------------------------------------------------------------------------------

@@ -3,16 +3,24 @@
 ``ArxivStandIn`` serves ``/rss/{cats}`` (category order does not matter) from the fixture feeds of the current day,
 with a real ETag and 304 on ``If-None-Match``; ``/api/query`` answers ``id_list`` lookups and
 ``cat:X AND submittedDate:[A TO B]`` listings from the fixture papers, and the recorded API bodies for their exact
-ids (1707.08567, abc -> HTTP 400, 0000.0000 -> zero results). The RSS fixtures carry no categories or submission
-dates, so for the API each paper gets *synthetic* ones: primary = one of its feed's categories for new/replace
-items (cross items: ``math.OC`` plus one of the feed's), v1 submitted before 14:00 US Eastern on the evening of
-the announcement, replacements first submitted 60 days earlier.
+ids (1707.08567, abc -> HTTP 400, 0000.0000 -> zero results). The RSS fixtures carry no categories, submission
+dates, comments or journal references, so for the API each paper gets *synthetic* ones: primary = one of its
+feed's categories for new/replace items (cross items: ``math.OC`` plus one of the feed's); v1 submitted just before
+arXiv's 14:00 US Eastern cut-off on the last weekday before the feed's day (one minute apart, in feed order),
+replacements first submitted 60 days earlier; a comment ("N pages, M figures; synthetic comment") for one paper in
+three and a journal reference ("Synthetic J. Test. V, P (2025)") for one in five, chosen by a CRC of the id
+(:func:`synthetic_metadata`; ``set_metadata`` overrides them).
 
 Days: ``set_day("2025-06-03")`` or ``"2025-06-04"`` (the real captures), ``"2012-09-12"`` (legacy RDF ``math``);
-any other day serves a valid empty feed for every category set (a holiday, as on 2025-12-31).
+any other day serves a valid empty feed for every category set (a holiday, as on 2025-12-31). ``add_feed(day,
+categories, body)`` serves another feed on a day, and its papers join the API (a paper added again at a higher
+version keeps the submission date of its first). With ``clock=`` (a callable returning an aware datetime) the day
+served follows that clock instead of ``set_day``: the feed for day ``d`` from 00:00 US Eastern on ``d``, as arXiv
+rolls its feeds over; ``add_outage(start, end)`` then answers every request in that span with HTTP 503.
+:func:`day_feed` cuts a fixture feed into per-day feeds.
 
 Faults: ``fail_next(path_prefix, mode)`` with mode in :data:`FAULT_MODES`. Every request except ``/_control`` is
-recorded (monotonic time, method, path, query, headers) in ``requests``.
+recorded (monotonic time, the clock's time when there is one, method, path, query, headers) in ``requests``.
 
 Use in tests with ``async with ArxivStandIn() as server`` or the ``arxiv_stand_in`` / ``arxiv_stand_in_factory``
 fixtures (``pytest_plugins = ["tests.arxiv_server"]`` in a conftest). As a process::
@@ -35,7 +43,7 @@ import signal
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -117,6 +125,8 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    when: datetime | None = None  # the stand-in's clock when the request arrived, when it has one
+    status: int | None = None  # the status answered (None when the connection was cut)
 
 
 @dataclass
@@ -138,19 +148,30 @@ class _ApiPaper:
     categories: list[str]
     published: datetime
     updated: datetime
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # "comment", "journal_ref"
 
 
 class ArxivStandIn:
     """The arXiv stand-in; ``url``, ``rss_base_url`` and ``api_url`` are valid after :meth:`start`."""
 
-    def __init__(self, *, day: str = "2025-06-03", fixtures: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        day: str = "2025-06-03",
+        fixtures: Path | None = None,
+        host: str = "127.0.0.1",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.fixtures = fixtures or fixtures_dir()
         self.host = host
-        self.day = day
+        self._day = day
+        self.clock = clock
         self.requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
+        self._outages: list[tuple[datetime, datetime]] = []
         self._extra_feeds: dict[tuple[str, frozenset[str]], bytes] = {}
+        self._extra_papers: dict[str, _ApiPaper] = {}
+        self._metadata: dict[str, dict[str, str]] = {}
         self._cache: dict[str, bytes] = {}
         self._papers: dict[str, _ApiPaper] | None = None
         self._closing = asyncio.Event()
@@ -200,13 +221,46 @@ class ArxivStandIn:
 
     # -- controls ----------------------------------------------------------------------------------------------
 
+    @property
+    def day(self) -> str:
+        """The day whose feeds are served: the clock's US Eastern date when there is a clock."""
+        if self.clock is not None:
+            return self.clock().astimezone(EASTERN).date().isoformat()
+        return self._day
+
     def set_day(self, day: str) -> None:
         date.fromisoformat(day)
-        self.day = day
+        self._day = day
 
-    def add_feed(self, day: str, categories: str, body: bytes) -> None:
-        """Serve ``body`` for this category set on ``day`` (overrides the fixtures)."""
+    def add_feed(self, day: str, categories: str, body: bytes, *, api: bool = True) -> None:
+        """Serve ``body`` for this category set on ``day`` (overrides the fixtures); its papers join the API."""
         self._extra_feeds[(day, canonical_key(categories))] = body
+        if not api:
+            return
+        try:
+            added = _read_rss(body, day, canonical_order(categories))
+        except ET.ParseError:
+            return  # a hostile or broken feed has nothing for the API
+        for paper in added:
+            known = self._extra_papers.get(paper.arxiv_id)
+            if known is not None and paper.version > known.version:
+                paper.published = known.published  # the first version's submission date stays
+            if known is None or paper.version >= known.version:
+                self._extra_papers[paper.arxiv_id] = paper
+        self._papers = None
+
+    def add_outage(self, start: datetime, end: datetime) -> None:
+        """Answer every request whose clock time is in [start, end) with HTTP 503 (needs ``clock``)."""
+        if self.clock is None:
+            raise ValueError("an outage needs a clock")
+        self._outages.append((start, end))
+
+    def set_metadata(self, arxiv_id: str, *, comment: str | None = None, journal_ref: str | None = None) -> None:
+        """Give a paper this comment and journal reference in the API (replacing the synthetic ones)."""
+        self._metadata[arxiv_id] = {
+            key: value for key, value in (("comment", comment), ("journal_ref", journal_ref)) if value is not None
+        }
+        self._papers = None
 
     def fail_next(
         self,
@@ -230,16 +284,22 @@ class ArxivStandIn:
     async def _record(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith("/_control"):
-            self.requests.append(
-                RecordedRequest(
-                    time.monotonic(), request.method, request.path, dict(request.query), dict(request.headers)
-                )
+        if request.path.startswith("/_control"):
+            return await handler(request)
+        when = self.clock() if self.clock is not None else None
+        index = len(self.requests)
+        self.requests.append(
+            RecordedRequest(
+                time.monotonic(), request.method, request.path, dict(request.query), dict(request.headers), when
             )
+        )
+        if when is not None and any(start <= when < end for start, end in self._outages):
+            response: web.StreamResponse = web.Response(status=503, text="arXiv is down (simulated outage)")
+        else:
             fault = self._take_fault(request.path)
-            if fault is not None:
-                return await self._inject(request, fault)
-        return await handler(request)
+            response = await (self._inject(request, fault) if fault is not None else handler(request))
+        self.requests[index] = replace(self.requests[index], status=response.status)
+        return response
 
     def _take_fault(self, path: str) -> Fault | None:
         for fault in self._faults:
@@ -332,7 +392,8 @@ class ArxivStandIn:
         return _atom_response(_feed(matches[start : start + size], len(matches), start, size))
 
     def api_papers(self) -> dict[str, _ApiPaper]:
-        """Every paper of the RSS 2.0 fixtures (latest version wins), with synthetic categories and dates."""
+        """Every paper of the RSS 2.0 fixtures (latest version wins) and of the feeds added with ``add_feed``, with
+        synthetic categories, dates, comments and journal references."""
         if self._papers is None:
             papers: dict[str, _ApiPaper] = {}
             for day, feeds in sorted(RSS_DAYS.items()):
@@ -340,6 +401,10 @@ class ArxivStandIn:
                     if name.startswith("rss-"):
                         for paper in _read_rss(self._file(name), day, key.split("+")):
                             papers[paper.arxiv_id] = paper
+            papers.update(self._extra_papers)
+            for arxiv_id, extra in self._metadata.items():
+                if arxiv_id in papers:
+                    papers[arxiv_id].extra = dict(extra)
             self._papers = papers
         return self._papers
 
@@ -421,6 +486,53 @@ class ArxivStandIn:
         return web.json_response([r.__dict__ for r in self.requests])
 
 
+def canonical_order(categories: str) -> list[str]:
+    return [c for c in categories.replace(" ", "+").split("+") if c]
+
+
+def synthetic_metadata(arxiv_id: str) -> dict[str, str]:
+    """The made-up comment and journal reference the stand-in's API gives a fixture paper (see the module doc)."""
+    crc = zlib.crc32(arxiv_id.encode())
+    extra = {}
+    if crc % 3 == 0:
+        extra["comment"] = f"{8 + crc % 23} pages, {1 + crc % 9} figures; synthetic comment"
+    if crc % 5 == 0:
+        extra["journal_ref"] = f"Synthetic J. Test. {10 + crc % 40}, {100 + crc % 900} (2025)"
+    return extra
+
+
+def submission_cutoff(day: date) -> datetime:
+    """arXiv's 14:00 US Eastern deadline on the last weekday before the feed's ``day``."""
+    before = day - timedelta(days=1)
+    while before.weekday() >= 5:
+        before -= timedelta(days=1)
+    return datetime.combine(before, dtime(14), tzinfo=EASTERN)
+
+
+_ITEM = re.compile(rb"<item>.*?</item>", re.DOTALL)
+_PUBDATE = re.compile(rb"<(pubDate|lastBuildDate)>[^<]*</(pubDate|lastBuildDate)>")
+
+
+def day_feed(body: bytes, day: str, keep: slice) -> bytes:
+    """A copy of the RSS 2.0 feed ``body`` dated ``day`` (00:00 US Eastern) holding only the items in ``keep``."""
+    items = _ITEM.findall(body)
+    if not items:
+        raise ValueError("no <item> in the feed")
+    head = body[: body.index(items[0])]
+    tail = body[body.rindex(items[-1]) + len(items[-1]) :]
+    midnight = datetime.combine(date.fromisoformat(day), dtime(0), tzinfo=EASTERN)
+
+    def redate(text: bytes) -> bytes:
+        def one(found: re.Match[bytes]) -> bytes:
+            moment = midnight if found[1] == b"pubDate" else midnight.astimezone(UTC) + timedelta(minutes=13)
+            return b"<%s>%s</%s>" % (found[1], _rfc822(moment).encode(), found[1])
+
+        return _PUBDATE.sub(one, text)
+
+    kept = [redate(item) for item in items[keep]]
+    return redate(head) + b"\n    ".join(kept) + tail
+
+
 def _rfc822(moment: datetime) -> str:
     return moment.strftime("%a, %d %b %Y %H:%M:%S %z")
 
@@ -431,7 +543,7 @@ def _stamp(text: str) -> datetime:
 
 def _read_rss(body: bytes, day: str, categories: list[str]) -> list[_ApiPaper]:
     """The papers of a (trusted) fixture feed, with synthetic categories and submission dates."""
-    evening = datetime.combine(date.fromisoformat(day) - timedelta(days=1), dtime(14), tzinfo=EASTERN)
+    cutoff = submission_cutoff(date.fromisoformat(day))
     papers = []
     dc = "{http://purl.org/dc/elements/1.1/}"
     for index, item in enumerate(ET.fromstring(body).iter("item")):
@@ -442,7 +554,7 @@ def _read_rss(body: bytes, day: str, categories: list[str]) -> list[_ApiPaper]:
         announce = item.findtext(f"{{{ARXIV}}}announce_type") or "new"
         own = categories[zlib.crc32(arxiv_id.encode()) % len(categories)]
         cats = ["math.OC", own] if announce in ("cross", "replace-cross") else [own]
-        submitted = evening - timedelta(minutes=index + 1)
+        submitted = cutoff - timedelta(minutes=index + 1)
         description = item.findtext("description") or ""
         papers.append(
             _ApiPaper(
@@ -454,6 +566,7 @@ def _read_rss(body: bytes, day: str, categories: list[str]) -> list[_ApiPaper]:
                 categories=cats,
                 published=submitted if version == 1 else submitted - timedelta(days=60),
                 updated=submitted,
+                extra=synthetic_metadata(arxiv_id),
             )
         )
     return papers
@@ -477,6 +590,9 @@ def _feed(papers: list[_ApiPaper], total: int, start: int, size: int) -> bytes:
         published = paper.published.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ET.SubElement(entry, f"{{{ATOM}}}published").text = published
         ET.SubElement(entry, f"{{{ARXIV}}}primary_category", term=paper.categories[0])
+        for name in ("comment", "journal_ref"):
+            if name in paper.extra:
+                ET.SubElement(entry, f"{{{ARXIV}}}{name}").text = paper.extra[name]
         for name in paper.authors:
             ET.SubElement(ET.SubElement(entry, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = name
     ET.register_namespace("", ATOM)

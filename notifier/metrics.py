@@ -1,0 +1,103 @@
+"""Prometheus metrics of one running instance, in a registry of its own (never the process-global one).
+
+Counters and the latency histogram are updated where things happen (polls, plans, sends). The outbox depth and
+the time each feed last brought new papers are read from the store when ``/metrics`` is scraped, so they are
+right after a restart too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from notifier.errors import StoreError
+from notifier.poller import PollOutcome
+from notifier.store import DELIVERY_STATES, Store
+
+log = logging.getLogger(__name__)
+
+# From a few seconds (instant subscribers, a healthy server) to the 24 hours after which a delivery is given up.
+LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
+
+
+class _StoreGauges:
+    """Gauges computed at scrape time from the store."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self.store.delivery_counts()
+            last_new = self.store.last_new_items()
+        except StoreError as exc:
+            log.warning("metrics: cannot read the store: %s", exc)
+            return
+        depth = GaugeMetricFamily("notifier_outbox_deliveries", "Deliveries in the outbox by state", labels=["state"])
+        for state in DELIVERY_STATES:
+            depth.add_metric([state], counts.get(state, 0))
+        yield depth
+        announced = GaugeMetricFamily(
+            "notifier_feed_last_announcement_timestamp_seconds",
+            "Unix time at which a poll of the feed last brought new papers",
+            labels=["feed"],
+        )
+        for feed, moment in sorted(last_new.items()):
+            announced.add_metric([feed], moment.timestamp())
+        yield announced
+
+
+class Metrics:
+    """Every metric of the daemon; ``render()`` is the body of ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._store_gauges: _StoreGauges | None = None
+        self.feed_polls = Counter(
+            "notifier_feed_polls", "Feed polls by feed and outcome", ["feed", "outcome"], registry=self.registry
+        )
+        self.papers_ingested = Counter(
+            "notifier_papers_ingested", "Feed items new to the store", registry=self.registry
+        )
+        self.matches = Counter("notifier_matches", "Papers matched into digests", registry=self.registry)
+        self.digests = Counter("notifier_digests", "Digests written to the outbox", registry=self.registry)
+        self.deliveries = Counter(
+            "notifier_deliveries",
+            "Delivery attempts by channel and outcome (sent, retry, failed)",
+            ["channel", "state"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "notifier_delivery_latency_seconds",
+            "Time from a delivery's creation in the outbox to its acceptance by the channel",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch(self, store: Store) -> None:
+        """Read the outbox depth and feed freshness from ``store`` at each scrape."""
+        if self._store_gauges is not None:
+            self.registry.unregister(self._store_gauges)
+        self._store_gauges = _StoreGauges(store)
+        self.registry.register(self._store_gauges)
+
+    def record_polls(self, outcomes: Iterable[PollOutcome]) -> None:
+        for outcome in outcomes:
+            self.feed_polls.labels(outcome.feed_key, outcome.status).inc()
+            self.papers_ingested.inc(outcome.new_items)
+
+    def record_digest(self, papers: int) -> None:
+        self.digests.inc()
+        self.matches.inc(papers)
+
+    def record_delivery(self, channel: str, state: str, latency: timedelta | None = None) -> None:
+        self.deliveries.labels(channel, state).inc()
+        if latency is not None:
+            self.delivery_latency.observe(max(latency.total_seconds(), 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

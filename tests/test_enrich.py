@@ -1,0 +1,97 @@
+"""Enrichment: comments and journal references from the arXiv API reach the digest, and an API outage does not
+stop it (fail-open). The stand-in's API gives fixture papers synthetic comments and journal references."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from notifier.config import load_config
+from notifier.daemon import Notifier
+from notifier.settings import load_settings
+from tests.arxiv_server import ArxivStandIn
+
+CONFIG = """\
+subscribers:
+  - name: audio
+    email: audio@lab.example
+    categories: [cs.SD, eess.AS]
+    rules: [{name: music, query: music}, {name: speech, query: speech}]
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 6, 3, 4, 10, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(tmp_path: Path, server: ArxivStandIn) -> Notifier:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(CONFIG)
+    settings = load_settings(
+        {},
+        {
+            "subscribers": str(path),
+            "data_dir": str(tmp_path / "data"),
+            "arxiv_rss_url": server.rss_base_url,
+            "arxiv_api_url": server.api_url,
+            "min_request_interval": 0.05,
+        },
+    )
+    return Notifier(settings, load_config(path, {}), clock=Clock())
+
+
+def digest_text(tmp_path: Path) -> str:
+    (mail,) = (tmp_path / "data" / "outbox" / "email").glob("*.eml")
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None and html is not None
+    return text.get_content() + html.get_content()
+
+
+async def test_comments_and_journal_references_reach_the_digest(tmp_path):
+    async with ArxivStandIn(day="2025-06-03") as server:
+        async with make_app(tmp_path, server) as app:
+            report = await app.cycle(force_send=True)
+            matched = app.planner.preview(app.config, app.config.subscribers[0], app.clock())
+            assert report.sent.sent == 1
+            stored = app.store.candidates("cs.SD+eess.AS", datetime(2000, 1, 1, tzinfo=UTC), app.clock())
+        lookups = [r for r in server.requests_to("/api/") if "id_list" in r.query]
+    assert len(lookups) == 1, "one id_list request for the matched papers"
+    looked_up = set(lookups[0].query["id_list"].split(","))
+    assert matched.is_empty, "everything was sent"
+    api = server.api_papers()
+    text = digest_text(tmp_path)
+    listed = set(re.findall(r"arxiv\.org/abs/(\d{4}\.\d{4,5})", text))
+    assert listed and listed <= looked_up
+    with_comment = {p.arxiv_id: api[p.arxiv_id].extra for p in stored if p.arxiv_id in listed}
+    commented = {i: extra for i, extra in with_comment.items() if "comment" in extra}
+    referenced = {i: extra for i, extra in with_comment.items() if "journal_ref" in extra}
+    assert commented and referenced, "the synthetic metadata covers some matched papers"
+    for extra in commented.values():
+        assert f"Comment: {extra['comment']}" in text
+    for extra in referenced.values():
+        assert f"Journal ref: {extra['journal_ref']}" in text
+    unmatched = [p for p in stored if p.arxiv_id not in looked_up and p.comment]
+    assert not unmatched, "only matched papers are looked up"
+
+
+async def test_the_digest_goes_out_without_comments_when_the_api_fails(tmp_path):
+    async with ArxivStandIn(day="2025-06-03") as server:
+        server.fail_next("/api", "503", count=50)
+        async with make_app(tmp_path, server) as app:
+            app.gate.max_attempts = 2  # keep the test short; the gate's retries are tested in test_gate
+            report = await app.cycle(force_send=True)
+        assert server.requests_to("/api/"), "the API was asked"
+    assert [o.status for o in report.polls] == ["ok"]
+    assert report.sent.sent == 1
+    text = digest_text(tmp_path)
+    assert "arxiv.org/abs/" in text
+    assert "Comment:" not in text and "synthetic comment" not in text

@@ -1,0 +1,134 @@
+"""One-click unsubscribe links: the tokens, the settings they need, and the headers each email carries."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from notifier.config import load_config
+from notifier.daemon import Notifier
+from notifier.errors import ConfigError
+from notifier.models import Paper
+from notifier.settings import load_settings
+from notifier.unsubscribe import UnsubscribeLinks
+
+PUBLIC_URL = "https://notifier.lab.example/arxiv/"
+CONFIG = """\
+subscribers:
+  - name: lab
+    email: [Ann@Lab.example, bob@lab.example]
+    slack: "#papers"
+    categories: [cs.DC]
+    rules:
+      - {name: compilers, query: compiler}
+"""
+
+
+def test_a_token_verifies_only_for_its_subscriber_and_address():
+    links = UnsubscribeLinks("secret-1")
+    token = links.token("lab", "ann@lab.example")
+    assert len(token) == 22 and token.isascii() and "=" not in token
+    assert links.verify("lab", "ann@lab.example", token)
+    assert links.verify("lab", "ANN@lab.example", token), "addresses are compared case-insensitively"
+    assert not links.verify("lab", "bob@lab.example", token)
+    assert not links.verify("other", "ann@lab.example", token)
+    assert not links.verify("lab", "ann@lab.example", token[:-1])
+    assert not links.verify("lab", "ann@lab.example", "")
+    assert not links.verify("lab", "ann@lab.example", "ünïcode")
+    assert not UnsubscribeLinks("secret-2").verify("lab", "ann@lab.example", token)
+
+
+def test_the_link_is_under_the_public_url_and_carries_its_own_query():
+    links = UnsubscribeLinks("s", PUBLIC_URL)
+    url = links.url("lab", "a+b@lab.example")
+    assert url is not None
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "notifier.lab.example", "/arxiv/unsubscribe")
+    query = {key: values[0] for key, values in parse_qs(parts.query).items()}
+    assert query["s"] == "lab" and query["a"] == "a+b@lab.example"
+    assert links.verify(query["s"], query["a"], query["t"])
+    assert UnsubscribeLinks("s").url("lab", "a@lab.example") is None
+
+
+def test_a_public_url_needs_an_http_address_to_serve_it():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"NOTIFIER_PUBLIC_URL": "https://notifier.lab.example"})
+    assert str(info.value).startswith("NOTIFIER_PUBLIC_URL:") and "NOTIFIER_HTTP_ADDR" in str(info.value)
+    settings = load_settings({"NOTIFIER_PUBLIC_URL": "https://n.example", "NOTIFIER_HTTP_ADDR": "[::1]:8080"})
+    assert (settings.http_host, settings.http_port) == ("::1", 8080)
+
+
+@pytest.mark.parametrize("address", ["8080", ":8080", "localhost", "localhost:http", "127.0.0.1:70000"])
+def test_a_malformed_http_address_is_refused_naming_the_variable(address):
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_HTTP_ADDR: must be host:port"):
+        load_settings({"NOTIFIER_HTTP_ADDR": address})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(tmp_path: Path, clock: Clock, public_url: str | None = PUBLIC_URL) -> Notifier:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(CONFIG)
+    environ = {"NOTIFIER_SUBSCRIBERS": str(path), "NOTIFIER_DATA_DIR": str(tmp_path / "data")}
+    if public_url:
+        environ |= {"NOTIFIER_PUBLIC_URL": public_url, "NOTIFIER_HTTP_ADDR": "127.0.0.1:0"}
+    return Notifier(load_settings(environ), load_config(path, {}), clock=clock)
+
+
+def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
+    paper = Paper(
+        arxiv_id="2506.1",
+        version=1,
+        title="A compiler for GPUs",
+        abstract="We study compilers.",
+        authors=("Ada Lovelace",),
+        categories=("cs.DC",),
+        announce_type="new",
+        announced=date(2025, 6, 3),
+    )
+    app.store.ingest("cs.DC", [paper], clock())
+    app.plan(force=True)
+    return [
+        email.message_from_bytes(message.payload, policy=email.policy.default)
+        for message in app.store.due_deliveries(clock())
+        if message.channel == "email"
+    ]
+
+
+async def test_each_email_carries_one_click_headers_whose_token_verifies_after_a_restart(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        mails = planned_emails(app, clock)
+    assert len(mails) == 2
+    async with make_app(tmp_path, clock) as restarted:  # the secret is kept in the store
+        for mail in mails:
+            assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            header = str(mail["List-Unsubscribe"])
+            assert header.startswith(f"<{PUBLIC_URL}unsubscribe?") and header.endswith(">")
+            url = header[1:-1]
+            query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+            assert query["s"] == "lab" and query["a"] == str(mail["To"])
+            assert restarted.unsubscribe_links.verify(query["s"], query["a"], query["t"])
+            text = mail.get_body(("plain",))
+            assert text is not None
+            assert url in text.get_content(), "the footer links to the same page"
+
+
+async def test_without_a_public_url_no_email_has_unsubscribe_headers(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock, public_url=None) as app:
+        mails = planned_emails(app, clock)
+    assert len(mails) == 2
+    assert all(mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None for mail in mails)
