@@ -148,3 +148,69 @@ async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
     parts = json.loads(message.payload)
     assert parts and all(part["blocks"] for part in parts)
     assert "<!channel>" not in message.payload.decode()
+
+
+SCHEDULED = """\
+subscribers:
+  - name: weekly
+    email: w@lab.example
+    categories: [cs.DC]
+    schedule: "weekly mon 09:00 Europe/Berlin"
+    rules: [{name: compilers, query: compiler}]
+  - name: daily
+    email: d@lab.example
+    categories: [cs.DC]
+    schedule: "daily 08:00 UTC"
+    send_empty: true
+    rules: [{name: compilers, query: compiler}]
+"""
+
+
+async def test_schedules_decide_when_a_digest_is_due_and_a_missed_one_is_sent_once(tmp_path):
+    clock = Clock()  # Tue 3 Jun 2025 09:00 UTC
+    async with make_app(tmp_path, clock, SCHEDULED) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        assert app.plan(force=False).digests == 0, "nothing is due right after subscribing"
+        clock.now = datetime(2025, 6, 4, 8, 0, 1, tzinfo=UTC)
+        assert app.plan(force=False).subscribers == ["daily"]
+        # The daemon is down from Wednesday to the following Tuesday: Monday's weekly digest is sent once.
+        clock.now = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
+        report = app.plan(force=False)
+        assert report.subscribers == ["weekly"]
+        clock.now += timedelta(minutes=1)
+        assert "weekly" not in app.plan(force=False).subscribers
+
+
+async def test_send_empty_says_why_and_is_skipped_when_we_cannot_tell(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock, SCHEDULED) as app:
+        clock.now = datetime(2025, 6, 7, 9, 0, tzinfo=UTC)  # a Saturday: arXiv does not announce
+        app.store.record_poll("cs.DC", at=clock(), status="empty", announced=date(2025, 6, 6))
+        reasons = {"cs.DC": app.poller.empty_reason("cs.DC", clock())}
+        assert reasons["cs.DC"] is not None and "did not announce" in reasons["cs.DC"]
+        report = app.planner.plan(app.config, clock(), empty_reasons=reasons)
+        assert report.subscribers == ["daily"]
+        clock.now = datetime(2025, 6, 9, 9, 0, tzinfo=UTC)  # Monday's announcement has not been fetched
+        assert app.poller.empty_reason("cs.DC", clock()) is None
+        report = app.plan(force=False)
+        assert report.digests == 0, "no 'no papers today' mail when we simply could not fetch"
+        await app.send()
+    (mail,) = outbox_files(tmp_path, "email")
+    assert "did not announce" in mail.read_text()
+
+
+async def test_a_failed_delivery_is_listed_and_sent_again_by_retry(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        app.plan(force=True)
+        (first, *_) = app.store.due_deliveries(clock())
+        app.store.mark_failed(first.delivery_id, clock(), "550 no such user")
+        await app.send()
+        assert app.store.delivery_counts() == {"sent": 3, "failed": 1}
+        (failed,) = app.store.deliveries(("failed",))
+        assert failed.last_error == "550 no such user"
+        assert app.store.retry_failed(clock(), "lab") + app.store.retry_failed(clock(), "updates") == 1
+        report = await app.send()
+        assert report.sent == 1
+        assert app.store.delivery_counts() == {"sent": 4}
