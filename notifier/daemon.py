@@ -116,11 +116,9 @@ class Notifier:
         return self._store
 
     async def poll(self) -> list[PollOutcome]:
-        """Poll every feed, recover what the feeds missed through the API, and look up comments for the papers
-        the next digests will carry now, while arXiv is being asked anyway (not at digest time)."""
+        """Poll every feed, then recover through the API what the feeds missed (an item cap, downtime)."""
         outcomes = await self.poller.poll(self.config.feed_keys)
         await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
-        await self.enrich(force=True)
         return outcomes
 
     async def enrich(self, *, force: bool) -> int:
@@ -192,13 +190,16 @@ class Notifier:
         """One pass of the loop: poll if ``next_poll`` has come, then enrich, plan and send what is due.
 
         Returns when the next poll is due. A failure after the poll is logged here, so the poll is not repeated.
+        Right after a poll, the papers of every subscriber's next digest are looked up in the API, so that arXiv
+        is asked while it is being polled anyway and not when a digest comes due.
         """
-        if self.clock() >= next_poll:
+        polled = self.clock() >= next_poll
+        if polled:
             self.metrics.record_polls(await self.poll())
             next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
             log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
         try:
-            await self.enrich(force=False)
+            await self.enrich(force=polled)
             self.plan(force=False)
             await self.send(stop)
         except NotifierError as exc:

@@ -483,7 +483,7 @@ class ArxivStandIn:
         return web.json_response({"faults": len(self._faults)})
 
     async def _control_requests(self, request: web.Request) -> web.Response:
-        return web.json_response([r.__dict__ for r in self.requests])
+        return web.json_response([r.__dict__ for r in self.requests], dumps=lambda data: json.dumps(data, default=str))
 
 
 def canonical_order(categories: str) -> list[str]:
