@@ -224,6 +224,11 @@ async def _status(settings: Settings, config: Config) -> int:
             if health.last_error:
                 line += f"; last error: {health.last_error}"
             print(line)
+            for backfill in app.store.backfills(key, states=("pending",)):
+                error = f"; last error: {backfill.last_error}" if backfill.last_error else ""
+                print(
+                    f"    backfill of {backfill.day} pending ({backfill.reason}, {backfill.attempts} attempts){error}"
+                )
         counts = app.store.delivery_counts()
         print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
         for row in app.store.deliveries(("pending", "sending", "retry", "failed")):

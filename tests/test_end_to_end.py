@@ -330,3 +330,12 @@ async def test_status_shows_feeds_and_deliveries(servers):
     assert code == 0, err
     assert "cs.SD+eess.AS" in out
     assert "failed" in out and "#papers" in out and "channel_not_found" in out
+    assert "ok" in out or "stale" in out  # each feed's health is shown
+
+    # The bot is invited back; 'retry' sends the failed digest, and only that one.
+    servers.slack.channels.add("#papers")
+    posts_before = len(servers.slack.posts)
+    code, out, err = await notifier(servers, "retry", "music")
+    assert code == 0, err
+    assert "1 deliveries queued again" in out and "1 sent" in out
+    assert {post.channel for post in servers.slack.posts[posts_before:]} == {"#papers"}
