@@ -5,14 +5,15 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY notifier ./notifier
 COPY templates ./templates
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[postgres]'
 
-# Run stage: the same install the README does (pip install .), as a non-root user, with /data as the volume.
+# Run stage: the README's install with the PostgreSQL extra (pip install '.[postgres]'), as a non-root user, with
+# /data as the volume.
 FROM python:3.11-slim
 RUN useradd --system --create-home --uid 10001 notifier \
     && mkdir -p /data /config && chown notifier /data
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels arxiv-notifier && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels 'arxiv-notifier[postgres]' && rm -rf /wheels
 COPY subscribers.yaml /config/subscribers.yaml
 ENV NOTIFIER_SUBSCRIBERS=/config/subscribers.yaml \
     NOTIFIER_DATA_DIR=/data \

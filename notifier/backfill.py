@@ -34,7 +34,8 @@ from notifier.gate import PoliteGate
 from notifier.models import Paper
 from notifier.poller import PollOutcome
 from notifier.settings import Settings
-from notifier.store import BackfillRow, Store
+from notifier.store import BackfillRow
+from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def earliest_day(settings: Settings, now: datetime) -> date:
     return now.astimezone(calendar.EASTERN).date() - timedelta(days=settings.backfill_days)
 
 
-def request_backfills(store: Store, settings: Settings, outcomes: Iterable[PollOutcome], now: datetime) -> int:
+def request_backfills(store: StoreLike, settings: Settings, outcomes: Iterable[PollOutcome], now: datetime) -> int:
     """Record the windows these poll outcomes show are missing; returns how many were new."""
     if settings.backfill_days <= 0:
         return 0
@@ -83,7 +84,7 @@ def request_backfills(store: Store, settings: Settings, outcomes: Iterable[PollO
 
 
 async def run_backfills(
-    store: Store, gate: PoliteGate, settings: Settings, feed_keys: Iterable[str], clock: Callable[[], datetime]
+    store: StoreLike, gate: PoliteGate, settings: Settings, feed_keys: Iterable[str], clock: Callable[[], datetime]
 ) -> list[BackfillOutcome]:
     """Fetch and store every pending window of ``feed_keys``; failures stay pending (fail-open)."""
     outcomes: list[BackfillOutcome] = []
@@ -102,7 +103,7 @@ async def run_backfills(
 
 
 async def backfill(
-    store: Store,
+    store: StoreLike,
     gate: PoliteGate,
     settings: Settings,
     outcomes: Sequence[PollOutcome],
@@ -128,7 +129,7 @@ def as_announced(papers: Iterable[Paper], categories: Sequence[str], day: date) 
 
 
 async def _run_one(
-    store: Store, gate: PoliteGate, settings: Settings, row: BackfillRow, clock: Callable[[], datetime]
+    store: StoreLike, gate: PoliteGate, settings: Settings, row: BackfillRow, clock: Callable[[], datetime]
 ) -> BackfillOutcome:
     categories = row.feed_key.split("+")
     start = row.window_start + _MINUTE

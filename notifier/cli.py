@@ -42,6 +42,7 @@ _OPTIONS: dict[str, str] = {
     "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
     "http_addr": "host:port to serve /healthz, /readyz, /metrics and /unsubscribe on",
     "templates": "folder with templates overriding the built-in ones",
+    "database_url": "postgresql:// URL of a database several daemons share (default: SQLite in the data folder)",
 }
 
 
@@ -140,6 +141,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("%s", warning)
     if command == "run":
         log.info("data directory: %s", settings.data_dir)
+        if settings.database_url:
+            log.info("database: %s", settings.redacted()["database_url"])
         asyncio.run(run_daemon(settings, config))
         return 0
     if command == "once":
@@ -168,7 +171,7 @@ def _check(settings: Settings) -> int:
 
 
 async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
-    async with Notifier(settings, config) as app:
+    async with Notifier(settings, config, recover_interrupted=True) as app:
         report = await app.cycle(force_send=True, poll=poll)
     for outcome in report.polls:
         detail = f", {outcome.new_items} new items" if outcome.status in ("ok", "repeat") else ""

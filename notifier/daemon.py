@@ -4,6 +4,10 @@ One cycle is poll -> plan (match, render, write the outbox) -> send. ``run`` rep
 each expected arXiv announcement (more often while one is overdue), plans digests as their schedules come due,
 retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on SIGHUP) and keeps the
 last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT.
+
+Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
+and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
+at its next tick. With SQLite there is one daemon, and it always leads.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ from notifier.poller import Poller, PollOutcome
 from notifier.render import Renderer
 from notifier.sender import Sender, SendReport
 from notifier.settings import Settings
-from notifier.store import Store
+from notifier.store_factory import StoreLike, open_store
 from notifier.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
 log = logging.getLogger(__name__)
 
 TICK = timedelta(seconds=10)
 SHUTDOWN_GRACE = 5.0
+LEAD = "poll"  # the lead that polls, enriches and plans
+LEAD_WAIT = 5.0  # seconds ``once`` tries to take the lead before it only sends
 
 
 def utcnow() -> datetime:
@@ -55,20 +61,34 @@ class CycleReport:
 class Notifier:
     """One running instance. Use as ``async with Notifier(settings, config) as app: await app.cycle()``."""
 
-    def __init__(self, settings: Settings, config: Config, *, clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        settings: Settings,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        recover_interrupted: bool = False,
+    ):
+        """``recover_interrupted``: this process is the one that sends (``run``, ``once``), so deliveries a dead
+        process left mid-send are sent again at once (SQLite); commands that only look (``status``, ``preview``)
+        leave them to the daemon."""
+        self.recover_interrupted = recover_interrupted
         self.settings = settings
         self.config = config
         self.clock = clock
         self.config_error: str | None = None
         self.metrics = Metrics()
         self._config_mtime = _mtime(settings)
-        self._store: Store | None = None
+        self._store: StoreLike | None = None
+        self._leading: bool | None = None  # None until the first tick asks
         self._session: aiohttp.ClientSession | None = None
         self._channels: Channels | None = None
 
     async def __aenter__(self) -> Notifier:
         try:
-            self._store = Store(self.settings.database)
+            self._store = open_store(self.settings)
+            if self.recover_interrupted:
+                self._store.recover_interrupted(self.clock())
             self._session = aiohttp.ClientSession()
             self._channels = Channels(self.settings, self._session)
             self.unsubscribe_links = UnsubscribeLinks(self._store.secret(SECRET_KEY), self.settings.public_url)
@@ -92,7 +112,13 @@ class Notifier:
             unsubscribe_url=self.unsubscribe_links.url if self.settings.public_url else None,
             metrics=self.metrics,
         )
-        self.sender = Sender(self._store, self._channels, self.clock, metrics=self.metrics)
+        self.sender = Sender(
+            self._store,
+            self._channels,
+            self.clock,
+            metrics=self.metrics,
+            lease=timedelta(seconds=self.settings.lease_seconds),
+        )
         self._store.register_subscribers((s.name for s in self.config.subscribers), self.clock())
         return self
 
@@ -111,7 +137,7 @@ class Notifier:
             self._store = None
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreLike:
         assert self._store is not None, "use Notifier as an async context manager"
         return self._store
 
@@ -136,14 +162,37 @@ class Notifier:
         self.store.cancel_deliveries_of(names, self.clock())
         return await self.sender.deliver_due(subscribers=names, stop=stop)
 
+    def lead(self) -> bool:
+        """Whether this daemon polls and plans now (see :meth:`StoreLike.try_lead`); logs when that changes."""
+        leading = self.store.try_lead(LEAD)
+        if leading != self._leading:
+            if not leading:
+                log.info("another daemon polls and plans; this one sends")
+            elif self._leading is not None:
+                log.info("took over polling and planning")
+            self._leading = leading
+        return leading
+
+    async def _wait_for_lead(self, seconds: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self.lead():
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return True
+
     async def cycle(self, *, force_send: bool = False, poll: bool = True) -> CycleReport:
-        """Poll (optionally), plan due digests (all of them when ``force_send``), and send what is due."""
+        """Poll (optionally), plan due digests (all of them when ``force_send``), and send what is due.
+
+        Polling and planning need the lead; when another daemon keeps it for a few seconds, this cycle only sends.
+        """
         report = CycleReport()
-        if poll:
-            report.polls = await self.poll()
-            self.metrics.record_polls(report.polls)
-            await self.enrich(force=force_send)
-        report.plan = self.plan(force=force_send)
+        if await self._wait_for_lead(LEAD_WAIT):
+            if poll:
+                report.polls = await self.poll()
+                self.metrics.record_polls(report.polls)
+                await self.enrich(force=force_send)
+            report.plan = self.plan(force=force_send)
         report.sent = await self.send()
         return report
 
@@ -187,12 +236,19 @@ class Notifier:
         log.info("daemon stopping")
 
     async def tick(self, next_poll: datetime, stop: asyncio.Event | None = None) -> datetime:
-        """One pass of the loop: poll if ``next_poll`` has come, then enrich, plan and send what is due.
+        """One pass of the loop: as the leader, poll if ``next_poll`` has come, enrich and plan; then send.
 
         Returns when the next poll is due. A failure after the poll is logged here, so the poll is not repeated.
         Right after a poll, the papers of every subscriber's next digest are looked up in the API, so that arXiv
-        is asked while it is being polled anyway and not when a digest comes due.
+        is asked while it is being polled anyway and not when a digest comes due. A daemon that does not lead
+        only sends, and asks again at the next tick; when it takes over, it polls when the stored feed state says.
         """
+        was_leading = self._leading
+        if not self.lead():
+            await self.send(stop)
+            return self.clock() + TICK
+        if was_leading is False:
+            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
         polled = self.clock() >= next_poll
         if polled:
             self.metrics.record_polls(await self.poll())
@@ -230,7 +286,7 @@ async def run_daemon(settings: Settings, config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with Notifier(settings, config) as app:
+    async with Notifier(settings, config, recover_interrupted=True) as app:
         server = HttpServer(app, settings.http_host, settings.http_port) if settings.http_addr else None
         if server is not None:
             await server.start()

@@ -16,7 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from notifier.errors import StoreError
 from notifier.poller import PollOutcome
-from notifier.store import DELIVERY_STATES, Store
+from notifier.store import DELIVERY_STATES
+from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 class _StoreGauges:
     """Gauges computed at scrape time from the store."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: StoreLike):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -78,7 +79,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, store: Store) -> None:
+    def watch(self, store: StoreLike) -> None:
         """Read the outbox depth and feed freshness from ``store`` at each scrape."""
         if self._store_gauges is not None:
             self.registry.unregister(self._store_gauges)

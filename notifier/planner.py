@@ -23,7 +23,8 @@ from notifier.metrics import Metrics
 from notifier.models import Digest, DigestSection, Match
 from notifier.render import Renderer
 from notifier.settings import Settings
-from notifier.store import NewDelivery, Store
+from notifier.store import NewDelivery
+from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _hash(*parts: str, length: int = 24) -> str:
 class Planner:
     def __init__(
         self,
-        store: Store,
+        store: StoreLike,
         renderer: Renderer,
         settings: Settings,
         unsubscribe_url: UnsubscribeUrl | None = None,

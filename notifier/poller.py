@@ -27,7 +27,7 @@ from notifier.errors import FeedError
 from notifier.feeds import fetch_feed
 from notifier.gate import PoliteGate
 from notifier.settings import Settings
-from notifier.store import Store
+from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def items_hash(ids: Iterable[str]) -> str:
 
 
 class Poller:
-    def __init__(self, store: Store, gate: PoliteGate, settings: Settings, clock: Callable[[], datetime]):
+    def __init__(self, store: StoreLike, gate: PoliteGate, settings: Settings, clock: Callable[[], datetime]):
         self.store = store
         self.gate = gate
         self.settings = settings

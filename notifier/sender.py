@@ -3,13 +3,21 @@
 Each (subscriber, channel, recipient) is its own delivery, so one bad address or dead Slack channel never stops
 the others. A temporary failure is retried with exponential backoff and jitter for a bounded time; a permanent
 one is marked failed with its reason, logged once with the subscriber's name, and kept for ``notifier retry``.
+
+Deliveries are claimed from the store in small batches under a lease in this process's name (:func:`process_owner`),
+so several daemons sharing one database never send the same delivery at once; a batch is sent, then the next is
+claimed. A lease must outlast the time one batch takes; one that expires (its sender died) frees the delivery
+for another sender.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,13 +27,20 @@ from notifier.channels.base import Channel
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.metrics import Metrics
 from notifier.models import Outgoing
-from notifier.store import Store
+from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE = timedelta(seconds=60)
 RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
+DEFAULT_LEASE = timedelta(seconds=120)
+CLAIM_BATCH = 50  # deliveries claimed at a time; one batch must be sent within the lease
+
+
+def process_owner() -> str:
+    """This process's name on the deliveries it claims: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class ChannelRouter(Protocol):
@@ -53,12 +68,23 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
 
 class Sender:
     def __init__(
-        self, store: Store, router: ChannelRouter, clock: Callable[[], datetime], *, metrics: Metrics | None = None
+        self,
+        store: StoreLike,
+        router: ChannelRouter,
+        clock: Callable[[], datetime],
+        *,
+        metrics: Metrics | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+        batch: int = CLAIM_BATCH,
+        owner: str | None = None,
     ):
         self.store = store
         self.router = router
         self.clock = clock
         self.metrics = metrics or Metrics()
+        self.lease = lease
+        self.batch = batch
+        self.owner = owner or process_owner()
         self._semaphores: dict[int, asyncio.Semaphore] = {}
 
     def _semaphore(self, channel: Channel) -> asyncio.Semaphore:
@@ -70,27 +96,41 @@ class Sender:
     async def deliver_due(
         self, *, subscribers: Iterable[str] | None = None, stop: asyncio.Event | None = None
     ) -> SendReport:
+        """Claim and send due deliveries, batch after batch, until none is left or ``stop`` is set."""
         report = SendReport()
-        due = self.store.due_deliveries(self.clock(), subscribers)
-        if not due:
-            return report
-        log.info("sending %d due deliveries", len(due))
-        tasks = [asyncio.create_task(self._send_one(message, report, stop)) for message in due]
+        names = None if subscribers is None else list(subscribers)
+        while stop is None or not stop.is_set():
+            batch = self.store.claim_due(
+                self.clock(), owner=self.owner, lease=self.lease, limit=self.batch, subscribers=names
+            )
+            if not batch:
+                break
+            log.info("sending %d due deliveries", len(batch))
+            await self._send_batch(batch, report, stop)
+        return report
+
+    async def _send_batch(self, batch: list[Outgoing], report: SendReport, stop: asyncio.Event | None) -> None:
+        started: set[str] = set()
+        tasks = [asyncio.create_task(self._send_one(message, report, stop, started)) for message in batch]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return report
+            untouched = [message.delivery_id for message in batch if message.delivery_id not in started]
+            if untouched:  # claimed but never attempted (stopping): free them for the next sender at once
+                self.store.release(untouched, owner=self.owner, now=self.clock())
 
-    async def _send_one(self, message: Outgoing, report: SendReport, stop: asyncio.Event | None) -> None:
+    async def _send_one(
+        self, message: Outgoing, report: SendReport, stop: asyncio.Event | None, started: set[str]
+    ) -> None:
         channel = self.router.channel_for(message)
         async with self._semaphore(channel):
             if stop is not None and stop.is_set():
                 report.interrupted += 1
                 return
-            self.store.mark_sending(message.delivery_id, self.clock())
+            started.add(message.delivery_id)
 
             async def progress(parts: int) -> None:
                 self.store.mark_part(message.delivery_id, parts, self.clock())
@@ -104,7 +144,8 @@ class Sender:
             except DeliveryError as exc:  # a channel that did not say which: treat as temporary
                 self._temporary(message, TemporaryDeliveryError(str(exc)), report)
             except asyncio.CancelledError:
-                # Handed back: the row stays 'sending' and is sent again at the next start or cycle.
+                # Handed back mid-send: the row stays 'sending' and is sent again at the next start (SQLite) or
+                # when its lease expires (PostgreSQL), as the channel may or may not have taken it.
                 report.interrupted += 1
                 raise
             else:

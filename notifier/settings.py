@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from notifier.errors import ConfigError
 
@@ -49,9 +50,12 @@ class Settings:
     poll_interval: float = 900.0  # seconds between polls while an announcement is due and not yet seen
     max_feed_bytes: int = 20_000_000
     request_timeout: float = 60.0
+    database_url: str | None = None  # postgresql://...: a PostgreSQL store several daemons share; unset: SQLite
+    lease_seconds: float = 120.0  # how long a claimed delivery is kept from other senders (PostgreSQL)
 
     @property
     def database(self) -> Path:
+        """The SQLite database, used when ``database_url`` is unset."""
         return self.data_dir / "notifier.sqlite3"
 
     @property
@@ -80,6 +84,8 @@ class Settings:
             value = getattr(self, item.name)
             if item.name in ("smtp_password", "slack_token") and value:
                 value = "***"
+            elif item.name == "database_url" and value:
+                value = redact_url(value)
             shown[item.name] = str(value) if isinstance(value, Path) else value
         return shown
 
@@ -108,6 +114,8 @@ _ENV = {
     "poll_interval": "NOTIFIER_POLL_INTERVAL",
     "max_feed_bytes": "NOTIFIER_MAX_FEED_BYTES",
     "request_timeout": "NOTIFIER_REQUEST_TIMEOUT",
+    "database_url": "NOTIFIER_DATABASE_URL",
+    "lease_seconds": "NOTIFIER_LEASE_SECONDS",
 }
 ENV_VARS = _ENV
 
@@ -146,7 +154,7 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
                 values[item.name] = Path(text(item.name)).expanduser()
             elif item.name in ("smtp_port", "smtp_pool_size", "backfill_days", "max_feed_bytes"):
                 values[item.name] = int(cast(str, value))
-            elif item.name in ("min_request_interval", "poll_interval", "request_timeout"):
+            elif item.name in ("min_request_interval", "poll_interval", "request_timeout", "lease_seconds"):
                 values[item.name] = float(cast(str, value))
             elif item.name == "smtp_validate_certs":
                 values[item.name] = _boolean(value)
@@ -157,6 +165,22 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
     settings = Settings(**values)  # type: ignore[arg-type]
     _validate(settings, source)
     return settings
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` parameter) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = parts.query
+    if "password" in query.lower():
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
+            safe="*",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _boolean(value: object) -> bool:
@@ -201,5 +225,9 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
             "one-click unsubscribe links point at this daemon, so set NOTIFIER_HTTP_ADDR (the address it listens on)"
             " as well",
         )
+    if settings.database_url is not None and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        fail("database_url", "must be a postgresql:// (or postgres://) URL")
+    if settings.lease_seconds <= 0:
+        fail("lease_seconds", "must be positive")
     if (settings.smtp_username is None) != (settings.smtp_password is None):
         fail("smtp_username", "set both NOTIFIER_SMTP_USERNAME and NOTIFIER_SMTP_PASSWORD, or neither")

@@ -1,14 +1,20 @@
-"""The store: the only module that speaks SQL (SQLite, one file in the data directory).
+"""The SQLite store (one file in the data directory), and what both stores share: row dataclasses, delivery states.
+
+Only this module and :mod:`notifier.store_pg` (the PostgreSQL store behind the same interface) speak SQL.
 
 It remembers papers and the feeds they were announced in, each feed's polling state, each subscriber's cursor,
 and the outbox: every delivery of a digest to one (subscriber, channel, recipient), with the papers it carries.
 
 Delivery states::
 
-    pending --send--> sending --ok--> sent
+    pending --claim--> sending --ok--> sent
        ^                 |---temporary failure--> retry --(due)--> sending
        |                 '---permanent failure--> failed --(notifier retry)--> pending
-       '-- a 'sending' row found at start-up (the process died mid-send) is sent again
+       '-- a 'sending' row whose sender died: back to pending at start-up (SQLite), or claimed again once its
+           lease has expired (PostgreSQL, where several daemons share the outbox)
+
+A sender *claims* a batch of due deliveries: they become ``sending`` with its name (``lease_owner``) and a lease
+(``lease_until``), and no other sender takes them until the lease expires.
 
 Papers are reserved for a delivery in the same transaction that writes it, so a paper is never put into two
 digests for the same recipient; it counts as delivered once its delivery is ``sent``.
@@ -23,7 +29,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from notifier.errors import StoreError
@@ -31,7 +37,7 @@ from notifier.models import Outgoing, Paper
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: deliveries.lease_owner, deliveries.lease_until
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS papers (
@@ -62,7 +68,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, digest_id TEXT NOT NULL REFERENCES digests (id), subscriber TEXT NOT NULL,
     channel TEXT NOT NULL, recipient TEXT NOT NULL, message_id TEXT NOT NULL, state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT, last_error TEXT, part INTEGER NOT NULL DEFAULT 0,
-    payload BLOB NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_at TEXT);
+    payload BLOB NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, sent_at TEXT, lease_owner TEXT,
+    lease_until TEXT);
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS delivery_papers (
     delivery_id TEXT NOT NULL REFERENCES deliveries (id), subscriber TEXT NOT NULL, channel TEXT NOT NULL,
@@ -72,6 +79,11 @@ CREATE INDEX IF NOT EXISTS delivery_papers_by_recipient ON delivery_papers (subs
 """
 
 DELIVERY_STATES = ("pending", "sending", "sent", "retry", "failed", "cancelled")
+# What is due for sending: pending, a retry whose time has come, or a send whose lease has expired (or that has none).
+_DUE = """(state = 'pending' OR (state = 'retry' AND next_attempt_at <= :now)
+           OR (state = 'sending' AND (lease_until IS NULL OR lease_until <= :now)))"""
+# Columns added after version 1, each with its definition: added with ALTER TABLE to a database that lacks them.
+_ADDED_COLUMNS = {"deliveries": {"lease_owner": "TEXT", "lease_until": "TEXT"}}
 
 
 def _iso(moment: datetime) -> str:
@@ -157,9 +169,30 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._migrate(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a database made by an older version up to :data:`SCHEMA_VERSION`."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, definition in columns.items():
+                    if name not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+                        log.info("store: added %s.%s", table, name)
+            db.execute(
+                """INSERT INTO meta VALUES ('schema_version', ?)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                (str(SCHEMA_VERSION),),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         if self._db is not None:
@@ -186,7 +219,7 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[object] | dict[str, object] = ()) -> list[sqlite3.Row]:
         try:
             cursor = self.db.execute(sql, params)
             cursor.row_factory = sqlite3.Row
@@ -500,27 +533,69 @@ class Store:
             )
 
     def due_deliveries(self, now: datetime, subscribers: Iterable[str] | None = None) -> list[Outgoing]:
-        """Deliveries to attempt now: pending, retries whose time has come, and sends a crash interrupted."""
+        """Deliveries to attempt now: pending, retries whose time has come, and sends whose lease has expired."""
         rows = self._query(
-            """SELECT id, subscriber, channel, recipient, message_id, payload, part FROM deliveries
-               WHERE state IN ('pending', 'sending') OR (state = 'retry' AND next_attempt_at <= ?)
-               ORDER BY created_at, id""",
-            (_iso(now),),
+            f"""SELECT id, subscriber, channel, recipient, message_id, payload, part FROM deliveries
+                WHERE {_DUE} ORDER BY created_at, id""",
+            {"now": _iso(now)},
         )
         allowed = None if subscribers is None else set(subscribers)
-        return [
-            Outgoing(
-                delivery_id=row["id"],
-                subscriber=row["subscriber"],
-                channel=row["channel"],
-                recipient=row["recipient"],
-                message_id=row["message_id"],
-                payload=bytes(row["payload"]),
-                part=row["part"],
+        return [_outgoing(row) for row in rows if allowed is None or row["subscriber"] in allowed]
+
+    def claim_due(
+        self, now: datetime, *, owner: str, lease: timedelta, limit: int, subscribers: Iterable[str] | None = None
+    ) -> list[Outgoing]:
+        """Claim up to ``limit`` due deliveries for ``owner``, oldest first: they become ``sending`` under a lease.
+
+        Due means pending, a retry whose time has come, or a send whose lease has expired (its sender died).
+        """
+        names = None if subscribers is None else sorted(set(subscribers))
+        if names == []:
+            return []
+        only = "" if names is None else f"AND subscriber IN ({','.join(f':name{i}' for i in range(len(names)))})"
+        with self.transaction() as db:
+            cursor = db.execute(
+                f"""SELECT id, subscriber, channel, recipient, message_id, payload, part FROM deliveries
+                    WHERE {_DUE} {only} ORDER BY created_at, id LIMIT :limit""",
+                {"now": _iso(now), "limit": limit, **{f"name{i}": name for i, name in enumerate(names or ())}},
             )
-            for row in rows
-            if allowed is None or row["subscriber"] in allowed
-        ]
+            cursor.row_factory = sqlite3.Row
+            rows = cursor.fetchall()
+            db.executemany(
+                """UPDATE deliveries SET state = 'sending', lease_owner = ?, lease_until = ?, attempts = attempts + 1,
+                     updated_at = ? WHERE id = ?""",
+                [(owner, _iso(now + lease), _iso(now), row["id"]) for row in rows],
+            )
+        return [_outgoing(row) for row in rows]
+
+    def release(self, delivery_ids: Iterable[str], *, owner: str, now: datetime) -> int:
+        """Hand claimed deliveries that were not attempted back to ``pending`` (a sender stopping)."""
+        with self.transaction() as db:
+            return db.executemany(
+                """UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL,
+                     attempts = max(attempts - 1, 0), updated_at = ?
+                   WHERE id = ? AND state = 'sending' AND lease_owner = ?""",
+                [(_iso(now), delivery_id, owner) for delivery_id in delivery_ids],
+            ).rowcount
+
+    def recover_interrupted(self, now: datetime) -> int:
+        """At start: every ``sending`` row goes back to ``pending``, as the one process that was sending is gone."""
+        with self.transaction() as db:
+            count = db.execute(
+                """UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = ?
+                   WHERE state = 'sending'""",
+                (_iso(now),),
+            ).rowcount
+        if count:
+            log.info("%d deliveries interrupted by a crash will be sent again", count)
+        return count
+
+    def try_lead(self, name: str) -> bool:
+        """Whether this process polls and plans: always, as SQLite serves one daemon."""
+        return True
+
+    def release_lead(self) -> None:
+        """Nothing to release: SQLite serves one daemon."""
 
     def next_retry_at(self) -> datetime | None:
         rows = self._query("SELECT min(next_attempt_at) FROM deliveries WHERE state = 'retry'")
@@ -622,6 +697,18 @@ class Store:
         """feed_key -> when a poll last brought new items from arXiv (backfilled items not counted)."""
         rows = self._query("SELECT feed_key, max(seen_at) FROM feed_items WHERE backfilled = 0 GROUP BY feed_key")
         return {row[0]: datetime.fromisoformat(row[1]) for row in rows}
+
+
+def _outgoing(row: sqlite3.Row) -> Outgoing:
+    return Outgoing(
+        delivery_id=row["id"],
+        subscriber=row["subscriber"],
+        channel=row["channel"],
+        recipient=row["recipient"],
+        message_id=row["message_id"],
+        payload=bytes(row["payload"]),
+        part=row["part"],
+    )
 
 
 def _feed_state(row: sqlite3.Row) -> FeedState:

@@ -54,7 +54,7 @@ def make_app(tmp_path: Path, clock: Clock, text: str = CONFIG) -> Notifier:
     path = tmp_path / "subscribers.yaml"
     path.write_text(text)
     settings = load_settings({}, {"subscribers": str(path), "data_dir": str(tmp_path / "data")})
-    return Notifier(settings, load_config(path, {}), clock=clock)
+    return Notifier(settings, load_config(path, {}), clock=clock, recover_interrupted=True)
 
 
 def outbox_files(tmp_path: Path, kind: str) -> list[Path]:
