@@ -1,16 +1,21 @@
 """An index over one batch of papers: which papers hold which tokens, and where.
 
 Paper sets are Python ints used as bitsets (bit ``i`` is paper ``i`` of the batch), so AND, OR and NOT over a
-whole batch cost one integer operation. Token positions and display-text spans are computed only for the papers
-that a phrase or a hit needs.
+whole batch cost one integer operation. Each field keeps its token postings and, built on first use, the postings
+of adjacent token pairs, so that one- and two-word terms are answered by dictionary look-ups alone; longer phrases
+intersect their pairs first and check token positions only in the papers that survive. Author terms use an index
+of ordered token pairs within one name, where a token also stands for its initial. Display-text spans are computed
+only for the papers that a hit needs.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from operator import add
+from typing import TypeAlias
 
 from notifier.models import Field, Hit, Paper
 from notifier.query import Term
@@ -19,29 +24,41 @@ from notifier.text import plural_variants, tokenize, tokenize_spans
 DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
 TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
 
+_MAX_GRAM = 4  # phrases up to this many words are looked up whole; longer ones are checked by position
+_SPARSE = 256  # up to this many set bits, peeling the top bit off beats formatting the whole int
+
+
+Answer: TypeAlias = tuple[int, list[int] | None]  # papers as a bitset and, when known, as ascending numbers
+_NONE: Answer = (0, [])
+
 
 def bit_indices(bits: int) -> list[int]:
     """The positions of the set bits of ``bits``, ascending."""
-    digits = format(bits, "b")[::-1]
-    found: list[int] = []
-    position = digits.find("1")
-    while position >= 0:
-        found.append(position)
-        position = digits.find("1", position + 1)
-    return found
+    if bits.bit_count() <= _SPARSE:
+        found: list[int] = []
+        while bits:
+            top = bits.bit_length() - 1
+            found.append(top)
+            bits ^= 1 << top
+        found.reverse()
+        return found
+    pieces = format(bits, "b")[::-1].split("1")
+    pieces.pop()
+    positions = itertools.accumulate([len(piece) + 1 for piece in pieces], add, initial=-1)
+    next(positions)
+    return list(positions)
 
 
-def _bits_of(indices: list[int]) -> int:
+def _bits_of(indices: Iterable[int]) -> int:
     bits = 0
     for index in indices:
         bits |= 1 << index
     return bits
 
 
-def _key(field: Field, number: int) -> int:
-    """A cheap cache key for (field, term id or paper number): Enum members hash slowly."""
-    slot = 0 if field is Field.TITLE else 1 if field is Field.ABSTRACT else 2 if field is Field.COMMENT else 3
-    return number * 4 + slot
+@lru_cache(maxsize=1 << 16)
+def _variants(word: str) -> tuple[str, ...]:
+    return tuple(sorted(plural_variants(word)))
 
 
 def display_text(paper: Paper, field: Field) -> str:
@@ -72,41 +89,238 @@ def _first_name_match(words: tuple[str, ...], prefix: bool, name: list[str]) -> 
     return None
 
 
-class _Vocabulary:
-    """Token -> papers for one field, with the token list sorted for prefix look-ups."""
+class _Postings:
+    """Key -> the ascending numbers of the papers holding it, with bitsets made on demand."""
 
     def __init__(self) -> None:
-        self.papers: defaultdict[str, list[int]] = defaultdict(list)
-        self._bits: dict[str, int] = {}
+        self.papers: dict[object, list[int]] = {}
+        self._bits: dict[object, int] = {}
         self._sorted: list[str] | None = None
 
-    def add(self, paper: int, tokens: Sequence[str]) -> None:
-        for token in set(tokens):
-            self.papers[token].append(paper)
+    def add(self, paper: int, keys: Iterable[object]) -> None:
+        papers = self.papers
+        for key in keys:
+            found = papers.get(key)
+            if found is None:
+                papers[key] = [paper]
+            elif found[-1] != paper:
+                found.append(paper)
 
-    def bits(self, token: str) -> int:
-        bits = self._bits.get(token)
+    def bits(self, key: object) -> int:
+        bits = self._bits.get(key)
         if bits is None:
-            bits = self._bits[token] = _bits_of(self.papers.get(token, []))
+            bits = self._bits[key] = _bits_of(self.papers.get(key, ()))
         return bits
 
-    def starting_with(self, prefix: str) -> frozenset[str]:
+    def union(self, keys: Iterable[object]) -> int:
+        bits = 0
+        for key in keys:
+            if key in self.papers:
+                bits |= self.bits(key)
+        return bits
+
+    def answer(self, keys: Sequence[object]) -> Answer:
+        """The papers holding any of ``keys``: as a bitset, and as paper numbers (shared: do not modify)."""
+        if len(keys) == 1:
+            return self.bits(keys[0]), self.papers.get(keys[0], [])
+        papers = self.papers
+        present = [key for key in keys if key in papers]
+        if len(present) <= 1:
+            return (self.bits(present[0]), self.papers[present[0]]) if present else _NONE
+        return self.union(present), sorted(set().union(*[self.papers[key] for key in present]))
+
+    def starting_with(self, prefix: str) -> list[str]:
         if self._sorted is None:
-            self._sorted = sorted(self.papers)
+            self._sorted = sorted(key for key in self.papers if isinstance(key, str))
         start = bisect.bisect_left(self._sorted, prefix)
-        end = bisect.bisect_left(self._sorted, prefix + "\U0010ffff")
-        return frozenset(self._sorted[start:end])
+        end = bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)
+        return self._sorted[start:end]
 
-    def text_options(self, word: str, prefix: bool) -> frozenset[str]:
-        """Tokens of this field that a query word matches: its plural variants, or everything it starts."""
+
+class _TextIndex:
+    """Tokens of one or more text fields (title and abstract together for plain terms), and the phrases asked for.
+
+    Word postings cover the whole vocabulary. Phrase postings (runs of up to ``_MAX_GRAM`` consecutive tokens
+    within one field) cover only the runs that terms ask for: :meth:`cover` adds them, with one set intersection
+    per text, so that a phrase is then answered exactly by look-ups, like a word.
+    """
+
+    def __init__(
+        self,
+        fields: tuple[Field, ...],
+        tokens: dict[Field, list[list[str]]],
+        positions: Callable[[Field, int], dict[str, list[int]]],
+    ) -> None:
+        self.fields = fields
+        self.tokens = tokens  # per field, per paper
+        self.positions = positions
+        self.words = _Postings()
+        for paper, texts in enumerate(zip(*[tokens[field] for field in fields], strict=True)):
+            self.words.add(paper, set().union(*texts))
+        self.grams = _Postings()
+        self._covered: set[tuple[str, ...]] = set()
+        self._keys: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        self._present: dict[str, tuple[str, ...]] = {}
+        self._prefixed: dict[str, tuple[str, ...]] = {}
+
+    def options(self, word: str, prefix: bool) -> tuple[str, ...]:
+        """Tokens of these fields that a query word matches: its plural variants, or everything it starts."""
         if prefix:
-            return self.starting_with(word)
-        return frozenset(variant for variant in plural_variants(word) if variant in self.papers)
+            found = self._prefixed.get(word)
+            if found is None:
+                found = self._prefixed[word] = tuple(self.words.starting_with(word))
+            return found
+        found = self._present.get(word)
+        if found is None:
+            papers = self.words.papers
+            found = self._present[word] = tuple(v for v in _variants(word) if v in papers)
+        return found
 
-    def name_options(self, word: str, prefix: bool) -> frozenset[str]:
+    def phrase_keys(self, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """The token runs that spell a phrase of plain words (its adjacent pairs, when longer than _MAX_GRAM)."""
+        found = self._keys.get(words)
+        if found is None:
+            if len(words) <= _MAX_GRAM:
+                found = list(itertools.product(*[self.options(word, False) for word in words]))
+            else:
+                options = [self.options(word, False) for word in words]
+                found = [pair for a, b in itertools.pairwise(options) for pair in itertools.product(a, b)]
+            self._keys[words] = found
+        return found
+
+    def cover(self, keys: Iterable[tuple[str, ...]]) -> None:
+        """Make sure the postings of these token runs are known."""
+        new = set(keys).difference(self._covered)
+        if not new:
+            return
+        self._covered |= new
+        by_length: dict[int, set[tuple[str, ...]]] = {}
+        for key in new:
+            by_length.setdefault(len(key), set()).add(key)
+        wanted = sorted(by_length.items())
+        add = self.grams.add
+        for paper, texts in enumerate(zip(*[self.tokens[field] for field in self.fields], strict=True)):
+            found: set[tuple[str, ...]] = set()
+            for length, keys_of_length in wanted:
+                for tokens in texts:
+                    if len(tokens) >= length:
+                        found.update(
+                            keys_of_length.intersection(zip(*[tokens[i:] for i in range(length)], strict=False))
+                        )
+            if found:
+                add(paper, found)
+
+    def answer(self, words: tuple[str, ...], prefix: bool) -> Answer:
+        """Papers where the words occur consecutively in one field."""
+        if len(words) == 1:
+            return self.words.answer(self.options(words[0], prefix))
+        if not prefix:
+            keys = self.phrase_keys(words)
+            self.cover(keys)
+            if len(words) <= _MAX_GRAM:
+                return self.grams.answer(keys)
+        last = len(words) - 1
+        options = [self.options(word, prefix and i == last) for i, word in enumerate(words)]
+        if not all(options):
+            return _NONE
+        pairs: list[list[tuple[str, ...]]] = [list(itertools.product(a, b)) for a, b in itertools.pairwise(options)]
+        self.cover(pair for pair_keys in pairs for pair in pair_keys)
+        candidates = -1
+        for pair_keys in pairs:
+            candidates &= self.grams.union(pair_keys)
+            if not candidates:
+                return _NONE
+        groups = [frozenset(tokens) for tokens in options]
+        verified = 0
+        for paper in bit_indices(candidates):
+            for field in self.fields:
+                tokens = self.tokens[field][paper]
+                if _phrase_starts(tokens, self.positions(field, paper), groups, first_only=True):
+                    verified |= 1 << paper
+                    break
+        return verified, None
+
+
+def positions_of(tokens: list[str]) -> dict[str, list[int]]:
+    """Token -> its ascending positions in ``tokens``."""
+    positions: dict[str, list[int]] = {}
+    for position, token in enumerate(tokens):
+        found = positions.get(token)
+        if found is None:
+            positions[token] = [position]
+        else:
+            found.append(position)
+    return positions
+
+
+def _phrase_starts(
+    tokens: list[str], positions: dict[str, list[int]], groups: list[frozenset[str]], *, first_only: bool = False
+) -> list[int]:
+    """Positions in ``tokens`` where a token of each group follows one of the previous group, in order."""
+    head = groups[0]
+    if len(head) == 1:
+        (token,) = head
+        heads: Iterable[int] = positions.get(token, ())
+    elif len(head) > len(positions):
+        heads = sorted(p for token, found in positions.items() if token in head for p in found)
+    else:
+        heads = sorted(p for token in head for p in positions.get(token, ()))
+    if len(groups) == 1:
+        return list(heads)
+    stop = len(tokens) - len(groups) + 1
+    starts: list[int] = []
+    for start in heads:
+        if start >= stop:
+            break
+        if all(tokens[start + offset] in group for offset, group in enumerate(groups[1:], start=1)):
+            starts.append(start)
+            if first_only:
+                break
+    return starts
+
+
+class _NameIndex:
+    """Author-name tokens, and ordered pairs of tokens within one name where either may be cut to its initial."""
+
+    def __init__(self, names: list[list[list[str]]]) -> None:
+        self.names = names  # per paper, per author
+        self.words = _Postings()
+        for paper, authors in enumerate(names):
+            self.words.add(paper, {token for name in authors for token in name})
+        self._pairs: _Postings | None = None
+
+    @property
+    def pairs(self) -> _Postings:
+        if self._pairs is None:
+            self._pairs = _Postings()
+            for paper, authors in enumerate(self.names):
+                keys: set[tuple[str, str]] = set()
+                for name in authors:
+                    for a, b in itertools.combinations(name, 2):
+                        keys.update(((a, b), (a[0], b), (a, b[0]), (a[0], b[0])))
+                self._pairs.add(paper, keys)
+        return self._pairs
+
+    def options(self, word: str, prefix: bool) -> list[str]:
         if prefix or len(word) == 1:
-            return self.starting_with(word)
-        return frozenset([word]) if word in self.papers else frozenset()
+            return self.words.starting_with(word)
+        return [word] if word in self.words.papers else []
+
+    def answer(self, words: tuple[str, ...], prefix: bool) -> Answer:
+        if len(words) == 1:
+            return self.words.answer(self.options(words[0], prefix))
+        if len(words) == 2 and not prefix:
+            return self.pairs.answer([(words[0], words[1])])  # a one-letter word is an initial: the pair has it
+        candidates = -1
+        for i, word in enumerate(words):
+            if len(word) > 1 or (prefix and i == len(words) - 1):  # an initial narrows down little, at a cost
+                candidates &= self.words.union(self.options(word, prefix and i == len(words) - 1))
+        found = [
+            paper
+            for paper in bit_indices(candidates)
+            if any(_first_name_match(words, prefix, name) for name in self.names[paper])
+        ]
+        return _bits_of(found), found
 
 
 class PaperIndex:
@@ -115,165 +329,129 @@ class PaperIndex:
     def __init__(self, papers: Sequence[Paper]) -> None:
         self.papers = papers
         self.everything = (1 << len(papers)) - 1
-        self._tokens: dict[Field, list[list[str]]] = {field: [] for field in TEXT_FIELDS}
-        self._vocab: dict[Field, _Vocabulary] = {field: _Vocabulary() for field in (*TEXT_FIELDS, Field.AUTHORS)}
-        self._names: list[list[list[str]]] = []
-        self._categories: list[list[str]] = []
-        self._category_vocab = _Vocabulary()
-        for number, paper in enumerate(papers):
-            for field in TEXT_FIELDS:
-                tokens = tokenize(display_text(paper, field))
-                self._tokens[field].append(tokens)
-                self._vocab[field].add(number, tokens)
-            names = [tokenize(author) for author in paper.authors]
-            self._names.append(names)
-            self._vocab[Field.AUTHORS].add(number, [token for name in names for token in name])
-            categories = [category.casefold() for category in paper.categories]
-            self._categories.append(categories)
-            self._category_vocab.add(number, categories)
-        self._pairs: dict[Field, _Vocabulary] = {}
-        self._field_bits: dict[int, int] = {}
-        self._positions: dict[int, dict[str, list[int]]] = {}
-        self._spans: dict[int, list[tuple[int, int]]] = {}
-        self._options: dict[int, list[frozenset[str]]] = {}  # keyed by field and id(term)
+        self._tokens: dict[Field, list[list[str]]] = {
+            field: [tokenize(display_text(paper, field)) for paper in papers] for field in TEXT_FIELDS
+        }
+        self._texts: dict[int, _TextIndex] = {}
+        self._name_index: _NameIndex | None = None
+        self._categories = [[category.casefold() for category in paper.categories] for paper in papers]
+        self._category_index: _Postings | None = None
+        self._answers: dict[tuple[int, tuple[str, ...], bool], Answer] = {}  # id(field): enums hash slowly
+        self._positions: dict[tuple[int, int], dict[str, list[int]]] = {}  # keyed by id(field), paper
+        self._spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._author_spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
     # -- which papers ------------------------------------------------------------------------------------------
 
-    def bits(self, term: Term) -> int:
-        """The papers of the batch that hold ``term``, as a bitset."""
-        if term.field is Field.AUTHORS:
-            return self._name_bits(term)
-        if term.field is Field.CATEGORIES:
-            return self._union(self._category_vocab, self._category_options(term))
-        bits = 0
-        for field in DEFAULT_FIELDS if term.field is None else (term.field,):
-            bits |= self._text_bits(field, term)
-        return bits
+    def _text(self, field: Field | None) -> _TextIndex:
+        found = self._texts.get(id(field))
+        if found is None:
+            fields = DEFAULT_FIELDS if field is None else (field,)
+            found = self._texts[id(field)] = _TextIndex(fields, self._tokens, self._positions_of)
+        return found
 
-    def _union(self, vocab: _Vocabulary, tokens: frozenset[str]) -> int:
-        bits = 0
-        for token in tokens:
-            bits |= vocab.bits(token)
-        return bits
+    @property
+    def _names(self) -> _NameIndex:
+        if self._name_index is None:
+            names = [[tokenize(author) for author in paper.authors] for paper in self.papers]
+            self._name_index = _NameIndex(names)
+        return self._name_index
 
-    def _candidates(self, vocab: _Vocabulary, options: list[frozenset[str]]) -> int:
-        bits = self.everything
-        for tokens in options:
-            bits &= self._union(vocab, tokens)
-            if not bits:
-                break
-        return bits
+    @property
+    def _category_postings(self) -> _Postings:
+        if self._category_index is None:
+            self._category_index = _Postings()
+            for paper, categories in enumerate(self._categories):
+                self._category_index.add(paper, set(categories))
+        return self._category_index
 
-    def _text_options(self, field: Field, term: Term) -> list[frozenset[str]]:
-        options = self._options.get(_key(field, id(term)))
-        if options is None:
-            last = len(term.words) - 1
-            vocab = self._vocab[field]
-            options = [vocab.text_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
-            self._options[_key(field, id(term))] = options
-        return options
-
-    def _text_bits(self, field: Field, term: Term) -> int:
-        bits = self._field_bits.get(_key(field, id(term)))
-        if bits is None:
-            options = self._text_options(field, term)
-            if len(options) == 1 or not all(options):
-                bits = self._candidates(self._vocab[field], options)
+    def _answer(self, term: Term) -> Answer:
+        key = (id(term.field), term.words, term.prefix)
+        found = self._answers.get(key)
+        if found is None:
+            if term.field is Field.AUTHORS:
+                found = self._names.answer(term.words, term.prefix)
+            elif term.field is Field.CATEGORIES:
+                found = self._category_postings.answer(self._category_options(term))
             else:
-                candidates = (
-                    self._candidates(self._vocab[field], options)
-                    if term.prefix
-                    else self._pair_candidates(field, options)
-                )
-                if len(options) > 2 or term.prefix:
-                    verified = [
-                        paper for paper in bit_indices(candidates) if self._phrase_starts(field, paper, options)
-                    ]
-                    candidates = _bits_of(verified)
-                bits = candidates
-            self._field_bits[_key(field, id(term))] = bits
-        return bits
+                found = self._text(term.field).answer(term.words, term.prefix)
+            self._answers[key] = found
+        return found
 
-    def _pair_candidates(self, field: Field, options: list[frozenset[str]]) -> int:
-        """Papers holding every adjacent pair of the phrase: exactly the phrase's papers when it has two words."""
-        pairs = self._pairs.get(field)
-        if pairs is None:
-            pairs = self._pairs[field] = _Vocabulary()
-            for paper, tokens in enumerate(self._tokens[field]):
-                pairs.add(paper, [f"{a} {b}" for a, b in itertools.pairwise(tokens)])
-        bits = self.everything
-        for first, second in itertools.pairwise(options):
-            bits &= self._union(pairs, frozenset(f"{a} {b}" for a in first for b in second))
-            if not bits:
-                break
-        return bits
+    def bits(self, term: Term) -> int:
+        """The papers of the batch that hold ``term``, as a bitset (computed once per batch per distinct term)."""
+        return self._answer(term)[0]
 
-    def _name_options(self, term: Term) -> list[frozenset[str]]:
-        options = self._options.get(_key(Field.AUTHORS, id(term)))
-        if options is None:
-            last = len(term.words) - 1
-            vocab = self._vocab[Field.AUTHORS]
-            options = [vocab.name_options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
-            self._options[_key(Field.AUTHORS, id(term))] = options
-        return options
+    def bits_of(self, terms: Sequence[Term]) -> list[int]:
+        """:meth:`bits` of each term, in bulk: plain words and phrases take a look-up or two each, and the phrases
+        of all the terms are indexed in one pass over the papers."""
+        found = [0] * len(terms)
+        texts: dict[int, _TextIndex] = {}
+        wanted: dict[int, list[tuple[str, ...]]] = {}
+        phrases: list[tuple[int, _Postings, list[tuple[str, ...]]]] = []
+        for number, term in enumerate(terms):
+            field, words = term.field, term.words
+            if term.prefix or field is Field.AUTHORS or field is Field.CATEGORIES or len(words) > _MAX_GRAM:
+                found[number] = self._answer(term)[0]
+                continue
+            text = texts.get(id(field))
+            if text is None:
+                text = texts[id(field)] = self._text(field)
+                wanted[id(field)] = []
+            if len(words) == 1:
+                found[number] = text.words.union(text.options(words[0], False))
+            else:
+                keys = text.phrase_keys(words)
+                wanted[id(field)].extend(keys)
+                phrases.append((number, text.grams, keys))
+        for key, text in texts.items():
+            text.cover(wanted[key])
+        for number, grams, keys in phrases:
+            found[number] = grams.union(keys)
+        return found
 
-    def _name_bits(self, term: Term) -> int:
-        last = len(term.words) - 1
-        options = [
-            tokens
-            for i, (word, tokens) in enumerate(zip(term.words, self._name_options(term), strict=True))
-            if len(word) > 1 or (term.prefix and i == last)
-        ]  # initials only narrow the candidates down a little, and cost a long union
-        candidates = self._candidates(self._vocab[Field.AUTHORS], options)
-        if not candidates or (len(term.words) == 1 and len(options) == 1):
-            return candidates  # one whole name token: its postings are the answer
-        return _bits_of(
-            [
-                paper
-                for paper in bit_indices(candidates)
-                if any(_first_name_match(term.words, term.prefix, name) for name in self._names[paper])
-            ]
-        )
+    def indices(self, term: Term, bits: int) -> list[int]:
+        """The paper numbers of ``bits``, the papers that hold ``term``, ascending (shared: do not modify).
 
-    def _category_options(self, term: Term) -> frozenset[str]:
+        Terms answered by one posting list take it as it is; the others read their bits.
+        """
+        field, words = term.field, term.words
+        postings: dict[object, list[int]] | None = None
+        keys: Sequence[object] = ()
+        if term.prefix or field is Field.CATEGORIES:
+            pass
+        elif field is Field.AUTHORS:
+            if len(words) == 2:
+                postings, keys = self._names.pairs.papers, [words]
+        elif len(words) == 1:
+            text = self._text(field)
+            postings, keys = text.words.papers, text.options(words[0], False)
+        elif len(words) <= _MAX_GRAM:
+            text = self._text(field)
+            postings, keys = text.grams.papers, text.phrase_keys(words)
+        if postings is not None:
+            present = [key for key in keys if key in postings]
+            if len(present) == 1:
+                return postings[present[0]]
+        return bit_indices(bits)
+
+    def _category_options(self, term: Term) -> list[str]:
         if term.prefix:
-            return self._category_vocab.starting_with(term.words[0])
-        return frozenset(term.words) & self._category_vocab.papers.keys()
+            return self._category_postings.starting_with(term.words[0])
+        return [term.words[0]] if term.words[0] in self._category_postings.papers else []
 
     # -- where -------------------------------------------------------------------------------------------------
 
     def _positions_of(self, field: Field, paper: int) -> dict[str, list[int]]:
-        positions = self._positions.get(_key(field, paper))
+        positions = self._positions.get((id(field), paper))
         if positions is None:
-            positions = defaultdict(list)
-            for position, token in enumerate(self._tokens[field][paper]):
-                positions[token].append(position)
-            self._positions[_key(field, paper)] = positions
+            positions = self._positions[id(field), paper] = positions_of(self._tokens[field][paper])
         return positions
 
-    def _phrase_starts(self, field: Field, paper: int, options: list[frozenset[str]]) -> list[int]:
-        """Token positions in one field of one paper where the term's words occur consecutively."""
-        positions = self._positions_of(field, paper)
-
-        def where(tokens: frozenset[str]) -> set[int]:
-            if len(tokens) > len(positions):
-                return {p for token, found in positions.items() if token in tokens for p in found}
-            return {p for token in tokens for p in positions.get(token, ())}
-
-        if len(options) == 1 and len(options[0]) <= len(positions):
-            return sorted(p for token in options[0] for p in positions.get(token, ()))
-        starts = sorted(where(options[0]))
-        for offset, tokens in enumerate(options[1:], start=1):
-            if not starts:
-                break
-            later = where(tokens)
-            starts = [start for start in starts if start + offset in later]
-        return starts
-
     def _spans_of(self, field: Field, paper: int) -> list[tuple[int, int]]:
-        spans = self._spans.get(_key(field, paper))
+        spans = self._spans.get((id(field), paper))
         if spans is None:
-            spans = self._spans[_key(field, paper)] = tokenize_spans(display_text(self.papers[paper], field))[1]
+            spans = self._spans[id(field), paper] = tokenize_spans(display_text(self.papers[paper], field))[1]
         return spans
 
     def hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
@@ -281,7 +459,7 @@ class PaperIndex:
         if term.field is Field.AUTHORS:
             return self._name_hits(term, paper)
         if term.field is Field.CATEGORIES:
-            tokens = self._category_options(term)
+            tokens = set(self._category_options(term))
             return tuple(
                 Hit(term.label, Field.CATEGORIES, 0, len(self.papers[paper].categories[i]), i)
                 for i, category in enumerate(self._categories[paper])
@@ -289,10 +467,11 @@ class PaperIndex:
             )
         found: list[Hit] = []
         width = len(term.words) - 1
+        text = self._text(term.field)
+        last = len(term.words) - 1
+        groups = [frozenset(text.options(word, term.prefix and i == last)) for i, word in enumerate(term.words)]
         for field in DEFAULT_FIELDS if term.field is None else (term.field,):
-            if not self._text_bits(field, term) >> paper & 1:
-                continue
-            starts = self._phrase_starts(field, paper, self._text_options(field, term))
+            starts = _phrase_starts(self._tokens[field][paper], self._positions_of(field, paper), groups)
             if starts:
                 spans = self._spans_of(field, paper)
                 found.extend(Hit(term.label, field, spans[s][0], spans[s + width][1]) for s in starts)
@@ -300,10 +479,11 @@ class PaperIndex:
 
     def _name_hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
         found: list[Hit] = []
-        for number, name in enumerate(self._names[paper]):
+        for number, name in enumerate(self._names.names[paper]):
             place = _first_name_match(term.words, term.prefix, name)
             if place is not None:
-                author = self.papers[paper].authors[number]
-                spans = tokenize_spans(author)[1]
+                spans = self._author_spans.get((paper, number))
+                if spans is None:
+                    spans = self._author_spans[paper, number] = tokenize_spans(self.papers[paper].authors[number])[1]
                 found.append(Hit(term.label, Field.AUTHORS, spans[place[0]][0], spans[place[1]][1], number))
         return tuple(found)

@@ -5,16 +5,21 @@ boolean operations whose leaves are *terms*; identical terms and identical sub-e
 many rules share them. The nodes are numbered by depth and kind, so that evaluating the graph is a handful of list
 comprehensions over Python ints used as bitsets of papers.
 
-:meth:`RuleSet.match` indexes the batch (:class:`~notifier.index.PaperIndex`), computes each term's paper set once,
-evaluates the graph, and only then looks up where terms occur, for the rules and papers that matched. Its cost grows
-with papers, distinct terms and hits, not with rules times papers.
+:meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.index.PaperIndex`), computes each distinct term's
+paper set once and evaluates the graph level by level (map over C-level int operations). The resulting
+:class:`MatchBatch` answers *which* papers a rule selects straight from the bitsets (or from the postings they came
+from), and *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time. Its cost grows with
+papers, distinct terms and rules, not with rules times papers. :meth:`RuleSet.match` is both steps for every rule.
 """
 
 from __future__ import annotations
 
+import gc
 from array import array
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from operator import and_, invert, or_
+from typing import Any
 
 from notifier.errors import QuerySyntaxError
 from notifier.index import PaperIndex, bit_indices
@@ -176,34 +181,49 @@ class RuleSet:
         """How many distinct terms the rules use."""
         return len(self._terms)
 
-    def match(self, papers: Sequence[Paper], keys: Collection[str] | None = None) -> dict[str, list[Match]]:
-        """Key -> that rule's matches in paper order; rules without a match are left out."""
-        if not papers or not self._keys:
-            return {}
-        index = PaperIndex(papers)
-        values: Sequence[int] | dict[int, int]
+    def evaluate(self, papers: Sequence[Paper], keys: Collection[str] | None = None) -> MatchBatch:
+        """Which papers each rule (every rule, or those of ``keys`` that exist) selects; hits come on request."""
         if keys is None:
-            values = self._evaluate_all(index)
-            selected: Iterable[int] = range(len(self._keys))
+            selected = self._index_of
         else:
-            selected = [self._index_of[key] for key in keys if key in self._index_of]
-            values = self._evaluate_some(index, [self._roots[rule] for rule in selected])
-        return self._collect(index, papers, values, selected)
+            selected = {key: self._index_of[key] for key in keys if key in self._index_of}
+        collecting = gc.isenabled()
+        gc.disable()  # a batch allocates millions of short-lived, acyclic objects: collections only cost time
+        try:
+            index = PaperIndex(papers)
+            values: Sequence[int] | dict[int, int]
+            if not papers or not selected:
+                values = _NOTHING
+            elif keys is None:
+                values = self._evaluate_all(index)
+            else:
+                values = self._evaluate_some(index, [self._roots[rule] for rule in selected.values()])
+        finally:
+            if collecting:
+                gc.enable()
+        return MatchBatch(self, index, values, selected)
+
+    def match(self, papers: Sequence[Paper], keys: Collection[str] | None = None) -> dict[str, list[Match]]:
+        """Key -> that rule's matches in paper order, with hits; rules without a match are left out."""
+        batch = self.evaluate(papers, keys)
+        matched = batch.keys()
+        return {key: batch.matches(key) for key in matched}
 
     def _evaluate_all(self, index: PaperIndex) -> list[int]:
-        values = [index.bits(term) for term in self._terms]
+        values = index.bits_of(self._terms)
         values.extend([0] * (len(self._graph) - len(values)))
         everything = index.everything
+        value = values.__getitem__
         for level in self._graph.levels:
-            pairs = zip(level.left, level.right, strict=True)
+            left = map(value, level.left)
             if level.op == _AND:
-                result = [values[a] & values[b] for a, b in pairs]
+                result = list(map(and_, left, map(value, level.right)))
             elif level.op == _OR:
-                result = [values[a] | values[b] for a, b in pairs]
+                result = list(map(or_, left, map(value, level.right)))
             elif level.op == _AND_NOT:
-                result = [values[a] & ~values[b] for a, b in pairs]
+                result = list(map(and_, left, map(invert, map(value, level.right))))
             else:
-                result = [everything ^ values[a] for a in level.left]
+                result = list(map(everything.__xor__, left))
             values[level.first : level.first + len(result)] = result
         return values
 
@@ -243,36 +263,111 @@ class RuleSet:
             return self._positive_terms(left)
         return self._positive_terms(left) + self._positive_terms(right)
 
-    def _collect(
-        self, index: PaperIndex, papers: Sequence[Paper], values: Sequence[int] | dict[int, int], rules: Iterable[int]
-    ) -> dict[str, list[Match]]:
-        by_root: dict[int, list[int]] = {}
-        explained: dict[int, list[int]] = {}
-        term_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
-        rule_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
-        result: dict[str, list[Match]] = {}
-        for rule in rules:
-            root = self._roots[rule]
-            bits = values[root]
-            if not bits:
-                continue
-            matched = by_root.get(root)
-            if matched is None:
-                matched = by_root[root] = bit_indices(bits)
-                explained[root] = list(dict.fromkeys(self._positive_terms(root)))
-            name = self._names[rule]
-            matches: list[Match] = []
-            for paper in matched:
-                hits = rule_hits.get((root, paper))
-                if hits is None:
-                    found: list[Hit] = []
-                    for term in explained[root]:
-                        if values[term] >> paper & 1:
-                            cached = term_hits.get((term, paper))
-                            if cached is None:
-                                cached = term_hits[term, paper] = index.hits(self._terms[term], paper)
-                            found.extend(cached)
-                    hits = rule_hits[root, paper] = tuple(found)
-                matches.append(Match(papers[paper], name, hits))
-            result[self._keys[rule]] = matches
-        return result
+
+class _Nothing:
+    """The value of every node when there is nothing to match."""
+
+    def __getitem__(self, node: int) -> int:
+        return 0
+
+
+_NOTHING: Any = _Nothing()
+_SMALL = 8  # sets this small are decoded from their bits directly
+
+
+class MatchBatch:
+    """The outcome of :meth:`RuleSet.evaluate`: which papers each rule selects, and (lazily, per rule) why.
+
+    Paper sets are read straight from the evaluated bitsets. :meth:`matches` looks up hits only for the rule
+    asked about, and caches them (and the hits of each term in each paper) for the rest of the batch.
+    """
+
+    __slots__ = (
+        "_index", "_matches", "_nodes", "_roots", "_rule_hits", "_rules", "_selected", "_term_hits", "_values",
+    )  # fmt: skip
+
+    def __init__(
+        self, rules: RuleSet, index: PaperIndex, values: Sequence[int] | dict[int, int], selected: dict[str, int]
+    ) -> None:
+        self._rules = rules
+        self._roots = rules._roots
+        self._index = index
+        self._values = values
+        self._selected = selected
+        self._nodes: dict[int, Sequence[int]] = {}  # posting lists as they are, or arrays (not tracked by the gc)
+        self._matches: dict[str, list[Match]] = {}
+        self._term_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
+        self._rule_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
+
+    def keys(self) -> list[str]:
+        """Keys of the evaluated rules that selected at least one paper, in rule order."""
+        values, roots = self._values, self._rules._roots
+        return [key for key, rule in self._selected.items() if values[roots[rule]]]
+
+    def paper_indices(self, key: str) -> list[int]:
+        """Positions in the batch of the papers that rule ``key`` selects, ascending (KeyError if not evaluated)."""
+        node = self._roots[self._selected[key]]
+        found = self._nodes.get(node)
+        return list(self._indices(node) if found is None else found)
+
+    def papers(self, key: str) -> list[Paper]:
+        papers = self._index.papers
+        return [papers[i] for i in self._indices(self._rules._roots[self._selected[key]])]
+
+    def matches(self, key: str) -> list[Match]:
+        """Rule ``key``'s matches in paper order, each with its hits (computed on the first call for this rule)."""
+        found = self._matches.get(key)
+        if found is None:
+            collecting = gc.isenabled()
+            gc.disable()  # hits and matches are many small acyclic objects: collections would only cost time
+            try:
+                found = self._matches[key] = self._explain(self._selected[key])
+            finally:
+                if collecting:
+                    gc.enable()
+        return list(found)
+
+    def _indices(self, node: int) -> Sequence[int]:
+        """Paper numbers of a node, from its children's when that is cheaper than reading its bits."""
+        found = self._nodes.get(node)
+        if found is not None:
+            return found
+        rules, values = self._rules, self._values
+        if node < rules._graph.term_count:
+            found = self._nodes[node] = self._index.indices(rules._terms[node], values[node])
+            return found
+        bits = values[node]
+        op, left, right = rules._graph.node(node)
+        numbers: Iterable[int]
+        if op == _OR and bits.bit_count() > _SMALL:
+            numbers = sorted(set(self._indices(left)).union(self._indices(right)))
+        elif op == _AND_NOT and bits.bit_count() > _SMALL:
+            excluded = set(self._indices(right))
+            numbers = [i for i in self._indices(left) if i not in excluded]
+        else:
+            numbers = bit_indices(bits)
+        found = self._nodes[node] = array("i", numbers)
+        return found
+
+    def _explain(self, rule: int) -> list[Match]:
+        rules = self._rules
+        root = rules._roots[rule]
+        if not self._values[root]:
+            return []
+        values, index, papers = self._values, self._index, self._index.papers
+        explained = list(dict.fromkeys(rules._positive_terms(root)))
+        name = rules._names[rule]
+        matches: list[Match] = []
+        for paper in self._indices(root):
+            hits = self._rule_hits.get((root, paper))
+            if hits is None:
+                found: list[Hit] = []
+                for term in explained:
+                    if values[term] >> paper & 1:
+                        cached = self._term_hits.get((term, paper))
+                        if cached is None:
+                            cached = self._term_hits[term, paper] = index.hits(rules._terms[term], paper)
+                        found.extend(cached)
+                hits = self._rule_hits[root, paper] = tuple(found)
+            matches.append(Match(papers[paper], name, hits))
+        return matches

@@ -248,3 +248,92 @@ def test_duplicate_keys_are_refused():
 def test_no_papers_or_no_rules_give_no_matches():
     assert RuleSet.compile([("a", "r", "NOT x")]).match([]) == {}
     assert RuleSet.compile([]).match([paper("x")]) == {}
+
+
+def test_a_phrase_matches_when_only_one_of_its_plural_spellings_occurs():
+    a, b, c = paper("policy agent"), paper("policies graph"), paper("policies agents")
+    assert selected('"policy agent"', a, b, c) == [a, c]
+    assert selected('"graph policy"', a, b, c) == []
+    assert selected('"policy graph"', a, b, c) == [b]
+    assert selected('"policies agent"', a, b, c) == [a, c]
+
+
+def test_phrases_longer_than_the_looked_up_runs_are_checked_by_position():
+    hit, gap = paper("one two three four five six"), paper("one two three four x five six")
+    assert selected('"one two three four five six"', hit, gap) == [hit]
+    assert selected('"two three four five"', hit, gap) == [hit]
+    assert evidence('"two three four five"', hit) == [('"two three four five"', Field.TITLE, "two three four five")]
+
+
+# -- the batch API ---------------------------------------------------------------------------------------------
+
+BATCH_RULES = [
+    ("a/0", "compilers", "compiler"),
+    ("a/1", "not survey", "NOT survey"),
+    ("b/0", "rl", '"reinforcement learning" OR au:"Y Zhang"'),
+    ("b/1", "none", "zebra"),
+    ("c/0", "graph minus survey", "(graph OR compil*) AND NOT survey"),
+]
+
+
+def batch_papers() -> list[Paper]:
+    return [
+        paper("A compiler for graphs", authors=["Wei Li"]),
+        paper("A survey of compilers"),
+        paper("Reinforcement learning", "for graph compilation", authors=["Yongle Zhang"]),
+        paper("Zebrafish? no", "plain text"),
+    ]
+
+
+def test_batch_indices_agree_with_match_and_hits_are_identical():
+    rules = RuleSet.compile(BATCH_RULES)
+    papers = batch_papers()
+    batch = rules.evaluate(papers)
+    expected = rules.match(papers)
+    assert batch.keys() == list(expected) == ["a/0", "a/1", "b/0", "c/0"]
+    for key, found in expected.items():
+        assert [papers[i] for i in batch.paper_indices(key)] == [m.paper for m in found]
+        assert batch.papers(key) == [m.paper for m in found]
+        assert batch.matches(key) == found
+    assert batch.paper_indices("b/1") == []
+    assert batch.matches("b/1") == []
+
+
+def test_batch_hits_are_computed_lazily_per_rule_and_cached():
+    rules = RuleSet.compile(BATCH_RULES)
+    batch = rules.evaluate(batch_papers())
+    assert batch._matches == {}  # nothing explained until asked
+    batch.paper_indices("a/0")
+    assert batch._matches == {}
+    first = batch.matches("c/0")
+    assert set(batch._matches) == {"c/0"}
+    assert batch.matches("c/0") == first
+    assert [hit.term for match in first for hit in match.hits] == ["graph", "compil*", "graph", "compil*"]
+
+
+def test_batch_results_are_copies():
+    rules = RuleSet.compile(BATCH_RULES)
+    batch = rules.evaluate(batch_papers())
+    batch.paper_indices("a/0").append(99)
+    batch.matches("a/0").clear()
+    assert batch.paper_indices("a/0") == [0, 1]
+    assert len(batch.matches("a/0")) == 2
+
+
+def test_batch_keys_limit_the_rules_evaluated():
+    rules = RuleSet.compile(BATCH_RULES)
+    papers = batch_papers()
+    batch = rules.evaluate(papers, keys=["b/0", "b/1", "unknown"])
+    assert batch.keys() == ["b/0"]
+    assert batch.paper_indices("b/0") == [2]
+    assert batch.paper_indices("b/1") == []
+    with pytest.raises(KeyError):
+        batch.paper_indices("a/0")
+    assert rules.match(papers, keys=["b/0", "b/1"]) == {"b/0": batch.matches("b/0")}
+
+
+def test_an_empty_batch_selects_nothing():
+    batch = RuleSet.compile(BATCH_RULES).evaluate([])
+    assert batch.keys() == []
+    assert batch.paper_indices("a/1") == []
+    assert batch.matches("a/1") == []

@@ -31,7 +31,8 @@ QUERY_WORDS = [
 PREFIXES = ["comp*", "pol*", "gpu*", "multi*", "exp*", "proc*", "grap*", "mu*", "ne*"]
 PHRASES = [
     '"multi agent"', '"multi-agent"', "multi-agent", '"graph learning"', '"compiler policy"', '"Müller naive"',
-    '"o n"', '"expert multi*"', '"agent, graph"', '"new box"',
+    '"o n"', '"expert multi*"', '"agent, graph"', '"new box"', '"multi agent graph"', '"policies, graph learning"',
+    '"graph learning multi agent policy"', '"multi-agent graph comp*"',
 ]  # fmt: skip
 AUTHOR_TERMS = ["au:Zhang", 'au:"Y Zhang"', 'au:"Yongle Zhang"', "au:muller", 'au:"J Muller"', "au:li", "au:schm*"]
 OTHER_TERMS = ["cat:cs.LG", "cat:cs.*", "cat:stat.ml", "co:accepted", "ti:graph", "abs:(compiler OR agent)"]
@@ -93,6 +94,18 @@ def test_fast_and_reference_matchers_select_the_same_papers(batch, query_list):
     rules = [(f"r{n}", query) for n, query in enumerate(query_list)]
     fast = RuleSet.compile([(key, key, query) for key, query in rules]).match(batch)
     assert {key: [m.paper.arxiv_id for m in found] for key, found in fast.items()} == reference_match(rules, batch)
+
+
+@CHECK
+@given(st.lists(papers, min_size=1, max_size=6).map(with_ids), st.lists(queries, min_size=1, max_size=8))
+def test_batch_indices_and_lazy_matches_agree_with_match(batch, query_list):
+    rules = RuleSet.compile([(f"r{n}", f"r{n}", query) for n, query in enumerate(query_list)])
+    evaluated = rules.evaluate(batch)
+    expected = rules.match(batch)
+    assert evaluated.keys() == list(expected)
+    for key, found in expected.items():
+        assert evaluated.paper_indices(key) == [int(m.paper.arxiv_id[-5:]) for m in found]
+        assert evaluated.matches(key) == found
 
 
 @CHECK
