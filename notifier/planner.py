@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from notifier.channels.email import build_email, make_message_id
 from notifier.config import Config, Subscriber
 from notifier.digest import build_digest, papers_of, sections_for
+from notifier.matching import MatchBatch
 from notifier.metrics import Metrics
-from notifier.models import Digest, DigestSection, Match
+from notifier.models import Digest, DigestSection, Match, Paper
 from notifier.render import Renderer
 from notifier.settings import Settings
 from notifier.store import NewDelivery
@@ -42,6 +43,29 @@ class PlanReport:
 
 def _hash(*parts: str, length: int = 24) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+
+
+class LazyMatches(Mapping[str, list[Match]]):
+    """Rule key -> matches, with hits looked up only for the rules a digest actually reads."""
+
+    def __init__(self, batch: MatchBatch):
+        self.batch = batch
+        self._keys = batch.keys()
+        self._known = set(self._keys)
+
+    def __getitem__(self, key: str) -> list[Match]:
+        if key not in self._known:
+            raise KeyError(key)
+        return self.batch.matches(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def papers(self, key: str) -> list[Paper]:
+        return self.batch.papers(key)
 
 
 class Planner:
@@ -91,15 +115,15 @@ class Planner:
     def matched_ids(self, config: Config, now: datetime, *, force: bool = False) -> set[str]:
         """Ids of the papers the next :meth:`plan` would consider matched (to enrich them first)."""
         return {
-            match.paper.arxiv_id
+            paper.arxiv_id
             for _key, _cursor, _subscribers, matches in self._due_matches(config, now, force=force)
-            for rule_matches in matches.values()
-            for match in rule_matches
+            for key in matches
+            for paper in matches.papers(key)
         }
 
     def _due_matches(
         self, config: Config, now: datetime, *, force: bool
-    ) -> Iterator[tuple[str, datetime, list[Subscriber], dict[str, list[Match]]]]:
+    ) -> Iterator[tuple[str, datetime, list[Subscriber], LazyMatches]]:
         """Due subscribers grouped by feed and cursor, with the matches of all their rules over that feed's papers."""
         groups: dict[tuple[str, datetime], list[Subscriber]] = defaultdict(list)
         for subscriber in config.subscribers:
@@ -108,8 +132,7 @@ class Planner:
         for (feed_key, cursor), subscribers in groups.items():
             candidates = self.store.candidates(feed_key, cursor, now)
             keys = [rule.key for subscriber in subscribers for rule in subscriber.rules]
-            matches = config.rules.match(candidates, keys) if candidates else {}
-            yield feed_key, cursor, subscribers, matches
+            yield feed_key, cursor, subscribers, LazyMatches(config.rules.evaluate(candidates, keys))
 
     def _plan_one(
         self,
