@@ -22,6 +22,7 @@ from notifier.config import Config, SubscriberFields, SubscriberModel, load_conf
 from notifier.daemon import Notifier, run_daemon, utcnow
 from notifier.errors import ConfigError, NotifierError
 from notifier.settings import ENV_VARS, Settings, load_settings
+from notifier.store_factory import open_store
 
 log = logging.getLogger("notifier")
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         "retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)"
     )
     retry.add_argument("name", nargs="?", help="only this subscriber's deliveries")
+    rename = commands.add_parser(
+        "rename", parents=[common], help="move a subscriber's history to a new name, so nothing is sent again"
+    )
+    rename.add_argument("old", help="the name the store knows")
+    rename.add_argument("new", help="the new name, as written in subscribers.yaml")
     commands.add_parser("schema", help="print the JSON Schema of subscribers.yaml (for editors)")
     return parser
 
@@ -136,6 +142,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "check":
         return _check(settings)
+    if command == "rename":
+        return _rename(settings, args.old, args.new)
     config = load_config(settings.subscribers)
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -245,6 +253,16 @@ async def _status(settings: Settings, config: Config) -> int:
                 f"  {row.state:8} {row.subscriber} {row.channel} {row.recipient} ({row.paper_count} papers,"
                 f" {row.attempts} attempts){when}{reason}"
             )
+    return 0
+
+
+def _rename(settings: Settings, old: str, new: str) -> int:
+    store = open_store(settings)
+    try:
+        store.rename_subscriber(old, new)
+    finally:
+        store.close()
+    print(f"history of {old!r} now belongs to {new!r}; name it {new!r} in {settings.subscribers} if not done yet")
     return 0
 
 

@@ -400,8 +400,11 @@ class PostgresStore:
     def rename_subscriber(self, old: str, new: str) -> int:
         """Move a subscriber's history to a new name, so a rename does not resend old papers."""
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM subscribers WHERE name = %s", (new,)).fetchone():
+            if db.execute("SELECT 1 FROM digests WHERE subscriber = %s", (new,)).fetchone():
                 raise StoreError(f"a subscriber named {new!r} already has history; cannot rename {old!r} onto it")
+            if not db.execute("SELECT 1 FROM subscribers WHERE name = %s", (old,)).fetchone():
+                raise StoreError(f"no subscriber named {old!r} in the store")
+            db.execute("DELETE FROM subscribers WHERE name = %s", (new,))  # registered but never sent to
             moved = db.execute("UPDATE subscribers SET name = %s WHERE name = %s", (new, old)).rowcount
             for table in ("digests", "deliveries", "delivery_papers", "unsubscribed"):
                 db.execute(f"UPDATE {table} SET subscriber = %s WHERE subscriber = %s", (new, old))

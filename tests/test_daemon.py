@@ -142,3 +142,36 @@ async def test_a_fresh_install_runs_with_no_credentials(tmp_path, command):
     assert str(data) in out.decode()
     if command == "once":
         assert len(list((data / "outbox" / "email").glob("*.eml"))) == 2
+
+
+async def test_a_renamed_subscriber_keeps_its_history_and_is_sent_nothing_twice(tmp_path):
+    config = tmp_path / "subscribers.yaml"
+    config.write_text(config_text(2, schedule="daily 08:00 UTC"))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            env = environment(arxiv, smtp, tmp_path)
+            first = await start("once", env)
+            _out, err = await asyncio.wait_for(first.communicate(), 60)
+            assert first.returncode == 0, err.decode()
+            sent = len(smtp.messages)
+            assert sent == 2
+            config.write_text(config_text(2, schedule="daily 08:00 UTC").replace("name: audio", "name: audio-lab"))
+            rename_process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "notifier",
+                "rename",
+                "audio",
+                "audio-lab",
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(rename_process.communicate(), 30)
+            assert rename_process.returncode == 0, err.decode()
+            assert "now belongs to 'audio-lab'" in out.decode()
+            again = await start("once", env)
+            _out, err = await asyncio.wait_for(again.communicate(), 60)
+            assert again.returncode == 0, err.decode()
+            assert len(smtp.messages) == sent, "the renamed subscriber is not sent the same papers again"
