@@ -20,7 +20,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching import RuleSet
-from notifier.query import parse_query, query_warnings
+from notifier.models import Field as PaperField
+from notifier.query import iter_terms, parse_query, query_warnings
 from notifier.schedule import Schedule
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class Config:
     subscribers: tuple[Subscriber, ...]
     rules: RuleSet
     warnings: tuple[str, ...] = ()
+    comment_rules: frozenset[str] = frozenset()  # keys of rules that read the comment (co:), known only from the API
 
     def subscriber(self, name: str) -> Subscriber:
         for subscriber in self.subscribers:
@@ -208,13 +210,22 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
         rule_set = RuleSet.compile(rules)
     except QuerySyntaxError as exc:
         raise loader.query_error(exc, subscribers) from None
-    warnings = [
-        f"{path}:{loader.line_of(('subscribers', i, 'rules', j, 'query'))}: {warning}"
-        for i, s in enumerate(subscribers)
-        for j, rule in enumerate(s.rules)
-        for warning in query_warnings(parse_query(rule.query))
-    ]
-    return Config(path=path, subscribers=tuple(subscribers), rules=rule_set, warnings=tuple(warnings))
+    warnings: list[str] = []
+    comment_rules: set[str] = set()
+    for i, subscriber in enumerate(subscribers):
+        for j, rule in enumerate(subscriber.rules):
+            tree = parse_query(rule.query)
+            line = loader.line_of(("subscribers", i, "rules", j, "query"))
+            warnings.extend(f"{path}:{line}: {warning}" for warning in query_warnings(tree))
+            if any(term.field is PaperField.COMMENT for term, _negated in iter_terms(tree)):
+                comment_rules.add(rule.key)
+    return Config(
+        path=path,
+        subscribers=tuple(subscribers),
+        rules=rule_set,
+        warnings=tuple(warnings),
+        comment_rules=frozenset(comment_rules),
+    )
 
 
 def _subscriber(model: SubscriberModel, loader: _Loader, where: Path_, line: int) -> Subscriber:

@@ -149,7 +149,7 @@ class Notifier:
 
     async def enrich(self, *, force: bool) -> int:
         """Fetch comments and journal references for the papers the next plan will send (fail-open)."""
-        ids = self.planner.matched_ids(self.config, self.clock(), force=force)
+        ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
         return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
     def plan(self, *, force: bool) -> PlanReport:

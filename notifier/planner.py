@@ -106,25 +106,28 @@ class Planner:
     ) -> PlanReport:
         """Write pending deliveries for every due subscriber (every subscriber when ``force``)."""
         report = PlanReport()
-        for feed_key, cursor, subscribers, matches in self._due_matches(config, now, force=force):
+        for feed_key, cursor, subscribers, _candidates, matches in self._due_matches(config, now, force=force):
             for subscriber in subscribers:
                 reason = (empty_reasons or {}).get(feed_key)
                 self._plan_one(config, subscriber, matches, cursor, now, reason, report)
         return report
 
-    def matched_ids(self, config: Config, now: datetime, *, force: bool = False) -> set[str]:
-        """Ids of the papers the next :meth:`plan` would consider matched (to enrich them first)."""
-        return {
-            paper.arxiv_id
-            for _key, _cursor, _subscribers, matches in self._due_matches(config, now, force=force)
-            for key in matches
-            for paper in matches.papers(key)
-        }
+    def papers_to_enrich(self, config: Config, now: datetime, *, force: bool = False) -> set[str]:
+        """Ids of the papers the next :meth:`plan` needs comments for: those its rules match, and every candidate
+        of a feed where a due rule reads the comment (``co:``), which only the API knows."""
+        wanted: set[str] = set()
+        for _key, _cursor, subscribers, candidates, matches in self._due_matches(config, now, force=force):
+            if any(rule.key in config.comment_rules for subscriber in subscribers for rule in subscriber.rules):
+                wanted.update(paper.arxiv_id for paper in candidates)
+            else:
+                wanted.update(paper.arxiv_id for key in matches for paper in matches.papers(key))
+        return wanted
 
     def _due_matches(
         self, config: Config, now: datetime, *, force: bool
-    ) -> Iterator[tuple[str, datetime, list[Subscriber], LazyMatches]]:
-        """Due subscribers grouped by feed and cursor, with the matches of all their rules over that feed's papers."""
+    ) -> Iterator[tuple[str, datetime, list[Subscriber], list[Paper], LazyMatches]]:
+        """Due subscribers grouped by feed and cursor, with that feed's candidate papers and the matches of all
+        their rules over them."""
         groups: dict[tuple[str, datetime], list[Subscriber]] = defaultdict(list)
         for subscriber in config.subscribers:
             if force or self.is_due(subscriber, now):
@@ -132,7 +135,7 @@ class Planner:
         for (feed_key, cursor), subscribers in groups.items():
             candidates = self.store.candidates(feed_key, cursor, now)
             keys = [rule.key for subscriber in subscribers for rule in subscriber.rules]
-            yield feed_key, cursor, subscribers, LazyMatches(config.rules.evaluate(candidates, keys))
+            yield feed_key, cursor, subscribers, candidates, LazyMatches(config.rules.evaluate(candidates, keys))
 
     def _plan_one(
         self,

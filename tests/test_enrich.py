@@ -31,9 +31,9 @@ class Clock:
         return self.now
 
 
-def make_app(tmp_path: Path, server: ArxivStandIn) -> Notifier:
+def make_app(tmp_path: Path, server: ArxivStandIn, config: str = CONFIG) -> Notifier:
     path = tmp_path / "subscribers.yaml"
-    path.write_text(CONFIG)
+    path.write_text(config)
     settings = load_settings(
         {},
         {
@@ -95,3 +95,22 @@ async def test_the_digest_goes_out_without_comments_when_the_api_fails(tmp_path)
     text = digest_text(tmp_path)
     assert "arxiv.org/abs/" in text
     assert "Comment:" not in text and "synthetic comment" not in text
+
+
+async def test_a_rule_on_the_comment_matches_papers_whose_comment_only_the_api_knows(tmp_path):
+    config = CONFIG.replace("rules: [{name: music, query: music}, {name: speech, query: speech}]",
+                            "rules: [{name: commented, query: 'co:\"synthetic comment\"'}]")  # fmt: skip
+    async with ArxivStandIn(day="2025-06-03") as server:
+        async with make_app(tmp_path, server, config) as app:
+            report = await app.cycle(force_send=True)
+            stored = app.store.candidates("cs.SD+eess.AS", datetime(2000, 1, 1, tzinfo=UTC), app.clock())
+        api = server.api_papers()
+    expected = {
+        p.arxiv_id
+        for p in stored
+        if p.announce_type in ("new", "cross") and "synthetic comment" in api[p.arxiv_id].extra.get("comment", "")
+    }
+    assert expected, "some fixture papers carry a synthetic comment"
+    assert report.sent.sent == 1
+    listed = set(re.findall(r"arxiv\.org/abs/(\d{4}\.\d{4,5})", digest_text(tmp_path)))
+    assert listed == expected
