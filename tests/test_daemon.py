@@ -7,13 +7,13 @@ import asyncio
 import collections
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.arxiv_server import ArxivStandIn
+from tests.cli import cli_environment, start_cli
 from tests.smtp_server import SmtpServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,35 +33,6 @@ subscribers:
 """
 
 
-def environment(arxiv: ArxivStandIn, smtp: SmtpServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "NOTIFIER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-        "NOTIFIER_DATA_DIR": str(tmp_path / "data"),
-        "NOTIFIER_ARXIV_RSS_URL": arxiv.rss_base_url,
-        "NOTIFIER_ARXIV_API_URL": arxiv.api_url,
-        "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
-        "NOTIFIER_SMTP_HOST": "127.0.0.1",
-        "NOTIFIER_SMTP_PORT": str(smtp.port),
-        "NOTIFIER_SMTP_SECURITY": "none",
-        "NOTIFIER_MAIL_FROM": "digest@lab.example",
-        **extra,
-    }
-
-
-async def start(command: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "notifier",
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
 async def wait_until(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -74,13 +45,13 @@ async def test_kill_9_mid_send_loses_nothing_and_repeats_at_most_the_message_in_
     async with ArxivStandIn(day="2025-06-03") as arxiv:
         with SmtpServer() as smtp:
             smtp.faults.delay = 0.1  # a slow server: each message takes a while to be accepted
-            env = environment(arxiv, smtp, tmp_path, NOTIFIER_SMTP_POOL_SIZE="1")
-            process = await start("once", env)
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_SMTP_POOL_SIZE="1")
+            process = await start_cli("once", env=env)
             await wait_until(lambda: len(smtp.messages) >= 10)
             process.kill()  # SIGKILL: no chance to clean up
             await process.wait()
             smtp.faults.delay = 0.0
-            again = await start("once", env)
+            again = await start_cli("once", env=env)
             _out, err = await asyncio.wait_for(again.communicate(), 60)
             assert again.returncode == 0, err.decode()
             ids = [m.message_id for m in smtp.messages]
@@ -94,7 +65,7 @@ async def test_sigterm_stops_the_daemon_cleanly_after_it_has_sent(tmp_path):
     (tmp_path / "subscribers.yaml").write_text(config_text(3))
     async with ArxivStandIn(day="2025-06-03") as arxiv:
         with SmtpServer() as smtp:
-            process = await start("run", environment(arxiv, smtp, tmp_path))
+            process = await start_cli("run", env=cli_environment(tmp_path, arxiv, smtp))
             await wait_until(lambda: len(smtp.messages) >= 3)
             process.send_signal(signal.SIGTERM)
             began = time.monotonic()
@@ -109,7 +80,7 @@ async def test_a_broken_edit_is_rejected_and_the_daemon_keeps_its_last_good_conf
     config.write_text(config_text(1))
     async with ArxivStandIn(day="2025-06-03") as arxiv:
         with SmtpServer() as smtp:
-            process = await start("run", environment(arxiv, smtp, tmp_path))
+            process = await start_cli("run", env=cli_environment(tmp_path, arxiv, smtp))
             await wait_until(lambda: len(smtp.messages) >= 1)
             config.write_text(config_text(1).replace("query: music", "query: '(music'"))
             os.utime(config, (time.time() + 5, time.time() + 5))
@@ -135,7 +106,7 @@ async def test_a_fresh_install_runs_with_no_credentials(tmp_path, command):
             "NOTIFIER_ARXIV_RSS_URL": arxiv.rss_base_url,
             "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
         }
-        process = await start(command, env)
+        process = await start_cli(command, env=env)
         out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     data = tmp_path / ".local" / "share" / "arxiv-notifier"
@@ -149,29 +120,18 @@ async def test_a_renamed_subscriber_keeps_its_history_and_is_sent_nothing_twice(
     config.write_text(config_text(2, schedule="daily 08:00 UTC"))
     async with ArxivStandIn(day="2025-06-03") as arxiv:
         with SmtpServer() as smtp:
-            env = environment(arxiv, smtp, tmp_path)
-            first = await start("once", env)
+            env = cli_environment(tmp_path, arxiv, smtp)
+            first = await start_cli("once", env=env)
             _out, err = await asyncio.wait_for(first.communicate(), 60)
             assert first.returncode == 0, err.decode()
             sent = len(smtp.messages)
             assert sent == 2
             config.write_text(config_text(2, schedule="daily 08:00 UTC").replace("name: audio", "name: audio-lab"))
-            rename_process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "notifier",
-                "rename",
-                "audio",
-                "audio-lab",
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
+            rename_process = await start_cli("rename", "audio", "audio-lab", env=env)
             out, err = await asyncio.wait_for(rename_process.communicate(), 30)
             assert rename_process.returncode == 0, err.decode()
             assert "now belongs to 'audio-lab'" in out.decode()
-            again = await start("once", env)
+            again = await start_cli("once", env=env)
             _out, err = await asyncio.wait_for(again.communicate(), 60)
             assert again.returncode == 0, err.decode()
             assert len(smtp.messages) == sent, "the renamed subscriber is not sent the same papers again"

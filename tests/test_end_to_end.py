@@ -10,9 +10,7 @@ import asyncio
 import email
 import email.policy
 import json
-import os
 import re
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.arxiv_server import ArxivStandIn, fixtures_dir
+from tests.cli import cli_environment, start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
 
@@ -156,30 +155,15 @@ async def servers(tmp_path):
 
 
 async def notifier(servers: Servers, *args: str) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "NOTIFIER_SUBSCRIBERS": str(servers.config),
-        "NOTIFIER_DATA_DIR": str(servers.data),
-        "NOTIFIER_ARXIV_RSS_URL": servers.arxiv.rss_base_url,
-        "NOTIFIER_ARXIV_API_URL": servers.arxiv.api_url,
-        "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
-        "NOTIFIER_SMTP_HOST": "127.0.0.1",
-        "NOTIFIER_SMTP_PORT": str(servers.smtp.port),
-        "NOTIFIER_SMTP_SECURITY": "none",
-        "NOTIFIER_MAIL_FROM": "arXiv digest <digest@lab.example>",
-        "NOTIFIER_SLACK_TOKEN": servers.slack.token,
-        "NOTIFIER_SLACK_API_URL": servers.slack.api_url,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "notifier",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    env = cli_environment(
+        servers.config.parent,
+        servers.arxiv,
+        servers.smtp,
+        NOTIFIER_MAIL_FROM="arXiv digest <digest@lab.example>",
+        NOTIFIER_SLACK_TOKEN=servers.slack.token,
+        NOTIFIER_SLACK_API_URL=servers.slack.api_url,
     )
+    process = await start_cli(*args, env=env)
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()

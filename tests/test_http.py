@@ -23,6 +23,7 @@ from notifier.http import HttpServer, describe_config_error
 from notifier.models import Paper
 from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
+from tests.cli import cli_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_URL = "https://notifier.lab.example"
@@ -236,15 +237,7 @@ def dockerfile_healthcheck() -> list[str]:
 
 async def test_notifier_run_serves_http_until_sigterm_and_the_docker_healthcheck_passes(tmp_path, arxiv):
     (tmp_path / "subscribers.yaml").write_text(CONFIG)
-    env = {
-        **os.environ,
-        "NOTIFIER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-        "NOTIFIER_DATA_DIR": str(tmp_path / "data"),
-        "NOTIFIER_ARXIV_RSS_URL": arxiv.rss_base_url,
-        "NOTIFIER_ARXIV_API_URL": arxiv.api_url,
-        "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
-        "NOTIFIER_HTTP_ADDR": "127.0.0.1:0",
-    }
+    env = cli_environment(tmp_path, arxiv, NOTIFIER_HTTP_ADDR="127.0.0.1:0")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "notifier", "run", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
     )

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.arxiv_server import ArxivStandIn
+from tests.cli import cli_environment, start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer, make_self_signed, server_tls_context
 
@@ -52,31 +51,19 @@ async def test_json_debug_logs_parse_line_by_line_and_never_show_a_secret(tmp_pa
         SlackServer(token=SLACK_TOKEN if accepted else "xoxb-another-token", channels={"#papers"}) as slack,
     ):
         with SmtpServer(starttls_context=server_tls_context(cert, key), login=login) as smtp:
-            env = {
-                **os.environ,
-                "NOTIFIER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-                "NOTIFIER_DATA_DIR": str(tmp_path / "data"),
-                "NOTIFIER_ARXIV_RSS_URL": arxiv.rss_base_url,
-                "NOTIFIER_ARXIV_API_URL": arxiv.api_url,
-                "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
-                "NOTIFIER_SMTP_HOST": "127.0.0.1",
-                "NOTIFIER_SMTP_PORT": str(smtp.port),
-                "NOTIFIER_SMTP_SECURITY": "starttls",
-                "NOTIFIER_SMTP_VALIDATE_CERTS": "false",
-                "NOTIFIER_SMTP_USERNAME": SMTP_USER,
-                "NOTIFIER_SMTP_PASSWORD": SMTP_PASSWORD,
-                "NOTIFIER_SLACK_TOKEN": SLACK_TOKEN,
-                "NOTIFIER_SLACK_API_URL": slack.api_url,
-                "NOTIFIER_LOG_FORMAT": "json",
-                "NOTIFIER_MAIL_FROM": "digest@lab.example",
-            }
-            process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "notifier", "once", "-v"),
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            env = cli_environment(
+                tmp_path,
+                arxiv,
+                smtp,
+                NOTIFIER_SMTP_SECURITY="starttls",
+                NOTIFIER_SMTP_VALIDATE_CERTS="false",
+                NOTIFIER_SMTP_USERNAME=SMTP_USER,
+                NOTIFIER_SMTP_PASSWORD=SMTP_PASSWORD,
+                NOTIFIER_SLACK_TOKEN=SLACK_TOKEN,
+                NOTIFIER_SLACK_API_URL=slack.api_url,
+                NOTIFIER_LOG_FORMAT="json",
             )
+            process = await start_cli("once", "-v", env=env)
             out, err = await asyncio.wait_for(process.communicate(), 90)
             received = len(smtp.messages)
         posts = len(slack.posts)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from notifier.settings import load_settings
 from notifier.store import NewDelivery, Store
 from notifier.store_factory import StoreLike
 from tests.arxiv_server import ArxivStandIn
+from tests.cli import cli_environment
 from tests.smtp_server import SmtpServer
 from tests.test_outbox import CONFIG, Clock, outbox_files, paper
 
@@ -377,22 +377,15 @@ async def test_three_daemons_share_one_database_and_a_kill_9_loses_and_repeats_n
     async with ArxivStandIn(day="2025-06-03") as arxiv:
         with SmtpServer() as smtp:
             smtp.faults.delay = 0.002
-            env = {
-                **os.environ,
-                "NOTIFIER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-                "NOTIFIER_DATA_DIR": str(tmp_path / "data"),
-                "NOTIFIER_DATABASE_URL": pg_url,
-                "NOTIFIER_LEASE_SECONDS": "5",
-                "NOTIFIER_BACKFILL_DAYS": "0",
-                "NOTIFIER_ARXIV_RSS_URL": arxiv.rss_base_url,
-                "NOTIFIER_ARXIV_API_URL": arxiv.api_url,
-                "NOTIFIER_MIN_REQUEST_INTERVAL": "0.2",
-                "NOTIFIER_SMTP_HOST": "127.0.0.1",
-                "NOTIFIER_SMTP_PORT": str(smtp.port),
-                "NOTIFIER_SMTP_SECURITY": "none",
-                "NOTIFIER_SMTP_POOL_SIZE": "1",
-                "NOTIFIER_MAIL_FROM": "digest@lab.example",
-            }
+            env = cli_environment(
+                tmp_path,
+                arxiv,
+                smtp,
+                NOTIFIER_DATABASE_URL=pg_url,
+                NOTIFIER_LEASE_SECONDS="5",
+                NOTIFIER_BACKFILL_DAYS="0",
+                NOTIFIER_SMTP_POOL_SIZE="1",
+            )
             logs = [tmp_path / f"daemon{n}.log" for n in range(3)]
             daemons = [await start_daemon(env, path) for path in logs]
             try:
