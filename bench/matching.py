@@ -156,8 +156,7 @@ def run_size(
     gc.collect()
     started = time.perf_counter()
     batch = ruleset.evaluate(papers)
-    selected = batch.keys()
-    matched = {key: batch.paper_indices(key) for key in selected}
+    matched = dict(batch.paper_sets())
     sets_s = time.perf_counter() - started
     matches = sum(len(found) for found in matched.values())
 
@@ -179,7 +178,7 @@ def run_size(
     started = time.perf_counter()
     naive = match_normalised(pairs, papers, normal)
     naive_s = (time.perf_counter() - started) * len(rules) / len(checked)
-    ours = {key: [papers[i].arxiv_id for i in matched[key]] for key, _ in pairs if key in matched}
+    ours = {key: [papers[i].arxiv_id for i in matched[key].tolist()] for key, _ in pairs if key in matched}
     same = ours == naive
     how = "all rules" if len(checked) == len(rules) else f"{len(checked)} sampled, extrapolated"
     row = [

@@ -1,11 +1,12 @@
-"""An index over one batch of papers: which papers hold which tokens, and where.
+"""An index over one batch of papers: its normalised tokens, where each term occurs, and the terms that
+:mod:`notifier.lexicon` cannot look up by key.
 
-Paper sets are Python ints used as bitsets (bit ``i`` is paper ``i`` of the batch), so AND, OR and NOT over a
-whole batch cost one integer operation. Each field keeps its token postings and, built on first use, the postings
-of adjacent token pairs, so that one- and two-word terms are answered by dictionary look-ups alone; longer phrases
-intersect their pairs first and check token positions only in the papers that survive. Author terms use an index
-of ordered token pairs within one name, where a token also stands for its initial. Display-text spans are computed
-only for the papers that a hit needs.
+Each paper's fields are tokenised once, here; the lexicon reads those tokens. Everything else is built on first
+use. :meth:`PaperIndex.hits` gives the spans of a term in one paper's display text, for the digests. For the
+terms the lexicon leaves to it (prefixes inside phrases, very long phrases, other author forms),
+:meth:`PaperIndex.papers_holding` answers from token postings, with Python ints as bitsets of papers: a long
+phrase intersects the postings of its adjacent token pairs first and checks token positions only in the papers
+that survive. Author terms use ordered token pairs within one name, where a token also stands for its initial.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from notifier.text import plural_variants, tokenize, tokenize_spans
 DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
 TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
 
-_MAX_GRAM = 4  # phrases up to this many words are looked up whole; longer ones are checked by position
 _SPARSE = 256  # up to this many set bits, peeling the top bit off beats formatting the whole int
 
 
@@ -138,11 +138,10 @@ class _Postings:
 
 
 class _TextIndex:
-    """Tokens of one or more text fields (title and abstract together for plain terms), and the phrases asked for.
+    """Tokens of one or more text fields (title and abstract together for plain terms), and the pairs asked for.
 
-    Word postings cover the whole vocabulary. Phrase postings (runs of up to ``_MAX_GRAM`` consecutive tokens
-    within one field) cover only the runs that terms ask for: :meth:`cover` adds them, with one set intersection
-    per text, so that a phrase is then answered exactly by look-ups, like a word.
+    Word postings cover the whole vocabulary. Pair postings (two consecutive tokens within one field) cover only
+    the pairs that phrases ask for: :meth:`cover` adds them, with one set intersection per text.
     """
 
     def __init__(
@@ -159,7 +158,6 @@ class _TextIndex:
             self.words.add(paper, set().union(*texts))
         self.grams = _Postings()
         self._covered: set[tuple[str, ...]] = set()
-        self._keys: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
         self._present: dict[str, tuple[str, ...]] = {}
         self._prefixed: dict[str, tuple[str, ...]] = {}
 
@@ -174,18 +172,6 @@ class _TextIndex:
         if found is None:
             papers = self.words.papers
             found = self._present[word] = tuple(v for v in _variants(word) if v in papers)
-        return found
-
-    def phrase_keys(self, words: tuple[str, ...]) -> list[tuple[str, ...]]:
-        """The token runs that spell a phrase of plain words (its adjacent pairs, when longer than _MAX_GRAM)."""
-        found = self._keys.get(words)
-        if found is None:
-            if len(words) <= _MAX_GRAM:
-                found = list(itertools.product(*[self.options(word, False) for word in words]))
-            else:
-                options = [self.options(word, False) for word in words]
-                found = [pair for a, b in itertools.pairwise(options) for pair in itertools.product(a, b)]
-            self._keys[words] = found
         return found
 
     def cover(self, keys: Iterable[tuple[str, ...]]) -> None:
@@ -214,11 +200,6 @@ class _TextIndex:
         """Papers where the words occur consecutively in one field."""
         if len(words) == 1:
             return self.words.answer(self.options(words[0], prefix))
-        if not prefix:
-            keys = self.phrase_keys(words)
-            self.cover(keys)
-            if len(words) <= _MAX_GRAM:
-                return self.grams.answer(keys)
         last = len(words) - 1
         options = [self.options(word, prefix and i == last) for i, word in enumerate(words)]
         if not all(options):
@@ -378,62 +359,26 @@ class PaperIndex:
             self._answers[key] = found
         return found
 
-    def bits(self, term: Term) -> int:
-        """The papers of the batch that hold ``term``, as a bitset (computed once per batch per distinct term)."""
-        return self._answer(term)[0]
+    def papers_holding(self, term: Term) -> list[int]:
+        """The numbers of the papers that hold ``term``, ascending (computed once per batch per distinct term)."""
+        bits, numbers = self._answer(term)
+        return list(numbers) if numbers is not None else bit_indices(bits)
 
-    def bits_of(self, terms: Sequence[Term]) -> list[int]:
-        """:meth:`bits` of each term, in bulk: plain words and phrases take a look-up or two each, and the phrases
-        of all the terms are indexed in one pass over the papers."""
-        found = [0] * len(terms)
-        texts: dict[int, _TextIndex] = {}
-        wanted: dict[int, list[tuple[str, ...]]] = {}
-        phrases: list[tuple[int, _Postings, list[tuple[str, ...]]]] = []
-        for number, term in enumerate(terms):
-            field, words = term.field, term.words
-            if term.prefix or field is Field.AUTHORS or field is Field.CATEGORIES or len(words) > _MAX_GRAM:
-                found[number] = self._answer(term)[0]
-                continue
-            text = texts.get(id(field))
-            if text is None:
-                text = texts[id(field)] = self._text(field)
-                wanted[id(field)] = []
-            if len(words) == 1:
-                found[number] = text.words.union(text.options(words[0], False))
-            else:
-                keys = text.phrase_keys(words)
-                wanted[id(field)].extend(keys)
-                phrases.append((number, text.grams, keys))
-        for key, text in texts.items():
-            text.cover(wanted[key])
-        for number, grams, keys in phrases:
-            found[number] = grams.union(keys)
-        return found
+    # -- what matching reads -----------------------------------------------------------------------------------
 
-    def indices(self, term: Term, bits: int) -> list[int]:
-        """The paper numbers of ``bits``, the papers that hold ``term``, ascending (shared: do not modify).
+    def tokens(self, field: Field) -> list[list[str]]:
+        """The normalised tokens of one text field, per paper (shared: do not modify)."""
+        return self._tokens[field]
 
-        Terms answered by one posting list take it as it is; the others read their bits.
-        """
-        field, words = term.field, term.words
-        postings: dict[object, list[int]] | None = None
-        keys: Sequence[object] = ()
-        if term.prefix or field is Field.CATEGORIES:
-            pass
-        elif field is Field.AUTHORS:
-            if len(words) == 2:
-                postings, keys = self._names.pairs.papers, [words]
-        elif len(words) == 1:
-            text = self._text(field)
-            postings, keys = text.words.papers, text.options(words[0], False)
-        elif len(words) <= _MAX_GRAM:
-            text = self._text(field)
-            postings, keys = text.grams.papers, text.phrase_keys(words)
-        if postings is not None:
-            present = [key for key in keys if key in postings]
-            if len(present) == 1:
-                return postings[present[0]]
-        return bit_indices(bits)
+    @property
+    def author_tokens(self) -> list[list[list[str]]]:
+        """Per paper, per author, the tokens of the name (shared: do not modify)."""
+        return self._names.names
+
+    @property
+    def categories(self) -> list[list[str]]:
+        """Per paper, its categories, case-folded (shared: do not modify)."""
+        return self._categories
 
     def _category_options(self, term: Term) -> list[str]:
         if term.prefix:

@@ -2,32 +2,40 @@
 
 :meth:`RuleSet.compile` runs once, at config load. It parses every rule and folds all of them into one graph of
 boolean operations whose leaves are *terms*; identical terms and identical sub-expressions are stored once however
-many rules share them. The nodes are numbered by depth and kind, so that evaluating the graph is a handful of list
-comprehensions over Python ints used as bitsets of papers.
+many rules share them. The nodes are numbered by depth and kind, so that the graph is evaluated a *level* (all the
+nodes of one depth and operation) at a time. The terms are compiled into a :class:`~notifier.lexicon.TermLexicon`.
 
-:meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.index.PaperIndex`), computes each distinct term's
-paper set once and evaluates the graph level by level (map over C-level int operations). The resulting
-:class:`MatchBatch` answers *which* papers a rule selects straight from the bitsets (or from the postings they came
-from), and *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time. Its cost grows with
-papers, distinct terms and rules, not with rules times papers. :meth:`RuleSet.match` is both steps for every rule.
+:meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.index.PaperIndex`), finds every term the selected
+rules need with the lexicon's array look-ups, and evaluates the graph over rows of paper bits
+(:mod:`notifier.bitsets`), one NumPy operation per level. The resulting :class:`MatchBatch` holds each rule's
+papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time. Its cost
+grows with papers, distinct terms, rules and matches, not with rules times papers. :meth:`RuleSet.match` is both
+steps for every rule.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
+import os
 from array import array
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import and_, invert, or_
-from typing import Any
 
+import numpy as np
+
+from notifier import bitsets
+from notifier.bitsets import Ints
 from notifier.errors import QuerySyntaxError
-from notifier.index import PaperIndex, bit_indices
+from notifier.index import PaperIndex
+from notifier.lexicon import TermLexicon
 from notifier.models import Hit, Match, Paper
 from notifier.query import Node, Not, Or, Term, parse_query
 
 # Operations of the graph. Nodes below the number of terms are the terms themselves.
 _AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
+_MATRIX_BYTES = 128 * 2**20  # papers are evaluated in blocks that keep the bit matrices under this size
+_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +44,8 @@ class _Level:
 
     op: int
     first: int
-    left: array[int]
-    right: array[int]
+    left: Ints
+    right: Ints
 
 
 class _GraphBuilder:
@@ -80,7 +88,7 @@ class _GraphBuilder:
             acc = self.node(_AND_NOT, acc, other)
         return acc
 
-    def finish(self, roots: list[int]) -> tuple[list[Term], _Graph, array[int]]:
+    def finish(self, roots: list[int]) -> tuple[list[Term], _Graph, Ints]:
         """Number terms first, then the other nodes by (depth, op); return the terms, graph and renumbered roots."""
         term_count = len(self.terms)
 
@@ -101,10 +109,11 @@ class _GraphBuilder:
             op, left, right = self.ops[number]
             if (depth[term_count + number], op) != previous:
                 previous = (depth[term_count + number], op)
-                graph.levels.append(_Level(op, term_count + position, array("i"), array("i")))
+                graph.starts.append((op, term_count + position))
             graph.add(op, final[resolve(left)], final[resolve(right)] if op != _NOT else 0)
+        graph.freeze()
         terms = sorted(self.terms, key=self.terms.__getitem__)
-        return terms, graph, array("i", (final[resolve(root)] for root in roots))
+        return terms, graph, np.fromiter((final[resolve(root)] for root in roots), np.int64, len(roots))
 
 
 class _Graph:
@@ -115,14 +124,36 @@ class _Graph:
         self.ops = array("b")
         self.left = array("i")
         self.right = array("i")
+        self.starts: list[tuple[int, int]] = []  # (op, first node) of each level, while building
         self.levels: list[_Level] = []
 
     def add(self, op: int, left: int, right: int) -> None:
         self.ops.append(op)
         self.left.append(left)
         self.right.append(right)
-        self.levels[-1].left.append(left)
-        self.levels[-1].right.append(right)
+
+    def freeze(self) -> None:
+        """Cut the operations into levels of NumPy arrays."""
+        left = np.frombuffer(self.left, dtype=np.int32).astype(np.int64)
+        right = np.frombuffer(self.right, dtype=np.int32).astype(np.int64)
+        bounds = [first - self.term_count for _, first in self.starts] + [len(self.ops)]
+        self.levels = [
+            _Level(op, first, left[start:end], right[start:end])
+            for (op, first), start, end in zip(self.starts, bounds, bounds[1:], strict=False)
+        ]
+        self.starts = []
+
+    def needed(self, roots: Ints) -> np.ndarray[tuple[int], np.dtype[np.bool_]]:
+        """Which nodes evaluating ``roots`` takes: the roots and everything below them."""
+        needed = np.zeros(len(self), dtype=bool)
+        needed[roots] = True
+        for level in reversed(self.levels):
+            wanted = needed[level.first : level.first + len(level.left)]
+            if wanted.any():
+                needed[level.left[wanted]] = True
+                if level.op != _NOT:
+                    needed[level.right[wanted]] = True
+        return needed
 
     def __len__(self) -> int:
         return self.term_count + len(self.ops)
@@ -136,10 +167,10 @@ class _Graph:
 class RuleSet:
     """Every subscriber's rules, compiled once and matched against each batch of papers."""
 
-    __slots__ = ("_graph", "_index_of", "_keys", "_names", "_roots", "_terms")
+    __slots__ = ("_graph", "_index_of", "_keys", "_lexicon", "_names", "_roots", "_terms")
 
     def __init__(
-        self, index_of: dict[str, int], names: list[str], roots: array[int], terms: list[Term], graph: _Graph
+        self, index_of: dict[str, int], names: list[str], roots: Ints, terms: list[Term], graph: _Graph
     ) -> None:
         self._index_of = index_of
         self._keys = list(index_of)
@@ -147,6 +178,7 @@ class RuleSet:
         self._roots = roots
         self._terms = terms
         self._graph = graph
+        self._lexicon = TermLexicon.compile(terms)
 
     @classmethod
     def compile(cls, rules: Iterable[tuple[str, str, str]]) -> RuleSet:
@@ -188,20 +220,20 @@ class RuleSet:
         else:
             selected = {key: self._index_of[key] for key in keys if key in self._index_of}
         collecting = gc.isenabled()
-        gc.disable()  # a batch allocates millions of short-lived, acyclic objects: collections only cost time
+        gc.disable()  # indexing a batch allocates many small, acyclic objects: collections only cost time
         try:
             index = PaperIndex(papers)
-            values: Sequence[int] | dict[int, int]
             if not papers or not selected:
-                values = _NOTHING
-            elif keys is None:
-                values = self._evaluate_all(index)
-            else:
-                values = self._evaluate_some(index, [self._roots[rule] for rule in selected.values()])
+                return MatchBatch(self, index, selected, np.zeros(len(self._keys), np.int64), _ONE_EMPTY_ROW, _EMPTY)
+            rules = np.fromiter(selected.values(), np.int64, len(selected))
+            roots, row_of_selected = np.unique(self._roots[rules], return_inverse=True)
+            offsets, found = self._postings(index, roots)
         finally:
             if collecting:
                 gc.enable()
-        return MatchBatch(self, index, values, selected)
+        row_of = np.zeros(len(self._keys), dtype=np.int64)
+        row_of[rules] = row_of_selected
+        return MatchBatch(self, index, selected, row_of, offsets, found)
 
     def match(self, papers: Sequence[Paper], keys: Collection[str] | None = None) -> dict[str, list[Match]]:
         """Key -> that rule's matches in paper order, with hits; rules without a match are left out."""
@@ -209,48 +241,24 @@ class RuleSet:
         matched = batch.keys()
         return {key: batch.matches(key) for key in matched}
 
-    def _evaluate_all(self, index: PaperIndex) -> list[int]:
-        values = index.bits_of(self._terms)
-        values.extend([0] * (len(self._graph) - len(values)))
-        everything = index.everything
-        value = values.__getitem__
-        for level in self._graph.levels:
-            left = map(value, level.left)
-            if level.op == _AND:
-                result = list(map(and_, left, map(value, level.right)))
-            elif level.op == _OR:
-                result = list(map(or_, left, map(value, level.right)))
-            elif level.op == _AND_NOT:
-                result = list(map(and_, left, map(invert, map(value, level.right))))
-            else:
-                result = list(map(everything.__xor__, left))
-            values[level.first : level.first + len(result)] = result
-        return values
-
-    def _evaluate_some(self, index: PaperIndex, roots: list[int]) -> dict[int, int]:
-        values: dict[int, int] = {}
-
-        def value(node: int) -> int:
-            found = values.get(node)
-            if found is None:
-                if node < len(self._terms):
-                    found = index.bits(self._terms[node])
-                else:
-                    op, left, right = self._graph.node(node)
-                    if op == _AND:
-                        found = value(left) & value(right)
-                    elif op == _OR:
-                        found = value(left) | value(right)
-                    elif op == _AND_NOT:
-                        found = value(left) & ~value(right)
-                    else:
-                        found = index.everything ^ value(left)
-                values[node] = found
-            return found
-
-        for root in roots:
-            value(root)
-        return values
+    def _postings(self, index: PaperIndex, roots: Ints) -> tuple[Ints, Ints]:
+        """The papers of each of ``roots``: evaluate the nodes below them, level by level, block by block."""
+        graph = self._graph
+        needed = graph.needed(roots)
+        row = np.cumsum(needed) - 1  # node -> its row in the matrix, for the needed nodes
+        terms, papers = self._lexicon.occurrences(index, needed[: graph.term_count])
+        term_rows = row[terms]
+        steps: list[bitsets.Step] = []
+        for level in graph.levels:
+            wanted = needed[level.first : level.first + len(level.left)]
+            count = int(np.count_nonzero(wanted))
+            if count:
+                first = int(row[level.first + int(np.argmax(wanted))])
+                left, right = row[level.left[wanted]], row[level.right[wanted]]
+                steps.append(bitsets.Step(level.op, first, first + count, left, right))
+        return bitsets.evaluate(
+            int(row[-1]) + 1, steps, row[roots], (term_rows, papers), len(index.papers), _MATRIX_BYTES, _WORKERS
+        )
 
     def _positive_terms(self, node: int) -> list[int]:
         """Terms of ``node`` not under a NOT, in query order: the ones that can explain a match."""
@@ -264,55 +272,66 @@ class RuleSet:
         return self._positive_terms(left) + self._positive_terms(right)
 
 
-class _Nothing:
-    """The value of every node when there is nothing to match."""
-
-    def __getitem__(self, node: int) -> int:
-        return 0
-
-
-_NOTHING: Any = _Nothing()
-_SMALL = 8  # sets this small are decoded from their bits directly
+_EMPTY: Ints = np.empty(0, dtype=np.int64)
+_ONE_EMPTY_ROW: Ints = np.zeros(2, dtype=np.int64)
 
 
 class MatchBatch:
     """The outcome of :meth:`RuleSet.evaluate`: which papers each rule selects, and (lazily, per rule) why.
 
-    Paper sets are read straight from the evaluated bitsets. :meth:`matches` looks up hits only for the rule
-    asked about, and caches them (and the hits of each term in each paper) for the rest of the batch.
+    Paper sets are slices of one array, shared by the rules with the same query. :meth:`matches` looks up hits
+    only for the rule asked about, and caches them (and the hits of each term in each paper) for the rest of the
+    batch.
     """
 
     __slots__ = (
-        "_index", "_matches", "_nodes", "_roots", "_rule_hits", "_rules", "_selected", "_term_hits", "_values",
+        "_index", "_matches", "_offsets", "_papers", "_row_of", "_rows", "_rule_hits", "_rules", "_selected",
+        "_starts", "_term_hits",
     )  # fmt: skip
 
     def __init__(
-        self, rules: RuleSet, index: PaperIndex, values: Sequence[int] | dict[int, int], selected: dict[str, int]
+        self, rules: RuleSet, index: PaperIndex, selected: dict[str, int], row_of: Ints, offsets: Ints, papers: Ints
     ) -> None:
         self._rules = rules
-        self._roots = rules._roots
         self._index = index
-        self._values = values
-        self._selected = selected
-        self._nodes: dict[int, Sequence[int]] = {}  # posting lists as they are, or arrays (not tracked by the gc)
+        self._selected = selected  # key -> rule number
+        self._rows = row_of[np.fromiter(selected.values(), np.int64, len(selected))]  # of the selected, in order
+        self._row_of: list[int] = row_of.tolist()  # rule number -> the row of its papers (for the selected rules)
+        self._offsets = offsets
+        self._starts: list[int] = offsets.tolist()
+        self._papers = papers
+        self._papers.flags.writeable = False
         self._matches: dict[str, list[Match]] = {}
         self._term_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
         self._rule_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
 
     def keys(self) -> list[str]:
         """Keys of the evaluated rules that selected at least one paper, in rule order."""
-        values, roots = self._values, self._rules._roots
-        return [key for key, rule in self._selected.items() if values[roots[rule]]]
+        matched = self._offsets[self._rows + 1] > self._offsets[self._rows]
+        return list(itertools.compress(self._selected, matched.tolist()))
 
-    def paper_indices(self, key: str) -> list[int]:
-        """Positions in the batch of the papers that rule ``key`` selects, ascending (KeyError if not evaluated)."""
-        node = self._roots[self._selected[key]]
-        found = self._nodes.get(node)
-        return list(self._indices(node) if found is None else found)
+    def paper_sets(self) -> Iterator[tuple[str, Ints]]:
+        """``(key, paper_indices(key))`` for each of :meth:`keys`, in bulk."""
+        starts, ends = self._offsets[self._rows], self._offsets[self._rows + 1]
+        matched = ends > starts
+        papers = self._papers
+        for key, start, end in zip(
+            itertools.compress(self._selected, matched.tolist()),
+            starts[matched].tolist(),
+            ends[matched].tolist(),
+            strict=True,
+        ):
+            yield key, papers[start:end]
+
+    def paper_indices(self, key: str) -> Ints:
+        """Positions in the batch of the papers that rule ``key`` selects, ascending, as a read-only array
+        (KeyError if ``key`` was not evaluated)."""
+        row = self._row_of[self._selected[key]]
+        return self._papers[self._starts[row] : self._starts[row + 1]]
 
     def papers(self, key: str) -> list[Paper]:
         papers = self._index.papers
-        return [papers[i] for i in self._indices(self._rules._roots[self._selected[key]])]
+        return [papers[i] for i in self.paper_indices(key).tolist()]
 
     def matches(self, key: str) -> list[Match]:
         """Rule ``key``'s matches in paper order, each with its hits (computed on the first call for this rule)."""
@@ -321,53 +340,28 @@ class MatchBatch:
             collecting = gc.isenabled()
             gc.disable()  # hits and matches are many small acyclic objects: collections would only cost time
             try:
-                found = self._matches[key] = self._explain(self._selected[key])
+                found = self._matches[key] = self._explain(key)
             finally:
                 if collecting:
                     gc.enable()
         return list(found)
 
-    def _indices(self, node: int) -> Sequence[int]:
-        """Paper numbers of a node, from its children's when that is cheaper than reading its bits."""
-        found = self._nodes.get(node)
-        if found is not None:
-            return found
-        rules, values = self._rules, self._values
-        if node < rules._graph.term_count:
-            found = self._nodes[node] = self._index.indices(rules._terms[node], values[node])
-            return found
-        bits = values[node]
-        op, left, right = rules._graph.node(node)
-        numbers: Iterable[int]
-        if op == _OR and bits.bit_count() > _SMALL:
-            numbers = sorted(set(self._indices(left)).union(self._indices(right)))
-        elif op == _AND_NOT and bits.bit_count() > _SMALL:
-            excluded = set(self._indices(right))
-            numbers = [i for i in self._indices(left) if i not in excluded]
-        else:
-            numbers = bit_indices(bits)
-        found = self._nodes[node] = array("i", numbers)
-        return found
-
-    def _explain(self, rule: int) -> list[Match]:
-        rules = self._rules
-        root = rules._roots[rule]
-        if not self._values[root]:
-            return []
-        values, index, papers = self._values, self._index, self._index.papers
+    def _explain(self, key: str) -> list[Match]:
+        rules, index = self._rules, self._index
+        rule = self._selected[key]
+        root = int(rules._roots[rule])
         explained = list(dict.fromkeys(rules._positive_terms(root)))
         name = rules._names[rule]
         matches: list[Match] = []
-        for paper in self._indices(root):
+        for paper in self.paper_indices(key).tolist():
             hits = self._rule_hits.get((root, paper))
             if hits is None:
                 found: list[Hit] = []
                 for term in explained:
-                    if values[term] >> paper & 1:
-                        cached = self._term_hits.get((term, paper))
-                        if cached is None:
-                            cached = self._term_hits[term, paper] = index.hits(rules._terms[term], paper)
-                        found.extend(cached)
+                    cached = self._term_hits.get((term, paper))
+                    if cached is None:
+                        cached = self._term_hits[term, paper] = index.hits(rules._terms[term], paper)
+                    found.extend(cached)
                 hits = self._rule_hits[root, paper] = tuple(found)
-            matches.append(Match(papers[paper], name, hits))
+            matches.append(Match(index.papers[paper], name, hits))
         return matches

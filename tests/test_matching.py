@@ -292,10 +292,10 @@ def test_batch_indices_agree_with_match_and_hits_are_identical():
     expected = rules.match(papers)
     assert batch.keys() == list(expected) == ["a/0", "a/1", "b/0", "c/0"]
     for key, found in expected.items():
-        assert [papers[i] for i in batch.paper_indices(key)] == [m.paper for m in found]
+        assert [papers[i] for i in batch.paper_indices(key).tolist()] == [m.paper for m in found]
         assert batch.papers(key) == [m.paper for m in found]
         assert batch.matches(key) == found
-    assert batch.paper_indices("b/1") == []
+    assert batch.paper_indices("b/1").tolist() == []
     assert batch.matches("b/1") == []
 
 
@@ -311,12 +311,13 @@ def test_batch_hits_are_computed_lazily_per_rule_and_cached():
     assert [hit.term for match in first for hit in match.hits] == ["graph", "compil*", "graph", "compil*"]
 
 
-def test_batch_results_are_copies():
+def test_batch_results_cannot_be_changed_by_their_readers():
     rules = RuleSet.compile(BATCH_RULES)
     batch = rules.evaluate(batch_papers())
-    batch.paper_indices("a/0").append(99)
+    with pytest.raises(ValueError, match="read-only"):
+        batch.paper_indices("a/0")[0] = 3
     batch.matches("a/0").clear()
-    assert batch.paper_indices("a/0") == [0, 1]
+    assert batch.paper_indices("a/0").tolist() == [0, 1]
     assert len(batch.matches("a/0")) == 2
 
 
@@ -325,8 +326,8 @@ def test_batch_keys_limit_the_rules_evaluated():
     papers = batch_papers()
     batch = rules.evaluate(papers, keys=["b/0", "b/1", "unknown"])
     assert batch.keys() == ["b/0"]
-    assert batch.paper_indices("b/0") == [2]
-    assert batch.paper_indices("b/1") == []
+    assert batch.paper_indices("b/0").tolist() == [2]
+    assert batch.paper_indices("b/1").tolist() == []
     with pytest.raises(KeyError):
         batch.paper_indices("a/0")
     assert rules.match(papers, keys=["b/0", "b/1"]) == {"b/0": batch.matches("b/0")}
@@ -335,5 +336,5 @@ def test_batch_keys_limit_the_rules_evaluated():
 def test_an_empty_batch_selects_nothing():
     batch = RuleSet.compile(BATCH_RULES).evaluate([])
     assert batch.keys() == []
-    assert batch.paper_indices("a/1") == []
+    assert batch.paper_indices("a/1").tolist() == []
     assert batch.matches("a/1") == []

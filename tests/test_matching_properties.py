@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from notifier import matching
 from notifier.matching import RuleSet
 from notifier.models import Field, Paper
 from notifier.query import parse_query
@@ -104,8 +106,39 @@ def test_batch_indices_and_lazy_matches_agree_with_match(batch, query_list):
     expected = rules.match(batch)
     assert evaluated.keys() == list(expected)
     for key, found in expected.items():
-        assert evaluated.paper_indices(key) == [int(m.paper.arxiv_id[-5:]) for m in found]
+        assert evaluated.paper_indices(key).tolist() == [int(m.paper.arxiv_id[-5:]) for m in found]
         assert evaluated.matches(key) == found
+
+
+def spread(found: list[Paper], size: int = 150) -> list[Paper]:
+    """``size`` papers cycling through ``found``: long enough to cross the boundaries of 64-paper blocks."""
+    return with_ids([found[n % len(found)] for n in range(size)])
+
+
+@settings(CHECK, max_examples=40)
+@given(
+    st.lists(papers, min_size=1, max_size=6).map(spread),
+    st.lists(queries, min_size=1, max_size=8),
+    st.sets(st.integers(0, 7)),
+)
+def test_blocks_threads_and_rule_subsets_change_nothing(batch, query_list, subset):
+    """Tiny blocks (one 64-bit word each) on three threads, and evaluating only some rules, select what the
+    reference selects."""
+    rules = [(f"r{n}", query) for n, query in enumerate(query_list)]
+    compiled = RuleSet.compile([(key, key, query) for key, query in rules])
+    expected = reference_match(rules, batch)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matching, "_MATRIX_BYTES", 1)
+        patch.setattr(matching, "_WORKERS", 3)
+        evaluated = compiled.evaluate(batch)
+        chosen = [key for key, _ in rules if int(key[1:]) in subset]
+        some = compiled.evaluate(batch, chosen)
+    found = {key: [batch[i].arxiv_id for i in papers.tolist()] for key, papers in evaluated.paper_sets()}
+    assert found == expected
+    assert some.keys() == [key for key in chosen if key in expected]
+    for key, papers in some.paper_sets():
+        assert [batch[i].arxiv_id for i in papers.tolist()] == [batch[i].arxiv_id for i in some.paper_indices(key)]
+        assert [batch[i].arxiv_id for i in papers.tolist()] == expected[key]
 
 
 @CHECK
