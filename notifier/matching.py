@@ -19,7 +19,7 @@ import gc
 import itertools
 import os
 from array import array
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,8 +181,13 @@ class RuleSet:
         self._lexicon = TermLexicon.compile(terms)
 
     @classmethod
-    def compile(cls, rules: Iterable[tuple[str, str, str]]) -> RuleSet:
-        """Compile ``(key, rule_name, query)`` triples; raise :class:`QuerySyntaxError` (with ``key``) on a bad one."""
+    def compile(
+        cls, rules: Iterable[tuple[str, str, str]], inspect: Callable[[str, Node], None] | None = None
+    ) -> RuleSet:
+        """Compile ``(key, rule_name, query)`` triples; raise :class:`QuerySyntaxError` (with ``key``) on a bad one.
+
+        ``inspect(query, tree)``, if given, sees each distinct query's syntax tree once, as it is parsed.
+        """
         builder = _GraphBuilder()
         by_query: dict[str, int] = {}
         names: dict[str, str] = {}
@@ -195,10 +200,13 @@ class RuleSet:
             root = by_query.get(query)
             if root is None:
                 try:
-                    root = by_query[query] = builder.add(parse_query(query))
+                    tree = parse_query(query)
                 except QuerySyntaxError as exc:
                     exc.key = key
                     raise
+                if inspect is not None:
+                    inspect(query, tree)
+                root = by_query[query] = builder.add(tree)
             index_of[key] = len(rule_names)
             rule_names.append(names.setdefault(name, name))
             roots.append(root)

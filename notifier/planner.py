@@ -26,6 +26,7 @@ from notifier.render import Renderer
 from notifier.settings import Settings
 from notifier.store import NewDelivery
 from notifier.store_factory import StoreLike
+from notifier.store_sql import SubscriberState
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,16 @@ class Planner:
         self.unsubscribe_url = unsubscribe_url or (lambda _subscriber, _address: None)
         self.metrics = metrics or Metrics()
 
-    def cursor_of(self, subscriber: Subscriber, now: datetime) -> datetime:
-        state = self.store.subscriber_state(subscriber.name)
+    def cursor_of(self, subscriber: Subscriber, now: datetime, state: SubscriberState | None = None) -> datetime:
+        """Where ``subscriber``'s next digest starts (``state``: its stored state, if already read)."""
+        state = state or self.store.subscriber_state(subscriber.name)
         if state is None:
             return now - FIRST_DIGEST_LOOKBACK
         return state.cursor or state.created_at - FIRST_DIGEST_LOOKBACK
 
-    def is_due(self, subscriber: Subscriber, now: datetime) -> bool:
-        state = self.store.subscriber_state(subscriber.name)
+    @staticmethod
+    def is_due(subscriber: Subscriber, now: datetime, state: SubscriberState | None) -> bool:
+        """Whether ``subscriber`` (whose stored state is ``state``) has a digest due at ``now``."""
         if state is None or subscriber.schedule.kind == "instant":
             return state is not None
         since = state.last_digest_at or state.created_at
@@ -129,9 +132,11 @@ class Planner:
         """Due subscribers grouped by feed and cursor, with that feed's candidate papers and the matches of all
         their rules over them."""
         groups: dict[tuple[str, datetime], list[Subscriber]] = defaultdict(list)
+        states = self.store.subscriber_states()
         for subscriber in config.subscribers:
-            if force or self.is_due(subscriber, now):
-                groups[(subscriber.feed_key, self.cursor_of(subscriber, now))].append(subscriber)
+            state = states.get(subscriber.name)
+            if force or self.is_due(subscriber, now, state):
+                groups[(subscriber.feed_key, self.cursor_of(subscriber, now, state))].append(subscriber)
         for (feed_key, cursor), subscribers in groups.items():
             candidates = self.store.candidates(feed_key, cursor, now)
             keys = [rule.key for subscriber in subscribers for rule in subscriber.rules]

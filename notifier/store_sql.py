@@ -522,9 +522,13 @@ class SqlStore(ABC, Generic[ConnT]):
 
     def subscriber_state(self, name: str) -> SubscriberState | None:
         rows = self._query("SELECT * FROM subscribers WHERE name = ?", (name,))
-        if not rows:
-            return None
-        row = rows[0]
+        return self._subscriber_state(rows[0]) if rows else None
+
+    def subscriber_states(self) -> dict[str, SubscriberState]:
+        """Every registered subscriber's state, in one query (the planner asks about all of them each tick)."""
+        return {row["name"]: self._subscriber_state(row) for row in self._query("SELECT * FROM subscribers", ())}
+
+    def _subscriber_state(self, row: ResultRow) -> SubscriberState:
         return SubscriberState(
             row["name"],
             _present(self._time(row["created_at"])),

@@ -124,6 +124,8 @@ def test_a_digest_reserves_its_papers_and_moves_the_cursor(store):
     state = store.subscriber_state("lab")
     assert state is not None
     assert (state.created_at, state.cursor, state.last_digest_at) == (T0 - timedelta(days=2), T0, T0)
+    store.register_subscribers(["new"], T0)
+    assert store.subscriber_states() == {"lab": state, "new": store.subscriber_state("new")}
     assert store.reserved_versions("lab", "email", "a@lab.example") == {"2506.1": 1, "2506.2": 2}
     assert store.reserved_versions("lab", "email", "b@lab.example") == {"2506.1": 1}
     assert store.delivery_counts() == {"pending": 2}
