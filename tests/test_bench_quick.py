@@ -1,0 +1,30 @@
+"""The matching and config benchmarks run in quick mode and check their own results: the indexed matcher agrees
+with the naive loop on every rule, and the generated subscribers file loads both ways."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
+
+
+@pytest.mark.skipif(not list(FIXTURES.glob("rss-*.DERIVED.xml")), reason=f"fixture feeds not found in {FIXTURES}")
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [("matching.py", "identical (1,000 rules)"), ("config.py", "done: 200 | 2,801 |")],
+)
+def test_quick_benchmark_runs_and_checks_itself(script, expected):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert expected in done.stdout
