@@ -149,9 +149,9 @@ def merge(parts: list[tuple[Ints, Ints]]) -> tuple[Ints, Ints]:
     """Join per-block postings of the same rows into offsets and papers, each row's papers in block order."""
     if len(parts) == 1:
         counts, papers = parts[0]
-        return _offsets(counts), papers
+        return offsets_of(counts), papers
     total = np.sum([counts for counts, _ in parts], axis=0)
-    offsets = _offsets(total)
+    offsets = offsets_of(total)
     merged = np.empty(int(offsets[-1]), dtype=np.int64)
     earlier = np.zeros(len(total), dtype=np.int64)  # papers of each row placed by earlier blocks
     for counts, papers in parts:
@@ -162,7 +162,8 @@ def merge(parts: list[tuple[Ints, Ints]]) -> tuple[Ints, Ints]:
     return offsets, merged
 
 
-def _offsets(counts: Ints) -> Ints:
+def offsets_of(counts: Ints) -> Ints:
+    """Compressed-row offsets (``len(counts) + 1`` of them, from 0) of rows with these counts."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets

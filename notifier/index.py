@@ -6,7 +6,8 @@ use. :meth:`PaperIndex.hits` gives the spans of a term in one paper's display te
 terms the lexicon leaves to it (prefixes inside phrases, very long phrases, other author forms),
 :meth:`PaperIndex.papers_holding` answers from token postings, with Python ints as bitsets of papers: a long
 phrase intersects the postings of its adjacent token pairs first and checks token positions only in the papers
-that survive. Author terms use ordered token pairs within one name, where a token also stands for its initial.
+that survive; an author term narrows down by its words, then checks each name, where a one-letter word is an
+initial.
 """
 
 from __future__ import annotations
@@ -261,26 +262,13 @@ def _phrase_starts(
 
 
 class _NameIndex:
-    """Author-name tokens, and ordered pairs of tokens within one name where either may be cut to its initial."""
+    """Author-name tokens per paper and per name (``au:"First Last"`` itself is a key of the lexicon)."""
 
     def __init__(self, names: list[list[list[str]]]) -> None:
         self.names = names  # per paper, per author
         self.words = _Postings()
         for paper, authors in enumerate(names):
             self.words.add(paper, {token for name in authors for token in name})
-        self._pairs: _Postings | None = None
-
-    @property
-    def pairs(self) -> _Postings:
-        if self._pairs is None:
-            self._pairs = _Postings()
-            for paper, authors in enumerate(self.names):
-                keys: set[tuple[str, str]] = set()
-                for name in authors:
-                    for a, b in itertools.combinations(name, 2):
-                        keys.update(((a, b), (a[0], b), (a, b[0]), (a[0], b[0])))
-                self._pairs.add(paper, keys)
-        return self._pairs
 
     def options(self, word: str, prefix: bool) -> list[str]:
         if prefix or len(word) == 1:
@@ -290,8 +278,6 @@ class _NameIndex:
     def answer(self, words: tuple[str, ...], prefix: bool) -> Answer:
         if len(words) == 1:
             return self.words.answer(self.options(words[0], prefix))
-        if len(words) == 2 and not prefix:
-            return self.pairs.answer([(words[0], words[1])])  # a one-letter word is an initial: the pair has it
         candidates = -1
         for i, word in enumerate(words):
             if len(word) > 1 or (prefix and i == len(words) - 1):  # an initial narrows down little, at a cost

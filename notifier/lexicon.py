@@ -31,12 +31,12 @@ from typing import TypeAlias, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from notifier.bitsets import Ints, offsets_of
 from notifier.index import PaperIndex
 from notifier.models import Field
 from notifier.query import Term
 from notifier.text import plural_variants
 
-Ints: TypeAlias = npt.NDArray[np.int64]
 Mask: TypeAlias = npt.NDArray[np.bool_]
 
 # Where a text term looks: no prefix (title or abstract), or one field.
@@ -187,7 +187,7 @@ class TermLexicon:
         keys = np.concatenate([text_keys.astype(np.int64), np.frombuffer(other_of_entry, np.int64) + first_other])
         order = np.argsort(keys, kind="stable")
         other_count = len(author_keys) + len(category_keys) + len(prefix_keys)
-        offsets = _offsets(np.bincount(keys, minlength=first_other + other_count))
+        offsets = offsets_of(np.bincount(keys, minlength=first_other + other_count))
         key_terms = np.concatenate([np.frombuffer(text_terms, np.int64), np.frombuffer(other_terms, np.int64)])[order]
         prefixes: dict[str, list[tuple[int, int]]] = {}
         for (scope, prefix), number in prefix_keys.items():
@@ -317,7 +317,7 @@ class TermLexicon:
         token_of_entry = np.concatenate([tokens for _, tokens in found])
         key_of_entry = np.repeat([key for key, _ in found], [len(tokens) for _, tokens in found])
         order = np.argsort(token_of_entry, kind="stable")
-        offsets = _offsets(np.bincount(token_of_entry, minlength=int(ids.max()) + 1))
+        offsets = offsets_of(np.bincount(token_of_entry, minlength=int(ids.max()) + 1))
         at = np.flatnonzero(offsets[ids + 1] > offsets[ids])
         pair, values = _spread(offsets, key_of_entry[order], ids[at])
         keys.append(values)
@@ -374,12 +374,6 @@ def _append_pairs(found: list[tuple[int, int]], keys: list[Ints], papers: list[I
         pairs = np.array(found, dtype=np.int64)
         keys.append(pairs[:, 0])
         papers.append(pairs[:, 1])
-
-
-def _offsets(counts: Ints) -> Ints:
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
 
 
 def _spread(offsets: Ints, values: Ints, rows: Ints) -> tuple[Ints, Ints]:
