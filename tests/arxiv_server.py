@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -51,8 +52,11 @@ from typing import Any
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest_asyncio
 from aiohttp import web
+
+from notifier.gate import PoliteGate
 
 EASTERN = ZoneInfo("America/New_York")
 ATOM = "http://www.w3.org/2005/Atom"
@@ -652,6 +656,21 @@ async def _serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await server.close()
+
+
+@contextlib.asynccontextmanager
+async def stand_in_with_gate(*, request_timeout: float) -> AsyncIterator[tuple[PoliteGate, ArxivStandIn]]:
+    """A running stand-in and a quick polite gate to it (short spacing, two attempts, ``request_timeout`` a request)."""
+    async with ArxivStandIn() as server, aiohttp.ClientSession() as session:
+        gate = PoliteGate(
+            session,
+            user_agent="arxiv-notifier/test (+t@example.org)",
+            min_interval=0.05,
+            timeout=request_timeout,
+            max_attempts=2,
+            backoff_base=0.05,
+        )
+        yield gate, server
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,14 +6,12 @@ import json
 from datetime import UTC, date, datetime
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 
 from notifier.arxiv_api import enrich, fetch_listing, fetch_metadata, parse_atom, repair_mojibake
 from notifier.errors import FeedHTTPError, FeedParseError
-from notifier.gate import PoliteGate
 from notifier.models import Paper
-from tests.arxiv_server import BOMB, ArxivStandIn, fixtures_dir
+from tests.arxiv_server import BOMB, fixtures_dir, stand_in_with_gate
 
 FIXTURES = fixtures_dir()
 
@@ -102,18 +100,8 @@ def test_enrich_adds_what_the_feed_lacks():
 
 @pytest.fixture
 async def api():
-    async with ArxivStandIn() as server, aiohttp.ClientSession() as session:
-        yield (
-            PoliteGate(
-                session,
-                user_agent="arxiv-notifier/test (+t@example.org)",
-                min_interval=0.05,
-                timeout=5.0,
-                max_attempts=2,
-                backoff_base=0.05,
-            ),
-            server,
-        )
+    async with stand_in_with_gate(request_timeout=5.0) as pair:
+        yield pair
 
 
 async def test_metadata_in_batches_of_100(api):

@@ -13,6 +13,7 @@ from email.parser import BytesParser
 from email.policy import strict
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,15 +38,25 @@ def rendered(subject: str = "3 new papers for you", n: int = 3) -> RenderedEmail
     return RenderedEmail(subject=subject, text=text, html=html)
 
 
+def email(content: RenderedEmail | None = None, **changes: Any) -> bytes:
+    """:func:`build_email` of ``content`` (default :func:`rendered`) with plain headers, but for ``changes``."""
+    headers: dict[str, Any] = {
+        "sender": SENDER,
+        "recipient": "ada@example.org",
+        "message_id": "<abc@example.org>",
+        "date": NOW,
+        "list_id": "digest.example.org",
+        "unsubscribe_url": None,
+    }
+    return build_email(content or rendered(), **{**headers, **changes})
+
+
 def outgoing(recipient: str, key: str, payload: bytes | None = None) -> Outgoing:
     message_id = make_message_id(key, "notifier.example.org")
     if payload is None:
-        payload = build_email(
-            rendered(),
-            sender=SENDER,
+        payload = email(
             recipient=recipient,
             message_id=message_id,
-            date=NOW,
             list_id="arXiv digest <digest.notifier.example.org>",
             unsubscribe_url="https://notifier.example.org/unsubscribe?t=abc",
         )
@@ -116,15 +127,7 @@ def test_build_email_headers_and_structure():
 def test_build_email_is_7bit_with_crlf_and_short_lines():
     long_html = "<p>" + "x" * 5000 + "</p>"
     subject = "A very long subject " + "with many words " * 40
-    data = build_email(
-        RenderedEmail(subject=subject, text="t " * 3000, html=long_html),
-        sender=SENDER,
-        recipient="ada@example.org",
-        message_id="<abc@example.org>",
-        date=NOW,
-        list_id="digest.example.org",
-        unsubscribe_url=None,
-    )
+    data = email(RenderedEmail(subject=subject, text="t " * 3000, html=long_html))
     data.decode("ascii")  # no 8-bit octets: no 8BITMIME needed
     lines = data.split(b"\r\n")
     assert all(b"\n" not in line and b"\r" not in line for line in lines)
@@ -146,15 +149,7 @@ def test_build_email_is_7bit_with_crlf_and_short_lines():
     ],
 )
 def test_subject_cannot_inject_headers(subject):
-    data = build_email(
-        rendered(subject=subject),
-        sender=SENDER,
-        recipient="ada@example.org",
-        message_id="<abc@example.org>",
-        date=NOW,
-        list_id="digest.example.org",
-        unsubscribe_url=None,
-    )
+    data = email(rendered(subject=subject))
     msg = parse_strict(data)
     assert msg["Bcc"] is None
     assert msg.get_all("To") == ["ada@example.org"]
@@ -171,35 +166,14 @@ def test_clean_header_text():
 
 def test_config_header_values_with_newlines_are_refused():
     with pytest.raises(ValueError):
-        build_email(
-            rendered(),
-            sender=SENDER,
-            recipient="ada@example.org\r\nBcc: victim@example.org",
-            message_id="<abc@example.org>",
-            date=NOW,
-            list_id="digest.example.org",
-            unsubscribe_url=None,
-        )
+        email(recipient="ada@example.org\r\nBcc: victim@example.org")
     with pytest.raises(ValueError):
-        build_email(
-            rendered(),
-            sender=SENDER,
-            recipient="ada@example.org",
-            message_id="<abc@example.org>",
-            date=NOW,
-            list_id="digest.example.org",
-            unsubscribe_url="http://insecure.example.org/u",
-        )
+        email(unsubscribe_url="http://insecure.example.org/u")
 
 
 def test_mailto_unsubscribe_has_no_one_click_header():
-    data = build_email(
-        rendered(),
-        sender=SENDER,
-        recipient="ada@example.org",
-        message_id="<abc@example.org>",
+    data = email(
         date=datetime(2025, 6, 3, 8, 30, tzinfo=timezone(timedelta(hours=2))),
-        list_id="digest.example.org",
         unsubscribe_url="mailto:unsubscribe@example.org",
     )
     msg = parse_strict(data)

@@ -7,13 +7,11 @@ from collections import Counter
 from datetime import UTC, date, datetime
 from functools import cache
 
-import aiohttp
 import pytest
 
 from notifier.errors import FeedError, FeedHTTPError, FeedParseError
 from notifier.feeds import FEED_ITEM_CAP, ParsedFeed, fetch_feed, parse_feed, split_authors
-from notifier.gate import PoliteGate
-from tests.arxiv_server import BIG, BOMB, HTML_PAGE, MALFORMED, SMALL, ArxivStandIn, fixtures_dir
+from tests.arxiv_server import BIG, BOMB, HTML_PAGE, MALFORMED, SMALL, fixtures_dir, stand_in_with_gate
 
 FIXTURES = fixtures_dir()
 
@@ -164,18 +162,8 @@ def test_untrusted_bodies_are_refused(body, message):
 
 @pytest.fixture
 async def gate_and_server():
-    async with ArxivStandIn() as server, aiohttp.ClientSession() as session:
-        yield (
-            PoliteGate(
-                session,
-                user_agent="arxiv-notifier/test (+t@example.org)",
-                min_interval=0.05,
-                timeout=2.0,
-                max_attempts=2,
-                backoff_base=0.05,
-            ),
-            server,
-        )
+    async with stand_in_with_gate(request_timeout=2.0) as pair:
+        yield pair
 
 
 async def test_conditional_get_and_day_rollover(gate_and_server):
