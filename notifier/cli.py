@@ -1,6 +1,7 @@
 """Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | schema``.
 
-Settings come from ``NOTIFIER_*`` environment variables; the options below override them.
+Settings come from ``NOTIFIER_*`` environment variables; the options below override them. The commands that send
+or change history (``run``, ``once``, ``retry``, ``rename``) hold the data directory's lock (:mod:`notifier.lock`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from notifier import __version__
+from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config import Config, SubscriberFields, SubscriberModel, load_config
-from notifier.daemon import Notifier, run_daemon, utcnow
-from notifier.errors import ConfigError, NotifierError
+from notifier.daemon import CycleReport, Notifier, run_daemon, until_signalled, utcnow
+from notifier.errors import ConfigError, DataDirBusyError, NotifierError
+from notifier.lock import DataDirLock, data_dir_lock, hold_data_dir
+from notifier.logs import RepeatFilter
 from notifier.settings import ENV_VARS, Settings, load_settings
 from notifier.store_factory import open_store
 
@@ -44,7 +48,20 @@ _OPTIONS: dict[str, str] = {
     "http_addr": "host:port to serve /healthz, /readyz, /metrics and /unsubscribe on",
     "templates": "folder with templates overriding the built-in ones",
     "database_url": "postgresql:// URL of a database several daemons share (default: SQLite in the data folder)",
+    "webhook_hosts": "hosts (host or host:port, comma-separated) webhooks may post to, besides hooks.slack.com",
 }
+
+
+EXIT_CODES = """\
+exit codes:
+  0    done; also when SIGTERM or SIGINT stopped run, once or retry (the sends in flight finish first,
+       within a few seconds; what was not sent goes out at the next run)
+  1    the config is invalid (check prints file:line:column)
+  2    bad usage, or the command failed (the store, arXiv, a mail server...; the reason is logged)
+  5    another notifier is sending from the same data directory (SQLite) and did not finish within
+       NOTIFIER_LOCK_WAIT seconds (default 30); nothing was sent; try again later
+  130  interrupted while starting
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="notifier", description="Watch arXiv and send each subscriber the new papers that match their rules."
+        prog="notifier",
+        description="Watch arXiv and send each subscriber the new papers that match their rules.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"arxiv-notifier {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -112,6 +132,7 @@ def setup_logging(verbose: bool, fmt: str) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
         )
+    handler.addFilter(RepeatFilter(handler))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -131,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DataDirBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 5
     except NotifierError as exc:
         log.error("%s", exc)
         return 2
@@ -143,7 +167,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "check":
         return _check(settings)
     if command == "rename":
-        return _rename(settings, args.old, args.new)
+        with hold_data_dir(settings):
+            return _rename(settings, args.old, args.new)
     config = load_config(settings.subscribers)
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -151,16 +176,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         log.info("data directory: %s", settings.data_dir)
         if settings.database_url:
             log.info("database: %s", settings.redacted()["database_url"])
-        asyncio.run(run_daemon(settings, config))
+        with hold_data_dir(settings):
+            asyncio.run(run_daemon(settings, config))
         return 0
     if command == "once":
-        return asyncio.run(_once(settings, config, poll=not args.no_poll))
+        with hold_data_dir(settings):
+            return asyncio.run(_once(settings, config, poll=not args.no_poll))
     if command == "preview":
         return asyncio.run(_preview(settings, config, args.name, args.html, args.slack))
     if command == "status":
         return asyncio.run(_status(settings, config))
     if command == "retry":
-        return asyncio.run(_retry(settings, config, args.name))
+        return _retry(settings, config, args.name)
     raise AssertionError(command)  # pragma: no cover
 
 
@@ -179,8 +206,14 @@ def _check(settings: Settings) -> int:
 
 
 async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
-    async with Notifier(settings, config, recover_interrupted=True) as app:
-        report = await app.cycle(force_send=True, poll=poll)
+    async def cycle(stop: asyncio.Event) -> CycleReport:
+        async with Notifier(settings, config, recover_interrupted=True) as app:
+            return await app.cycle(force_send=True, poll=poll, stop=stop)
+
+    report = await until_signalled(cycle)
+    if report is None:
+        print("stopped by signal; the deliveries still in flight are sent again at the next run")
+        return 0
     for outcome in report.polls:
         detail = f", {outcome.new_items} new items" if outcome.status in ("ok", "repeat") else ""
         error = f": {outcome.error}" if outcome.error else ""
@@ -194,6 +227,8 @@ async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
         print(f"outbox: {settings.outbox}")
     if report.polls and all(outcome.status == "error" for outcome in report.polls):
         print("warning: no feed could be fetched; the next run tries again", file=sys.stderr)
+    if report.stopped:
+        print("stopped by signal; what was not sent goes out at the next run")
     return 0
 
 
@@ -240,6 +275,15 @@ async def _status(settings: Settings, config: Config) -> int:
                 print(
                     f"    backfill of {backfill.day} pending ({backfill.reason}, {backfill.attempts} attempts){error}"
                 )
+        names = {subscriber.name for subscriber in config.subscribers}
+        failures = [failure for name, failure in app.store.plan_failures().items() if name in names]
+        print(f"plan failures: {len(failures) or 'none'}")
+        for failure in failures:
+            times = "time" if failure.attempts == 1 else "times"
+            print(
+                f"  {failure.subscriber}: failed {failure.attempts} {times} since {failure.first_failed:%Y-%m-%d %H:%M}"
+                f" UTC, last at {failure.last_failed:%Y-%m-%d %H:%M}; its papers wait: {failure.reason}"
+            )
         counts = app.store.delivery_counts()
         print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
         for row in app.store.deliveries(("pending", "sending", "retry", "failed")):
@@ -248,10 +292,10 @@ async def _status(settings: Settings, config: Config) -> int:
                 if row.next_attempt_at and row.state == "retry"
                 else ""
             )
-            reason = f": {row.last_error}" if row.last_error else ""
+            reason = f": {scrub(row.last_error, row.recipient)}" if row.last_error else ""
             print(
-                f"  {row.state:8} {row.subscriber} {row.channel} {row.recipient} ({row.paper_count} papers,"
-                f" {row.attempts} attempts){when}{reason}"
+                f"  {row.state:8} {row.subscriber} {row.channel} {display_recipient(row.recipient)}"
+                f" ({row.paper_count} papers, {row.attempts} attempts){when}{reason}"
             )
     return 0
 
@@ -266,14 +310,42 @@ def _rename(settings: Settings, old: str, new: str) -> int:
     return 0
 
 
-async def _retry(settings: Settings, config: Config, name: str | None) -> int:
+def _retry(settings: Settings, config: Config, name: str | None) -> int:
+    """Queue failed deliveries again and send them; beside another sender, queue them for it to send."""
     if name is not None:
         config.subscriber(name)
-    async with Notifier(settings, config) as app:
-        count = app.store.retry_failed(utcnow(), name)
-        print(f"{count} deliveries queued again")
-        report = await app.send()
-    print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
+    lock = data_dir_lock(settings)
+    if lock is not None and not lock.try_acquire():
+        return _queue_for(lock, settings, name)
+    try:
+        return asyncio.run(_retry_now(settings, config, name))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _queue_for(lock: DataDirLock, settings: Settings, name: str | None) -> int:
+    store = open_store(settings)
+    try:
+        count = store.retry_failed(utcnow(), name)
+    finally:
+        store.close()
+    print(
+        f"{count} deliveries queued again; the notifier sending from {settings.data_dir} ({lock.holder_text()})"
+        " sends them, or the next run does"
+    )
+    return 0
+
+
+async def _retry_now(settings: Settings, config: Config, name: str | None) -> int:
+    async def retry(stop: asyncio.Event) -> None:
+        async with Notifier(settings, config, recover_interrupted=True) as app:
+            count = app.store.retry_failed(utcnow(), name)
+            print(f"{count} deliveries queued again")
+            report = await app.send(stop)
+        print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
+
+    await until_signalled(retry)
     return 0
 
 

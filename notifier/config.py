@@ -3,6 +3,11 @@
 The file is edited by hand, so every error names ``file:line:column`` and the field: YAML is composed into nodes
 (which keep their positions), validated by pydantic models with unknown keys forbidden, and each validation error
 is mapped back to the node it came from. Rule queries are compiled here, once, into a :class:`RuleSet`.
+
+A careless or hostile edit gets the same treatment as a typo: whatever goes wrong while reading, composing,
+validating or compiling the file is a :class:`ConfigError` with its place. Reading is bounded in
+:mod:`notifier.yaml_source` (file size, nesting, aliases, ``${VAR}``); each query's length, terms and depth in
+:mod:`notifier.query`; addresses are read by :mod:`notifier.addresses`.
 """
 
 from __future__ import annotations
@@ -15,25 +20,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from notifier.addresses import address_key, validate_address
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching import RuleSet
 from notifier.models import Field as PaperField
-from notifier.query import Node, iter_terms, query_warnings
+from notifier.query import MAX_QUERY_LENGTH, Node, iter_terms, query_warnings
 from notifier.schedule import Schedule
+from notifier.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
 
 log = logging.getLogger(__name__)
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The YAML parser; bench/config.py sets the pure-Python one here to measure what loading cost before libyaml.
+_YAML_LOADER: type[yaml.SafeLoader] = YAML_LOADER
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _SLACK_CHANNEL = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{6,})$")
 
-Path_ = tuple[str | int, ...]
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
 
 
@@ -45,9 +53,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (category Cc), exactly
+
+
+def _control_character(text: str, allowed: str = "") -> str | None:
+    """The first control character of ``text`` not in ``allowed``, as U+XXXX; None if there is none."""
+    for found in _CONTROL.finditer(text):
+        if found.group() not in allowed:
+            return f"U+{ord(found.group()):04X}"
+    return None
+
+
 class RuleModel(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    query: Annotated[str, Field(min_length=1, max_length=2000)]
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if found := _control_character(value):
+            raise ValueError(f"a rule name may not contain control characters (found {found})")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if found := _control_character(value, "\t\n\r"):
+            raise ValueError(f"a query may not contain control characters (found {found})")
+        return value
 
 
 class SubscriberFields(_Strict):
@@ -56,7 +89,7 @@ class SubscriberFields(_Strict):
     email: Annotated[list[str], BeforeValidator(_one_or_many)] = []
     slack: Annotated[list[str], BeforeValidator(_one_or_many)] = []
     categories: list[str] = []
-    schedule: str = "daily 08:00 UTC"
+    schedule: Annotated[str, Field(max_length=100)] = "daily 08:00 UTC"
     announce_types: list[AnnounceType] = ["new", "cross"]
     send_empty: bool = False
     rules: list[RuleModel] = []
@@ -64,16 +97,16 @@ class SubscriberFields(_Strict):
     @field_validator("email")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not _EMAIL.match(address):
-                raise ValueError(f"{address!r} is not an email address")
-        return value
+        """Each address validated and normalised (:func:`~notifier.addresses.validate_address`)."""
+        return [validate_address(address) for address in value]
 
     @field_validator("slack")
     @classmethod
     def _slack(cls, value: list[str]) -> list[str]:
         for target in value:
-            if not (target.startswith("https://") or _SLACK_CHANNEL.match(target)):
+            if target[:8].lower().startswith(("https://", "http://")):
+                _check_webhook(target)
+            elif not _SLACK_CHANNEL.match(target):
                 raise ValueError(
                     f"{target!r} is not a Slack channel; expected '#channel-name', a channel ID like C0123ABCD, "
                     "or an incoming-webhook https:// URL"
@@ -93,6 +126,26 @@ class SubscriberFields(_Strict):
     def _schedule(cls, value: str) -> str:
         Schedule.parse(value)
         return value
+
+
+def _check_webhook(url: str) -> None:
+    """Refuse an incoming-webhook URL that no request could be made to. Which hosts a webhook may post to is the
+    daemon's decision when it sends (``NOTIFIER_WEBHOOK_HOSTS``), not the file's."""
+    if found := _control_character(url):
+        raise ValueError(f"a webhook URL may not contain control characters (found {found})")
+    if any(ch.isspace() for ch in url):
+        raise ValueError("a webhook URL may not contain spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a webhook URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} is not a webhook URL: it names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r} is not a webhook URL: it may not carry a user name or password")
+    if port == 0:
+        raise ValueError(f"{url!r} is not a webhook URL: port 0")
 
 
 class SubscriberModel(SubscriberFields):
@@ -169,17 +222,11 @@ def feed_key(categories: tuple[str, ...] | list[str]) -> str:
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and compile ``path``. Raises :class:`ConfigError` naming file, line and column."""
-    environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            "subscribers file not found (set NOTIFIER_SUBSCRIBERS or --subscribers)", file=str(path)
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the subscribers file: {exc}", file=str(path)) from exc
-    return parse_config(text, path, environ)
+    """Read, validate and compile ``path``. Raises :class:`ConfigError` naming file, line and column.
+
+    At most :data:`~notifier.yaml_source.MAX_FILE_BYTES` are read, whatever the file is.
+    """
+    return parse_config(read_text(path), path, os.environ if environ is None else environ)
 
 
 def parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
@@ -188,23 +235,36 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     A large file makes millions of short-lived objects (YAML nodes, models, syntax trees), few of them in cycles:
     the cycle collector would only rescan them, so it is paused meanwhile (it halves the time at 10,000
     subscribers).
+
+    Anything but a :class:`ConfigError` raised meanwhile is a failure of this module, not of the file: it is
+    logged with its traceback and raised as a :class:`ConfigError` naming the file, so a caller keeps its last
+    good config either way.
     """
+    if len(text) > MAX_FILE_BYTES:
+        raise too_large(path)
     collecting = gc.isenabled()
     gc.disable()
     try:
         return _parse_config(text, path, environ)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log.error("unexpected failure while loading %s", path, exc_info=True)
+        raise ConfigError(
+            f"the file could not be loaded ({type(exc).__name__}); the log has the details", file=str(path)
+        ) from exc
     finally:
         if collecting:
             gc.enable()
 
 
 def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
-    loader = _Loader(str(path), environ)
-    data = loader.load(text)
+    source = YamlSource(str(path), environ, _YAML_LOADER)
+    data = source.load(text)
     try:
         document = FileModel.model_validate(data)
     except ValidationError as exc:
-        raise loader.error_from(exc, ()) from None
+        raise _validation_error(source, exc, ()) from None
     defaults = document.defaults.model_dump(exclude_unset=True) if document.defaults else {}
     subscribers: list[Subscriber] = []
     seen: dict[str, int] = {}
@@ -214,32 +274,33 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
         try:
             model = SubscriberModel.model_validate(merged)
         except ValidationError as exc:
-            raise loader.error_from(exc, where, defaults) from None
-        line = loader.line_of(where)
+            raise _validation_error(source, exc, where, defaults) from None
+        line = source.line_of(where)
         if model.name in seen:
-            raise loader.error(
+            raise source.error(
                 f"duplicate subscriber name {model.name!r} (first at line {seen[model.name]})", (*where, "name")
             )
         seen[model.name] = line
-        subscribers.append(_subscriber(model, loader, where, line))
+        subscribers.append(_subscriber(model, source, where, line))
     rules = [(rule.key, rule.name, rule.query) for s in subscribers for rule in s.rules]
     notes: dict[str, tuple[list[str], bool]] = {}  # query -> its warnings, and whether it reads the comment
 
     def inspect(query: str, tree: Node) -> None:
-        reads_comment = any(term.field is PaperField.COMMENT for term, _negated in iter_terms(tree))
-        notes[query] = (query_warnings(tree), reads_comment)
+        terms = iter_terms(tree)
+        reads_comment = any(term.field is PaperField.COMMENT for term, _negated in terms)
+        notes[query] = (query_warnings(tree, terms), reads_comment)
 
     try:
         rule_set = RuleSet.compile(rules, inspect)
     except QuerySyntaxError as exc:
-        raise loader.query_error(exc, subscribers) from None
+        raise _query_error(source, exc, subscribers) from None
     warnings: list[str] = []
     comment_rules: set[str] = set()
     for i, subscriber in enumerate(subscribers):
         for j, rule in enumerate(subscriber.rules):
             found, reads_comment = notes[rule.query]
             if found:
-                line = loader.line_of(("subscribers", i, "rules", j, "query"))
+                line = source.line_of(("subscribers", i, "rules", j, "query"))
                 warnings.extend(f"{path}:{line}: {warning}" for warning in found)
             if reads_comment:
                 comment_rules.add(rule.key)
@@ -252,22 +313,25 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     )
 
 
-def _subscriber(model: SubscriberModel, loader: _Loader, where: Path_, line: int) -> Subscriber:
+def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: int) -> Subscriber:
     if not model.email and not model.slack:
-        raise loader.error(f"subscriber {model.name!r} needs at least one of 'email' or 'slack'", where)
+        raise source.error(f"subscriber {model.name!r} needs at least one of 'email' or 'slack'", where)
     if not model.rules:
-        raise loader.error(f"subscriber {model.name!r} needs at least one rule under 'rules'", where)
+        raise source.error(f"subscriber {model.name!r} needs at least one rule under 'rules'", where)
     if not model.categories:
-        raise loader.error(f"subscriber {model.name!r} needs 'categories', e.g. [cs.DC]", where)
+        raise source.error(f"subscriber {model.name!r} needs 'categories', e.g. [cs.DC]", where)
     names = [rule.name for rule in model.rules]
     for j, name in enumerate(names):
         if names.index(name) != j:
-            raise loader.error(
+            raise source.error(
                 f"duplicate rule name {name!r} in subscriber {model.name!r}", (*where, "rules", j, "name")
             )
+    emails: dict[str, str] = {}  # one delivery per mailbox, however its address is spelt
+    for address in model.email:
+        emails.setdefault(address_key(address), address)
     return Subscriber(
         name=model.name,
-        emails=tuple(dict.fromkeys(model.email)),
+        emails=tuple(emails.values()),
         slack=tuple(dict.fromkeys(model.slack)),
         categories=tuple(dict.fromkeys(model.categories)),
         schedule=Schedule.parse(model.schedule),
@@ -278,136 +342,48 @@ def _subscriber(model: SubscriberModel, loader: _Loader, where: Path_, line: int
     )
 
 
-# libyaml's parser, when PyYAML was built with it, composes a large file about ten times faster.
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _validation_error(
+    source: YamlSource, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None
+) -> ConfigError:
+    """The first of pydantic's errors, at its place. Only its message is used: the input it quotes could be a
+    value taken from the environment."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(first["loc"])
+    field = ".".join(str(part) for part in loc)
+    if first["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        path: Path_ = (*base, *loc, "<key>")
+        where = (*base, *loc[:-1])
+        message = f"unknown key {key!r}" + (f" in {_describe(where)}" if where else "")
+        message += f"; known keys: {_known_keys(where)}"
+    elif first["type"] == "missing":
+        path = (*base, *loc[:-1])
+        message = f"missing required key {str(loc[-1])!r}" + (f" in {_describe(path)}" if path else "")
+    else:
+        path = (*base, *loc)
+        if defaults and loc and loc[0] in defaults and (*base, loc[0]) not in source.positions:
+            path = ("defaults", *loc)
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        message = f"{field}: {reason}"
+    return source.error(message, path)
 
 
-class _Loader:
-    """Turns YAML text into plain data while remembering where every value stood."""
-
-    def __init__(self, file: str, environ: Mapping[str, str]):
-        self.file = file
-        self.environ = environ
-        # path -> (line, column, where a one-line scalar's text starts after the column: 1 if quoted; else None)
-        self.positions: dict[Path_, tuple[int, int, int | None]] = {}
-        self._scalars = yaml.constructor.SafeConstructor()
-
-    def load(self, text: str) -> object:
-        try:
-            node = yaml.compose(text, Loader=_YAML_LOADER)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise ConfigError(
-                f"invalid YAML: {problem}",
-                file=self.file,
-                line=mark.line + 1 if mark else None,
-                column=mark.column + 1 if mark else None,
-            ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", file=self.file) from None
-        if node is None:
-            return {}
-        if not isinstance(node, yaml.MappingNode):
-            raise self._at(node, "the file must be a mapping with 'subscribers:' (and optionally 'defaults:')")
-        return self._convert(node, ())
-
-    def _convert(self, node: yaml.Node, path: Path_) -> object:
-        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1, _text_offset(node))
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, object] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                if not isinstance(key, str):
-                    raise self._at(key_node, "keys must be plain words")
-                if key in result:
-                    raise self._at(key_node, f"duplicate key {key!r}")
-                result[key] = self._convert(value_node, (*path, key))
-                self.positions[(*path, key, "<key>")] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                    None,
+def _query_error(source: YamlSource, exc: QuerySyntaxError, subscribers: list[Subscriber]) -> ConfigError:
+    key = getattr(exc, "key", "")
+    for i, subscriber in enumerate(subscribers):
+        for j, rule in enumerate(subscriber.rules):
+            if rule.key == key:
+                path: Path_ = ("subscribers", i, "rules", j, "query")
+                line, column, offset = source.positions.get(path, (1, 1, None))
+                if offset is not None:
+                    column += exc.query_column - 1 + offset
+                return source.error_at(
+                    f"rule {rule.name!r} of {subscriber.name!r}: {exc.message} (query column {exc.query_column})",
+                    line,
+                    column,
                 )
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        value = self._scalars.construct_object(node, deep=True)
-        self._scalars.constructed_objects.clear()  # scalars are never shared: keep no node alive
-        if isinstance(value, str):
-            return self._substitute(value, node)
-        return value
-
-    def _substitute(self, value: str, node: yaml.Node) -> str:
-        def replace(found: re.Match[str]) -> str:
-            name = found.group(1)
-            if name not in self.environ:
-                raise self._at(node, f"environment variable {name} is not set (referenced as ${{{name}}})")
-            return self.environ[name]
-
-        return _ENV_REF.sub(replace, value)
-
-    def _at(self, node: yaml.Node, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
-
-    def line_of(self, path: Path_) -> int:
-        while path and path not in self.positions:
-            path = path[:-1]
-        return self.positions.get(path, (1, 1, None))[0]
-
-    def error(self, message: str, path: Path_) -> ConfigError:
-        probe = path
-        while probe and probe not in self.positions:
-            probe = probe[:-1]
-        line, column, _ = self.positions.get(probe, (1, 1, None))
-        return ConfigError(message, file=self.file, line=line, column=column)
-
-    def error_from(
-        self, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None
-    ) -> ConfigError:
-        errors = exc.errors()
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        loc = tuple(first["loc"])
-        field = ".".join(str(part) for part in loc)
-        if first["type"] == "extra_forbidden":
-            key = str(loc[-1])
-            path: Path_ = (*base, *loc, "<key>")
-            where = (*base, *loc[:-1])
-            message = f"unknown key {key!r}" + (f" in {_describe(where)}" if where else "")
-            message += f"; known keys: {_known_keys(where)}"
-        elif first["type"] == "missing":
-            path = (*base, *loc[:-1])
-            message = f"missing required key {str(loc[-1])!r}" + (f" in {_describe(path)}" if path else "")
-        else:
-            path = (*base, *loc)
-            if defaults and loc and loc[0] in defaults and (*base, loc[0]) not in self.positions:
-                path = ("defaults", *loc)
-            reason = str(first["msg"]).removeprefix("Value error, ")
-            message = f"{field}: {reason}"
-        return self.error(message, path)
-
-    def query_error(self, exc: QuerySyntaxError, subscribers: list[Subscriber]) -> ConfigError:
-        key = getattr(exc, "key", "")
-        for i, subscriber in enumerate(subscribers):
-            for j, rule in enumerate(subscriber.rules):
-                if rule.key == key:
-                    path: Path_ = ("subscribers", i, "rules", j, "query")
-                    line, column, offset = self.positions.get(path, (1, 1, None))
-                    if offset is not None:
-                        column += exc.query_column - 1 + offset
-                    return ConfigError(
-                        f"rule {rule.name!r} of {subscriber.name!r}: {exc.message} (query column {exc.query_column})",
-                        file=self.file,
-                        line=line,
-                        column=column,
-                    )
-        return ConfigError(exc.message, file=self.file)
-
-
-def _text_offset(node: yaml.Node) -> int | None:
-    """Where a one-line scalar's text starts, after its first column (1 past a quote); None for anything else."""
-    if not isinstance(node, yaml.ScalarNode) or node.start_mark.line != node.end_mark.line:
-        return None
-    return 1 if node.style in ("'", '"') else 0
+    return source.error_at(exc.message)
 
 
 def _describe(path: Path_) -> str:

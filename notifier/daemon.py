@@ -3,7 +3,12 @@
 One cycle is poll -> plan (match, render, write the outbox) -> send. ``run`` repeats it: it polls shortly after
 each expected arXiv announcement (more often while one is overdue), plans digests as their schedules come due,
 retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on SIGHUP) and keeps the
-last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT.
+last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT (as ``once`` does:
+:func:`until_signalled`).
+
+A poll, with its backfills and API look-ups, stays within ``NOTIFIER_POLL_TIMEOUT`` seconds in all (a time budget of
+the politeness gate). ``run`` polls in a task of its own, one poll at a time, and keeps sending while it runs, so a
+stalled arXiv never holds up digests that are due; it plans again as soon as the poll is over.
 
 Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
 and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
@@ -16,9 +21,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import aiohttp
 
@@ -46,6 +52,8 @@ SHUTDOWN_GRACE = 5.0
 LEAD = "poll"  # the lead that polls, enriches and plans
 LEAD_WAIT = 5.0  # seconds ``once`` tries to take the lead before it only sends
 
+T = TypeVar("T")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,6 +64,7 @@ class CycleReport:
     polls: list[PollOutcome] = field(default_factory=list)
     plan: PlanReport = field(default_factory=PlanReport)
     sent: SendReport = field(default_factory=SendReport)
+    stopped: bool = False  # a signal stopped the cycle; what it did not send goes out at the next run
 
 
 class Notifier:
@@ -69,9 +78,9 @@ class Notifier:
         clock: Callable[[], datetime] = utcnow,
         recover_interrupted: bool = False,
     ):
-        """``recover_interrupted``: this process is the one that sends (``run``, ``once``), so deliveries a dead
-        process left mid-send are sent again at once (SQLite); commands that only look (``status``, ``preview``)
-        leave them to the daemon."""
+        """``recover_interrupted``: this process sends (``run``, ``once``, ``retry``) and holds the data
+        directory's lock (:mod:`notifier.lock`), so no other sender is alive on a SQLite store and deliveries left
+        mid-send are sent again at once; commands that only look (``status``, ``preview``) leave them alone."""
         self.recover_interrupted = recover_interrupted
         self.settings = settings
         self.config = config
@@ -83,6 +92,7 @@ class Notifier:
         self._leading: bool | None = None  # None until the first tick asks
         self._session: aiohttp.ClientSession | None = None
         self._channels: Channels | None = None
+        self._polling: asyncio.Task[datetime] | None = None  # the poll ``run`` runs beside its ticks
 
     async def __aenter__(self) -> Notifier:
         try:
@@ -141,10 +151,20 @@ class Notifier:
         assert self._store is not None, "use Notifier as an async context manager"
         return self._store
 
+    @contextlib.contextmanager
+    def poll_budget(self) -> Iterator[None]:
+        """Every request to arXiv made inside the block shares the poll's time budget (``NOTIFIER_POLL_TIMEOUT``)."""
+        seconds = self.settings.poll_timeout
+        with self.gate.time_budget(seconds, f"the poll's time budget of {seconds:g}s (NOTIFIER_POLL_TIMEOUT)"):
+            yield
+
     async def poll(self) -> list[PollOutcome]:
-        """Poll every feed, then recover through the API what the feeds missed (an item cap, downtime)."""
-        outcomes = await self.poller.poll(self.config.feed_keys)
-        await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
+        """Poll every feed, then recover through the API what the feeds missed (an item cap, downtime), within the
+        poll's time budget: a feed the budget does not reach is an error, polled first the next time."""
+        with self.poll_budget():
+            outcomes = await self.poller.poll(self.config.feed_keys)
+            self.metrics.record_polls(outcomes)
+            await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
         return outcomes
 
     async def enrich(self, *, force: bool) -> int:
@@ -181,19 +201,27 @@ class Notifier:
             await asyncio.sleep(0.5)
         return True
 
-    async def cycle(self, *, force_send: bool = False, poll: bool = True) -> CycleReport:
+    async def cycle(
+        self, *, force_send: bool = False, poll: bool = True, stop: asyncio.Event | None = None
+    ) -> CycleReport:
         """Poll (optionally), plan due digests (all of them when ``force_send``), and send what is due.
 
         Polling and planning need the lead; when another daemon keeps it for a few seconds, this cycle only sends.
+        Once ``stop`` is set, the cycle starts no new stage and claims no more deliveries (see :meth:`send`).
         """
         report = CycleReport()
+        stopping = stop.is_set if stop is not None else lambda: False
         if await self._wait_for_lead(LEAD_WAIT):
             if poll:
-                report.polls = await self.poll()
-                self.metrics.record_polls(report.polls)
-                await self.enrich(force=force_send)
-            report.plan = self.plan(force=force_send)
-        report.sent = await self.send()
+                with self.poll_budget():
+                    report.polls = await self.poll()
+                    if not stopping():
+                        await self.enrich(force=force_send)
+            if not stopping():
+                report.plan = self.plan(force=force_send)
+        if not stopping():
+            report.sent = await self.send(stop)
+        report.stopped = stopping()
         return report
 
     async def reload_config(self, *, force: bool = False) -> bool:
@@ -212,6 +240,10 @@ class Notifier:
             self.config_error = str(exc)
             log.error("config rejected, keeping the last good one: %s", exc)
             return False
+        except Exception as exc:  # a failure of the loader itself, not of the file: still no reason to stop
+            self.config_error = f"{self.settings.subscribers}: could not be loaded ({type(exc).__name__})"
+            log.error("config could not be loaded, keeping the last good one", exc_info=True)
+            return False
         self.config = config
         self.config_error = None
         self.store.register_subscribers((s.name for s in config.subscribers), self.clock())
@@ -228,24 +260,34 @@ class Notifier:
         log.info(
             "daemon started: %d subscribers, feeds %s", len(self.config.subscribers), ", ".join(self.config.feed_keys)
         )
-        while not stop.is_set():
-            try:
-                await self.reload_config(force=reload_requested.is_set())
-                reload_requested.clear()
-                next_poll = await self.tick(next_poll, stop)
-            except NotifierError as exc:
-                log.error("cycle failed, will try again: %s", exc)
-            wait = min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
-            await _wait_any((stop, reload_requested), wait.total_seconds())
+        try:
+            while not stop.is_set():
+                try:
+                    await self.reload_config(force=reload_requested.is_set())
+                    reload_requested.clear()
+                    next_poll = await self.tick(next_poll, stop, background_poll=True)
+                except NotifierError as exc:
+                    log.error("cycle failed, will try again: %s", exc)
+                # While a poll runs, the next pass comes after a tick, or as soon as the poll is over.
+                wait = TICK if self._polling else min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
+                await _wait_any((stop, reload_requested), wait.total_seconds(), self._polling)
+        finally:
+            await self._stop_polling()
         log.info("daemon stopping")
 
-    async def tick(self, next_poll: datetime, stop: asyncio.Event | None = None) -> datetime:
+    async def tick(
+        self, next_poll: datetime, stop: asyncio.Event | None = None, *, background_poll: bool = False
+    ) -> datetime:
         """One pass of the loop: as the leader, poll if ``next_poll`` has come, enrich and plan; then send.
 
         Returns when the next poll is due. A failure after the poll is logged here, so the poll is not repeated.
         Right after a poll, the papers of every subscriber's next digest are looked up in the API, so that arXiv
         is asked while it is being polled anyway and not when a digest comes due. A daemon that does not lead
         only sends, and asks again at the next tick; when it takes over, it polls when the stored feed state says.
+
+        With ``background_poll`` (``run``), the poll runs in a task of its own and this pass goes on without it:
+        it sends, and plans the due digests whose papers need nothing more from arXiv (the others wait for the
+        poll, which has the gate); the first pass after the poll is over plans everything due.
         """
         was_leading = self._leading
         if not self.lead():
@@ -253,25 +295,57 @@ class Notifier:
             return self.clock() + TICK
         if was_leading is False:
             next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
-        polled = self.clock() >= next_poll
-        if polled:
-            self.metrics.record_polls(await self.poll())
-            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
-            log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
+        if self._polling is None and self.clock() >= next_poll:
+            self._polling = asyncio.create_task(self._poll_round())
+        polled = False
+        if self._polling is not None and (self._polling.done() or not background_poll):
+            polling, self._polling = self._polling, None
+            next_poll = await polling
+            polled = True
         try:
-            await self.enrich(force=polled)
-            self.plan(force=False)
+            if self._polling is None:
+                if not polled:
+                    with self.poll_budget():
+                        await self.enrich(force=False)
+                self.plan(force=False)
+            elif not self.store.not_enriched(self.planner.papers_to_enrich(self.config, self.clock())):
+                self.plan(force=False)
             await self.send(stop)
         except NotifierError as exc:
             log.error("cycle failed, will try again: %s", exc)
         return next_poll
 
+    async def _poll_round(self) -> datetime:
+        """Poll, then look up the papers of every subscriber's next digest, in one time budget; returns when the
+        next poll is due. A failure after the poll is logged here, so the poll is not repeated."""
+        with self.poll_budget():
+            await self.poll()
+            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
+            log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
+            try:
+                await self.enrich(force=True)
+            except NotifierError as exc:
+                log.error("cycle failed, will try again: %s", exc)
+        return next_poll
 
-async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
-    """Return when any of ``events`` is set, or after ``seconds``."""
+    async def _stop_polling(self) -> None:
+        """Cancel a poll still running (the next start polls again) and reap it, so that its error surfaces."""
+        polling, self._polling = self._polling, None
+        if polling is None:
+            return
+        polling.cancel()
+        await asyncio.wait([polling])
+        if not polling.cancelled() and polling.exception() is not None:
+            log.error("poll failed: %s", polling.exception())
+
+
+async def _wait_any(
+    events: tuple[asyncio.Event, ...], seconds: float, task: asyncio.Task[datetime] | None = None
+) -> None:
+    """Return when any of ``events`` is set, ``task`` (if any) is done, or after ``seconds``."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waiters, *([task] if task else [])], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
@@ -284,28 +358,53 @@ def _mtime(settings: Settings) -> float | None:
         return None
 
 
-async def run_daemon(settings: Settings, config: Config) -> None:
-    """Run until SIGTERM or SIGINT; in-flight sends get a few seconds to finish, then are handed back."""
+async def until_signalled(work: Callable[[asyncio.Event], Awaitable[T]]) -> T | None:
+    """Run ``work(stop)`` to its end; SIGTERM or SIGINT sets ``stop``. ``run`` and ``once`` both stop this way.
+
+    Given ``stop``, the work claims no more deliveries and returns once those in flight are sent and recorded. If it
+    has not returned :data:`SHUTDOWN_GRACE` seconds after the signal, it is cancelled and None is returned: what
+    it still had in flight stays ``sending`` and is sent again at the next start.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with Notifier(settings, config, recover_interrupted=True) as app:
-        server = HttpServer(app, settings.http_host, settings.http_port) if settings.http_addr else None
-        if server is not None:
-            await server.start()
+
+    def stop_on(signum: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("%s received: finishing the sends in flight (up to %gs)", signum.name, SHUTDOWN_GRACE)
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop_on, signum)
+    task = asyncio.ensure_future(work(stop))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
         try:
-            task = asyncio.create_task(app.run(stop))
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                stopper.cancel()
-                task.result()
-                return
-            try:
-                await asyncio.wait_for(task, SHUTDOWN_GRACE)
-            except TimeoutError:
-                log.warning("in-flight sends handed back; they are sent again at the next start")
-        finally:
+            return await asyncio.wait_for(task, SHUTDOWN_GRACE)
+        except TimeoutError:
+            log.warning("in-flight sends handed back; they are sent again at the next start")
+            return None
+    finally:
+        stopper.cancel()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def run_daemon(settings: Settings, config: Config) -> None:
+    """Run until SIGTERM or SIGINT (see :func:`until_signalled`)."""
+
+    async def daemon(stop: asyncio.Event) -> None:
+        async with Notifier(settings, config, recover_interrupted=True) as app:
+            server = HttpServer(app, settings.http_host, settings.http_port) if settings.http_addr else None
             if server is not None:
-                await server.close()
+                await server.start()
+            try:
+                await app.run(stop)
+            finally:
+                if server is not None:
+                    await server.close()
+
+    await until_signalled(daemon)

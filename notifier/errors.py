@@ -8,11 +8,14 @@ error also derives from the built-in it resembles, so ``except ConnectionError``
     │   └── QuerySyntaxError                a rule's query does not parse; carries the column in the query
     ├── FeedError (ConnectionError)         arXiv could not be fetched or its answer could not be read
     │   ├── FeedHTTPError                   an HTTP status we do not accept (carries status and Retry-After)
+    │   ├── TimeBudgetError (TimeoutError)  the time allowed for a round of requests (a poll) ran out
     │   └── FeedParseError (ValueError)     the body is not a feed we can trust (malformed, HTML, too large, bomb)
     ├── DeliveryError                       a channel refused or failed a message
     │   ├── TemporaryDeliveryError          worth retrying later (4xx SMTP, 429/5xx Slack, dropped connection)
     │   └── PermanentDeliveryError          retrying cannot help (5xx SMTP for a recipient, channel_not_found)
-    └── StoreError                          the database could not be read or written
+    │       └── AddressError (ValueError)   an address that no message can carry (unparsable, control characters)
+    ├── StoreError                          the database could not be read or written
+    └── DataDirBusyError                    another notifier holds the data directory's lock (exit code 5)
 """
 
 from __future__ import annotations
@@ -63,6 +66,17 @@ class FeedHTTPError(FeedError):
         super().__init__(message)
 
 
+class TimeBudgetError(FeedError, TimeoutError):
+    """The time allowed for a round of requests to arXiv (a poll) ran out before this request could be answered.
+
+    ``reached`` is False when the request was never sent: the budget was spent before its turn came.
+    """
+
+    def __init__(self, message: str, *, reached: bool):
+        self.reached = reached
+        super().__init__(message)
+
+
 class FeedParseError(FeedError, ValueError):
     """The body is not a feed we can trust: malformed XML, an HTML error page, too large, or an entity bomb."""
 
@@ -90,5 +104,18 @@ class PermanentDeliveryError(DeliveryError):
     """Delivery failed for a reason retrying cannot fix; the delivery is marked failed."""
 
 
+class AddressError(PermanentDeliveryError, ValueError):
+    """A recipient or sender address cannot be written into a message: it does not parse, or it holds characters
+    a mail header cannot carry. Permanent (only a config change helps), and a ``ValueError`` like any bad value."""
+
+
 class StoreError(NotifierError):
     """The database could not be read or written."""
+
+
+class DataDirBusyError(NotifierError):
+    """Another notifier process holds the data directory's lock (it is sending from the same SQLite database)."""
+
+    def __init__(self, message: str, *, pid: int | None):
+        self.pid = pid
+        super().__init__(message)

@@ -40,9 +40,8 @@ FEED_ROOTS = frozenset({"rss", f"{{{RDF_NS}}}RDF", f"{{{ATOM_NS}}}feed"})
 _ID = r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Za-z]{2})?/\d{7})v(?P<version>\d+)"
 ARXIV_ID = re.compile(_ID)
 _ANNOUNCE = re.compile(r"Announce Type:\s*(?P<type>[a-z][a-z\-]*)")
-_RDF_TITLE = re.compile(
-    r"^(?P<title>.*?)\s*\(arXiv:" + _ID + r"\s*\[(?P<cat>[^\]]+)\]\s*(?P<flag>UPDATED|CROSS LISTED)?\)\s*$", re.DOTALL
-)
+# The tail of a legacy title, "Title. (arXiv:1209.2411v1 [math.PR] UPDATED)", matched from its last "(arXiv:" only.
+_RDF_SUFFIX = re.compile(r"\(arXiv:" + _ID + r"\s*\[(?P<cat>[^\]]+)\]\s*(?P<flag>UPDATED|CROSS LISTED)?\)\s*")
 # Subject classes listed under another archive's feed (math-ph papers are math.MP in the math feed).
 _LEGACY_ALIASES = {"math-ph": "math.MP"}
 _TAG = re.compile(r"<[^>]*>")
@@ -249,9 +248,10 @@ def _paper(entry: Any) -> Paper | None:
 
 
 def _legacy_paper(entry: Any, categories: list[str], pub: datetime | None) -> Paper | None:
-    match = _RDF_TITLE.match(str(entry.get("title") or ""))
-    if match is None:
+    found = _split_rdf_title(str(entry.get("title") or ""))
+    if found is None:
         return None
+    title, match = found
     primary = match.group("cat").strip()
     canonical = _LEGACY_ALIASES.get(primary, primary)
     in_feed = (
@@ -263,13 +263,24 @@ def _legacy_paper(entry: Any, categories: list[str], pub: datetime | None) -> Pa
     return Paper(
         arxiv_id=match.group("id"),
         version=int(match.group("version")),
-        title=clean_display(match.group("title")).removesuffix("."),
+        title=clean_display(title).removesuffix("."),
         abstract=clean_display(_TAG.sub(" ", str(entry.get("summary") or ""))),
         authors=split_authors(creators),
         categories=(primary,),
         announce_type=announce,
         announced=pub.astimezone(EASTERN).date() if pub else None,
     )
+
+
+def _split_rdf_title(text: str) -> tuple[str, re.Match[str]] | None:
+    """A legacy title split into the title and its "(arXiv:ID [cat] FLAG)" tail; None without such a tail.
+
+    One search from the last "(arXiv:", so the time grows with the title's length, not with its square (a lazy
+    title group before the tail rescans every whitespace run once per character).
+    """
+    start = text.rfind("(arXiv:")
+    tail = _RDF_SUFFIX.fullmatch(text, start) if start >= 0 else None
+    return None if tail is None else (text[:start].rstrip(), tail)
 
 
 def _parse_date(text: object) -> datetime | None:

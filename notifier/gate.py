@@ -5,6 +5,10 @@ User-Agent. :class:`PoliteGate` enforces that for the RSS feeds and the export A
 request in flight), a minimum spacing between the *starts* of any two requests, ``Retry-After`` honoured on
 429/503 (and remembered, so the next request waits too), exponential backoff with jitter on transient failures,
 a bounded number of attempts, a total timeout per attempt and a cap on the body size, enforced while reading.
+A round of requests (a poll) can share a time budget (:meth:`PoliteGate.time_budget`): attempts are cut to what is
+left of it, and once it is spent every request fails at once, so a stalled arXiv holds no one for long.
+Redirects are followed only on the server asked (same host and port, or http to https), a few at most: a request
+to arXiv never goes anywhere else.
 
 The gate does not judge statuses other than the transient ones: it returns 2xx, 3xx and 4xx answers as a
 :class:`GateResponse` and leaves their meaning to the caller. aiohttp errors are translated to
@@ -14,10 +18,12 @@ The gate does not judge statuses other than the transient ones: it returns 2xx, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,7 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from notifier import __version__
-from notifier.errors import FeedError, FeedHTTPError, FeedParseError
+from notifier.errors import FeedError, FeedHTTPError, FeedParseError, TimeBudgetError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +42,8 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 _CHUNK = 64 * 1024
 
 
@@ -70,6 +78,17 @@ class GateResponse:
     headers: CIMultiDictProxy[str]
     body: bytes
     url: str
+
+
+@dataclass(frozen=True, slots=True)
+class _TimeBudget:
+    gate: PoliteGate
+    deadline: float  # on the gate's clock
+    name: str  # what ran out, in messages
+
+
+# The time budget of the requests the current task makes (see PoliteGate.time_budget); tasks do not share it.
+_time_budget: ContextVar[_TimeBudget | None] = ContextVar("notifier_gate_time_budget", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +143,37 @@ class PoliteGate:
         """Every request sent so far, oldest first."""
         return tuple(self._log)
 
+    @contextlib.contextmanager
+    def time_budget(self, seconds: float, name: str) -> Iterator[None]:
+        """The requests this task makes inside the block share ``seconds``: an attempt's timeout is cut to what is
+        left, a wait (spacing, backoff, Retry-After) that would end past it is not begun, and once it is spent each
+        request fails at once with :class:`TimeBudgetError`, which callers handle as any failed request. ``name``
+        says in messages what ran out. A budget inside another ends no later than the outer one."""
+        deadline = self._clock() + seconds
+        outer = _time_budget.get()
+        if outer is not None and outer.gate is self and outer.deadline <= deadline:
+            deadline, name = outer.deadline, outer.name
+        token = _time_budget.set(_TimeBudget(self, deadline, name))
+        try:
+            yield
+        finally:
+            _time_budget.reset(token)
+
+    def _budget_left(self, at: float, url: str, attempt: int, last_error: FeedError | None) -> float | None:
+        """Seconds the current time budget has left at ``at`` (gate clock), None without one; raises
+        :class:`TimeBudgetError` when nothing is left for ``attempt`` of ``url``."""
+        budget = _time_budget.get()
+        if budget is None or budget.gate is not self:
+            return None
+        left = budget.deadline - at
+        if left > 0:
+            return left
+        if last_error is None:
+            raise TimeBudgetError(f"{budget.name} ran out before {url} was asked", reached=False)
+        raise TimeBudgetError(
+            f"{budget.name} ran out before {url} was answered (last attempt: {last_error})", reached=True
+        )
+
     async def get(
         self, url: str, *, params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None
     ) -> GateResponse:
@@ -131,7 +181,8 @@ class PoliteGate:
 
         Raises :class:`FeedHTTPError` when the attempts run out on 429/5xx (or the server asks to wait longer
         than ``max_retry_after``), :class:`FeedParseError` when the body exceeds ``max_bytes`` and
-        :class:`FeedError` when the connection fails or times out on every attempt.
+        :class:`FeedError` when the connection fails or times out on every attempt, and
+        :class:`TimeBudgetError` when the current :meth:`time_budget` runs out first.
         """
         full_url = str(URL(url).update_query(dict(params))) if params else url
         send_headers = CIMultiDict(headers or {})
@@ -140,10 +191,10 @@ class PoliteGate:
         for attempt in range(1, self.max_attempts + 1):
             delay: float | None = None
             async with self._lock:
-                await self._wait_turn()
+                limit = await self._wait_turn(full_url, attempt, last_error)
                 try:
-                    response = await self._attempt(full_url, send_headers, attempt)
-                except FeedParseError:
+                    response = await self._attempt(full_url, send_headers, attempt, limit)
+                except (FeedParseError, FeedHTTPError):  # an answer retrying cannot change
                     raise
                 except FeedError as exc:
                     last_error = exc
@@ -166,6 +217,7 @@ class PoliteGate:
             if delay is None:
                 delay = self._backoff(attempt)
                 self._not_before = max(self._not_before, self._clock() + delay)
+            self._budget_left(self._clock() + delay, full_url, attempt + 1, last_error)
             logger.warning(
                 "retrying %s in %.1fs (attempt %d of %d): %s",
                 full_url,
@@ -184,25 +236,30 @@ class PoliteGate:
         step = min(self._backoff_max, self._backoff_base * 2.0 ** (attempt - 1))
         return step / 2 + step / 2 * self._jitter()
 
-    async def _wait_turn(self) -> None:
+    async def _wait_turn(self, url: str, attempt: int, last_error: FeedError | None) -> float:
+        """Wait for the next request's turn; returns its timeout, cut to what the time budget has left."""
         now = self._clock()
         ready = self._not_before
         if self._last_start is not None:
             ready = max(ready, self._last_start + self.min_interval)
+        self._budget_left(max(ready, now), url, attempt, last_error)
         if ready > now:
             await self._sleep(ready - now)
+        left = self._budget_left(self._clock(), url, attempt, last_error)
+        return self.timeout if left is None else min(self.timeout, left)
 
-    async def _attempt(self, url: str, headers: CIMultiDict[str], attempt: int) -> GateResponse:
+    async def _attempt(self, url: str, headers: CIMultiDict[str], attempt: int, limit: float) -> GateResponse:
+        """One request, answered within ``limit`` seconds."""
         started = self._clock()
         self._last_start = started
         self._log.append(RequestRecord(at=started, url=url, attempt=attempt))
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 response = await self._fetch(url, headers)
         except TimeoutError as exc:
-            logger.info("GET %s -> timeout after %.1fs (attempt %d)", url, self.timeout, attempt)
-            raise FeedError(f"arXiv did not answer {url} within {self.timeout:g}s") from exc
-        except FeedParseError as exc:
+            logger.info("GET %s -> timeout after %.1fs (attempt %d)", url, limit, attempt)
+            raise FeedError(f"arXiv did not answer {url} within {round(limit, 1):g}s") from exc
+        except (FeedParseError, FeedHTTPError) as exc:
             logger.info("GET %s -> refused: %s (attempt %d)", url, exc, attempt)
             raise
         except aiohttp.ClientError as exc:
@@ -219,19 +276,47 @@ class PoliteGate:
         return response
 
     async def _fetch(self, url: str, headers: CIMultiDict[str]) -> GateResponse:
-        async with self._session.get(url, headers=headers, allow_redirects=True) as resp:
-            declared = resp.content_length
-            if declared is not None and declared > self.max_bytes:
+        current, status = URL(url), 0
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
+                location, status = resp.headers.get("Location"), resp.status
+                if status not in REDIRECT_STATUSES or not location:
+                    return await self._read(url, resp)
+                current = _redirect_target(url, current, location, status)
+        raise FeedHTTPError(f"arXiv redirected {url} more than {MAX_REDIRECTS} times; not following", status=status)
+
+    async def _read(self, url: str, resp: aiohttp.ClientResponse) -> GateResponse:
+        declared = resp.content_length
+        if declared is not None and declared > self.max_bytes:
+            resp.close()
+            raise FeedParseError(
+                f"{url} announced {declared} bytes, more than the {self.max_bytes}-byte limit; not reading it"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
                 resp.close()
-                raise FeedParseError(
-                    f"{url} announced {declared} bytes, more than the {self.max_bytes}-byte limit; not reading it"
-                )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                size += len(chunk)
-                if size > self.max_bytes:
-                    resp.close()
-                    raise FeedParseError(f"{url} sent more than the {self.max_bytes}-byte limit; stopped reading")
-                chunks.append(chunk)
-            return GateResponse(status=resp.status, headers=resp.headers, body=b"".join(chunks), url=str(resp.url))
+                raise FeedParseError(f"{url} sent more than the {self.max_bytes}-byte limit; stopped reading")
+            chunks.append(chunk)
+        return GateResponse(status=resp.status, headers=resp.headers, body=b"".join(chunks), url=str(resp.url))
+
+
+def _redirect_target(url: str, current: URL, location: str, status: int) -> URL:
+    """Where a redirect from ``current`` leads, when it stays on the same server; else :class:`FeedHTTPError`."""
+    try:
+        target = current.join(URL(location))
+    except ValueError as exc:
+        raise FeedHTTPError(f"arXiv redirected {url} to an unreadable address: {exc}", status=status) from None
+    same_host = (target.raw_host or "").lower() == (current.raw_host or "").lower()
+    same_port = target.scheme == current.scheme and target.port == current.port
+    upgrade = (current.scheme, current.port, target.scheme, target.port) == ("http", 80, "https", 443)
+    if not (same_host and (same_port or upgrade)):
+        raise FeedHTTPError(
+            f"arXiv redirected {url} to another server ({target.scheme}://{target.raw_host}:{target.port}); not"
+            " followed: requests to arXiv stay on the configured host (if arXiv moved, update NOTIFIER_ARXIV_RSS_URL"
+            " or NOTIFIER_ARXIV_API_URL)",
+            status=status,
+        )
+    return target

@@ -20,6 +20,7 @@ _FIELD_PREFIX = re.compile(r"^(?:ti|abs|au|cat|co|all):", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _SPACES = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 FIELD_LABELS = {
     Field.TITLE: "title",
@@ -39,6 +40,11 @@ class Segment:
 
 
 Segments = tuple[Segment, ...]
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate (which no encoding can carry; YAML escapes can make one) as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def one_line(text: str) -> str:

@@ -10,6 +10,8 @@
 =====================  ==============================================================================================
 
 Requests are not logged (unsubscribe URLs carry tokens); an unsubscription is logged once, by the store's action.
+Slow or stalled clients are cut off and the open connections are capped (:mod:`notifier.http_guard`), so the
+health check keeps answering.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier.errors import NotifierError, StoreError
+from notifier.http_guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
 
 if TYPE_CHECKING:
     from notifier.daemon import Notifier
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024
 SHUTDOWN_TIMEOUT = 2.0
+LINGER = 1.0  # seconds the rest of an unread request body is still read (and dropped) before the connection closes
 _APP_KEY: web.AppKey[Notifier] = web.AppKey("notifier")
 _CONFIG_PLACE = re.compile(r":(?P<line>\d+):(?:\d+:)? (?P<message>.*)$", re.DOTALL)
 _SECURITY_HEADERS = {
@@ -143,8 +147,8 @@ async def _unsubscribe(request: web.Request) -> web.Response:
     return _page("Unsubscribed", body)
 
 
-def make_app(notifier: Notifier) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def make_app(notifier: Notifier, guard: ConnectionGuard | None = None) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[] if guard is None else [guard.middleware])
     app[_APP_KEY] = notifier
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -155,19 +159,38 @@ def make_app(notifier: Notifier) -> web.Application:
 
 
 class HttpServer:
-    """Serves :func:`make_app` on ``host:port`` (port 0: a free one); ``close()`` is idempotent."""
+    """Serves :func:`make_app` on ``host:port`` (port 0: a free one), within the limits of a
+    :class:`~notifier.http_guard.ConnectionGuard`; ``close()`` is idempotent."""
 
-    def __init__(self, notifier: Notifier, host: str, port: int):
+    def __init__(
+        self,
+        notifier: Notifier,
+        host: str,
+        port: int,
+        *,
+        max_connections: int | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ):
         self.notifier = notifier
         self.host = host
         self.port = port
+        self.guard = ConnectionGuard(
+            max_connections=max_connections, header_timeout=header_timeout, request_timeout=request_timeout
+        )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> HttpServer:
-        runner = web.AppRunner(make_app(self.notifier), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        runner = web.AppRunner(
+            make_app(self.notifier, self.guard),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            handler_cancellation=True,
+            lingering_time=LINGER,
+        )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await GuardedSite(runner, self.host, self.port, self.guard).start()
         except OSError as exc:
             await runner.cleanup()
             raise NotifierError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc

@@ -30,7 +30,7 @@ from notifier.errors import QuerySyntaxError
 from notifier.index import PaperIndex
 from notifier.lexicon import TermLexicon
 from notifier.models import Hit, Match, Paper
-from notifier.query import Node, Not, Or, Term, parse_query
+from notifier.query import And, Node, Not, Or, Term, parse_query
 
 # Operations of the graph. Nodes below the number of terms are the terms themselves.
 _AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
@@ -49,7 +49,11 @@ class _Level:
 
 
 class _GraphBuilder:
-    """Hash-consing construction of the rule graph."""
+    """Hash-consing construction of the rule graph.
+
+    Trees are walked with a stack of their own, not by recursion, and the graph's depth is computed in one pass
+    over the operations in the order they were made, so no rule, however deep, can exhaust the interpreter's stack.
+    """
 
     def __init__(self) -> None:
         self.terms: dict[Term, int] = {}
@@ -66,21 +70,39 @@ class _GraphBuilder:
             self.ops.append(key)
         return found
 
-    def add(self, node: Node) -> int:
-        if isinstance(node, Term):
-            return self.terms.setdefault(node, len(self.terms))
-        if isinstance(node, Not):
-            if isinstance(node.child, Not):
-                return self.add(node.child.child)
-            return self.node(_NOT, self.add(node.child), -1)
+    def add(self, root: Node) -> int:
+        """The graph node of the tree ``root``: its children first (left to right), then the node itself."""
+        if isinstance(root, Term):
+            return self.terms.setdefault(root, len(self.terms))
+        done: list[int] = []  # graph ids of the finished subtrees, in order
+        pending: list[tuple[Node, bool]] = [(root, False)]  # (tree node, its children are done)
+        while pending:
+            node, ready = pending.pop()
+            if isinstance(node, Term):
+                done.append(self.terms.setdefault(node, len(self.terms)))
+            elif isinstance(node, Not) and isinstance(node.child, Not):
+                pending.append((node.child.child, False))
+            elif not ready:
+                pending.append((node, True))
+                pending.extend((child, False) for child in reversed(_operands(node)))
+            elif isinstance(node, Not):
+                done.append(self.node(_NOT, done.pop(), -1))
+            else:
+                count = len(node.children)
+                ids = done[-count:]
+                del done[-count:]
+                done.append(self._combine(node, ids))
+        return done[0]
+
+    def _combine(self, node: And | Or, ids: list[int]) -> int:
+        """Fold the graph ids of ``node``'s operands (in :func:`_operands` order) into one node."""
         if isinstance(node, Or):
-            ids = [self.add(child) for child in node.children]
             acc = ids[0]
             for other in ids[1:]:
                 acc = self.node(_OR, acc, other)
             return acc
-        positive = [self.add(child) for child in node.children if not isinstance(child, Not)]
-        negative = [self.add(child.child) for child in node.children if isinstance(child, Not)]
+        positives = sum(1 for child in node.children if not isinstance(child, Not))
+        positive, negative = ids[:positives], ids[positives:]
         acc = positive[0] if positive else self.node(_NOT, negative.pop(0), -1)
         for other in positive[1:]:
             acc = self.node(_AND, acc, other)
@@ -114,6 +136,16 @@ class _GraphBuilder:
         graph.freeze()
         terms = sorted(self.terms, key=self.terms.__getitem__)
         return terms, graph, np.fromiter((final[resolve(root)] for root in roots), np.int64, len(roots))
+
+
+def _operands(node: Not | And | Or) -> list[Node]:
+    """What ``node`` is built from: an AND takes its positive children, then what its NOT children negate."""
+    if isinstance(node, Not):
+        return [node.child]
+    if isinstance(node, Or):
+        return list(node.children)
+    positive = [child for child in node.children if not isinstance(child, Not)]
+    return positive + [child.child for child in node.children if isinstance(child, Not)]
 
 
 class _Graph:
@@ -269,15 +301,29 @@ class RuleSet:
         )
 
     def _positive_terms(self, node: int) -> list[int]:
-        """Terms of ``node`` not under a NOT, in query order: the ones that can explain a match."""
-        if node < len(self._terms):
-            return [node]
-        op, left, right = self._graph.node(node)
-        if op == _NOT:
-            return []
-        if op == _AND_NOT:
-            return self._positive_terms(left)
-        return self._positive_terms(left) + self._positive_terms(right)
+        """Distinct terms of ``node`` not under a NOT, in query order: the ones that can explain a match.
+
+        A walk with a stack of its own (a rule's graph is as deep as its longest chain of ANDs), visiting each
+        shared node once.
+        """
+        found: list[int] = []
+        seen: set[int] = set()
+        pending = [node]
+        term_count = len(self._terms)
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if current < term_count:
+                found.append(current)
+                continue
+            op, left, right = self._graph.node(current)
+            if op == _AND_NOT:
+                pending.append(left)
+            elif op != _NOT:
+                pending += (right, left)
+        return found
 
 
 _EMPTY: Ints = np.empty(0, dtype=np.int64)
@@ -358,7 +404,7 @@ class MatchBatch:
         rules, index = self._rules, self._index
         rule = self._selected[key]
         root = int(rules._roots[rule])
-        explained = list(dict.fromkeys(rules._positive_terms(root)))
+        explained = rules._positive_terms(root)
         name = rules._names[rule]
         matches: list[Match] = []
         for paper in self.paper_indices(key).tolist():

@@ -1,8 +1,8 @@
 """Prometheus metrics of one running instance, in a registry of its own (never the process-global one).
 
-Counters and the latency histogram are updated where things happen (polls, plans, sends). The outbox depth and
-the time each feed last brought new papers are read from the store when ``/metrics`` is scraped, so they are
-right after a restart too.
+Counters and the latency histogram are updated where things happen (polls, plans, sends). The outbox depth, the
+time each feed last brought new papers and how many subscribers' digests are failing are read from the store when
+``/metrics`` is scraped, so they are right after a restart too.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class _StoreGauges:
         try:
             counts = self.store.delivery_counts()
             last_new = self.store.last_new_items()
+            failing = len(self.store.plan_failures())
         except StoreError as exc:
             log.warning("metrics: cannot read the store: %s", exc)
             return
@@ -50,6 +51,11 @@ class _StoreGauges:
         for feed, moment in sorted(last_new.items()):
             announced.add_metric([feed], moment.timestamp())
         yield announced
+        yield GaugeMetricFamily(
+            "notifier_subscribers_failing",
+            "Subscribers whose last digest could not be planned or rendered (notifier status lists them)",
+            value=failing,
+        )
 
 
 class Metrics:
@@ -66,6 +72,11 @@ class Metrics:
         )
         self.matches = Counter("notifier_matches", "Papers matched into digests", registry=self.registry)
         self.digests = Counter("notifier_digests", "Digests written to the outbox", registry=self.registry)
+        self.plan_failures = Counter(
+            "notifier_plan_failures",
+            "Digests that could not be planned or rendered (each failed attempt of one subscriber's digest)",
+            registry=self.registry,
+        )
         self.deliveries = Counter(
             "notifier_deliveries",
             "Delivery attempts by channel and outcome (sent, retry, failed)",
@@ -94,6 +105,9 @@ class Metrics:
     def record_digest(self, papers: int) -> None:
         self.digests.inc()
         self.matches.inc(papers)
+
+    def record_plan_failures(self, count: int) -> None:
+        self.plan_failures.inc(count)
 
     def record_delivery(self, channel: str, state: str, latency: timedelta | None = None) -> None:
         self.deliveries.labels(channel, state).inc()

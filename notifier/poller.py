@@ -12,6 +12,10 @@ day, a repeat and a 304 are not one, so the feed stays late and a later poll (or
 Cadence: the first poll comes :data:`GRACE_AFTER_ANNOUNCEMENT` after the feed for an announcement day is due
 (:func:`notifier.calendar.announcement_time`), then every ``poll_interval`` while it is overdue, hourly once it is
 stale, and none at all from a successful poll until the next announcement is due.
+
+A poll's time is bounded: the daemon runs it inside a time budget of the politeness gate (``NOTIFIER_POLL_TIMEOUT``).
+A feed the budget ran out on is an error like any other. Feeds the poll never reached are recorded as errors too,
+dated when the poll began, so that the next poll, which takes the feeds polled longest ago first, starts with them.
 """
 
 from __future__ import annotations
@@ -20,14 +24,15 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from notifier import calendar
-from notifier.errors import FeedError
+from notifier.errors import FeedError, TimeBudgetError
 from notifier.feeds import fetch_feed
 from notifier.gate import PoliteGate
 from notifier.settings import Settings
 from notifier.store_factory import StoreLike
+from notifier.store_sql import FeedState
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +76,39 @@ class Poller:
         self.clock = clock
 
     async def poll(self, feed_keys: Iterable[str]) -> list[PollOutcome]:
-        return [await self.poll_one(key) for key in feed_keys]
+        """Poll each feed, the one polled longest ago first; the outcomes come in the order of ``feed_keys``."""
+        keys = list(feed_keys)
+        began = self.clock()
+        states = {key: self.store.feed_state(key) for key in keys}
+        order = sorted(keys, key=lambda key: _last_polled(states[key]))
+        outcomes: dict[str, PollOutcome] = {}
+        not_reached: list[str] = []
+        for key in order:
+            try:
+                outcomes[key] = await self.poll_one(key)
+            except TimeBudgetError as exc:  # never asked: recorded as of the poll's start, so it comes first next time
+                self.store.record_poll(key, at=began, status="error", error=str(exc))
+                outcomes[key] = PollOutcome(key, "error", error=str(exc), previous=_announced(states[key]))
+                not_reached.append(key)
+        if not_reached:
+            log.warning(
+                "poll time budget spent: %d of %d feeds not reached (%s); the next poll starts with them",
+                len(not_reached),
+                len(keys),
+                ", ".join(not_reached),
+            )
+        return [outcomes[key] for key in keys]
 
     async def poll_one(self, feed_key: str) -> PollOutcome:
+        """Poll one feed and record the outcome; raises :class:`TimeBudgetError` only when it was never asked."""
         state = self.store.feed_state(feed_key)
         previous = state.last_announced if state else None
         categories = feed_key.split("+")
         try:
             result = await fetch_feed(self.gate, self.settings.arxiv_rss_url, categories, state.etag if state else None)
         except FeedError as exc:
+            if isinstance(exc, TimeBudgetError) and not exc.reached:
+                raise
             self.store.record_poll(feed_key, at=self.clock(), status="error", error=str(exc))
             log.warning("poll of %s failed; keeping what is stored, will try again: %s", feed_key, exc)
             return PollOutcome(feed_key, "error", error=str(exc), previous=previous)
@@ -176,3 +205,12 @@ class Poller:
         if not calendar.is_announcement_day(today):
             return f"arXiv did not announce on {today:%a %d %b} (weekend or holiday)"
         return "nothing new matched your rules"
+
+
+def _last_polled(state: FeedState | None) -> datetime:
+    never = datetime.min.replace(tzinfo=UTC)
+    return (state.last_polled or never) if state is not None else never
+
+
+def _announced(state: FeedState | None) -> date | None:
+    return state.last_announced if state is not None else None

@@ -21,6 +21,11 @@ Grammar, loosest binding first::
   within one author's name, and a one-letter token is an initial (``au:"Y Zhang"`` matches "Yongle Zhang").
 - ``cat:`` terms are whole categories compared without case (``cat:cs.LG``); ``cat:cs.*`` is a prefix.
 - ``NOT`` may stand alone: ``NOT survey`` selects every paper without "survey". Negated terms never produce hits.
+
+Limits, so that no query can exhaust the stack or the rule graph: a query is at most :data:`MAX_QUERY_LENGTH`
+characters, holds at most :data:`MAX_TERMS` terms, and nests parentheses and ``NOT`` at most :data:`MAX_DEPTH`
+deep (``NOT (a OR NOT b)`` is 3 deep). The parser counts the depth before it descends, so its recursion is bounded;
+the walks over a parsed tree (:func:`iter_terms`) use no recursion at all.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ PREFIXES: dict[str, Field] = {
 }
 _EXPECTED_PREFIXES = ", ".join(f"{name}:" for name in PREFIXES)
 _MIN_PREFIX_LETTERS = 2
+MAX_QUERY_LENGTH = 2000  # characters
+MAX_TERMS = 200  # words, phrases and names in one query
+MAX_DEPTH = 32  # parentheses and NOTs, nested
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +114,16 @@ def _describe(lexeme: _Lexeme) -> str:
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_QUERY_LENGTH:
+            raise self.error(
+                f"the query is {len(text):,} characters long; at most {MAX_QUERY_LENGTH:,} are allowed (split it "
+                "into several rules)",
+                MAX_QUERY_LENGTH + 1,
+            )
         self.lexemes = self._lex(text)
         self.pos = 0
+        self.depth = 0  # parentheses and NOTs open at the current lexeme
+        self.terms = 0
 
     def error(self, message: str, column: int) -> QuerySyntaxError:
         return QuerySyntaxError(message, query=self.text, column=column)
@@ -171,9 +187,23 @@ class _Parser:
 
     def parse_unary(self, field: Field | None) -> Node:
         if self.current.kind == "NOT":
-            self.expect_start(self.advance())
-            return Not(self.parse_unary(field))
+            operator = self.advance()
+            self.expect_start(operator)
+            self.descend(operator)
+            node = Not(self.parse_unary(field))
+            self.depth -= 1
+            return node
         return self.parse_primary(field)
+
+    def descend(self, lexeme: _Lexeme) -> None:
+        """Enter one more level of parentheses or NOT, refusing to go deeper than :data:`MAX_DEPTH`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(
+                f"the query nests parentheses and NOTs more than {MAX_DEPTH} deep at '{lexeme.text}'; "
+                "simplify it or split it into several rules",
+                lexeme.column,
+            )
 
     def parse_primary(self, field: Field | None) -> Node:
         lexeme = self.current
@@ -194,7 +224,9 @@ class _Parser:
             self.advance()
             if self.current.kind == "close":
                 raise self.error(f"empty parentheses; expected {_EXPECT_TERM}", lexeme.column)
+            self.descend(lexeme)
             node = self.parse_or(field)
+            self.depth -= 1
             if self.current.kind != "close":
                 raise self.error(
                     f"expected ')' to close the '(' at column {lexeme.column}, found {_describe(self.current)}",
@@ -208,6 +240,9 @@ class _Parser:
         raise self.error(f"expected {_EXPECT_TERM}, found {_describe(lexeme)}", lexeme.column)
 
     def make_term(self, lexeme: _Lexeme, field: Field | None) -> Term:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.error(f"the query has more than {MAX_TERMS} terms; split it into several rules", lexeme.column)
         raw = lexeme.text[1:-1] if lexeme.kind == "phrase" else lexeme.text
         label = raw if lexeme.kind == "word" else lexeme.text
         if field is not None:
@@ -245,9 +280,17 @@ def iter_terms(node: Node, *, negated: bool = False) -> list[tuple[Term, bool]]:
     """Every term of ``node`` in query order, each with whether it sits under an odd number of NOTs."""
     if isinstance(node, Term):
         return [(node, negated)]
-    if isinstance(node, Not):
-        return iter_terms(node.child, negated=not negated)
-    return [pair for child in node.children for pair in iter_terms(child, negated=negated)]
+    found: list[tuple[Term, bool]] = []
+    pending: list[tuple[Node, bool]] = [(node, negated)]  # a stack, not recursion: a tree may be made deep
+    while pending:
+        current, flipped = pending.pop()
+        if isinstance(current, Term):
+            found.append((current, flipped))
+        elif isinstance(current, Not):
+            pending.append((current.child, not flipped))
+        else:
+            pending.extend((child, flipped) for child in reversed(current.children))
+    return found
 
 
 COMMON_WORDS = frozenset(
@@ -264,10 +307,11 @@ def _is_common(word: str) -> bool:
     return any(variant in COMMON_WORDS for variant in plural_variants(word))
 
 
-def query_warnings(node: Node) -> list[str]:
-    """Advice about a rule that parses but will probably not do what its author wants."""
+def query_warnings(node: Node, terms: list[tuple[Term, bool]] | None = None) -> list[str]:
+    """Advice about a rule that parses but will probably not do what its author wants (``terms``: its
+    :func:`iter_terms`, when the caller has them already)."""
     warnings: list[str] = []
-    terms = iter_terms(node)
+    terms = iter_terms(node) if terms is None else terms
     if all(negated for _, negated in terms):
         words = " ".join(term.label for term, _ in terms)
         warnings.append(f"rule only excludes ({words}); it will match every other paper")

@@ -29,6 +29,7 @@ from notifier.highlight import (
     plain,
     shorten,
     spans_for,
+    valid_unicode,
 )
 from notifier.models import Digest, Field, Match, Paper, RenderedEmail
 
@@ -292,12 +293,12 @@ class EmailRenderer:
             "subject": subject_line,
         }
         layout = self._layout(digest, base, max_html_bytes)
-        text = self.env.get_template("email.txt").render(base, **layout.context)
-        return RenderedEmail(subject=subject_line, text=text.rstrip() + "\n", html=layout.html)
+        text = valid_unicode(self.env.get_template("email.txt").render(base, **layout.context))
+        return RenderedEmail(subject=valid_unicode(subject_line), text=text.rstrip() + "\n", html=layout.html)
 
     def _render(self, context: dict[str, object], views: list[GroupView], compact: int, short: bool) -> _Layout:
         extra = {"groups": views, "compact_count": compact, "shortened": short}
-        page = self.env.get_template("email.html").render(context, **extra)
+        page = valid_unicode(self.env.get_template("email.html").render(context, **extra))
         inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False, minify_css=True)
         return _Layout(_style_last_in_head(str(inliner.inline(page))), extra)
 

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from notifier.channels.base import Channel
+from notifier.channels.webhooks import display_recipient
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.metrics import Metrics
 from notifier.models import Outgoing
@@ -157,7 +158,7 @@ class Sender:
                     "sent %s to %s %s for %s",
                     message.delivery_id,
                     message.channel,
-                    message.recipient,
+                    display_recipient(message.recipient),
                     message.subscriber,
                 )
 
@@ -174,7 +175,7 @@ class Sender:
         log.warning(
             "delivery to %s %s for %s failed (attempt %d), retrying at %s: %s",
             message.channel,
-            message.recipient,
+            display_recipient(message.recipient),
             message.subscriber,
             attempts,
             next_at.isoformat(timespec="seconds"),
@@ -188,7 +189,7 @@ class Sender:
         log.error(
             "delivery to %s %s for %s failed permanently: %s (fix it, then run 'notifier retry %s')",
             message.channel,
-            message.recipient,
+            display_recipient(message.recipient),
             message.subscriber,
             exc,
             message.subscriber,

@@ -6,12 +6,14 @@ directory, mail and Slack posts written there as files.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Literal, NamedTuple, cast
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from notifier.errors import ConfigError
 
@@ -52,6 +54,9 @@ class Settings:
     request_timeout: float = 60.0
     database_url: str | None = None  # postgresql://...: a PostgreSQL store several daemons share; unset: SQLite
     lease_seconds: float = 120.0  # how long a claimed delivery is kept from other senders (PostgreSQL)
+    lock_wait: float = 30.0  # seconds a sender waits for the data directory's lock held by another (SQLite)
+    poll_timeout: float = 300.0  # seconds one poll (every feed, its backfills and API look-ups) may take in all
+    webhook_hosts: tuple[str, ...] = ()  # hosts (host or host:port) webhooks may post to, besides hooks.slack.com
 
     @property
     def database(self) -> Path:
@@ -116,6 +121,9 @@ _ENV = {
     "request_timeout": "NOTIFIER_REQUEST_TIMEOUT",
     "database_url": "NOTIFIER_DATABASE_URL",
     "lease_seconds": "NOTIFIER_LEASE_SECONDS",
+    "lock_wait": "NOTIFIER_LOCK_WAIT",
+    "poll_timeout": "NOTIFIER_POLL_TIMEOUT",
+    "webhook_hosts": "NOTIFIER_WEBHOOK_HOSTS",
 }
 ENV_VARS = _ENV
 
@@ -154,33 +162,161 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
                 values[item.name] = Path(text(item.name)).expanduser()
             elif item.name in ("smtp_port", "smtp_pool_size", "backfill_days", "max_feed_bytes"):
                 values[item.name] = int(cast(str, value))
-            elif item.name in ("min_request_interval", "poll_interval", "request_timeout", "lease_seconds"):
+            elif item.name in (
+                "min_request_interval",
+                "poll_interval",
+                "request_timeout",
+                "lease_seconds",
+                "lock_wait",
+                "poll_timeout",
+            ):
                 values[item.name] = float(cast(str, value))
             elif item.name == "smtp_validate_certs":
                 values[item.name] = _boolean(value)
+            elif item.name == "webhook_hosts":
+                values[item.name] = _host_list(value)
+            elif item.name == "database_url":
+                values[item.name] = normalise_database_url(text(item.name))
             else:
                 values[item.name] = text(item.name)
         except ValueError as exc:
-            raise ConfigError(f"{where}: invalid value {value!r}: {exc}") from None
+            shown = redact_url(str(value)) if item.name == "database_url" else value
+            raise ConfigError(f"{where}: invalid value {shown!r}: {exc}") from None
     settings = Settings(**values)  # type: ignore[arg-type]
     _validate(settings, source)
     return settings
 
 
+class _Credentials(NamedTuple):
+    prefix: str  # "scheme://"
+    user: str
+    password: str | None
+    after: str  # what follows the '@': host, port, path, query
+    ambiguous: bool  # an unencoded '/', '?' or '#' in the user part leaves its end uncertain
+
+
+# A host list (host, host:port, [v6]:port, comma-separated) as the authority of a URL without a user part.
+_HOST_LIST = re.compile(r"(?:\[[^\]]*\]|[^:,\[\]]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:,\[\]]*)(?::\d*)?)*")
+_MIN_SECRET = 3  # shorter pieces of a password cannot be told apart from other text in a message
+
+
+def _credentials(url: str) -> _Credentials | None:
+    """The user part of ``url``, or None when it has none.
+
+    The user part ends at the last '@' before the path, so a password may hold '@' and ':' unencoded. An unencoded
+    '/', '?' or '#' in it ends the authority early; then the user part is taken to end at the URL's last '@', so
+    that nothing of the password is ever shown, and it is marked ambiguous.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = min((index for index in (rest.find(char) for char in "/?#") if index >= 0), default=len(rest))
+    authority = rest[:end]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        after, ambiguous = host + rest[end:], False
+    elif "@" in rest and not _HOST_LIST.fullmatch(authority):
+        userinfo, _, after = rest.rpartition("@")
+        ambiguous = True
+    else:
+        return None
+    user, colon, password = userinfo.partition(":")
+    return _Credentials(scheme + sep, user, password if colon else None, after, ambiguous)
+
+
+def normalise_database_url(url: str) -> str:
+    """``url`` with its user name and password percent-encoded, so that a password holding '@' or ':' reaches the
+    server whole instead of spilling into the host name; ValueError when an unencoded '/', '?' or '#' in them makes
+    the URL ambiguous."""
+    found = _credentials(url)
+    if found is None:
+        return url
+    if found.ambiguous:
+        raise ValueError("percent-encode '/', '?' and '#' in the user name and password (as %2F, %3F and %23)")
+    userinfo = quote(unquote(found.user), safe="")
+    if found.password is not None:
+        userinfo += ":" + quote(unquote(found.password), safe="")
+    return f"{found.prefix}{userinfo}@{found.after}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password (in the user part or a ``password=`` parameter) replaced by ``***``."""
+    found = _credentials(url)
+    if found is not None and (found.password is not None or found.ambiguous):
+        url = f"{found.prefix}{found.user}:***@{found.after}"
     parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = parts.query
-    if "password" in query.lower():
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)],
-            safe="*",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if "password" not in parts.query.lower():
+        return url
+    query = urlencode(
+        [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def redact_secrets(text: str, url: str) -> str:
+    """``text``, a message from a database driver that may quote ``url`` or parts of it, with the URL redacted and
+    its password, in every spelling and every piece of it after an '@', replaced by ``***``."""
+    secrets: set[str] = set()
+    found = _credentials(url)
+    passwords = [found.password] if found is not None and found.password else []
+    passwords += [v for k, v in parse_qsl(urlsplit(redact_url(url)).query) if k.lower() == "password"]
+    passwords += [v for k, v in parse_qsl(url.rpartition("?")[2]) if k.lower() == "password"]
+    for password in passwords:
+        for spelling in (password, unquote(password), quote(unquote(password), safe="")):
+            pieces = spelling.split("@")
+            secrets.update("@".join(pieces[index:]) for index in range(len(pieces)))
+    text = text.replace(url, redact_url(url))
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _MIN_SECRET and secret != "***":
+            text = text.replace(secret, "***")
+    return text
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """(host, port) from ``host``, ``host:port``, ``[IPv6]`` or ``[IPv6]:port``; ValueError when it is none of them."""
+    text = text.strip()
+    if "/" in text or "@" in text:
+        raise ValueError("a host, not a URL, is expected")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("not host or host:port")
+        port_text: str | None = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, colon, after = text.partition(":")
+        port_text = after if colon else None
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError("not host or host:port")
+    if port_text is None:
+        return host.lower(), None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return host.lower(), int(port_text)
+
+
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _host_list(value: object) -> tuple[str, ...]:
+    """Comma-separated ``host`` / ``host:port`` entries, normalised (lower case, IPv6 in brackets)."""
+    entries = []
+    for entry in str(value).split(","):
+        if not entry.strip():
+            continue
+        try:
+            host, port = split_host_port(entry)
+        except ValueError as exc:
+            example = "such as mattermost.lab.example or 127.0.0.1:8065"
+            raise ValueError(f"{entry.strip()!r}: {exc} (write host or host:port, {example})") from None
+        shown = f"[{host}]" if ":" in host else host
+        entries.append(shown if port is None else f"{shown}:{port}")
+    return tuple(entries)
 
 
 def _boolean(value: object) -> bool:
@@ -229,5 +365,9 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
         fail("database_url", "must be a postgresql:// (or postgres://) URL")
     if settings.lease_seconds <= 0:
         fail("lease_seconds", "must be positive")
+    if settings.lock_wait < 0:
+        fail("lock_wait", "must not be negative")
+    if settings.poll_timeout <= 0:
+        fail("poll_timeout", "must be positive")
     if (settings.smtp_username is None) != (settings.smtp_password is None):
         fail("smtp_username", "set both NOTIFIER_SMTP_USERNAME and NOTIFIER_SMTP_PASSWORD, or neither")

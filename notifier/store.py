@@ -5,6 +5,11 @@ mode with ``synchronous=FULL`` and runs every write in ``BEGIN IMMEDIATE``, so a
 from its first statement. Times and days are kept as ISO text (UTC, microseconds), which sorts as it should. A
 database made before leases gains their columns when it is opened.
 
+Every ``sqlite3`` error becomes a :class:`StoreError` in :meth:`Store.transaction` or the shared read helper. A full
+disk (SQLITE_FULL, or an I/O error with the disk out of space) is named as such. SQLite ends a transaction itself
+on some errors (SQLITE_FULL among them); it is rolled back only if it is still open, so the error that ended it is
+the one reported.
+
 With one daemon on the file there is nothing to share: it always leads, a claim is a plain select and update, and at
 start-up the deliveries a crash left ``sending`` go back to ``pending``.
 
@@ -13,7 +18,9 @@ The row dataclasses and :data:`DELIVERY_STATES`, defined in :mod:`notifier.store
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +32,7 @@ from notifier.errors import StoreError
 from notifier.store_sql import (
     CLAIM,
     DELIVERY_STATES,
+    FULL,
     OUTGOING_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -33,6 +41,7 @@ from notifier.store_sql import (
     FeedState,
     NewDelivery,
     Params,
+    PlanFailure,
     SqlStore,
     SubscriberState,
 )
@@ -44,6 +53,7 @@ __all__ = [
     "DeliveryRow",
     "FeedState",
     "NewDelivery",
+    "PlanFailure",
     "Store",
     "SubscriberState",
 ]
@@ -55,6 +65,8 @@ _SCHEMA = SCHEMA.format(time="TEXT", day="TEXT", flag="INTEGER", false="0", blob
 _ADDED_COLUMNS = {"deliveries": {"lease_owner": "TEXT", "lease_until": "TEXT"}}
 # How many ids one query of not_enriched binds: SQLite before 3.32 takes at most 999 parameters in a statement.
 _LIST_CHUNK = 500
+# An I/O error with less than this free on the database's file system is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 
 def _iso(moment: datetime) -> str:
@@ -83,37 +95,42 @@ class Store(SqlStore[sqlite3.Connection]):
     _BY_CODE_POINT = ""  # SQLite's default collation, BINARY, already compares by code point
 
     def __init__(self, path: Path):
+        super().__init__()
         self.path = path
         self.where = str(path)
+        self._db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._migrate(self._db)
         except (sqlite3.Error, OSError) as exc:
+            self.close()
+            if self._problem(exc) is not None:
+                raise self._error(exc) from exc
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Bring a database made by an older version up to :data:`SCHEMA_VERSION`."""
-        db.execute("BEGIN IMMEDIATE")
         try:
+            self._migrate()
+        except StoreError:
+            self.close()
+            raise
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older version up to :data:`SCHEMA_VERSION`."""
+        with self.transaction() as db:
             for table, columns in _ADDED_COLUMNS.items():
                 present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 for name, definition in columns.items():
                     if name not in present:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
                         log.info("store: added %s.%s", table, name)
-            self._record_schema_version(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            self._upgrade(db)
 
     def close(self) -> None:
         if self._db is not None:
+            self._close_outcomes()
             self._db.close()
             self._db = None
 
@@ -130,12 +147,29 @@ class Store(SqlStore[sqlite3.Connection]):
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
-            raise self._error(exc) from exc
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(db)
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from exc
             raise
+
+    def _problem(self, exc: Exception) -> str | None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return FULL
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return None
+        primary = code & 0xFF  # an extended code carries the primary one in its low byte
+        if primary == sqlite3.SQLITE_FULL or (primary == sqlite3.SQLITE_IOERR and self._disk_nearly_full()):
+            return FULL
+        return None
+
+    def _disk_nearly_full(self) -> bool:
+        try:
+            stats = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < _NEARLY_FULL
 
     def _fetch(self, db: sqlite3.Connection, sql: str, params: Params) -> list[sqlite3.Row]:
         cursor = db.execute(sql, _bind(params))
@@ -194,3 +228,13 @@ class Store(SqlStore[sqlite3.Connection]):
 
     def release_lead(self) -> None:
         """Nothing to release: SQLite serves one daemon."""
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not ended it already; never masks the error being handled."""
+    if not db.in_transaction:
+        return
+    try:
+        db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("store: rollback failed: %s", exc)

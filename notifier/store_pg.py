@@ -11,6 +11,9 @@ this module is the PostgreSQL dialect. What differs from SQLite is what sharing 
 - **Sending.** Every daemon sends. A batch is claimed with ``FOR UPDATE SKIP LOCKED`` and leased
   (:meth:`PostgresStore.claim_due`); a delivery whose sender died mid-send is claimed again when its lease expires.
 
+Every psycopg error becomes a :class:`StoreError` (a full disk, SQLSTATE 53100, named as such), with the password
+taken out of the driver's message.
+
 Times are ``timestamptz`` and days ``date``; the connection's time zone is UTC, and Python sees the same types as
 with SQLite. The store is synchronous (psycopg 3), like sqlite3: its queries are short, and the daemon calls it
 from the event loop.
@@ -31,8 +34,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from notifier.errors import StoreError
-from notifier.settings import redact_url
-from notifier.store_sql import CLAIM, OUTGOING_COLUMNS, SCHEMA, SCHEMA_VERSION, Params, SqlStore
+from notifier.settings import redact_secrets, redact_url
+from notifier.store_sql import CLAIM, FULL, OUTGOING_COLUMNS, SCHEMA, Params, SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
     _BY_CODE_POINT = ' COLLATE "C"'  # the database's default collation follows its locale
 
     def __init__(self, url: str):
+        super().__init__()
         self.url = url
         self.where = redact_url(url)
         self._closed = False
@@ -92,16 +96,19 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
                 self._migrate(db)
             finally:
                 db.execute("SELECT pg_advisory_unlock(%s)", (lock_key("schema"),))
+        except StoreError:
+            self.close()
+            raise
         except psycopg.Error as exc:
             self.close()
-            raise StoreError(f"cannot set up the database {self.where}: {exc}") from exc
+            raise StoreError(f"cannot set up the database {self.where}: {redact_secrets(str(exc), self.url)}") from None
 
     def _connect(self) -> psycopg.Connection[Row]:
         try:
             db = psycopg.connect(self.url, autocommit=True, row_factory=dict_row, application_name="arxiv-notifier")
             db.execute("SET TIME ZONE 'UTC'")
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open the database {self.where}: {exc}") from exc
+            raise StoreError(f"cannot open the database {self.where}: {redact_secrets(str(exc), self.url)}") from None
         return db
 
     def _migrate(self, db: psycopg.Connection[Row]) -> None:
@@ -109,15 +116,21 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
             db.execute(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = int(row["value"]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"the database has schema version {version}, newer than this program's")
             for step, sql in _MIGRATIONS:
                 if step > version:
                     db.execute(sql)
                     log.info("store: migrated the schema to version %d", step)
-            self._record_schema_version(db)
+            self._upgrade(db)
+
+    def _problem(self, exc: Exception) -> str | None:
+        return FULL if isinstance(exc, psycopg.errors.DiskFull) else None
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, self.url)
 
     def close(self) -> None:
+        if not self._closed and self._db is not None and not self._db.closed:
+            self._close_outcomes()
         self._closed = True
         self.release_lead()
         if self._db is not None:

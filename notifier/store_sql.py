@@ -26,12 +26,26 @@ A sender *claims* a batch of due deliveries: they become ``sending`` with its na
 (``lease_until``), and no other sender takes them until the lease expires.
 
 Papers are reserved for a delivery in the same transaction that writes it, so a paper is never put into two
-digests for the same recipient; it counts as delivered once its delivery is ``sent``.
+digests for the same recipient; it counts as delivered once its delivery is ``sent``. A cancelled delivery reserves
+nothing, and cancelling a removed subscriber's deliveries moves its cursor back to where they started, so the
+subscriber, restored, gets those papers again. Email recipients are compared by
+:func:`~notifier.addresses.address_key` (reservations, unsubscriptions), so ``Ann@Lab.example`` is ``ann@lab.example``.
+
+An outcome the database cannot take (a full disk, a lost connection) is kept in memory and written in the same
+transaction as the next claim, which fails while it cannot be written: a message a channel took is not sent again
+because its outcome could not be recorded.
+
+A subscriber whose digest could not be planned (see :mod:`notifier.planner`) has a row in ``plan_failures``, with
+the reason and a fingerprint of its definition, until a digest of it is planned.
+
+Driver errors become :class:`StoreError` in one place, :meth:`SqlStore._error`, naming the database and, when the
+dialect recognises it, the problem (the database or the disk is full).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -40,10 +54,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from notifier.addresses import address_key
 from notifier.errors import StoreError
 from notifier.models import Outgoing, Paper
 
-SCHEMA_VERSION = 2  # 2: deliveries.lease_owner, deliveries.lease_until
+log = logging.getLogger(__name__)
+
+# 2: deliveries.lease_owner, deliveries.lease_until
+# 3: plan_failures; email recipients of reservations and unsubscriptions kept as address keys
+SCHEMA_VERSION = 3
+FULL = "the database is full or the disk is out of space"  # how a dialect names a full database or disk
 
 # The tables of both stores. The types that differ are named by the dialect: {time} (a moment), {day} (a date),
 # {flag} and {false} (a boolean and its default), {blob} (bytes).
@@ -85,6 +105,9 @@ CREATE TABLE IF NOT EXISTS delivery_papers (
     recipient TEXT NOT NULL, arxiv_id TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (delivery_id, arxiv_id));
 CREATE INDEX IF NOT EXISTS delivery_papers_by_recipient ON delivery_papers (subscriber, channel, recipient, arxiv_id);
+CREATE TABLE IF NOT EXISTS plan_failures (
+    subscriber TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, reason TEXT NOT NULL, first_failed {time} NOT NULL,
+    last_failed {time} NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
 """
 
 DELIVERY_STATES = ("pending", "sending", "sent", "retry", "failed", "cancelled")
@@ -144,6 +167,18 @@ class SubscriberState:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanFailure:
+    """A subscriber whose digest could not be planned: why, since when, and for which definition of it."""
+
+    subscriber: str
+    fingerprint: str  # of the subscriber's definition when it failed (see notifier.planner.fingerprint)
+    reason: str
+    first_failed: datetime
+    last_failed: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class NewDelivery:
     """A rendered message for one recipient, with the papers it carries: (arxiv_id, version)."""
 
@@ -171,6 +206,13 @@ class DeliveryRow:
 
 ConnT = TypeVar("ConnT")
 T = TypeVar("T")
+# An outcome not yet written: the delivery's new state, when, and the columns to set with it.
+Outcome = tuple[str, datetime, dict[str, object]]
+
+
+def recipient_key(channel: str, recipient: str) -> str:
+    """How a recipient is compared and reserved: an email address by its key, anything else as it is."""
+    return address_key(recipient) if channel == "email" else recipient
 
 
 class SqlStore(ABC, Generic[ConnT]):
@@ -185,6 +227,9 @@ class SqlStore(ABC, Generic[ConnT]):
     _ERROR: ClassVar[type[Exception]]
     # Put after a text column in ORDER BY so that it sorts by code point, as Python does, whatever the collation.
     _BY_CODE_POINT: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._unrecorded: dict[str, Outcome] = {}  # delivery id -> its outcome the database could not take yet
 
     # -- the dialect ------------------------------------------------------------------------------------------
 
@@ -260,10 +305,23 @@ class SqlStore(ABC, Generic[ConnT]):
     def release_lead(self) -> None:
         """Give up the lead; idempotent."""
 
+    def _problem(self, exc: Exception) -> str | None:
+        """What ``exc`` means in words, when the dialect recognises it (:data:`FULL`); None otherwise."""
+        return None
+
+    def _redact(self, text: str) -> str:
+        """``text`` (a driver's message) without anything secret the dialect knows of."""
+        return text
+
     # -- shared plumbing ----------------------------------------------------------------------------------------
 
     def _error(self, exc: Exception) -> StoreError:
-        return StoreError(f"database error in {self.where}: {exc}")
+        """The one translation of a driver error: a :class:`StoreError` naming the database, and the problem."""
+        problem = self._problem(exc)
+        text = self._redact(str(exc))
+        if problem is not None:
+            return StoreError(f"{problem}: {self.where}: {text}")
+        return StoreError(f"database error in {self.where}: {text}")
 
     def _query(self, sql: str, params: Params = ()) -> Sequence[ResultRow]:
         try:
@@ -271,14 +329,45 @@ class SqlStore(ABC, Generic[ConnT]):
         except self._ERROR as exc:
             raise self._error(exc) from exc
 
-    def _record_schema_version(self, db: ConnT) -> None:
-        """Write :data:`SCHEMA_VERSION` into ``meta``, at the end of a migration (in its transaction)."""
+    def _upgrade(self, db: ConnT) -> None:
+        """Bring the data of a database made by an older version up to :data:`SCHEMA_VERSION`, in transaction
+        ``db``, once its tables exist; a database already there is not written to at all."""
+        rows = self._fetch(db, "SELECT value FROM meta WHERE key = 'schema_version'", ())
+        version = int(rows[0]["value"]) if rows else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the database {self.where} has schema version {version}, newer than this program's")
+        if version == SCHEMA_VERSION:
+            return
+        if version < 3:
+            self._key_email_recipients(db)
         self._exec(
             db,
             """INSERT INTO meta VALUES ('schema_version', ?)
                ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
             (str(SCHEMA_VERSION),),
         )
+        log.info("store: schema of %s at version %d (was %d)", self.where, SCHEMA_VERSION, version)
+
+    def _key_email_recipients(self, db: ConnT) -> None:
+        """Version 3: email recipients of reservations and unsubscriptions become address keys."""
+        rows = self._fetch(db, "SELECT DISTINCT recipient FROM delivery_papers WHERE channel = 'email'", ())
+        for row in rows:
+            if (key := address_key(row["recipient"])) != row["recipient"]:
+                self._exec(
+                    db,
+                    "UPDATE delivery_papers SET recipient = ? WHERE channel = 'email' AND recipient = ?",
+                    (key, row["recipient"]),
+                )
+        for row in self._fetch(db, "SELECT subscriber, address, at FROM unsubscribed", ()):
+            if (key := address_key(row["address"])) != row["address"]:
+                self._exec(
+                    db, self._insert_ignore("unsubscribed VALUES (?, ?, ?)"), (row["subscriber"], key, row["at"])
+                )
+                self._exec(
+                    db,
+                    "DELETE FROM unsubscribed WHERE subscriber = ? AND address = ?",
+                    (row["subscriber"], row["address"]),
+                )
 
     def _due(self, now: datetime, subscribers: Collection[str] | None) -> tuple[str, dict[str, object]]:
         """The condition that a delivery is due (of ``subscribers`` only, unless None), and its parameters."""
@@ -544,36 +633,46 @@ class SqlStore(ABC, Generic[ConnT]):
             if not self._fetch(db, "SELECT 1 FROM subscribers WHERE name = ?", (old,)):
                 raise StoreError(f"no subscriber named {old!r} in the store")
             self._exec(db, "DELETE FROM subscribers WHERE name = ?", (new,))  # registered but never sent to
+            self._exec(db, "DELETE FROM plan_failures WHERE subscriber IN (?, ?)", (old, new))  # tried afresh
             moved = self._exec(db, "UPDATE subscribers SET name = ? WHERE name = ?", (new, old))
             for table in ("digests", "deliveries", "delivery_papers", "unsubscribed"):
                 self._exec(db, f"UPDATE {table} SET subscriber = ? WHERE subscriber = ?", (new, old))
         return moved
 
     def unsubscribe(self, subscriber: str, address: str, now: datetime) -> None:
+        """Send ``address`` (however it is written) no more of ``subscriber``'s digests; cancel those unsent."""
+        key = address_key(address)
         with self.transaction() as db:
-            self._exec(db, self._insert_ignore("unsubscribed VALUES (?, ?, ?)"), (subscriber, address.lower(), now))
-            self._exec(
+            self._exec(db, self._insert_ignore("unsubscribed VALUES (?, ?, ?)"), (subscriber, key, now))
+            unsent = self._fetch(
+                db,
+                """SELECT id, recipient FROM deliveries WHERE subscriber = ? AND channel = 'email'
+                     AND state IN ('pending', 'retry', 'failed')""",
+                (subscriber,),
+            )
+            self._exec_many(
                 db,
                 """UPDATE deliveries SET state = 'cancelled', last_error = 'unsubscribed', updated_at = ?
-                   WHERE subscriber = ? AND channel = 'email' AND lower(recipient) = ?
-                     AND state IN ('pending', 'retry', 'failed')""",
-                (now, subscriber, address.lower()),
+                   WHERE id = ?""",
+                [(now, row["id"]) for row in unsent if address_key(row["recipient"]) == key],
             )
 
     def unsubscribed(self, subscriber: str) -> set[str]:
+        """The address keys (:func:`~notifier.addresses.address_key`) unsubscribed from ``subscriber``."""
         rows = self._query("SELECT address FROM unsubscribed WHERE subscriber = ?", (subscriber,))
-        return {row["address"] for row in rows}
+        return {address_key(row["address"]) for row in rows}
 
     # -- the outbox -------------------------------------------------------------------------------------------
 
     def reserved_versions(self, subscriber: str, channel: str, recipient: str) -> dict[str, int]:
-        """arxiv_id -> highest version already sent or on its way to this recipient."""
+        """arxiv_id -> highest version already sent or on its way to this recipient (an email address however
+        it is written); a cancelled delivery reserves nothing."""
         rows = self._query(
             """SELECT dp.arxiv_id, max(dp.version) AS version
                FROM delivery_papers dp JOIN deliveries d ON d.id = dp.delivery_id
                WHERE dp.subscriber = ? AND dp.channel = ? AND dp.recipient = ? AND d.state != 'cancelled'
                GROUP BY dp.arxiv_id""",
-            (subscriber, channel, recipient),
+            (subscriber, channel, recipient_key(channel, recipient)),
         )
         return {row["arxiv_id"]: int(row["version"]) for row in rows}
 
@@ -623,7 +722,14 @@ class SqlStore(ABC, Generic[ConnT]):
                 db,
                 self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"),
                 [
-                    (delivery.delivery_id, subscriber, delivery.channel, delivery.recipient, arxiv_id, version)
+                    (
+                        delivery.delivery_id,
+                        subscriber,
+                        delivery.channel,
+                        recipient_key(delivery.channel, delivery.recipient),
+                        arxiv_id,
+                        version,
+                    )
                     for delivery in deliveries
                     for arxiv_id, version in delivery.papers
                 ],
@@ -654,7 +760,9 @@ class SqlStore(ABC, Generic[ConnT]):
         due, params = self._due(now, names)
         pick = f"FROM deliveries WHERE {due} ORDER BY created_at, id{self._BY_CODE_POINT} LIMIT :limit"
         with self.transaction() as db:
+            written = self._write_outcomes(db)
             rows = self._claim(db, pick, {**params, "owner": owner, "until": now + lease, "limit": limit})
+        self._written(written)
         return [_outgoing(row) for row in rows]
 
     def release(self, delivery_ids: Iterable[str], *, owner: str, now: datetime) -> int:
@@ -674,13 +782,56 @@ class SqlStore(ABC, Generic[ConnT]):
         return self._time(rows[0]["at"]) if rows else None
 
     def _set_state(self, delivery_id: str, state: str, now: datetime, **columns: object) -> None:
-        assignments = "".join(f", {name} = ?" for name in columns)
-        with self.transaction() as db:
+        """Record an outcome of a send. One the database cannot take now is kept, not raised: it is written with
+        the next claim, and until then that claim fails, so the delivery is not sent again meanwhile."""
+        _old_state, _old_now, earlier = self._unrecorded.pop(delivery_id, ("", now, {}))
+        self._unrecorded[delivery_id] = (state, now, {**earlier, **columns})
+        try:
+            with self.transaction() as db:
+                written = self._write_outcomes(db)
+        except StoreError as exc:
+            log.error(
+                "cannot record that delivery %s is %s; kept until the database takes it, and nothing is claimed "
+                "until then: %s",
+                delivery_id,
+                state,
+                exc,
+            )
+            return
+        self._written(written)
+
+    def _write_outcomes(self, db: ConnT) -> int:
+        """Write, in transaction ``db``, the outcomes the database could not take before; how many there were."""
+        for delivery_id, (state, now, columns) in self._unrecorded.items():
+            assignments = "".join(f", {name} = ?" for name in columns)
             self._exec(
                 db,
                 f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?",
                 (state, now, *columns.values(), delivery_id),
             )
+        return len(self._unrecorded)
+
+    def _written(self, count: int) -> None:
+        """The transaction that wrote the kept outcomes committed: forget them."""
+        if count:
+            self._unrecorded.clear()
+        if count > 1:
+            log.info("store: recorded %d delivery outcomes the database could not take before", count)
+
+    def _close_outcomes(self) -> None:
+        """At close: write the outcomes still kept, or say which deliveries will be sent again."""
+        if not self._unrecorded:
+            return
+        try:
+            with self.transaction() as db:
+                self._written(self._write_outcomes(db))
+        except StoreError as exc:
+            log.error(
+                "%d deliveries were sent but their outcome could not be recorded; they will be sent again: %s",
+                len(self._unrecorded),
+                exc,
+            )
+            self._unrecorded.clear()
 
     def mark_sending(self, delivery_id: str, now: datetime) -> None:
         with self.transaction() as db:
@@ -707,14 +858,34 @@ class SqlStore(ABC, Generic[ConnT]):
         return int(row["attempts"]), _present(self._time(row["created_at"]))
 
     def cancel_deliveries_of(self, keep: Iterable[str], now: datetime) -> int:
-        """Cancel unsent deliveries of subscribers no longer in the config."""
+        """Cancel unsent deliveries of subscribers no longer in the config (and forget their plan failures).
+
+        The papers of those deliveries are not lost: a cancelled delivery reserves nothing, and the subscriber's
+        cursor moves back to the start of the earliest digest cancelled, so a subscriber restored to the config
+        gets them in its next digest. Papers each recipient already had stay reserved.
+        """
         among, params = self._in("subscriber", "keep", sorted(set(keep)))
+        unsent = "state IN ('pending', 'retry', 'sending')"
         with self.transaction() as db:
+            starts = self._fetch(
+                db,
+                f"""SELECT subscriber, min(period_start) AS start FROM digests
+                    WHERE id IN (SELECT digest_id FROM deliveries WHERE {unsent} AND NOT ({among}))
+                    GROUP BY subscriber""",
+                params,
+            )
+            self._exec_many(
+                db,
+                """UPDATE subscribers SET cursor = :start
+                   WHERE name = :name AND (cursor IS NULL OR cursor > :start)""",
+                [{"name": row["subscriber"], "start": self._time(row["start"])} for row in starts],
+            )
+            self._exec(db, f"DELETE FROM plan_failures WHERE NOT ({among})", params)
             return self._exec(
                 db,
                 f"""UPDATE deliveries SET state = 'cancelled', last_error = 'subscriber removed from the config',
                       updated_at = :now
-                    WHERE state IN ('pending', 'retry', 'sending') AND NOT ({among})""",
+                    WHERE {unsent} AND NOT ({among})""",
                 {**params, "now": now},
             )
 
@@ -753,6 +924,40 @@ class SqlStore(ABC, Generic[ConnT]):
     def delivery_counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
         return {row["state"]: int(row["n"]) for row in rows}
+
+    # -- digests that could not be planned ------------------------------------------------------------------
+
+    def record_plan_failures(self, failures: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        """Remember that the digests of these (subscriber, fingerprint, reason) could not be planned at ``now``."""
+        with self.transaction() as db:
+            self._exec_many(
+                db,
+                """INSERT INTO plan_failures VALUES (?, ?, ?, ?, ?, 1)
+                   ON CONFLICT (subscriber) DO UPDATE SET fingerprint = excluded.fingerprint,
+                     reason = excluded.reason, last_failed = excluded.last_failed,
+                     attempts = plan_failures.attempts + 1""",
+                [(name, fingerprint, reason, now, now) for name, fingerprint, reason in failures],
+            )
+
+    def clear_plan_failure(self, subscriber: str) -> None:
+        """A digest of ``subscriber`` was planned: it is failing no more."""
+        with self.transaction() as db:
+            self._exec(db, "DELETE FROM plan_failures WHERE subscriber = ?", (subscriber,))
+
+    def plan_failures(self) -> dict[str, PlanFailure]:
+        """Subscriber -> why its digest could not be planned, for those failing now, by name."""
+        rows = self._query(f"SELECT * FROM plan_failures ORDER BY subscriber{self._BY_CODE_POINT}")
+        return {
+            row["subscriber"]: PlanFailure(
+                subscriber=row["subscriber"],
+                fingerprint=row["fingerprint"],
+                reason=row["reason"],
+                first_failed=_present(self._time(row["first_failed"])),
+                last_failed=_present(self._time(row["last_failed"])),
+                attempts=int(row["attempts"]),
+            )
+            for row in rows
+        }
 
     # -- service ----------------------------------------------------------------------------------------------
 

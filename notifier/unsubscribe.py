@@ -1,7 +1,8 @@
 """One-click unsubscribe links (RFC 8058): signed URLs naming a subscriber and one of its email addresses.
 
 A link is ``PUBLIC_URL/unsubscribe?s=SUBSCRIBER&a=ADDRESS&t=TOKEN``. The token is an HMAC-SHA256 of the subscriber
-and the address (case-insensitive) under a secret the store makes once and keeps, so links stay valid across
+and the address's :func:`~notifier.addresses.address_key` (case and surrounding space do not count, as everywhere
+addresses are compared) under a secret the store makes once and keeps, so links stay valid across
 restarts, and nobody can unsubscribe an address from a link they did not receive. Pure: no I/O here.
 """
 
@@ -11,6 +12,8 @@ import base64
 import hashlib
 import hmac
 from urllib.parse import urlencode
+
+from notifier.addresses import address_key
 
 SECRET_KEY = "unsubscribe_secret"  # the store's ``meta`` key of the signing secret
 TOKEN_BYTES = 16  # 128 bits of the HMAC, 22 characters in the URL
@@ -26,7 +29,7 @@ class UnsubscribeLinks:
         self.public_url = public_url.rstrip("/") if public_url else None
 
     def token(self, subscriber: str, address: str) -> str:
-        message = b"\0".join((b"unsubscribe", subscriber.encode(), address.strip().lower().encode()))
+        message = b"\0".join((b"unsubscribe", subscriber.encode(), address_key(address).encode()))
         mac = hmac.new(self._key, message, hashlib.sha256).digest()[:TOKEN_BYTES]
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 

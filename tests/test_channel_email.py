@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from notifier.channels.base import Channel
-from notifier.channels.email import SmtpChannel, build_email, clean_header_text, make_message_id
-from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
+from notifier.channels.email import SmtpChannel, build_email, make_message_id
+from notifier.channels.headers import clean_header_text
+from notifier.errors import AddressError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing, RenderedEmail
 from tests.smtp_server import SmtpServer, make_self_signed, server_tls_context
 
@@ -165,10 +166,12 @@ def test_clean_header_text():
 
 
 def test_config_header_values_with_newlines_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(AddressError, match="cannot send a digest to"):
         email(recipient="ada@example.org\r\nBcc: victim@example.org")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="https or mailto"):
         email(unsubscribe_url="http://insecure.example.org/u")
+    with pytest.raises(ValueError, match="Message-ID"):
+        email(message_id="<abc@example.org>\r\nBcc: victim@example.org")
 
 
 def test_mailto_unsubscribe_has_no_one_click_header():

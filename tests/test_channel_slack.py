@@ -13,9 +13,12 @@ import aiohttp
 import pytest
 
 from notifier.channels.base import Channel
+from notifier.channels.router import Channels
 from notifier.channels.slack import SlackChannel
-from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
+from notifier.channels.webhooks import display_recipient, webhook_refusal
+from notifier.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing
+from notifier.settings import load_settings
 from tests.slack_server import DEFAULT_TOKEN, SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +61,13 @@ async def slack():
 async def session():
     async with aiohttp.ClientSession() as s:
         yield s
+
+
+def webhook_channel(slack: SlackServer, session: aiohttp.ClientSession, **kwargs) -> SlackChannel:
+    """A token-less channel, as the daemon's webhook channel, that may post to the stand-in's host."""
+    return SlackChannel(
+        token=None, base_url=slack.api_url, session=session, webhook_hosts=[f"127.0.0.1:{slack.port}"], **kwargs
+    )
 
 
 def channel(slack: SlackServer, session: aiohttp.ClientSession | None, **kwargs) -> SlackChannel:
@@ -205,7 +215,7 @@ async def test_multipart_resumes_after_the_accepted_parts(slack, session):
 
 
 async def test_webhook_post(slack, session):
-    ch = SlackChannel(token=None, base_url=slack.api_url, session=session)
+    ch = webhook_channel(slack, session)
     await ch.send(outgoing(slack.webhook_url(), n=2))
     assert [p.channel for p in slack.posts] == ["webhook:T000/B000/XXXX"] * 2
     assert slack.posts[0].unfurl_links is False and slack.posts[0].unfurl_media is False
@@ -213,7 +223,7 @@ async def test_webhook_post(slack, session):
 
 
 async def test_webhook_unknown_is_permanent(slack, session):
-    ch = SlackChannel(token=None, base_url=slack.api_url, session=session)
+    ch = webhook_channel(slack, session)
     with pytest.raises(PermanentDeliveryError, match="404") as info:
         await ch.send(outgoing(slack.webhook_url("T000/B000/GONE")))
     assert info.value.hint and "webhook" in info.value.hint
@@ -221,7 +231,7 @@ async def test_webhook_unknown_is_permanent(slack, session):
 
 
 async def test_webhook_429_and_500_are_temporary(slack, session):
-    ch = SlackChannel(token=None, base_url=slack.api_url, session=session, max_retries=0)
+    ch = webhook_channel(slack, session, max_retries=0)
     slack.faults.rate_limit_next = 1
     slack.faults.retry_after = 7
     with pytest.raises(TemporaryDeliveryError) as info:
@@ -236,9 +246,102 @@ async def test_webhook_429_and_500_are_temporary(slack, session):
 async def test_webhook_429_then_success(slack, session):
     slack.faults.rate_limit_next = 1
     slack.faults.retry_after = 0
-    ch = SlackChannel(token=None, base_url=slack.api_url, session=session)
+    ch = webhook_channel(slack, session)
     await ch.send(outgoing(slack.webhook_url()))
     assert len(slack.posts) == 1 and slack.calls == 2
+
+
+async def test_a_webhook_on_a_host_not_allowed_is_refused_without_a_request(slack, session):
+    ch = SlackChannel(token=None, base_url=slack.api_url, session=session)  # no NOTIFIER_WEBHOOK_HOSTS
+    with pytest.raises(PermanentDeliveryError, match="NOTIFIER_WEBHOOK_HOSTS") as info:
+        await ch.send(outgoing(slack.webhook_url()))
+    assert f"http://127.0.0.1:{slack.port}" in str(info.value)
+    assert "XXXX" not in str(info.value)
+    assert slack.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/secret", (), False),
+        ("HTTPS://Hooks.Slack.com:443/services/T0/B0/secret", (), False),
+        ("http://hooks.slack.com/services/T0/B0/secret", (), True),
+        ("https://hooks.slack.com:8443/services/T0/B0/secret", (), True),
+        ("https://hooks.slack.com.evil.example/services/T0/B0/secret", (), True),
+        ("https://hooks.slack.com@evil.example/services/T0/B0/secret", (), True),
+        ("https://evil.example/?to=hooks.slack.com", (), True),
+        ("https://user:pw@hooks.slack.com/services/T0/B0/secret", (), True),
+        ("https://[::1/x", (), True),
+        ("https://mattermost.lab.example/hooks/secret", ("mattermost.lab.example",), False),
+        ("http://mattermost.lab.example/hooks/secret", ("mattermost.lab.example",), False),
+        ("https://mattermost.lab.example:8065/hooks/secret", ("mattermost.lab.example",), True),
+        ("http://127.0.0.1:8065/hooks/secret", ("127.0.0.1:8065",), False),
+        ("http://127.0.0.1:8066/hooks/secret", ("127.0.0.1:8065",), True),
+        ("http://[::1]:8065/hooks/secret", ("[::1]:8065",), False),
+        ("https://hooks.slack.com/services/T0/B0/secret", ("mattermost.lab.example",), False),
+    ],
+)
+def test_webhooks_go_to_slack_and_the_allowed_hosts_only(url, allowed, refused):
+    reason = webhook_refusal(url, allowed)
+    assert (reason is not None) == refused, reason
+    if refused:
+        assert "secret" not in reason
+
+
+def test_a_webhook_is_shown_by_its_host_and_a_fingerprint():
+    first = display_recipient("https://hooks.slack.com/services/T0/B0/first-secret")
+    second = display_recipient("https://hooks.slack.com/services/T0/B0/second-secret")
+    assert first.startswith("https://hooks.slack.com/…") and second.startswith("https://hooks.slack.com/…")
+    assert first != second, "two webhooks of one subscriber can be told apart"
+    assert display_recipient("https://user:pw@hooks.slack.com/x").startswith("https://hooks.slack.com/…")
+    assert display_recipient("#papers") == "#papers"
+    assert display_recipient("ann@lab.example") == "ann@lab.example"
+
+
+async def test_webhook_errors_never_quote_the_url(slack, session):
+    secret = "T000/B000/s3cr3t-Zq7x"
+    slack.webhooks.add(secret)
+    ch = webhook_channel(slack, session, max_retries=0)
+    errors: list[str] = []
+    for fault in ("rate_limit_next", "server_error_next"):
+        setattr(slack.faults, fault, 1)
+        with pytest.raises(TemporaryDeliveryError) as info:
+            await ch.send(outgoing(slack.webhook_url(secret)))
+        errors.append(str(info.value))
+    with pytest.raises(PermanentDeliveryError) as refused:
+        await ch.send(outgoing(slack.webhook_url("T000/B000/s3cr3t-gone")))
+    errors.append(str(refused.value))
+    url = slack.webhook_url(secret)
+    await slack.close()
+    with pytest.raises(TemporaryDeliveryError) as unreachable:
+        await ch.send(outgoing(url))
+    errors.append(str(unreachable.value))
+    for error in errors:
+        assert "s3cr3t" not in error, error
+        assert f"127.0.0.1:{slack.port}/…" in error, error
+
+
+def test_webhook_hosts_are_read_from_the_environment_and_checked(tmp_path):
+    environ = {
+        "NOTIFIER_DATA_DIR": str(tmp_path),
+        "NOTIFIER_WEBHOOK_HOSTS": " Chat.Lab.example, 127.0.0.1:8065,[::1]:80,",
+    }
+    assert load_settings(environ).webhook_hosts == ("chat.lab.example", "127.0.0.1:8065", "[::1]:80")
+    with pytest.raises(ConfigError, match=r"^NOTIFIER_WEBHOOK_HOSTS: .*'https://chat.lab.example': a host, not a URL"):
+        load_settings({**environ, "NOTIFIER_WEBHOOK_HOSTS": "https://chat.lab.example"})
+    with pytest.raises(ValueError, match="port"):
+        SlackChannel(token=None, webhook_hosts=["chat.lab.example:0"])
+
+
+async def test_the_router_sends_every_webhook_through_the_webhook_channel(tmp_path, session):
+    settings = load_settings({}, {"data_dir": str(tmp_path), "webhook_hosts": "127.0.0.1:8065"})
+    channels = Channels(settings, session)
+    try:
+        for recipient in ("https://hooks.slack.com/services/T/B/x", "http://127.0.0.1:8065/hooks/x"):
+            assert channels.channel_for(outgoing(recipient)) is channels.webhooks
+        assert channels.channel_for(outgoing("#papers")) is channels.slack
+    finally:
+        await channels.aclose()
 
 
 async def test_control_endpoint_lists_posts(slack, session):

@@ -1,5 +1,6 @@
-"""The daemon as a process: it stops cleanly, survives kill -9 without losing or repeating mail, and keeps its
-last good config when an edit is broken."""
+"""The daemon as a process: it stops cleanly (``once`` too), survives kill -9 without losing or repeating mail, keeps
+its last good config when an edit is broken, is the only sender on its data directory, and keeps sending while a
+stalled arXiv holds a poll, which ends within its time budget."""
 
 from __future__ import annotations
 
@@ -135,3 +136,176 @@ async def test_a_renamed_subscriber_keeps_its_history_and_is_sent_nothing_twice(
             _out, err = await asyncio.wait_for(again.communicate(), 60)
             assert again.returncode == 0, err.decode()
             assert len(smtp.messages) == sent, "the renamed subscriber is not sent the same papers again"
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int | None, str, str]:
+    process = await start_cli(*args, env=env)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+async def wait_for_status(text: str, *, env: dict[str, str], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in (await run_cli("status", env=env))[1]:
+        assert time.monotonic() < deadline, f"notifier status never showed {text!r}"
+        await asyncio.sleep(0.2)
+
+
+# -- one sender per data directory ---------------------------------------------------------------------------------
+
+
+def delivered_once_each(messages, recipients: int) -> None:
+    """Every reader got the digest, and no message arrived twice."""
+    assert {to for m in messages for to in m.rcpt_tos} == {f"reader{i:03d}@lab.example" for i in range(recipients)}
+    repeats = [mid for mid, count in collections.Counter(m.message_id for m in messages).items() if count > 1]
+    assert repeats == [], f"{len(repeats)} digests arrived twice"
+
+
+async def test_a_second_once_beside_a_sending_once_gives_up_with_exit_5_and_nothing_is_sent_twice(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(30))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            smtp.faults.delay = 0.2
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_SMTP_POOL_SIZE="1", NOTIFIER_LOCK_WAIT="0.5")
+            first = await start_cli("once", env=env)
+            await wait_until(lambda: len(smtp.messages) >= 2)
+            second = await start_cli("once", env=env)
+            _out, err = await asyncio.wait_for(second.communicate(), 60)
+            assert second.returncode == 5, err.decode()
+            assert err.decode().strip().splitlines()[-1] == (
+                f"error: another notifier is sending from {tmp_path / 'data'} (pid {first.pid}); try again later"
+            )
+            _out, err = await asyncio.wait_for(first.communicate(), 60)
+            assert first.returncode == 0, err.decode()
+    delivered_once_each(smtp.messages, 30)
+
+
+async def test_a_second_once_that_outwaits_the_first_sends_nothing_new(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(20))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            smtp.faults.delay = 0.2
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_SMTP_POOL_SIZE="1", NOTIFIER_LOCK_WAIT="60")
+            first = await start_cli("once", env=env)
+            await wait_until(lambda: len(smtp.messages) >= 2)
+            second = await start_cli("once", env=env)
+            results = await asyncio.wait_for(asyncio.gather(first.communicate(), second.communicate()), 90)
+            for process, (_out, err) in zip((first, second), results, strict=True):
+                assert process.returncode == 0, err.decode()
+            assert "waiting up to 60s" in results[1][1].decode()
+    assert len(smtp.messages) == 20
+    delivered_once_each(smtp.messages, 20)
+
+
+async def test_status_and_preview_work_beside_a_running_daemon_and_once_does_not_send_beside_it(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(3))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_LOCK_WAIT="0.5")
+            daemon = await start_cli("run", env=env)
+            await wait_until(lambda: len(smtp.messages) >= 3)
+            outputs = {
+                args[0]: await run_cli(*args, env=env) for args in (("status",), ("preview", "audio"), ("check",))
+            }
+            once = await run_cli("once", env=env)
+            daemon.send_signal(signal.SIGTERM)
+            _out, err = await asyncio.wait_for(daemon.communicate(), 15)
+            assert daemon.returncode == 0, err.decode()
+    for command in ("status", "preview", "check"):
+        returncode, _out, err = outputs[command]
+        assert returncode == 0, f"{command}: {err}"
+    assert "deliveries: sent 3" in outputs["status"][1]
+    returncode, _out, err = once
+    assert returncode == 5, err
+    assert f"another notifier is sending from {tmp_path / 'data'} (pid {daemon.pid})" in err
+    assert len(smtp.messages) == 3
+
+
+async def test_retry_beside_a_running_daemon_queues_the_failed_deliveries_for_it_to_send(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(2))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            smtp.faults.reject = {"reader001@lab.example"}
+            env = cli_environment(tmp_path, arxiv, smtp)
+            daemon = await start_cli("run", env=env)
+            await wait_for_status("deliveries: failed 1, sent 1", env=env)
+            smtp.faults.reject.clear()
+            retry = await start_cli("retry", env=env)
+            out, err = await asyncio.wait_for(retry.communicate(), 60)
+            assert retry.returncode == 0, err.decode()
+            assert out.decode() == (
+                f"1 deliveries queued again; the notifier sending from {tmp_path / 'data'} (pid {daemon.pid})"
+                " sends them, or the next run does\n"
+            )
+            await wait_until(lambda: len(smtp.messages) >= 2)
+            daemon.send_signal(signal.SIGTERM)
+            _out, err = await asyncio.wait_for(daemon.communicate(), 15)
+            assert daemon.returncode == 0, err.decode()
+    delivered_once_each(smtp.messages, 2)
+
+
+# -- signals -------------------------------------------------------------------------------------------------------
+
+
+async def test_sigterm_during_once_lets_the_sends_in_flight_finish_and_nothing_arrives_twice(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(20))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            smtp.faults.delay = 0.3
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_SMTP_POOL_SIZE="2")
+            process = await start_cli("once", env=env)
+            await wait_until(lambda: len(smtp.messages) >= 4)
+            process.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(process.communicate(), 15)
+            assert process.returncode == 0, err.decode()
+            assert len(smtp.messages) < 20, "stopped before it had sent everything"
+            assert "stopped by signal" in out.decode()
+            smtp.faults.delay = 0.0
+            again = await start_cli("once", env=env)
+            _out, err = await asyncio.wait_for(again.communicate(), 60)
+            assert again.returncode == 0, err.decode()
+    delivered_once_each(smtp.messages, 20)
+
+
+# -- a stalled arXiv -----------------------------------------------------------------------------------------------
+
+
+async def test_a_stalled_feed_does_not_stop_the_daemon_from_sending_a_due_digest(tmp_path):
+    config = tmp_path / "subscribers.yaml"
+    config.write_text(config_text(1))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            env = cli_environment(tmp_path, arxiv, smtp)
+            first = await start_cli("once", env=env)
+            _out, err = await asyncio.wait_for(first.communicate(), 60)
+            assert first.returncode == 0, err.decode()
+            assert len(smtp.messages) == 1
+            # A new instant subscriber: its first digest holds the stored papers, and is due at once.
+            config.write_text(config_text(1) + config_text(1).split("\n", 1)[1].replace("audio", "newcomer"))
+            polled = len(arxiv.requests_to("/rss/"))
+            arxiv.fail_next("/rss/", "stall", count=100, stall=600)
+            daemon = await start_cli("run", env=env)
+            await wait_until(lambda: len(smtp.messages) >= 2, seconds=20)
+            assert len(arxiv.requests_to("/rss/")) == polled + 1, "the daemon's poll is the one still stalled"
+            assert [r.status for r in arxiv.requests_to("/rss/")[polled:]] == [None], "and unanswered"
+            daemon.send_signal(signal.SIGTERM)
+            _out, err = await asyncio.wait_for(daemon.communicate(), 15)
+            assert daemon.returncode == 0, err.decode()
+    assert smtp.messages[1].rcpt_tos == ["reader000@lab.example"]
+    assert "newcomer" in smtp.messages[1].data.decode()
+
+
+async def test_once_with_a_stalled_feed_finishes_within_the_poll_budget(tmp_path):
+    (tmp_path / "subscribers.yaml").write_text(config_text(2))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            arxiv.fail_next("/rss/", "stall", count=100, stall=600)
+            env = cli_environment(tmp_path, arxiv, smtp, NOTIFIER_POLL_TIMEOUT="3", NOTIFIER_REQUEST_TIMEOUT="20")
+            began = time.monotonic()
+            process = await start_cli("once", env=env)
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+            took = time.monotonic() - began
+    assert process.returncode == 0, err.decode()
+    assert took < 15, f"once took {took:.0f}s"
+    assert "feed cs.SD+eess.AS: error: " in out.decode()
+    assert "time budget of 3s (NOTIFIER_POLL_TIMEOUT)" in out.decode()

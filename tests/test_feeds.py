@@ -237,3 +237,44 @@ async def test_big_combined_feed_over_http(gate_and_server):
     gate, server = gate_and_server
     result = await fetch_feed(gate, server.rss_base_url, BIG.split("+"), None)
     assert (result.item_count, len(result.papers), result.capped) == (1506, 1506, False)
+
+
+LEGACY = FIXTURES / "rdf-math-2012-09-12-legacy-rss1.0-lanl-mirror.xml"
+
+
+def legacy_feed_with_a_padded_title(padding: int) -> bytes:
+    """The legacy fixture with ``padding`` spaces inside its first title, as a hostile mirror could send it."""
+    body = LEGACY.read_bytes()
+    return body.replace(b"On the first time that", b"On the first time" + b" " * padding + b"that", 1)
+
+
+@pytest.mark.parametrize("padding", [88_000, 1_000_000], ids=["88KB", "1MB"])
+def test_a_huge_legacy_title_still_gives_the_paper(padding):
+    feed = parse_feed(legacy_feed_with_a_padded_title(padding), "math")
+    first = feed.papers[0]
+    assert (first.arxiv_id, first.version, first.categories) == ("1209.2411", 1, ("math.PR",))
+    assert first.title == "On the first time that an Ito process hits a barrier"
+    assert len(feed.papers) == len(parsed(LEGACY.name, "math").papers)
+
+
+def test_reading_a_legacy_title_grows_linearly_with_its_length():
+    def seconds(padding: int) -> float:
+        body = legacy_feed_with_a_padded_title(padding)
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            parse_feed(body, "math")
+            runs.append(time.perf_counter() - started)
+        return min(runs)
+
+    # Ten times the title costs ten times the title's share at most; a quadratic reading costs a hundred times.
+    assert seconds(200_000) < 20 * seconds(20_000)
+
+
+def test_a_legacy_title_keeps_an_earlier_arxiv_mention_in_the_title():
+    body = LEGACY.read_bytes().replace(
+        b"On the first time that", b"Comment on (arXiv:1101.0001v2 [math.CA]): the first time that", 1
+    )
+    first = parse_feed(body, "math").papers[0]
+    assert first.arxiv_id == "1209.2411"
+    assert first.title == "Comment on (arXiv:1101.0001v2 [math.CA]): the first time that an Ito process hits a barrier"

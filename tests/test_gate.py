@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from notifier.errors import FeedError, FeedHTTPError, FeedParseError
-from notifier.gate import PoliteGate, parse_retry_after, user_agent
+from notifier.gate import MAX_REDIRECTS, PoliteGate, parse_retry_after, user_agent
 from tests.arxiv_server import ArxivStandIn
 
 FEED = "rss/cs.SD+eess.AS"
@@ -178,3 +179,68 @@ async def test_connection_refused_is_a_feed_error(session):
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match="max_attempts"):
         PoliteGate(None, user_agent="x", max_attempts=0)  # type: ignore[arg-type]
+
+
+class Redirector:
+    """A small server that answers with redirects: ``/to?location=...`` redirects there, ``/loop`` to itself."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        self.app = web.Application()
+        self.app.router.add_get("/to", self._to)
+        self.app.router.add_get("/loop", self._loop)
+        self.runner = web.AppRunner(self.app, access_log=None)
+        self.port = 0
+
+    async def __aenter__(self) -> Redirector:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _to(self, request: web.Request) -> web.Response:
+        self.hits.append(request.path_qs)
+        raise web.HTTPFound(request.query["location"])
+
+    async def _loop(self, request: web.Request) -> web.Response:
+        self.hits.append(request.path_qs)
+        raise web.HTTPMovedPermanently("/loop")
+
+
+@pytest.fixture
+async def redirector():
+    async with Redirector() as server:
+        yield server
+
+
+async def test_a_redirect_to_another_server_is_refused_and_never_followed(server, redirector, session):
+    gate = make_gate(session)
+    elsewhere = server.url + "/" + FEED  # the arXiv stand-in: same host, another port, so another server
+    with pytest.raises(FeedHTTPError, match="another server") as info:
+        await gate.get(redirector.url("/to"), params={"location": elsewhere})
+    assert "NOTIFIER_ARXIV_RSS_URL" in str(info.value)
+    assert info.value.status == 302
+    assert server.requests == [], "the other server was never asked"
+    assert len(gate.requests) == 1, "a refused redirect is not retried"
+
+
+async def test_a_redirect_on_the_same_server_is_followed(redirector, session):
+    gate = make_gate(session)
+    response = await gate.get(redirector.url("/to"), params={"location": "/to?location=/missing"})
+    assert response.status == 404 and response.url == redirector.url("/missing")
+    assert redirector.hits == ["/to?location=/to?location%3D/missing", "/to?location=/missing"]
+
+
+async def test_a_redirect_loop_stops_after_a_few_hops(redirector, session):
+    gate = make_gate(session)
+    with pytest.raises(FeedHTTPError, match=f"more than {MAX_REDIRECTS} times"):
+        await gate.get(redirector.url("/loop"))
+    assert len(redirector.hits) == MAX_REDIRECTS + 1
+    assert len(gate.requests) == 1

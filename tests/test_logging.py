@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from notifier.cli import setup_logging
+from notifier.logs import RepeatFilter
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.slack_server import SlackServer
@@ -87,3 +91,75 @@ async def test_json_debug_logs_parse_line_by_line_and_never_show_a_secret(tmp_pa
     assert any(entry["logger"] == "notifier.sender" for entry in entries), "deliveries were logged"
     if not accepted:
         assert any(entry["level"] == "error" and "535" in entry["message"] for entry in entries), stderr
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def repeat_logged(window: float = 60.0) -> tuple[logging.Logger, io.StringIO, FakeClock]:
+    """A logger of its own whose one handler writes ``name: message`` lines through a RepeatFilter."""
+    stream, clock = io.StringIO(), FakeClock()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.addFilter(RepeatFilter(handler, window=window, clock=clock))
+    logger = logging.getLogger(f"flood.{id(stream)}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG)
+    return logger, stream, clock
+
+
+def test_a_flood_of_one_error_is_logged_once_then_summarised():
+    logger, stream, clock = repeat_logged()
+    for _ in range(10_000):
+        logger.error("socket.accept() out of system resource")
+    logger.error("another failure")
+    logger.info("sending %d due deliveries", 50)
+    logger.info("sending %d due deliveries", 50)  # lines below warnings are never held back
+    clock.now += 61
+    logger.warning("the next warning")
+    name = logger.name
+    assert stream.getvalue().splitlines() == [
+        f"{name}: socket.accept() out of system resource",
+        f"{name}: another failure",
+        f"{name}: sending 50 due deliveries",
+        f"{name}: sending 50 due deliveries",
+        f"{name}: socket.accept() out of system resource (repeated 9999 more times within 60 s)",
+        f"{name}: the next warning",
+    ]
+
+
+def test_a_repeat_after_the_window_is_logged_again():
+    logger, stream, clock = repeat_logged(window=5)
+    logger.error("store unreachable")
+    clock.now += 6
+    logger.error("store unreachable")
+    assert stream.getvalue().splitlines() == [f"{logger.name}: store unreachable"] * 2
+
+
+@pytest.fixture
+def restored_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log"):
+            logging.getLogger(noisy).setLevel(logging.NOTSET)
+
+
+def test_the_command_line_logging_holds_back_a_flood(restored_logging, capsys):
+    setup_logging(False, "json")
+    log = logging.getLogger("asyncio")
+    for _ in range(1000):
+        log.error("socket.accept() out of system resource", exc_info=OSError(24, "Too many open files"))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines[:3]
+    assert json.loads(lines[0])["message"] == "socket.accept() out of system resource"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
+import sys
+from collections.abc import Iterator
 
 import pytest
 
 from notifier.errors import QuerySyntaxError
 from notifier.matching import RuleSet
 from notifier.models import Field, Hit, Match, Paper
+from notifier.query import MAX_TERMS
 from notifier.text import clean_display, plural_variants, tokenize, tokenize_spans
 
 _ids = itertools.count(1)
@@ -338,3 +343,35 @@ def test_an_empty_batch_selects_nothing():
     assert batch.keys() == []
     assert batch.paper_indices("a/1").tolist() == []
     assert batch.matches("a/1") == []
+
+
+@contextlib.contextmanager
+def stack_of(frames: int) -> Iterator[None]:
+    """Allow only ``frames`` more Python frames than the caller's depth inside the block."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + frames)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_rules_at_the_term_limit_are_matched_and_explained_on_a_shallow_stack():
+    words = [f"w{i}" for i in range(MAX_TERMS)]
+    rules = RuleSet.compile(
+        [
+            ("same", "one letter", " ".join(["a"] * MAX_TERMS)),
+            ("all", "every word", " ".join(words)),
+            ("any", "any word", " OR ".join(words)),
+            ("but", "all but", " ".join(words[:-1]) + " NOT zz"),
+        ]
+    )
+    p = paper("a title", " ".join(words))
+    with stack_of(60):  # the graph of each rule is a chain about MAX_TERMS deep
+        batch = rules.evaluate([p])
+        matched = batch.keys()
+        explained = {key: batch.matches(key) for key in matched}
+    assert sorted(explained) == ["all", "any", "but", "same"]
+    assert [hit.term for hit in explained["all"][0].hits][:3] == ["w0", "w1", "w2"]
+    assert len(explained["any"][0].hits) == MAX_TERMS
+    assert {hit.term for hit in explained["same"][0].hits} == {"a"}

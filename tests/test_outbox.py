@@ -138,6 +138,47 @@ async def test_removing_a_subscriber_cancels_its_unsent_deliveries(tmp_path):
         assert app.store.delivery_counts() == {"sent": 3, "cancelled": 1}
 
 
+async def test_a_subscriber_removed_for_a_cycle_and_restored_gets_the_papers_of_its_cancelled_digest(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        app.plan(force=True)
+    clock.now += timedelta(minutes=10)
+    without_updates = CONFIG.split("  - name: updates", maxsplit=1)[0]
+    async with make_app(tmp_path, clock, without_updates) as app:
+        await app.send()
+        assert app.store.delivery_counts() == {"sent": 3, "cancelled": 1}
+    clock.now += timedelta(minutes=10)
+    async with make_app(tmp_path, clock) as app:
+        report = await app.cycle(force_send=True, poll=False)
+        assert report.plan.subscribers == ["updates"], "lab has had the paper; updates gets it again"
+        assert report.sent.sent == 1
+        assert app.store.reserved_versions("updates", "email", "u@lab.example") == {"2506.1": 1}
+    newest = max(outbox_files(tmp_path, "email"), key=lambda p: p.stat().st_mtime_ns).read_text()
+    assert "To: u@lab.example" in newest and "2506.1" in newest
+
+
+async def test_an_address_written_differently_is_the_same_recipient_and_gets_nothing_twice(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        app.plan(force=True)
+        (to_a,) = [m for m in app.store.due_deliveries(clock()) if m.recipient == "a@lab.example"]
+        app.store.mark_sent(to_a.delivery_id, clock())  # a@ has it; the rest is cancelled when lab goes
+    clock.now += timedelta(minutes=10)
+    only_updates = "subscribers:\n  - name: updates" + CONFIG.split("  - name: updates", 1)[1]
+    async with make_app(tmp_path, clock, only_updates) as app:
+        await app.send()
+    clock.now += timedelta(minutes=10)
+    async with make_app(tmp_path, clock, CONFIG.replace("a@lab.example", "A@Lab.example")) as app:
+        report = await app.cycle(force_send=True, poll=False)
+        assert app.store.reserved_versions("lab", "email", " A@LAB.example") == {"2506.1": 1}
+        sent = sorted(row.recipient for row in app.store.deliveries() if row.state == "sent")
+    assert report.plan.subscribers == ["lab"]
+    assert sent == ["#papers", "a@lab.example", "b@lab.example", "u@lab.example"], "A@ is a@: nothing twice"
+    assert report.sent.sent == 2
+
+
 async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock) as app:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -383,3 +384,50 @@ async def test_backfilled_papers_keep_the_version_rules_of_digests(tmp_path):
         text = mail.read_text()
         for arxiv_id in ("2506.1", "2506.2", "2506.3"):
             assert text.count(f"arxiv.org/abs/{arxiv_id}\n") <= 1
+
+
+# -- the poll's time budget ----------------------------------------------------------------------------------------
+
+BIG = "cs.CL+cs.CV+cs.MM+cs.LG+cs.SI"
+
+
+class RunningClock:
+    """A clock that moves with real time from ``start``, so that records made during one poll differ."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.began = start, time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.began)
+
+
+async def test_a_poll_out_of_time_records_the_feeds_it_never_reached_and_starts_with_them_next_time(rig):
+    rig.poller.clock = RunningClock(utc(2025, 6, 3, 4, 10))
+    assert [o.status for o in await rig.poller.poll([SMALL, BIG])] == ["ok", "ok"]
+    rig.server.fail_next("/rss/", "stall", stall=30)
+    began = time.monotonic()
+    with rig.gate.time_budget(0.5, "the test's time budget"):
+        stalled, never_asked = await rig.poller.poll([SMALL, BIG])
+    assert time.monotonic() - began < 2
+    assert stalled.status == "error" and stalled.error is not None
+    assert stalled.error.startswith("the test's time budget ran out before http://127.0.0.1")
+    assert "was answered (last attempt: arXiv did not answer" in stalled.error
+    assert never_asked.status == "error" and never_asked.error is not None
+    assert never_asked.error.endswith(f"/rss/{BIG} was asked")
+    assert [r.path for r in rig.server.requests_to("/rss/")][2:] == [f"/rss/{SMALL}"], "the second feed was not asked"
+    small, big = rig.store.feed_state(SMALL), rig.store.feed_state(BIG)
+    assert small is not None and big is not None and small.last_polled and big.last_polled
+    assert big.last_polled < small.last_polled, "the feed never reached counts as polled when the poll began"
+    assert (big.last_announced, big.last_status) == (date(2025, 6, 3), "error"), "what was stored is kept"
+    assert [o.status for o in await rig.poller.poll([SMALL, BIG])] == ["not_modified", "not_modified"]
+    assert [r.path for r in rig.server.requests_to("/rss/")][3:] == [f"/rss/{BIG}", f"/rss/{SMALL}"]
+
+
+async def test_a_retry_after_beyond_the_budget_is_not_waited_for(rig):
+    rig.server.fail_next("/rss/", "429", retry_after=30)
+    began = time.monotonic()
+    with rig.gate.time_budget(2, "the test's time budget"):
+        (outcome,) = await rig.poller.poll([SMALL])
+    assert time.monotonic() - began < 1
+    assert outcome.status == "error" and outcome.error is not None
+    assert "ran out before" in outcome.error and "HTTP 429" in outcome.error

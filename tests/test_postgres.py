@@ -21,7 +21,7 @@ import pytest
 
 from notifier.config import load_config
 from notifier.daemon import Notifier
-from notifier.errors import ConfigError
+from notifier.errors import ConfigError, StoreError
 from notifier.settings import load_settings
 from notifier.store import NewDelivery, Store
 from notifier.store_factory import StoreLike
@@ -192,6 +192,53 @@ def test_removed_subscribers_lose_their_unsent_deliveries_and_renames_keep_histo
     assert store.cancel_deliveries_of([], T0) == 1
 
 
+def test_a_failed_plan_is_recorded_counted_and_cleared(store):
+    store.register_subscribers(["lab", "other"], T0)
+    store.record_plan_failures([("lab", "f1", "rendering its email digest: boom")], T0)
+    store.record_plan_failures([("lab", "f2", "rendering its email digest: again"), ("other", "f3", "x")], T0 + LEASE)
+    failure = store.plan_failures()["lab"]
+    assert (failure.fingerprint, failure.reason, failure.attempts) == ("f2", "rendering its email digest: again", 2)
+    assert (failure.first_failed, failure.last_failed) == (T0, T0 + LEASE)
+    store.clear_plan_failure("lab")
+    assert list(store.plan_failures()) == ["other"]
+    assert store.rename_subscriber("other", "renamed") == 1
+    assert store.plan_failures() == {}, "a renamed subscriber is tried afresh"
+
+
+def test_driver_errors_become_store_errors_naming_the_database(store):
+    with store.transaction() as db:
+        store._exec(db, "DROP TABLE delivery_papers", ())  # every statement that names it now fails
+    with pytest.raises(StoreError, match="delivery_papers") as info:
+        store.reserved_versions("lab", "email", "a@lab.example")
+    assert store.where in str(info.value)
+    with pytest.raises(StoreError, match="delivery_papers"):
+        digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
+    assert store.delivery_counts() == {}, "the digest's transaction was rolled back"
+
+
+def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opened(store):
+    digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
+    with store.transaction() as db:  # as version 2 wrote them: addresses as the config spelled them
+        store._exec(db, "UPDATE delivery_papers SET recipient = ' A@Lab.example'", ())
+        store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', ' Ann@Lab.example ', ?)", (T0,))
+        store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', 'ann@lab.example', ?)", (T0,))
+        store._exec(db, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", ())
+    store.close()
+    reopened: StoreLike
+    if isinstance(store, Store):
+        reopened = Store(store.path)
+    else:
+        from notifier.store_pg import PostgresStore
+
+        reopened = PostgresStore(store.url)
+    try:
+        assert reopened.reserved_versions("lab", "email", "a@lab.example") == {"2506.1": 1}
+        assert [row["address"] for row in reopened._query("SELECT address FROM unsubscribed")] == ["ann@lab.example"]
+        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "3"
+    finally:
+        reopened.close()
+
+
 def test_service_calls(store):
     store.ping()
     assert store.secret("k") == store.secret("k") != store.secret("other")
@@ -239,7 +286,7 @@ def test_stores_opened_together_set_up_the_schema_once(pg_url):
         thread.join()
     try:
         assert errors == []
-        assert stores[0]._query("SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "2"}]
+        assert stores[0]._query("SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "3"}]
     finally:
         for opened in stores:
             opened.close()
@@ -323,7 +370,7 @@ def test_an_sqlite_database_from_before_leases_gains_their_columns(tmp_path):
     try:
         digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
         assert [m.delivery_id for m in store.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
-        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "2"
+        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
     finally:
         store.close()
 
@@ -414,6 +461,10 @@ async def test_three_daemons_share_one_database_and_a_kill_9_loses_and_repeats_n
                     digests = store._query("SELECT subscriber, count(*) AS n FROM digests GROUP BY subscriber")
                 finally:
                     store.close()
+                # A survivor asks for the lead at its next tick (every 10 s at most), even while it has sent all.
+                while not any("took over polling and planning" in log_of(path) for path in logs):
+                    assert time.monotonic() < deadline, "no survivor took the lead"
+                    await asyncio.sleep(0.2)
             finally:
                 for process in daemons:
                     if process.returncode is None:

@@ -6,7 +6,19 @@ import pytest
 
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.models import Field
-from notifier.query import And, Not, Or, Term, parse_query, query_warnings
+from notifier.query import (
+    MAX_DEPTH,
+    MAX_QUERY_LENGTH,
+    MAX_TERMS,
+    And,
+    Node,
+    Not,
+    Or,
+    Term,
+    iter_terms,
+    parse_query,
+    query_warnings,
+)
 
 
 def word(text: str, field: Field | None = None, label: str | None = None) -> Term:
@@ -119,3 +131,38 @@ def test_pure_negations_and_short_prefixes_get_a_warning():
     ]
     assert query_warnings(parse_query("compil*")) == []
     assert query_warnings(parse_query("cat:cs.*")) == []
+
+
+def test_a_query_may_nest_parentheses_and_nots_up_to_the_depth_limit():
+    assert parse_query("(" * (MAX_DEPTH - 1) + "NOT a" + ")" * (MAX_DEPTH - 1)) == Not(word("a"))
+    assert parse_query("NOT " * MAX_DEPTH + "a") is not None
+    for query, column in [
+        ("(" * MAX_DEPTH + "NOT a" + ")" * MAX_DEPTH, MAX_DEPTH + 1),
+        ("(" * 999 + "a" + ")" * 999, MAX_DEPTH + 1),
+        ("NOT " * 499 + "a", 4 * MAX_DEPTH + 1),
+        ("a OR " + "NOT (" * 300 + "b" + ")" * 300, 6 + 5 * (MAX_DEPTH // 2)),  # each "NOT (" is two levels
+    ]:
+        with pytest.raises(QuerySyntaxError) as caught:
+            parse_query(query)
+        assert f"nests parentheses and NOTs more than {MAX_DEPTH} deep" in caught.value.message
+        assert caught.value.query_column == column
+
+
+def test_a_query_holds_at_most_the_term_limit_and_the_length_limit():
+    assert parse_query(" ".join(["a"] * MAX_TERMS)) == And(tuple([word("a")] * MAX_TERMS))
+    with pytest.raises(QuerySyntaxError) as caught:
+        parse_query(" ".join(["a"] * 999))
+    assert caught.value.message == f"the query has more than {MAX_TERMS} terms; split it into several rules"
+    assert caught.value.query_column == 2 * MAX_TERMS + 1
+    with pytest.raises(QuerySyntaxError) as caught:
+        parse_query("a" * (MAX_QUERY_LENGTH + 1))
+    assert f"at most {MAX_QUERY_LENGTH:,} are allowed" in caught.value.message
+
+
+def test_terms_of_a_tree_of_any_depth_are_listed_without_recursion():
+    tree: Node = word("deep")
+    for _ in range(10_000):
+        tree = Not(And((word("x"), tree)))
+    terms = iter_terms(tree)
+    assert len(terms) == 10_001 and terms[-1] == (word("deep"), False) and terms[0] == (word("x"), True)
+    assert query_warnings(tree) == []

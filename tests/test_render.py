@@ -418,3 +418,13 @@ def test_hostile_papers_alone(renderer: Renderer) -> None:
     section = DigestSection("x\r\ny", "q", (Match(papers[0], "x\r\ny", ()),))
     odd = replace(digest, sections=(section,))
     assert "\n" not in renderer.email(odd).subject
+
+
+def test_a_lone_surrogate_renders_as_a_replacement_character(renderer: Renderer) -> None:
+    # YAML's "\ud800" escape makes a string no encoding can carry; it must not stop the digest.
+    digest = build_digest(load_papers()[:10], {"speech \ud800 rule": ['"speech"']}, subscriber="Ada \udfff")
+    email = renderer.email(digest)
+    for part in (email.subject, email.text, email.html):
+        part.encode("utf-8")
+    assert "speech \ufffd rule" in email.subject and "speech \ufffd rule" in email.html
+    assert "Ada \ufffd" in email.text

@@ -6,12 +6,11 @@ import os
 import re
 import shutil
 import subprocess
-from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
+from notifier.channels.email import build_email
 from notifier.models import Digest
 from notifier.render import Renderer
 from tests.digest_factory import empty_digest, golden_digest, large_digest, weekly_digest
@@ -26,17 +25,16 @@ UNSUBSCRIBE = "https://lab.example/unsubscribe?token=abc"
 
 
 def message(digest: Digest) -> bytes:
-    email = Renderer().email(digest, unsubscribe_url=UNSUBSCRIBE)
-    msg = EmailMessage()
-    msg["From"] = "arXiv digest <digest@lab.example>"
-    msg["To"] = "Ada Lovelace <ada@lab.example>"
-    msg["Date"] = format_datetime(digest.period_end)
-    msg["Message-ID"] = "<digest-2025-06-03-ada@lab.example>"
-    msg["Subject"] = email.subject
-    msg["List-Unsubscribe"] = f"<{UNSUBSCRIBE}>"
-    msg.set_content(email.text)
-    msg.add_alternative(email.html, subtype="html")
-    return msg.as_bytes()
+    """The digest as the daemon sends it: rendered, then built with every header by :func:`build_email`."""
+    return build_email(
+        Renderer().email(digest, unsubscribe_url=UNSUBSCRIBE),
+        sender="arXiv digest <digest@lab.example>",
+        recipient="ada@lab.example",
+        message_id="<digest-2025-06-03-ada@lab.example>",
+        date=digest.period_end,
+        list_id="ada.lab.example",
+        unsubscribe_url=UNSUBSCRIBE,
+    )
 
 
 def score(raw: bytes, home: Path) -> tuple[float, list[str]]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from notifier.config import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError
+from notifier.http import HttpServer
 from notifier.models import Paper
 from notifier.settings import load_settings
 from notifier.unsubscribe import UnsubscribeLinks
@@ -87,18 +89,21 @@ def make_app(tmp_path: Path, clock: Clock, public_url: str | None = PUBLIC_URL) 
     return Notifier(load_settings(environ), load_config(path, {}), clock=clock)
 
 
-def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
-    paper = Paper(
-        arxiv_id="2506.1",
+def paper(arxiv_id: str, title: str) -> Paper:
+    return Paper(
+        arxiv_id=arxiv_id,
         version=1,
-        title="A compiler for GPUs",
+        title=title,
         abstract="We study compilers.",
         authors=("Ada Lovelace",),
         categories=("cs.DC",),
         announce_type="new",
         announced=date(2025, 6, 3),
     )
-    app.store.ingest("cs.DC", [paper], clock())
+
+
+def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
+    app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
     app.plan(force=True)
     return [
         email.message_from_bytes(message.payload, policy=email.policy.default)
@@ -132,3 +137,26 @@ async def test_without_a_public_url_no_email_has_unsubscribe_headers(tmp_path):
         mails = planned_emails(app, clock)
     assert len(mails) == 2
     assert all(mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None for mail in mails)
+
+
+async def test_a_one_click_post_for_an_address_written_differently_unsubscribes_that_recipient(tmp_path):
+    clock = Clock()
+    async with (
+        make_app(tmp_path, clock) as app,
+        HttpServer(app, "127.0.0.1", 0) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        assert len(planned_emails(app, clock)) == 2
+        query = app.unsubscribe_links.query("lab", "  ann@LAB.example ")  # as a mail client may hand it back
+        url = f"http://127.0.0.1:{server.port}/unsubscribe?{query}"
+        async with session.post(url, data={"List-Unsubscribe": "One-Click"}) as response:
+            assert response.status == 200, await response.text()
+        assert app.store.unsubscribed("lab") == {"ann@lab.example"}
+        cancelled = [row.recipient.lower() for row in app.store.deliveries(("cancelled",))]
+        assert cancelled == ["ann@lab.example"], "her pending digest is cancelled"
+
+        clock.now += timedelta(days=1)
+        app.store.ingest("cs.DC", [paper("2506.2", "Another compiler")], clock())
+        clock.now += timedelta(minutes=1)
+        report = app.plan(force=True)
+    assert report.deliveries == 2, "bob and #papers, not Ann"

@@ -14,13 +14,22 @@ import re
 import ssl
 import unicodedata
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import MIMEPart
 from email.utils import format_datetime
 from typing import Literal
 
 import aiosmtplib
 
 from notifier.channels.base import Progress
+from notifier.channels.headers import (
+    MAX_LINE,
+    literal_field,
+    phrase_field,
+    recipient_address,
+    sender_mailbox,
+    split_mailbox,
+    text_field,
+)
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing, RenderedEmail
 
@@ -28,14 +37,14 @@ log = logging.getLogger(__name__)
 
 Security = Literal["starttls", "tls", "none"]
 
+# The List-Unsubscribe line is never folded (mail programs read the URL literally), so it must fit in 998 octets.
+UNSUBSCRIBE_URL_MAX = MAX_LINE - len("List-Unsubscribe: <>")
+
 _AUTH_HINT = "check NOTIFIER_SMTP_USERNAME/PASSWORD"
-_SPACES = re.compile(r"\s+")
-
-
-def clean_header_text(text: str) -> str:
-    """One line of header text: CR, LF and every other control or format character become a space, runs collapse."""
-    chars = (" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
-    return _SPACES.sub(" ", "".join(chars)).strip()
+_MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
+_LIST_LABEL_JUNK = re.compile(r"[^A-Za-z0-9_.-]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PRINTABLE_URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # no space, no angle brackets
 
 
 def make_message_id(key: str, domain: str) -> str:
@@ -54,33 +63,76 @@ def build_email(
     list_id: str,
     unsubscribe_url: str | None,
 ) -> bytes:
-    """A multipart/alternative message (text, then HTML), UTF-8, with CRLF line ends and no line over 78 octets.
+    """A multipart/alternative message (text, then HTML), UTF-8, 7-bit, with CRLF line ends.
 
-    ``list_id`` is either ``"Name <id.example.org>"`` or the bare id. ``unsubscribe_url`` must be https (it then also
-    gets the RFC 8058 one-click header) or mailto. Header values from configuration that carry CR/LF are refused
-    with :class:`ValueError`; the subject, which comes from paper text, is cleaned instead.
+    Every header is written by :mod:`notifier.channels.headers` from plain text, so no text of a paper, a rule, a
+    subscriber or a setting can add, end or break a header (see there). ``sender`` is ``"Name <address>"`` or an
+    address; ``list_id`` is ``"Name <id.example.org>"`` or the bare id. ``unsubscribe_url`` must be https (it then
+    also gets the RFC 8058 one-click header) or mailto, and is written literally on one line.
+
+    A recipient or sender that no message can carry raises :class:`~notifier.errors.AddressError` (a permanent
+    delivery error, and a ``ValueError``); other unusable values (Message-ID, unsubscribe URL) raise ``ValueError``.
     """
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = clean_header_text(rendered.subject)
-    msg["Date"] = format_datetime(date if date.tzinfo is not None else date.replace(tzinfo=UTC))
-    msg["Message-ID"] = message_id if message_id.startswith("<") else f"<{message_id}>"
-    msg["MIME-Version"] = "1.0"
-    msg["List-Id"] = list_id if "<" in list_id else f"<{list_id}>"
-    msg["Auto-Submitted"] = "auto-generated"
-    if unsubscribe_url is not None:
-        if unsubscribe_url.startswith("https://"):
-            msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        elif unsubscribe_url.startswith("mailto:"):
-            msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        else:
-            raise ValueError(f"unsubscribe_url must be an https or mailto URL, not {unsubscribe_url!r}")
+    to = recipient_address(recipient)
+    sender_name, from_address = sender_mailbox(sender)
+    fields = [
+        phrase_field("From", sender_name, f"<{from_address}>"),
+        literal_field("To", to),
+        text_field("Subject", rendered.subject),
+        literal_field("Date", format_datetime(date if date.tzinfo is not None else date.replace(tzinfo=UTC))),
+        literal_field("Message-ID", _message_id(message_id)),
+        literal_field("MIME-Version", "1.0"),
+        _list_id_field(list_id),
+        literal_field("Auto-Submitted", "auto-generated"),
+        *_unsubscribe_fields(unsubscribe_url),
+    ]
+    body = MIMEPart(policy=email.policy.SMTP)
     # quoted-printable keeps the body 7-bit clean (no 8BITMIME needed) and wraps long HTML lines.
-    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
+    body.set_content(_valid_unicode(rendered.text), subtype="plain", charset="utf-8", cte="quoted-printable")
+    body.add_alternative(_valid_unicode(rendered.html), subtype="html", charset="utf-8", cte="quoted-printable")
+    return "".join(fields).encode("ascii") + body.as_bytes()
+
+
+def _message_id(message_id: str) -> str:
+    value = message_id if message_id.startswith("<") else f"<{message_id}>"
+    if not _MESSAGE_ID.fullmatch(value):
+        raise ValueError(f"{message_id!r} is not a Message-ID (<left@right>, printable ASCII)")
+    return value
+
+
+def _list_id_field(list_id: str) -> str:
+    """``List-Id: Name <label.domain>`` (RFC 2919); characters a list id cannot hold become ``-``."""
+    name, identifier = split_mailbox(list_id)
+    ascii_id = unicodedata.normalize("NFKD", identifier).encode("ascii", "ignore").decode("ascii")
+    labels = [label.strip("-") for label in _LIST_LABEL_JUNK.sub("-", ascii_id).split(".")]
+    label = ".".join(label for label in labels if label)
+    if not label:
+        raise ValueError(f"{list_id!r} has no list id (expected 'Name <label.example.org>' or 'label.example.org')")
+    return phrase_field("List-Id", name, f"<{label}>")
+
+
+def _unsubscribe_fields(url: str | None) -> list[str]:
+    """List-Unsubscribe as the literal ``<URL>`` mail programs look for (RFC 2369), never encoded or folded."""
+    if url is None:
+        return []
+    if not url.startswith(("https://", "mailto:")):
+        raise ValueError(f"unsubscribe_url must be an https or mailto URL, not {url!r}")
+    if not _PRINTABLE_URL.fullmatch(url):
+        raise ValueError(f"the unsubscribe URL must be printable ASCII without spaces or angle brackets: {url!r}")
+    if len(url) > UNSUBSCRIBE_URL_MAX:
+        raise ValueError(
+            f"the unsubscribe URL has {len(url)} characters, more than the {UNSUBSCRIBE_URL_MAX} that fit in one "
+            f"header line: {url[:60]}..."
+        )
+    fields = [literal_field("List-Unsubscribe", f"<{url}>")]
+    if url.startswith("https://"):
+        fields.append(literal_field("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return fields
+
+
+def _valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate (which UTF-8 cannot carry) as U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 class _StaleConnection(Exception):

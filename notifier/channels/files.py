@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from notifier.channels.base import Progress
+from notifier.channels.webhooks import display_recipient
 from notifier.errors import TemporaryDeliveryError
 from notifier.models import Outgoing
 
@@ -49,7 +50,7 @@ class FileChannel:
             await asyncio.to_thread(_write_atomic, path, message.payload)
         except OSError as exc:
             raise TemporaryDeliveryError(f"cannot write {path}: {exc}", hint="check the outbox folder") from exc
-        log.info("wrote %s for %s", path, message.recipient)
+        log.info("wrote %s for %s", path, display_recipient(message.recipient))
 
     async def aclose(self) -> None:
         return None

@@ -10,6 +10,7 @@ from notifier.channels.base import Channel
 from notifier.channels.email import SmtpChannel
 from notifier.channels.files import FileChannel
 from notifier.channels.slack import SlackChannel
+from notifier.channels.webhooks import is_webhook
 from notifier.models import Outgoing
 from notifier.settings import Settings
 
@@ -40,10 +41,17 @@ class Channels:
             self.email = FileChannel(settings.outbox, "email")
             self.email_pool = 1
         if settings.slack_token:
-            self.slack = SlackChannel(token=settings.slack_token, base_url=settings.slack_api_url, session=session)
+            self.slack = SlackChannel(
+                token=settings.slack_token,
+                base_url=settings.slack_api_url,
+                session=session,
+                webhook_hosts=settings.webhook_hosts,
+            )
         else:
             self.slack = FileChannel(settings.outbox, "slack")
-        self.webhooks = SlackChannel(token=None, base_url=settings.slack_api_url, session=session)
+        self.webhooks = SlackChannel(
+            token=None, base_url=settings.slack_api_url, session=session, webhook_hosts=settings.webhook_hosts
+        )
         log.info(
             "email via %s, Slack via %s",
             f"SMTP {settings.smtp_host}" if settings.smtp_host else f"files in {settings.outbox / 'email'}",
@@ -53,7 +61,7 @@ class Channels:
     def channel_for(self, message: Outgoing) -> Channel:
         if message.channel == "email":
             return self.email
-        if message.recipient.startswith("https://"):
+        if is_webhook(message.recipient):
             return self.webhooks
         return self.slack
 

@@ -3,14 +3,17 @@
 Only this module knows slack-sdk; its errors are translated here. The payload of an :class:`Outgoing` is a JSON
 list of messages (``[{"text": ..., "blocks": [...]}, ...]``). They are posted in order as top-level messages,
 starting at ``message.part``; ``progress`` is awaited after each accepted part, so a retry resumes after them.
+
+A webhook URL is a secret and goes only to an allowed host (:mod:`notifier.channels.webhooks`); it is shown by its
+host alone, in logs and in errors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -26,10 +29,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.channels.base import Progress
+from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, is_webhook, scrub, webhook_refusal
 from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing
+from notifier.settings import split_host_port
 
 log = logging.getLogger(__name__)
+# slack-sdk logs each request's URL (a webhook's secret) at debug and info level; its clients log through this one.
+_sdk_log = logging.getLogger(__name__ + ".sdk")
+_sdk_log.setLevel(logging.WARNING)
 
 MAX_RETRY_WAIT = 10.0
 """Longest Retry-After (seconds) waited out inside the channel; longer waits go back to the outbox."""
@@ -96,18 +104,11 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def _is_webhook(recipient: str) -> bool:
-    return recipient.startswith(("https://", "http://"))
-
-
-def _redact(url: str) -> str:
-    """A webhook URL is a secret: log only where it points."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…"
-
-
 class SlackChannel:
-    """Posts to Slack channels through the Web API (needs a bot token), or to incoming-webhook URLs."""
+    """Posts to Slack channels through the Web API (needs a bot token), or to incoming-webhook URLs.
+
+    Webhooks go to https://hooks.slack.com and to the hosts in ``webhook_hosts`` (``host`` or ``host:port``).
+    """
 
     kind = "slack"
 
@@ -119,8 +120,12 @@ class SlackChannel:
         session: aiohttp.ClientSession | None = None,
         max_retries: int = 3,
         max_retry_wait: float = MAX_RETRY_WAIT,
+        webhook_hosts: Collection[str] = (),
     ) -> None:
         self._token = token
+        for entry in webhook_hosts:
+            split_host_port(entry)  # a ValueError now, not in the middle of a send
+        self._webhook_hosts = tuple(webhook_hosts)
         self._base_url = base_url
         self._session = session
         self._owns_session = session is None
@@ -139,7 +144,11 @@ class SlackChannel:
     def _web(self) -> AsyncWebClient:
         if self._client is None:
             self._client = AsyncWebClient(
-                token=self._token, base_url=self._base_url, session=self._get_session(), retry_handlers=self._handlers
+                token=self._token,
+                base_url=self._base_url,
+                session=self._get_session(),
+                retry_handlers=self._handlers,
+                logger=_sdk_log,
             )
         return self._client
 
@@ -147,10 +156,16 @@ class SlackChannel:
         if self._closed:
             raise TemporaryDeliveryError("the Slack channel is closed")
         parts = _parse_payload(message)
-        webhook = _is_webhook(message.recipient)
+        webhook = is_webhook(message.recipient)
         if not webhook and not self._token:
             raise PermanentDeliveryError("no Slack token", hint="set NOTIFIER_SLACK_TOKEN")
-        where = _redact(message.recipient) if webhook else message.recipient
+        where = display_recipient(message.recipient)
+        refusal = webhook_refusal(message.recipient, self._webhook_hosts) if webhook else None
+        if refusal is not None:
+            raise PermanentDeliveryError(
+                f"not posting to the webhook {where}: {refusal}",
+                hint=f"if the host is yours, add it to {WEBHOOK_HOSTS_SETTING}",
+            )
         for index in range(message.part, len(parts)):
             if webhook:
                 await self._post_webhook(message.recipient, parts[index], where)
@@ -175,17 +190,17 @@ class SlackChannel:
             raise TemporaryDeliveryError(f"cannot reach the Slack API: {exc!r}") from exc
 
     async def _post_webhook(self, url: str, part: dict[str, Any], where: str) -> None:
-        client = AsyncWebhookClient(url, session=self._get_session(), retry_handlers=self._handlers)
+        client = AsyncWebhookClient(url, session=self._get_session(), retry_handlers=self._handlers, logger=_sdk_log)
         try:
             response = await client.send(
                 text=part["text"], blocks=part.get("blocks"), unfurl_links=False, unfurl_media=False
             )
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
-            raise TemporaryDeliveryError(f"cannot reach the Slack webhook {where}: {exc!r}") from exc
+            raise TemporaryDeliveryError(f"cannot reach the Slack webhook {where}: {scrub(repr(exc), url)}") from None
         status, body = response.status_code, (response.body or "").strip()
         if status == 200:
             return
-        what = f"Slack webhook {where} answered {status} {body[:100]!r}"
+        what = f"Slack webhook {where} answered {status} {scrub(body[:100], url)!r}"
         if status == 429 or status >= 500:
             raise TemporaryDeliveryError(what, retry_after=_retry_after(response.headers))
         hint = _WEBHOOK_PERMANENT.get(body)
