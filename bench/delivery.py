@@ -1,9 +1,20 @@
-"""Email delivery throughput: raw aiosmtplib on one connection vs SmtpChannel with one and with several connections.
+"""Email delivery throughput: raw aiosmtplib on one connection vs the path ``once`` and ``run`` send through.
 
-    python bench/delivery.py [--messages 10000] [--pool 4] [--quick]
+    python bench/delivery.py [--messages 10000] [--papers 20] [--pool 4] [--baseline /path/to/old/tree] [--quick]
 
-Digest-sized messages (about 20 papers, 30-60 KB, multipart text + HTML, built with ``build_email``) go to a local
-aiosmtpd sink in another process that only counts them. Each path sends the same pre-built messages.
+Digest-sized messages (``--papers`` papers each, 30-60 KB for 20, multipart text + HTML, built with ``build_email``)
+go to a local aiosmtpd sink in other processes that only count them. The paths:
+
+- raw aiosmtplib on one connection: the ceiling;
+- SmtpChannel alone, with one connection and with a pool;
+- the sender as the daemon runs it: a SQLite store holding one pending delivery for each of ``--messages`` active
+  subscribers (written through the store's own calls), ``Notifier.send``'s store calls, then
+  ``Sender.deliver_due`` claiming batches and recording each outcome, through ``Channels`` and ``SmtpChannel``;
+- with ``--baseline``, the same sender path of another source tree (an older checkout), run in a subprocess with
+  that tree first on ``sys.path``, and driven as that tree's daemon drives it.
+
+The raw and channel paths take turns in rounds; each sender path runs once over a store of the full size, as a
+claim's cost may grow with the outbox and the number of subscribers. Only sending is timed, not filling the store.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ import multiprocessing.sharedctypes
 import os
 import random
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +38,8 @@ from typing import Any
 
 import aiosmtplib
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The tree whose sender is measured: this one, or (in the subprocess of --baseline) the one named here.
+sys.path.insert(0, os.environ.get("BENCH_NOTIFIER_TREE") or str(Path(__file__).resolve().parents[1]))
 
 from notifier.channels.email import SmtpChannel, build_email, make_message_id
 from notifier.models import Outgoing, RenderedEmail
@@ -122,7 +136,7 @@ def digest(rng: random.Random, papers: int = 20) -> RenderedEmail:
     return RenderedEmail(subject=f"{papers} new papers: {_paragraph(rng, 6)}", text="\n".join(text_parts), html=html)
 
 
-def build_messages(count: int) -> list[Outgoing]:
+def build_messages(count: int, papers: int = 20) -> list[Outgoing]:
     rng = random.Random(1)
     now = datetime.now(UTC)
     messages = []
@@ -130,7 +144,7 @@ def build_messages(count: int) -> list[Outgoing]:
         recipient = f"reader{i}@bench.example.org"
         message_id = make_message_id(f"bench-{i}", "bench.example.org")
         payload = build_email(
-            digest(rng),
+            digest(rng, papers),
             sender=f"arXiv digest <{SENDER}>",
             recipient=recipient,
             message_id=message_id,
@@ -173,6 +187,87 @@ async def with_channel(port: int, messages: list[Outgoing], total: int, pool: in
         await channel.aclose()
 
 
+def fill_store(path: Path, messages: list[Outgoing], total: int) -> list[str]:
+    """A SQLite store at ``path`` with ``total`` active subscribers and one pending delivery each, written through
+    the store's calls as the daemon and the planner make them; the subscribers' names."""
+    from notifier.store import NewDelivery, Store
+
+    now = datetime.now(UTC)
+    names = [f"subscriber{i:06d}" for i in range(total)]
+    store = Store(path)
+    try:
+        store.register_subscribers(names, now)
+        for start in range(0, total, 1000):
+            for i in range(start, min(start + 1000, total)):
+                message = messages[i % len(messages)]
+                store.record_digest(
+                    digest_id=f"g{i}",
+                    subscriber=names[i],
+                    kind="daily",
+                    period_start=now,
+                    period_end=now,
+                    now=now,
+                    deliveries=[
+                        NewDelivery(f"d{i}", "email", message.recipient, message.message_id, message.payload, ())
+                    ],
+                    cursor=now,
+                )
+    finally:
+        store.close()
+    return names
+
+
+async def through_sender(path: Path, names: list[str], port: int, pool: int) -> int:
+    """Send what the store at ``path`` holds as ``Notifier.send`` does (this tree's calls, or the older tree's, which
+    passed every subscriber's name); how many were sent."""
+    import inspect
+
+    import aiohttp
+
+    from notifier.channels.router import Channels
+    from notifier.sender import Sender
+    from notifier.settings import load_settings
+    from notifier.store import Store
+
+    settings = load_settings(
+        {},
+        {
+            "data_dir": str(path.parent),
+            "smtp_host": "127.0.0.1",
+            "smtp_port": port,
+            "smtp_security": "none",
+            "smtp_pool_size": pool,
+            "mail_from": SENDER,
+        },
+    )
+    store = Store(path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            channels = Channels(settings, session)
+            try:
+                sender = Sender(store, channels, lambda: datetime.now(UTC))
+                if "subscribers" in inspect.signature(sender.deliver_due).parameters:  # the older tree
+                    store.cancel_deliveries_of(names, datetime.now(UTC))  # type: ignore[attr-defined]
+                    report = await sender.deliver_due(subscribers=names)  # type: ignore[call-arg]
+                else:
+                    store.cancel_removed(datetime.now(UTC))
+                    report = await sender.deliver_due()
+            finally:
+                await channels.aclose()
+    finally:
+        store.close()
+    return report.sent
+
+
+def sender_child(path: Path, count: int, papers: int, port: int, pool: int) -> None:
+    """The --baseline subprocess: fill a store at ``path`` and send it through this interpreter's tree; print the
+    seconds sending took, and how many were sent."""
+    names = fill_store(path, build_messages(min(count, DISTINCT), papers), count)
+    started = time.perf_counter()
+    sent = asyncio.run(through_sender(path, names, port, pool))
+    print(f"{time.perf_counter() - started} {sent}")
+
+
 @dataclass
 class Result:
     name: str
@@ -191,6 +286,38 @@ def timed(sink: Sink, total: int, run: Callable[[], Coroutine[Any, Any, None]]) 
     return elapsed, sink.count() - before
 
 
+def sender_path(sink: Sink, path: Path, messages: list[Outgoing], total: int, pool: int) -> Result:
+    names = fill_store(path, messages, total)
+    result = Result(f"Sender+SQLite pool_size={pool}")
+    result.seconds, result.arrived = timed(sink, total, lambda: _sent(through_sender(path, names, sink.port, pool)))
+    return result
+
+
+async def _sent(sending: Coroutine[Any, Any, int]) -> None:
+    await sending
+
+
+def baseline_path(sink: Sink, path: Path, papers: int, total: int, tree: Path) -> Result:
+    """The sender path of ``tree``, in a subprocess with that tree first on ``sys.path``, over a store that tree
+    writes itself (an older schema cannot open a newer one)."""
+    result = Result("Sender+SQLite pool_size=1, baseline")
+    before = sink.count()
+    command = [sys.executable, __file__, "--messages", str(total), "--papers", str(papers)]
+    command += ["--child", str(path), str(sink.port), "1"]
+    environment = {**os.environ, "BENCH_NOTIFIER_TREE": str(tree.resolve())}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"baseline failed: {done.stderr.strip().splitlines()[-1:]}")
+        result.seconds = float("inf")
+        return result
+    result.seconds = float(done.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while sink.count() - before < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result.arrived = sink.count() - before
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=10_000)
@@ -203,11 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sink-delay", type=float, default=0.0, help="seconds the sink takes to accept a message")
     parser.add_argument("--rounds", type=int, default=5, help="the paths take turns, this many times")
+    parser.add_argument("--papers", type=int, default=20, help="papers in each digest (its size)")
+    parser.add_argument("--baseline", type=Path, help="a source tree (older checkout) whose sender path to time too")
     parser.add_argument("--quick", action="store_true", help="300 messages, for CI")
+    parser.add_argument("--child", nargs=3, metavar=("STORE", "PORT", "POOL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     total = 300 if args.quick else args.messages
+    if args.child:
+        sender_child(Path(args.child[0]), total, args.papers, int(args.child[1]), int(args.child[2]))
+        return 0
 
-    messages = build_messages(min(total, DISTINCT))
+    messages = build_messages(min(total, DISTINCT), args.papers)
     sizes = [len(m.payload) for m in messages]
     print(
         f"delivery benchmark: {total} messages, {sum(sizes) / len(sizes) / 1024:.1f} KB average "
@@ -231,13 +364,20 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed, arrived = timed(sink, size, lambda path=path, size=size: path(size))  # type: ignore[misc]
                 result.seconds += elapsed
                 result.arrived += arrived
+        with tempfile.TemporaryDirectory(prefix="bench-delivery-") as folder:
+            for pool in (1, args.pool):
+                results.append(sender_path(sink, Path(folder) / f"pool{pool}.sqlite3", messages, total, pool))
+            if args.baseline is not None:
+                results.append(
+                    baseline_path(sink, Path(folder) / "baseline.sqlite3", args.papers, total, args.baseline)
+                )
     finally:
         sink.stop()
 
     baseline = results[0].seconds
-    print(f"{'path':<32}{'messages/s':>12}{'seconds':>10}{'vs raw':>9}")
+    print(f"{'path':<40}{'messages/s':>12}{'seconds':>10}{'vs raw':>9}")
     for r in results:
-        print(f"{r.name:<32}{total / r.seconds:>12.0f}{r.seconds:>10.2f}{baseline / r.seconds:>8.2f}x")
+        print(f"{r.name:<40}{total / r.seconds:>12.0f}{r.seconds:>10.2f}{baseline / r.seconds:>8.2f}x")
     arrived = sum(r.arrived for r in results)
     print(f"arrived: {arrived}/{total * len(results)}")
     return 0 if arrived == total * len(results) else 1

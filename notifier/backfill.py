@@ -3,9 +3,10 @@
 Two cases leave holes. A feed at arXiv's 2,000-item cap lacks the rest of its day; and after downtime (ours or
 arXiv's) the feed has moved on past announcement days we never saw, so their papers would never reach the feed
 again. After each poll, :func:`request_backfills` records one window per such day in the store, and
-:func:`run_backfills` lists every category of the feed over that day's submission window
+:func:`run_backfills` lists the feed's category over that day's submission window
 (:func:`notifier.calendar.submission_window`) through the politeness gate, and stores the papers in the same feed,
-marked ``backfilled``, so the next digests carry them.
+marked ``backfilled``, so the next digests carry them. Feeds are polled per category, so a capped or missed day is
+recovered once per category, whatever sets subscribers read it in.
 
 What a backfill can and cannot recover, and how it stays harmless:
 

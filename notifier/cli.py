@@ -200,8 +200,8 @@ def _check(settings: Settings) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     rules = sum(len(s.rules) for s in config.subscribers)
-    feeds = ", ".join(config.feed_keys)
-    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, feeds {feeds}")
+    categories = ", ".join(config.categories)
+    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, categories {categories}")
     return 0
 
 
@@ -223,8 +223,12 @@ async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
         f"digests: {report.plan.digests} ({report.plan.papers} papers); deliveries: {sent.sent} sent, "
         f"{sent.retry} to retry, {sent.failed} failed"
     )
+    if report.plan.failed:
+        names = ", ".join(report.plan.failed[:10]) + (", ..." if len(report.plan.failed) > 10 else "")
+        print(f"not planned: {len(report.plan.failed)} digests ({names}); `notifier status` says why")
     if not settings.smtp_host or not settings.slack_token:
         print(f"outbox: {settings.outbox}")
+    print(f"time: {report.timing()}")
     if report.polls and all(outcome.status == "error" for outcome in report.polls):
         print("warning: no feed could be fetched; the next run tries again", file=sys.stderr)
     if report.stopped:
@@ -261,8 +265,8 @@ async def _status(settings: Settings, config: Config) -> int:
         now = utcnow()
         print(f"data directory: {settings.data_dir}")
         print(f"papers stored: {app.store.paper_count()}")
-        print("feeds:")
-        for key in config.feed_keys:
+        print("feeds (one per category):")
+        for key in config.categories:
             health = app.poller.health(key, now)
             seen = health.last_announced.isoformat() if health.last_announced else "none"
             line = f"  {key}: {health.state}; last announcement seen {seen}; next expected "

@@ -16,7 +16,7 @@ import gc
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +29,7 @@ from notifier.addresses import address_key, validate_address
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching import RuleSet
 from notifier.models import Field as PaperField
+from notifier.progress import Progress
 from notifier.query import MAX_QUERY_LENGTH, Node, iter_terms, query_warnings
 from notifier.schedule import Schedule
 from notifier.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
@@ -185,7 +186,8 @@ class Subscriber:
 
     @property
     def feed_key(self) -> str:
-        """The feed this subscriber reads: its categories, deduplicated and sorted, joined by '+'."""
+        """The category set this subscriber reads: its categories, deduplicated and sorted, joined by '+'; the
+        store composes it from the categories' feeds (:meth:`notifier.store_sql.SqlStore.candidates`)."""
         return feed_key(self.categories)
 
     @property
@@ -214,7 +216,14 @@ class Config:
 
     @property
     def feed_keys(self) -> list[str]:
+        """The distinct category sets subscribers read (``cs.AI+cs.LG``); what is polled is :attr:`categories`."""
         return sorted({s.feed_key for s in self.subscribers})
+
+    @property
+    def categories(self) -> list[str]:
+        """Every category some subscriber follows, sorted: what is polled, one feed each, so the number of requests
+        is bounded by arXiv's taxonomy, however many subscribers combine them."""
+        return sorted({category for s in self.subscribers for category in s.categories})
 
 
 def feed_key(categories: tuple[str, ...] | list[str]) -> str:
@@ -290,8 +299,14 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
         reads_comment = any(term.field is PaperField.COMMENT for term, _negated in terms)
         notes[query] = (query_warnings(tree, terms), reads_comment)
 
+    def counted(progress: Progress) -> Iterator[tuple[str, str, str]]:
+        for rule in rules:
+            yield rule
+            progress.advance()
+
     try:
-        rule_set = RuleSet.compile(rules, inspect)
+        with Progress("compiling", len(rules), unit="rules") as progress:
+            rule_set = RuleSet.compile(counted(progress), inspect)
     except QuerySyntaxError as exc:
         raise _query_error(source, exc, subscribers) from None
     warnings: list[str] = []

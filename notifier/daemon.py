@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from notifier.backfill import backfill
 from notifier.channels.router import Channels
 from notifier.config import Config, load_config
 from notifier.enrich import enrich_papers
-from notifier.errors import ConfigError, NotifierError
+from notifier.errors import ConfigError, NotifierError, StoreError
 from notifier.gate import PoliteGate
 from notifier.http import HttpServer
 from notifier.metrics import Metrics
@@ -43,6 +44,7 @@ from notifier.render import Renderer
 from notifier.sender import Sender, SendReport
 from notifier.settings import Settings
 from notifier.store_factory import StoreLike, open_store
+from notifier.store_sql import PruneReport
 from notifier.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ TICK = timedelta(seconds=10)
 SHUTDOWN_GRACE = 5.0
 LEAD = "poll"  # the lead that polls, enriches and plans
 LEAD_WAIT = 5.0  # seconds ``once`` tries to take the lead before it only sends
+PRUNE_EVERY = timedelta(days=1)  # how often ``run`` prunes what the retention period no longer keeps
+PLAN_SLICE = 0.05  # seconds of planning between two hand-backs of the event loop
 
 T = TypeVar("T")
 
@@ -65,6 +69,26 @@ class CycleReport:
     plan: PlanReport = field(default_factory=PlanReport)
     sent: SendReport = field(default_factory=SendReport)
     stopped: bool = False  # a signal stopped the cycle; what it did not send goes out at the next run
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time: poll, enrich, plan, send, prune
+
+    def timing(self) -> str:
+        """``poll 3.1 s, enrich 0.4 s, plan 12.0 s, send 5.2 s, prune 0.0 s`` (the stages that ran)."""
+        return ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.seconds.items()) or "no stage"
+
+
+class _StageTimer:
+    """``with timer("plan"): ...`` adds the block's wall time to ``seconds["plan"]``."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
 
 
 class Notifier:
@@ -93,6 +117,7 @@ class Notifier:
         self._session: aiohttp.ClientSession | None = None
         self._channels: Channels | None = None
         self._polling: asyncio.Task[datetime] | None = None  # the poll ``run`` runs beside its ticks
+        self._pruned_at: datetime | None = None  # when this process last pruned the store
 
     async def __aenter__(self) -> Notifier:
         try:
@@ -159,10 +184,11 @@ class Notifier:
             yield
 
     async def poll(self) -> list[PollOutcome]:
-        """Poll every feed, then recover through the API what the feeds missed (an item cap, downtime), within the
-        poll's time budget: a feed the budget does not reach is an error, polled first the next time."""
+        """Poll every followed category's feed, then recover through the API what the feeds missed (an item cap,
+        downtime), within the poll's time budget: a feed the budget does not reach is an error, polled first the
+        next time."""
         with self.poll_budget():
-            outcomes = await self.poller.poll(self.config.feed_keys)
+            outcomes = await self.poller.poll(self.config.categories)
             self.metrics.record_polls(outcomes)
             await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
         return outcomes
@@ -172,15 +198,56 @@ class Notifier:
         ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
         return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
-    def plan(self, *, force: bool) -> PlanReport:
+    async def plan(self, *, force: bool, stop: asyncio.Event | None = None) -> PlanReport:
+        """Plan the due digests (every digest when ``force``), handing the event loop back every
+        :data:`PLAN_SLICE` seconds, so that the endpoints answer and a signal is heard while 100,000 digests are
+        planned. Once ``stop`` is set, the plan writes what it has planned and stops; the rest waits its turn."""
         now = self.clock()
-        reasons = {key: self.poller.empty_reason(key, now) for key in self.config.feed_keys}
-        return self.planner.plan(self.config, now, force=force, empty_reasons=reasons)
+        reasons = self.poller.empty_reasons(self.config.feed_keys, now)
+        report = PlanReport()
+        steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons)
+        loop = asyncio.get_running_loop()
+        handback = loop.time() + PLAN_SLICE
+        try:
+            for _ in steps:
+                if loop.time() >= handback:
+                    await asyncio.sleep(0)
+                    if stop is not None and stop.is_set():
+                        log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
+                        break
+                    handback = loop.time() + PLAN_SLICE
+        finally:
+            steps.close()
+        return report
 
     async def send(self, stop: asyncio.Event | None = None) -> SendReport:
-        names = [s.name for s in self.config.subscribers]
-        self.store.cancel_deliveries_of(names, self.clock())
-        return await self.sender.deliver_due(subscribers=names, stop=stop)
+        """Cancel the deliveries of subscribers removed from the config, and send the due ones of the others: the
+        store knows which are which since the config was registered (``register_subscribers``)."""
+        self.store.cancel_removed(self.clock())
+        return await self.sender.deliver_due(stop=stop)
+
+    def prune(self) -> PruneReport | None:
+        """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`SqlStore.prune`), as the leader, at most
+        once every :data:`PRUNE_EVERY` in one process; None when it was not time, or the store failed (logged: the
+        next cycle tries again, and nothing else waits for it)."""
+        now = self.clock()
+        days = self.settings.retention_days
+        if not days or not self._leading or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
+            return None
+        try:
+            report = self.store.prune(now, timedelta(days=days))
+        except StoreError as exc:
+            log.error("pruning failed, will try again: %s", exc)
+            return None
+        self._pruned_at = now
+        log.info(
+            "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers",
+            days,
+            report.payloads,
+            report.feed_items,
+            report.papers,
+        )
+        return report
 
     def lead(self) -> bool:
         """Whether this daemon polls and plans now (see :meth:`StoreLike.try_lead`); logs when that changes."""
@@ -211,17 +278,25 @@ class Notifier:
         """
         report = CycleReport()
         stopping = stop.is_set if stop is not None else lambda: False
+        timer = _StageTimer(report.seconds)
         if await self._wait_for_lead(LEAD_WAIT):
             if poll:
                 with self.poll_budget():
-                    report.polls = await self.poll()
+                    with timer("poll"):
+                        report.polls = await self.poll()
                     if not stopping():
-                        await self.enrich(force=force_send)
+                        with timer("enrich"):
+                            await self.enrich(force=force_send)
             if not stopping():
-                report.plan = self.plan(force=force_send)
+                with timer("plan"):
+                    report.plan = await self.plan(force=force_send, stop=stop)
         if not stopping():
-            report.sent = await self.send(stop)
+            with timer("send"):
+                report.sent = await self.send(stop)
+            with timer("prune"):
+                self.prune()
         report.stopped = stopping()
+        log.info("cycle took %s", report.timing())
         return report
 
     async def reload_config(self, *, force: bool = False) -> bool:
@@ -247,7 +322,7 @@ class Notifier:
         self.config = config
         self.config_error = None
         self.store.register_subscribers((s.name for s in config.subscribers), self.clock())
-        log.info("config reloaded: %d subscribers, %d feeds", len(config.subscribers), len(config.feed_keys))
+        log.info("config reloaded: %d subscribers, %d categories", len(config.subscribers), len(config.categories))
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -258,7 +333,9 @@ class Notifier:
             loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
         next_poll = self.clock()
         log.info(
-            "daemon started: %d subscribers, feeds %s", len(self.config.subscribers), ", ".join(self.config.feed_keys)
+            "daemon started: %d subscribers, categories %s",
+            len(self.config.subscribers),
+            ", ".join(self.config.categories),
         )
         try:
             while not stop.is_set():
@@ -294,7 +371,7 @@ class Notifier:
             await self.send(stop)
             return self.clock() + TICK
         if was_leading is False:
-            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
+            next_poll = self.poller.next_poll_at(self.config.categories, self.clock())
         if self._polling is None and self.clock() >= next_poll:
             self._polling = asyncio.create_task(self._poll_round())
         polled = False
@@ -307,10 +384,11 @@ class Notifier:
                 if not polled:
                     with self.poll_budget():
                         await self.enrich(force=False)
-                self.plan(force=False)
+                await self.plan(force=False, stop=stop)
             elif not self.store.not_enriched(self.planner.papers_to_enrich(self.config, self.clock())):
-                self.plan(force=False)
+                await self.plan(force=False, stop=stop)
             await self.send(stop)
+            self.prune()
         except NotifierError as exc:
             log.error("cycle failed, will try again: %s", exc)
         return next_poll
@@ -320,7 +398,7 @@ class Notifier:
         next poll is due. A failure after the poll is logged here, so the poll is not repeated."""
         with self.poll_budget():
             await self.poll()
-            next_poll = self.poller.next_poll_at(self.config.feed_keys, self.clock())
+            next_poll = self.poller.next_poll_at(self.config.categories, self.clock())
             log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
             try:
                 await self.enrich(force=True)

@@ -1,5 +1,7 @@
 """arXiv RSS: fetch one feed through the politeness gate, screen the XML, and parse it into :class:`Paper` objects.
 
+A feed is named by its categories joined with "+" (``cs.CL+cs.LG``); the poller asks for one category at a time.
+
 ``fetch_feed`` does the conditional GET (ETag / 304); ``parse_feed`` is pure (bytes in, :class:`ParsedFeed` out)
 and reads both the current RSS 2.0 feeds of rss.arxiv.org and the legacy RSS 1.0/RDF feeds. Every body is first
 screened by :func:`safe_xml_root`: a size limit, no DTD or entity declarations (no entity-expansion bombs), no
@@ -31,7 +33,7 @@ from notifier.text import clean_display
 logger = logging.getLogger(__name__)
 
 EASTERN = ZoneInfo("America/New_York")
-FEED_ITEM_CAP = 2000  # rss.arxiv.org truncates a (combined) feed at this many items
+FEED_ITEM_CAP = 2000  # rss.arxiv.org truncates a feed (one category or a combined set) at this many items
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 FEED_ROOTS = frozenset({"rss", f"{{{RDF_NS}}}RDF", f"{{{ATOM_NS}}}feed"})

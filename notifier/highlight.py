@@ -6,6 +6,7 @@ Everything here is pure and works on the display text of :class:`~notifier.model
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -44,11 +45,17 @@ Segments = tuple[Segment, ...]
 
 def valid_unicode(text: str) -> str:
     """``text`` with each lone surrogate (which no encoding can carry; YAML escapes can make one) as U+FFFD."""
-    return _SURROGATE.sub("\ufffd", text)
+    try:
+        text.encode("utf-8")  # much faster than searching, and only a surrogate makes it fail
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def one_line(text: str) -> str:
     """``text`` with control characters and line breaks replaced, whitespace runs collapsed to one space."""
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # printable text has no white space but the ASCII space: it is one line already
     return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 
@@ -90,7 +97,8 @@ def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
 def segments(text: str, spans: Sequence[tuple[int, int]], start: int = 0, end: int | None = None) -> Segments:
     """Split ``text[start:end]`` into plain and highlighted segments."""
     stop = len(text) if end is None else end
-    text = _CONTROL_CHAR.sub(" ", text)  # same length, so the spans still fit
+    if not text.isprintable():
+        text = _CONTROL_CHAR.sub(" ", text)  # same length, so the spans still fit
     out: list[Segment] = []
     pos = start
     for span_start, span_end in spans:
@@ -156,6 +164,7 @@ def snippet(paper: Paper, hits: Sequence[Hit], limit: int) -> Segments:
     return shorten(paper.abstract, spans_for(paper.abstract, hits, Field.ABSTRACT), limit)
 
 
+@functools.lru_cache(maxsize=4096)
 def term_label(term: str) -> str:
     """A query term as a reader would say it: ``'ti:"Graph Neural"'`` -> ``'Graph Neural'``."""
     label = _FIELD_PREFIX.sub("", one_line(term)).strip()

@@ -65,7 +65,7 @@ def readiness(app: Notifier) -> dict[str, object]:
         problems["store"] = f"unreachable: {exc}"
         return problems
     now = app.clock()
-    stale = {key: "stale" for key in app.config.feed_keys if app.poller.health(key, now).state == "stale"}
+    stale = {key: "stale" for key in app.config.categories if app.poller.health(key, now).state == "stale"}
     if stale:
         problems["feeds"] = stale
     return problems

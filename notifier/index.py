@@ -1,60 +1,43 @@
-"""An index over one batch of papers: its normalised tokens, where each term occurs, and the terms that
+"""An index over one batch of papers: its normalised tokens, where each token occurs, and the terms that
 :mod:`notifier.lexicon` cannot look up by key.
 
-Each paper's fields are tokenised once, here; the lexicon reads those tokens. Everything else is built on first
-use. :meth:`PaperIndex.hits` gives the spans of a term in one paper's display text, for the digests. For the
-terms the lexicon leaves to it (prefixes inside phrases, very long phrases, other author forms),
-:meth:`PaperIndex.papers_holding` answers from token postings, with Python ints as bitsets of papers: a long
-phrase intersects the postings of its adjacent token pairs first and checks token positions only in the papers
-that survive; an author term narrows down by its words, then checks each name, where a one-letter word is an
-initial.
+Each paper's text fields and author names are tokenised once, here, in bulk; the lexicon reads the result. The
+batch's tokens are numbered in sorted order (:attr:`PaperIndex.vocabulary`), so a prefix's tokens are one range of
+numbers, found by bisecting. Each text field, and the author names, are one array of token numbers
+(:class:`FieldTokens`) with positional postings made on first use. A phrase the lexicon leaves here (a prefix
+inside it, or more words than it looks up) starts from the positions of its rarest word and checks the other words
+at their offsets; an author term reads only the names that hold its rarest word, where a one-letter word is an
+initial. Either way the cost grows with that word's occurrences, never with the batch. :meth:`PaperIndex.hits`
+gives the spans of a term in one paper's display text, for the digests, reading only that paper.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from operator import add
 from typing import TypeAlias
 
+import numpy as np
+
+from notifier.bitsets import Ints, offsets_of
 from notifier.models import Field, Hit, Paper
 from notifier.query import Term
-from notifier.text import plural_variants, tokenize, tokenize_spans
+from notifier.text import SEPARATOR, plural_variants, token_spans, tokenize_all
 
 DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
 TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
 
-_SPARSE = 256  # up to this many set bits, peeling the top bit off beats formatting the whole int
+Group: TypeAlias = range | tuple[int, ...]  # token numbers a query word matches: a prefix's range, or variants
+_NO_PAPERS: Ints = np.empty(0, dtype=np.int64)
 
 
-Answer: TypeAlias = tuple[int, list[int] | None]  # papers as a bitset and, when known, as ascending numbers
-_NONE: Answer = (0, [])
-
-
-def bit_indices(bits: int) -> list[int]:
-    """The positions of the set bits of ``bits``, ascending."""
-    if bits.bit_count() <= _SPARSE:
-        found: list[int] = []
-        while bits:
-            top = bits.bit_length() - 1
-            found.append(top)
-            bits ^= 1 << top
-        found.reverse()
-        return found
-    pieces = format(bits, "b")[::-1].split("1")
-    pieces.pop()
-    positions = itertools.accumulate([len(piece) + 1 for piece in pieces], add, initial=-1)
-    next(positions)
-    return list(positions)
-
-
-def _bits_of(indices: Iterable[int]) -> int:
-    bits = 0
-    for index in indices:
-        bits |= 1 << index
-    return bits
+def _is(vocabulary: list[str], number: int, token: str) -> bool:
+    return number < len(vocabulary) and vocabulary[number] == token
 
 
 @lru_cache(maxsize=1 << 16)
@@ -91,14 +74,13 @@ def _first_name_match(words: tuple[str, ...], prefix: bool, name: list[str]) -> 
 
 
 class _Postings:
-    """Key -> the ascending numbers of the papers holding it, with bitsets made on demand."""
+    """Key -> the ascending numbers of the papers holding it."""
 
     def __init__(self) -> None:
-        self.papers: dict[object, list[int]] = {}
-        self._bits: dict[object, int] = {}
+        self.papers: dict[str, list[int]] = {}
         self._sorted: list[str] | None = None
 
-    def add(self, paper: int, keys: Iterable[object]) -> None:
+    def add(self, paper: int, keys: Iterable[str]) -> None:
         papers = self.papers
         for key in keys:
             found = papers.get(key)
@@ -107,187 +89,156 @@ class _Postings:
             elif found[-1] != paper:
                 found.append(paper)
 
-    def bits(self, key: object) -> int:
-        bits = self._bits.get(key)
-        if bits is None:
-            bits = self._bits[key] = _bits_of(self.papers.get(key, ()))
-        return bits
-
-    def union(self, keys: Iterable[object]) -> int:
-        bits = 0
-        for key in keys:
-            if key in self.papers:
-                bits |= self.bits(key)
-        return bits
-
-    def answer(self, keys: Sequence[object]) -> Answer:
-        """The papers holding any of ``keys``: as a bitset, and as paper numbers (shared: do not modify)."""
-        if len(keys) == 1:
-            return self.bits(keys[0]), self.papers.get(keys[0], [])
-        papers = self.papers
-        present = [key for key in keys if key in papers]
+    def answer(self, keys: Sequence[str]) -> list[int]:
+        """The papers holding any of ``keys``, ascending (shared when one key holds them all: do not modify)."""
+        present = [self.papers[key] for key in keys if key in self.papers]
         if len(present) <= 1:
-            return (self.bits(present[0]), self.papers[present[0]]) if present else _NONE
-        return self.union(present), sorted(set().union(*[self.papers[key] for key in present]))
+            return present[0] if present else []
+        return sorted(set().union(*present))
 
     def starting_with(self, prefix: str) -> list[str]:
         if self._sorted is None:
-            self._sorted = sorted(key for key in self.papers if isinstance(key, str))
+            self._sorted = sorted(self.papers)
         start = bisect.bisect_left(self._sorted, prefix)
         end = bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)
         return self._sorted[start:end]
 
 
-class _TextIndex:
-    """Tokens of one or more text fields (title and abstract together for plain terms), and the pairs asked for.
+@dataclass(frozen=True, slots=True)
+class FieldTokens:
+    """One text field of every paper of a batch (or every author name), as one array of batch token numbers.
 
-    Word postings cover the whole vocabulary. Pair postings (two consecutive tokens within one field) cover only
-    the pairs that phrases ask for: :meth:`cover` adds them, with one set intersection per text.
+    ``ids[0]`` is the separator (0, the number of :data:`~notifier.text.SEPARATOR`, never a token), and each
+    paper's (or name's) tokens are followed by another, so that no token run crosses from one paper into the next
+    and a look-up clipped at either end lands on a separator. ``paper_of`` gives each position's paper. The
+    positional postings (:meth:`postings`) are made on first use: one stable sort puts every token's positions,
+    ascending, side by side, and because the batch's tokens are numbered in sorted order, the tokens that start
+    with a prefix are one contiguous slice.
     """
 
-    def __init__(
-        self,
-        fields: tuple[Field, ...],
-        tokens: dict[Field, list[list[str]]],
-        positions: Callable[[Field, int], dict[str, list[int]]],
-    ) -> None:
-        self.fields = fields
-        self.tokens = tokens  # per field, per paper
-        self.positions = positions
-        self.words = _Postings()
-        for paper, texts in enumerate(zip(*[tokens[field] for field in fields], strict=True)):
-            self.words.add(paper, set().union(*texts))
-        self.grams = _Postings()
-        self._covered: set[tuple[str, ...]] = set()
-        self._present: dict[str, tuple[str, ...]] = {}
-        self._prefixed: dict[str, tuple[str, ...]] = {}
+    ids: Ints
+    paper_of: Ints
+    # Made on first use: (offsets by token number, positions), and where the separators are.
+    _postings: list[tuple[Ints, Ints]] = dataclasses.field(default_factory=list)
+    _bounds: list[int] = dataclasses.field(default_factory=list)
 
-    def options(self, word: str, prefix: bool) -> tuple[str, ...]:
-        """Tokens of these fields that a query word matches: its plural variants, or everything it starts."""
-        if prefix:
-            found = self._prefixed.get(word)
-            if found is None:
-                found = self._prefixed[word] = tuple(self.words.starting_with(word))
-            return found
-        found = self._present.get(word)
-        if found is None:
-            papers = self.words.papers
-            found = self._present[word] = tuple(v for v in _variants(word) if v in papers)
-        return found
+    def postings(self) -> tuple[Ints, Ints]:
+        """Positional postings: the positions of token ``t`` are ``order[offsets[t] : offsets[t + 1]]``."""
+        if not self._postings:
+            narrow = self.ids.astype(np.uint16) if len(self.ids) and self.ids.max() < 2**16 else self.ids
+            order = np.argsort(narrow, kind="stable")  # a radix sort, in linear time, for 16-bit numbers
+            self._postings.append((offsets_of(np.bincount(self.ids)), order))
+        return self._postings[0]
 
-    def cover(self, keys: Iterable[tuple[str, ...]]) -> None:
-        """Make sure the postings of these token runs are known."""
-        new = set(keys).difference(self._covered)
-        if not new:
-            return
-        self._covered |= new
-        by_length: dict[int, set[tuple[str, ...]]] = {}
-        for key in new:
-            by_length.setdefault(len(key), set()).add(key)
-        wanted = sorted(by_length.items())
-        add = self.grams.add
-        for paper, texts in enumerate(zip(*[self.tokens[field] for field in self.fields], strict=True)):
-            found: set[tuple[str, ...]] = set()
-            for length, keys_of_length in wanted:
-                for tokens in texts:
-                    if len(tokens) >= length:
-                        found.update(
-                            keys_of_length.intersection(zip(*[tokens[i:] for i in range(length)], strict=False))
-                        )
-            if found:
-                add(paper, found)
+    def bounds(self) -> list[int]:
+        """Where the separators are: paper ``p``'s tokens lie between ``bounds[p]`` and ``bounds[p + 1]``."""
+        if not self._bounds:
+            self._bounds.extend(np.flatnonzero(self.ids == 0).tolist())
+        return self._bounds
 
-    def answer(self, words: tuple[str, ...], prefix: bool) -> Answer:
-        """Papers where the words occur consecutively in one field."""
-        if len(words) == 1:
-            return self.words.answer(self.options(words[0], prefix))
-        last = len(words) - 1
-        options = [self.options(word, prefix and i == last) for i, word in enumerate(words)]
-        if not all(options):
-            return _NONE
-        pairs: list[list[tuple[str, ...]]] = [list(itertools.product(a, b)) for a, b in itertools.pairwise(options)]
-        self.cover(pair for pair_keys in pairs for pair in pair_keys)
-        candidates = -1
-        for pair_keys in pairs:
-            candidates &= self.grams.union(pair_keys)
-            if not candidates:
-                return _NONE
-        groups = [frozenset(tokens) for tokens in options]
-        verified = 0
-        for paper in bit_indices(candidates):
-            for field in self.fields:
-                tokens = self.tokens[field][paper]
-                if _phrase_starts(tokens, self.positions(field, paper), groups, first_only=True):
-                    verified |= 1 << paper
-                    break
-        return verified, None
+    def positions(self, group: Group) -> Ints:
+        """The positions of the tokens of ``group``."""
+        offsets, order = self.postings()
+        size = len(offsets) - 1
+        if isinstance(group, range):
+            return order[offsets[min(group.start, size)] : offsets[min(group.stop, size)]]
+        slices = [order[offsets[token] : offsets[token + 1]] for token in group if token < size]
+        return np.concatenate([_NO_PAPERS, *slices])
 
+    def phrases(self, wanted: Sequence[tuple[int, Sequence[Group]]]) -> tuple[Ints, Ints]:
+        """(number, paper) pairs, one or more per paper where a token of each group follows one of the previous
+        group, for each ``(number, groups)`` of ``wanted``; all the phrases at once, with array operations.
 
-def positions_of(tokens: list[str]) -> dict[str, list[int]]:
-    """Token -> its ascending positions in ``tokens``."""
-    positions: dict[str, list[int]] = {}
-    for position, token in enumerate(tokens):
-        found = positions.get(token)
-        if found is None:
-            positions[token] = [position]
-        else:
-            found.append(position)
-    return positions
-
-
-def _phrase_starts(
-    tokens: list[str], positions: dict[str, list[int]], groups: list[frozenset[str]], *, first_only: bool = False
-) -> list[int]:
-    """Positions in ``tokens`` where a token of each group follows one of the previous group, in order."""
-    head = groups[0]
-    if len(head) == 1:
-        (token,) = head
-        heads: Iterable[int] = positions.get(token, ())
-    elif len(head) > len(positions):
-        heads = sorted(p for token, found in positions.items() if token in head for p in found)
-    else:
-        heads = sorted(p for token in head for p in positions.get(token, ()))
-    if len(groups) == 1:
-        return list(heads)
-    stop = len(tokens) - len(groups) + 1
-    starts: list[int] = []
-    for start in heads:
-        if start >= stop:
-            break
-        if all(tokens[start + offset] in group for offset, group in enumerate(groups[1:], start=1)):
-            starts.append(start)
-            if first_only:
+        Each phrase starts from its group with the fewest positions and checks the others at their offsets from
+        it: the work grows with that group's occurrences, never with the batch. A group is held as a few ranges
+        of token numbers (a prefix is one range, each plural variant a range of one).
+        """
+        offsets, order = self.postings()
+        size = len(offsets) - 1
+        ranges = max(len(group) if isinstance(group, tuple) else 1 for _, groups in wanted for group in groups)
+        low = np.zeros((sum(len(groups) for _, groups in wanted), ranges), dtype=np.int64)
+        high = np.zeros_like(low)
+        entry = 0
+        firsts: list[int] = []
+        for _, groups in wanted:
+            firsts.append(entry)
+            for group in groups:
+                if isinstance(group, range):
+                    low[entry, 0], high[entry, 0] = group.start, group.stop
+                else:
+                    low[entry, : len(group)] = group
+                    high[entry, : len(group)] = np.add(group, 1)
+                entry += 1
+        np.minimum(low, size, out=low)
+        np.minimum(high, size, out=high)
+        counts = (offsets[high] - offsets[low]).sum(axis=1).tolist()
+        anchors: list[int] = []
+        for first, (_, groups) in zip(firsts, wanted, strict=True):
+            own = counts[first : first + len(groups)]
+            anchors.append(own.index(min(own)))
+        anchor_entries = np.add(firsts, anchors)
+        slice_first = offsets[low[anchor_entries]].reshape(-1)
+        slice_size = offsets[high[anchor_entries]].reshape(-1) - slice_first
+        phrase = np.repeat(np.arange(len(wanted)), ranges)
+        total = int(slice_size.sum())
+        within = np.arange(total) - np.repeat(np.cumsum(slice_size) - slice_size, slice_size)
+        candidate = np.repeat(phrase, slice_size)
+        starts = order[np.repeat(slice_first, slice_size) + within] - np.asarray(anchors, dtype=np.int64)[candidate]
+        first_entry = np.asarray(firsts, dtype=np.int64)
+        lengths = np.array([len(groups) for _, groups in wanted], dtype=np.int64)
+        for offset in range(int(lengths.max())):
+            if not len(starts):
                 break
-    return starts
+            entries = np.minimum(first_entry[candidate] + offset, len(low) - 1)
+            found = np.take(self.ids, starts + offset, mode="clip")  # out of range: a separator, never a token
+            keep = (lengths[candidate] <= offset) | (entries == anchor_entries[candidate])
+            for j in range(ranges):
+                keep |= (low[entries, j] <= found) & (found < high[entries, j])
+            starts, candidate = starts[keep], candidate[keep]
+        numbers = np.array([number for number, _ in wanted], dtype=np.int64)
+        return numbers[candidate], self.paper_of[starts]
 
 
-class _NameIndex:
-    """Author-name tokens per paper and per name (``au:"First Last"`` itself is a key of the lexicon)."""
+def _phrase_starts(text: _Text, groups: Sequence[Group]) -> list[int]:
+    """Positions in one text where a token of each group follows one of the previous group, in order."""
+    head, rest = groups[0], groups[1:]
+    positions = text.positions
+    if isinstance(head, range) and len(head) > len(positions):
+        heads = [start for token, found in positions.items() if token in head for start in found]
+    else:
+        heads = [start for token in head for start in positions.get(token, ())]
+    if len(heads) > 1 and len(head) > 1:
+        heads.sort()
+    if not rest or not heads:
+        return heads
+    numbers = text.numbers
+    stop = len(numbers) - len(rest)
+    return [
+        start
+        for start in heads
+        if start < stop and all(numbers[start + i] in group for i, group in enumerate(rest, start=1))
+    ]
 
-    def __init__(self, names: list[list[list[str]]]) -> None:
-        self.names = names  # per paper, per author
-        self.words = _Postings()
-        for paper, authors in enumerate(names):
-            self.words.add(paper, {token for name in authors for token in name})
 
-    def options(self, word: str, prefix: bool) -> list[str]:
-        if prefix or len(word) == 1:
-            return self.words.starting_with(word)
-        return [word] if word in self.words.papers else []
+@dataclass(slots=True)
+class _Text:
+    """One field of one paper, as read for its hits: its token numbers, where each occurs, and the tokens' spans
+    in the display text once a hit needs them. Made once per paper and field, read for every term asked."""
 
-    def answer(self, words: tuple[str, ...], prefix: bool) -> Answer:
-        if len(words) == 1:
-            return self.words.answer(self.options(words[0], prefix))
-        candidates = -1
-        for i, word in enumerate(words):
-            if len(word) > 1 or (prefix and i == len(words) - 1):  # an initial narrows down little, at a cost
-                candidates &= self.words.union(self.options(word, prefix and i == len(words) - 1))
-        found = [
-            paper
-            for paper in bit_indices(candidates)
-            if any(_first_name_match(words, prefix, name) for name in self.names[paper])
-        ]
-        return _bits_of(found), found
+    numbers: list[int]
+    positions: dict[int, list[int]]
+    spans: list[tuple[int, int]] | None = None
+
+    @classmethod
+    def of(cls, numbers: list[int]) -> _Text:
+        positions: dict[int, list[int]] = {}
+        for position, number in enumerate(numbers):
+            found = positions.get(number)
+            if found is None:
+                positions[number] = [position]
+            else:
+                found.append(position)
+        return cls(numbers, positions)
 
 
 class PaperIndex:
@@ -295,34 +246,105 @@ class PaperIndex:
 
     def __init__(self, papers: Sequence[Paper]) -> None:
         self.papers = papers
-        self.everything = (1 << len(papers)) - 1
-        self._tokens: dict[Field, list[list[str]]] = {
-            field: [tokenize(display_text(paper, field)) for paper in papers] for field in TEXT_FIELDS
-        }
-        self._texts: dict[int, _TextIndex] = {}
-        self._name_index: _NameIndex | None = None
+        self._vocabulary: list[str] = []
+        self._fields: dict[Field, FieldTokens] = {}
+        self._authors: FieldTokens
+        self._author_flat: list[str]
+        self._name_of: Ints
+        self._name_ends: list[int]
+        self._first_name: list[int]
+        self._number_tokens()
+        self._options: dict[tuple[str, bool], Group] = {}
+        self._term_groups: dict[tuple[tuple[str, ...], bool], list[Group]] = {}
         self._categories = [[category.casefold() for category in paper.categories] for paper in papers]
         self._category_index: _Postings | None = None
-        self._answers: dict[tuple[int, tuple[str, ...], bool], Answer] = {}  # id(field): enums hash slowly
-        self._positions: dict[tuple[int, int], dict[str, list[int]]] = {}  # keyed by id(field), paper
-        self._spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        self._author_spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._answers: dict[tuple[int, tuple[str, ...], bool], list[int]] = {}  # id(field): enums hash slowly
+        self._texts: dict[tuple[int, int], _Text] = {}  # keyed by id(field), paper
+        self._author_spans: dict[int, list[tuple[int, int]]] = {}  # by name number
 
-    # -- which papers ------------------------------------------------------------------------------------------
-
-    def _text(self, field: Field | None) -> _TextIndex:
-        found = self._texts.get(id(field))
-        if found is None:
-            fields = DEFAULT_FIELDS if field is None else (field,)
-            found = self._texts[id(field)] = _TextIndex(fields, self._tokens, self._positions_of)
-        return found
+    # -- the batch's tokens, numbered ---------------------------------------------------------------------------
 
     @property
-    def _names(self) -> _NameIndex:
-        if self._name_index is None:
-            names = [[tokenize(author) for author in paper.authors] for paper in self.papers]
-            self._name_index = _NameIndex(names)
-        return self._name_index
+    def vocabulary(self) -> list[str]:
+        """Every token of the batch's text fields and author names, sorted, after :data:`SEPARATOR` (number 0)."""
+        return self._vocabulary
+
+    def field_tokens(self, field: Field) -> FieldTokens:
+        """The tokens of one text field of every paper, numbered by :attr:`vocabulary`."""
+        return self._fields[field]
+
+    def _number_tokens(self) -> None:
+        """Tokenise every text field and author name of the batch, and number the tokens in sorted order."""
+        flats = {field: [SEPARATOR, *tokenize_all(display_text(paper, field) for paper in self.papers)]
+                 for field in TEXT_FIELDS}  # fmt: skip
+        names = [SEPARATOR, *tokenize_all(author for paper in self.papers for author in paper.authors)]
+        number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+        number[SEPARATOR]  # 0 for now, and first once sorted: every token sorts after it
+        first_seen = {
+            field: np.fromiter(map(number.__getitem__, flat), np.int64, len(flat)) for field, flat in flats.items()
+        }
+        seen_names = np.fromiter(map(number.__getitem__, names), np.int64, len(names))
+        unsorted = list(number)
+        order = sorted(range(len(unsorted)), key=unsorted.__getitem__)
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order), dtype=np.int64)
+        self._vocabulary = [unsorted[n] for n in order]
+        last = max(len(self.papers) - 1, 0)
+        for field, seen in first_seen.items():
+            ids = rank[seen]
+            paper_of = np.cumsum(ids == 0) - 1  # a token's paper: the separators before it, less the first
+            self._fields[field] = FieldTokens(ids, np.minimum(paper_of, last))
+        ids = rank[seen_names]
+        self._name_ends = np.flatnonzero(ids == 0).tolist()  # name k: the tokens between separators k and k + 1
+        self._name_of = np.minimum(np.cumsum(ids == 0) - 1, max(len(self._name_ends) - 2, 0))
+        counts = [len(paper.authors) for paper in self.papers]
+        self._first_name = list(itertools.accumulate(counts, initial=0))  # paper p's names: from this number on
+        paper_of_name = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        paper_of = paper_of_name[self._name_of] if len(paper_of_name) else np.zeros(len(ids), dtype=np.int64)
+        self._authors = FieldTokens(ids, paper_of)
+        self._author_flat = names
+
+    def options(self, word: str, prefix: bool) -> Group:
+        """The batch's token numbers that a query word matches: the range of the tokens it starts (bisecting the
+        sorted vocabulary), or the numbers of its plural variants that occur."""
+        found = self._options.get((word, prefix))
+        if found is None:
+            vocabulary = self.vocabulary
+            if prefix:
+                found = self.prefixed(word)
+            else:
+                at = [bisect.bisect_left(vocabulary, variant) for variant in _variants(word)]
+                found = tuple(n for n, variant in zip(at, _variants(word), strict=True) if _is(vocabulary, n, variant))
+            self._options[word, prefix] = found
+        return found
+
+    def prefixed(self, word: str) -> range:
+        """The numbers of the batch's tokens that start with ``word``: one range, as they are numbered sorted."""
+        vocabulary = self.vocabulary
+        start = bisect.bisect_left(vocabulary, word)
+        return range(start, bisect.bisect_left(vocabulary, word + "\U0010ffff", start))
+
+    def phrase_occurrences(self, terms: Sequence[tuple[int, Term]]) -> tuple[Ints, Ints]:
+        """(number, paper) pairs, each once, for the papers where each ``(number, term)``'s words (title,
+        abstract or comment terms) occur consecutively within one field; all the terms at once, from the
+        positional postings (:meth:`FieldTokens.phrases`)."""
+        by_field: dict[Field, list[tuple[int, list[Group]]]] = {}
+        for number, term in terms:
+            last = len(term.words) - 1
+            groups = [self.options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
+            if all(groups):
+                for field in DEFAULT_FIELDS if term.field is None else (term.field,):
+                    by_field.setdefault(field, []).append((number, groups))
+        found = [self.field_tokens(field).phrases(wanted) for field, wanted in by_field.items()]
+        if not found:
+            return _NO_PAPERS, _NO_PAPERS
+        numbers = np.concatenate([numbers for numbers, _ in found])
+        papers = np.concatenate([papers for _, papers in found])
+        width = len(self.papers)
+        pairs = np.unique(numbers * width + papers)
+        return pairs // width, pairs % width
+
+    # -- which papers ------------------------------------------------------------------------------------------
 
     @property
     def _category_postings(self) -> _Postings:
@@ -332,34 +354,54 @@ class PaperIndex:
                 self._category_index.add(paper, set(categories))
         return self._category_index
 
-    def _answer(self, term: Term) -> Answer:
+    def papers_holding(self, term: Term) -> list[int]:
+        """The numbers of the papers that hold ``term``, ascending (computed once per batch per distinct term)."""
         key = (id(term.field), term.words, term.prefix)
         found = self._answers.get(key)
         if found is None:
             if term.field is Field.AUTHORS:
-                found = self._names.answer(term.words, term.prefix)
+                found = self._author_papers(term)
             elif term.field is Field.CATEGORIES:
                 found = self._category_postings.answer(self._category_options(term))
             else:
-                found = self._text(term.field).answer(term.words, term.prefix)
+                found = self.phrase_occurrences([(0, term)])[1].tolist()
             self._answers[key] = found
-        return found
-
-    def papers_holding(self, term: Term) -> list[int]:
-        """The numbers of the papers that hold ``term``, ascending (computed once per batch per distinct term)."""
-        bits, numbers = self._answer(term)
-        return list(numbers) if numbers is not None else bit_indices(bits)
+        return list(found)
 
     # -- what matching reads -----------------------------------------------------------------------------------
 
-    def tokens(self, field: Field) -> list[list[str]]:
-        """The normalised tokens of one text field, per paper (shared: do not modify)."""
-        return self._tokens[field]
-
     @property
-    def author_tokens(self) -> list[list[list[str]]]:
-        """Per paper, per author, the tokens of the name (shared: do not modify)."""
-        return self._names.names
+    def authors(self) -> tuple[FieldTokens, Ints]:
+        """The tokens of every author's name, numbered by :attr:`vocabulary`, name after name, each name
+        followed by the separator (the ``paper_of`` of :class:`FieldTokens` is the name's paper); and the number
+        of the name that each position belongs to."""
+        return self._authors, self._name_of
+
+    def _author_papers(self, term: Term) -> list[int]:
+        """Papers with an author whose name holds the term's words in order (a one-letter word an initial): the
+        names holding its rarest full word (or, with initials only, its rarest initial) are read one by one."""
+        words, last = term.words, len(term.words) - 1
+        narrowing = [i for i, word in enumerate(words) if len(word) > 1 or (term.prefix and i == last)]
+        groups: list[Group] = []
+        for i in narrowing or range(len(words)):
+            word = words[i]
+            if len(word) == 1 or (term.prefix and i == last):
+                groups.append(self.prefixed(word))
+            else:
+                at = bisect.bisect_left(self._vocabulary, word)
+                groups.append((at,) if _is(self._vocabulary, at, word) else ())
+        if not all(groups):
+            return []
+        rarest = min((self._authors.positions(group) for group in groups), key=len)
+        ends, flat = self._name_ends, self._author_flat
+        papers = self._authors.paper_of
+        return sorted(
+            {
+                int(papers[ends[name] + 1])
+                for name in np.unique(self._name_of[rarest]).tolist()
+                if _first_name_match(words, term.prefix, flat[ends[name] + 1 : ends[name + 1]])
+            }
+        )
 
     @property
     def categories(self) -> list[list[str]]:
@@ -373,17 +415,13 @@ class PaperIndex:
 
     # -- where -------------------------------------------------------------------------------------------------
 
-    def _positions_of(self, field: Field, paper: int) -> dict[str, list[int]]:
-        positions = self._positions.get((id(field), paper))
-        if positions is None:
-            positions = self._positions[id(field), paper] = positions_of(self._tokens[field][paper])
-        return positions
-
-    def _spans_of(self, field: Field, paper: int) -> list[tuple[int, int]]:
-        spans = self._spans.get((id(field), paper))
-        if spans is None:
-            spans = self._spans[id(field), paper] = tokenize_spans(display_text(self.papers[paper], field))[1]
-        return spans
+    def _text(self, field: Field, paper: int) -> _Text:
+        found = self._texts.get((id(field), paper))
+        if found is None:
+            tokens = self._fields[field]
+            bounds = tokens.bounds()
+            found = self._texts[id(field), paper] = _Text.of(tokens.ids[bounds[paper] + 1 : bounds[paper + 1]].tolist())
+        return found
 
     def hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
         """Where ``term`` occurs in paper number ``paper``, as spans of the display text."""
@@ -398,23 +436,30 @@ class PaperIndex:
             )
         found: list[Hit] = []
         width = len(term.words) - 1
-        text = self._text(term.field)
-        last = len(term.words) - 1
-        groups = [frozenset(text.options(word, term.prefix and i == last)) for i, word in enumerate(term.words)]
+        groups = self._term_groups.get((term.words, term.prefix))
+        if groups is None:
+            groups = self._term_groups[term.words, term.prefix] = [
+                self.options(word, term.prefix and i == width) for i, word in enumerate(term.words)
+            ]
         for field in DEFAULT_FIELDS if term.field is None else (term.field,):
-            starts = _phrase_starts(self._tokens[field][paper], self._positions_of(field, paper), groups)
+            text = self._text(field, paper)
+            starts = _phrase_starts(text, groups)
             if starts:
-                spans = self._spans_of(field, paper)
+                if text.spans is None:
+                    text.spans = token_spans(display_text(self.papers[paper], field))
+                spans = text.spans
                 found.extend(Hit(term.label, field, spans[s][0], spans[s + width][1]) for s in starts)
         return tuple(found)
 
     def _name_hits(self, term: Term, paper: int) -> tuple[Hit, ...]:
         found: list[Hit] = []
-        for number, name in enumerate(self._names.names[paper]):
-            place = _first_name_match(term.words, term.prefix, name)
+        ends, flat, first = self._name_ends, self._author_flat, self._first_name[paper]
+        for number, author in enumerate(self.papers[paper].authors):
+            name = first + number
+            place = _first_name_match(term.words, term.prefix, flat[ends[name] + 1 : ends[name + 1]])
             if place is not None:
-                spans = self._author_spans.get((paper, number))
+                spans = self._author_spans.get(name)
                 if spans is None:
-                    spans = self._author_spans[paper, number] = tokenize_spans(self.papers[paper].authors[number])[1]
+                    spans = self._author_spans[name] = token_spans(author)
                 found.append(Hit(term.label, Field.AUTHORS, spans[place[0]][0], spans[place[1]][1], number))
         return tuple(found)

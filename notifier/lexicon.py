@@ -11,19 +11,18 @@ A term is answered by *keys*: exact token sequences that, when present, mean the
 - ``compil*`` (one word) is the prefix; the batch's own tokens that start with it are found when the batch comes.
 
 :meth:`TermLexicon.compile` numbers the tokens and token runs (a run of length *n* is its first *n - 1* tokens'
-run plus one token), and maps each key to the terms it answers. :meth:`TermLexicon.occurrences` numbers a
-batch's tokens once, turns them into run numbers with vectorised look-ups, one run length at a time, finds each
-prefix's tokens by bisecting the batch's sorted vocabulary, and returns (term, paper) pairs. Terms no key can
-express (a ``*`` inside a phrase, phrases longer than ``MAX_GRAM``, ``au:`` with one or three words, ``cat:cs.*``)
-are asked of the :class:`~notifier.index.PaperIndex` one by one; rule sets rarely hold many.
+run plus one token), and maps each key to the terms it answers. :meth:`TermLexicon.occurrences` reads the batch's
+tokens as the :class:`~notifier.index.PaperIndex` numbered them, turns them into run numbers with vectorised
+look-ups, one run length at a time, takes each prefix's tokens as the range of the batch's sorted vocabulary it
+starts, and returns (term, paper) pairs. Phrases no key can express (a ``*`` inside a phrase, more than
+``MAX_GRAM`` words) are found all at once from the index's positional postings; ``au:`` with one or three words
+and ``cat:cs.*`` are asked of the index one by one, from its postings of name tokens and categories.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from array import array
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
@@ -88,7 +87,7 @@ class TermLexicon:
     """Keys of every term of a rule set, and the look-up tables that find them in a batch."""
 
     __slots__ = (
-        "_category_keys", "_key_offsets", "_key_terms", "_names", "_prefix_scopes",
+        "_category_keys", "_key_offsets", "_key_terms", "_names", "_phrases", "_prefix_scopes",
         "_prefixes", "_runs", "_scope_keys", "_slow", "_terms", "_tokens",
     )  # fmt: skip
 
@@ -103,6 +102,7 @@ class TermLexicon:
         category_keys: dict[str, int],
         key_offsets: Ints,
         key_terms: Ints,
+        phrases: list[int],
         slow: list[int],
     ) -> None:
         self._terms = terms
@@ -115,6 +115,7 @@ class TermLexicon:
         self._category_keys = category_keys
         self._key_offsets = key_offsets
         self._key_terms = key_terms
+        self._phrases = np.array(phrases, dtype=np.int64)
         self._slow = np.array(slow, dtype=np.int64)
 
     @classmethod
@@ -128,6 +129,7 @@ class TermLexicon:
         prefix_keys: dict[tuple[int, str], int] = {}
         other_of_entry = array("q")
         other_terms = array("q")
+        phrases: list[int] = []
         slow: list[int] = []
         spellings: dict[str, list[int]] = {}
 
@@ -160,7 +162,7 @@ class TermLexicon:
             elif term.prefix and len(words) == 1:
                 other(prefix_keys, (_SCOPES[field], words[0]), number)
             elif term.prefix or len(words) > MAX_GRAM:
-                slow.append(number)
+                phrases.append(number)
             else:
                 heads = spellings_of(words[0])
                 for length, word in enumerate(words[1:], start=2):
@@ -202,6 +204,7 @@ class TermLexicon:
             {category: first_other + number for category, number in category_keys.items()},
             offsets,
             key_terms,
+            phrases,
             slow,
         )
 
@@ -222,6 +225,11 @@ class TermLexicon:
             _append_pairs(found, keys, papers)
         none = np.empty(0, dtype=np.int64)
         term_list, paper_list = self._expand(np.concatenate([none, *keys]), np.concatenate([none, *papers]), wanted)
+        phrases = self._phrases if wanted is None else self._phrases[wanted[self._phrases]]
+        if len(phrases):
+            terms, holding = index.phrase_occurrences([(term, self._terms[term]) for term in phrases.tolist()])
+            term_list.append(terms)
+            paper_list.append(holding)
         slow = self._slow if wanted is None else self._slow[wanted[self._slow]]
         for term in slow.tolist():
             numbers = index.papers_holding(self._terms[term])
@@ -231,36 +239,32 @@ class TermLexicon:
         return np.concatenate(term_list), np.concatenate(paper_list)
 
     def _text_keys(self, index: PaperIndex, keys: list[Ints], papers: list[Ints]) -> None:
-        """Keys found in the text fields: the batch's tokens are numbered once, then each field's token runs are
-        looked up a length at a time (each extending the previous), and its tokens' prefixes by number."""
-        number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
-        number[""]  # 0: the separator, never a token, so that runs stop at the end of each paper's text
-        fields: list[tuple[tuple[int, ...], Ints, Ints]] = []
-        for field, scopes in _FIELD_SCOPES:
-            if not any(scope in self._scope_keys or scope in self._prefix_scopes for scope in scopes):
-                continue
-            texts = index.tokens(field)
-            flat: list[str] = []
-            for tokens in texts:
-                flat.extend(tokens)
-                flat.append("")
-            if len(flat) > len(texts):
-                ids = np.fromiter(map(number.__getitem__, flat), np.int64, len(flat))
-                paper_of = np.repeat(np.arange(len(texts), dtype=np.int64), [len(t) + 1 for t in texts])
-                fields.append((scopes, ids, paper_of))
+        """Keys found in the text fields: each field's token runs (numbered by the batch, see
+        :meth:`PaperIndex.field_tokens`) are looked up a length at a time, each extending the previous, and each
+        prefix's tokens are the range of the batch's sorted vocabulary that it starts."""
+        fields = [
+            (scopes, index.field_tokens(field))
+            for field, scopes in _FIELD_SCOPES
+            if any(scope in self._scope_keys or scope in self._prefix_scopes for scope in scopes)
+        ]
         if not fields:
             return
-        vocabulary = list(number)
         if self._scope_keys:
-            known = np.fromiter(map(self._tokens.get, vocabulary, itertools.repeat(_NO_KEY)), np.int64, len(number))
-            for scopes, ids, paper_of in fields:
+            vocabulary = index.vocabulary
+            known = np.fromiter(map(self._tokens.get, vocabulary, itertools.repeat(_NO_KEY)), np.int64, len(vocabulary))
+            for scopes, field in fields:
                 tables = [self._scope_keys[scope] for scope in scopes if scope in self._scope_keys]
                 if tables:
-                    self._run_keys(known[ids], paper_of, tables, keys, papers)
+                    self._run_keys(known[field.ids], field.paper_of, tables, keys, papers)
         if self._prefixes:
-            starting = self._prefixed(vocabulary)
-            for scopes, ids, paper_of in fields:
-                self._prefix_keys(starting, scopes, ids, paper_of, keys, papers)
+            starting = [
+                (scope, key, np.arange(found.start, found.stop, dtype=np.int64))
+                for prefix, scoped in self._prefixes.items()
+                if (found := index.prefixed(prefix))
+                for scope, key in scoped
+            ]
+            for scopes, field in fields:
+                self._prefix_keys(starting, scopes, field.ids, field.paper_of, keys, papers)
 
     def _run_keys(
         self, ids: Ints, paper_of: Ints, tables: list[list[Ints]], keys: list[Ints], papers: list[Ints]
@@ -288,19 +292,6 @@ class TermLexicon:
                 keys.append(found_keys[hit])
                 papers.append(paper_of[starts[hit]])
 
-    def _prefixed(self, vocabulary: list[str]) -> list[tuple[int, int, Ints]]:
-        """For each ``word*`` key, (scope, key, the numbers of the batch's tokens that start with the word)."""
-        order = sorted(range(len(vocabulary)), key=vocabulary.__getitem__)
-        ordered = [vocabulary[i] for i in order]
-        numbers = np.array(order, dtype=np.int64)
-        found: list[tuple[int, int, Ints]] = []
-        for prefix, scoped in self._prefixes.items():
-            start = bisect.bisect_left(ordered, prefix)
-            end = bisect.bisect_left(ordered, prefix + "\U0010ffff", start)
-            if end > start:
-                found.extend((scope, key, numbers[start:end]) for scope, key in scoped)
-        return found
-
     @staticmethod
     def _prefix_keys(
         starting: list[tuple[int, int, Ints]],
@@ -326,31 +317,24 @@ class TermLexicon:
     def _pair_keys(self, index: PaperIndex, keys: list[Ints], papers: list[Ints]) -> None:
         """Keys of ``au:"A B"`` terms: ordered token pairs within one author's name, either cut to its initial."""
         names = self._names
-        flat: list[str] = []
-        sizes: list[int] = []
-        paper_of_name: list[int] = []
-        for paper, authors in enumerate(index.author_tokens):
-            for name in authors:
-                flat.extend(name)
-                sizes.append(len(name))
-                paper_of_name.append(paper)
-        if not flat:
+        authors, name_of = index.authors
+        ids = authors.ids
+        if len(ids) <= 1:  # no author has a name token
             return
         get, absent = names.words.get, itertools.repeat(_NO_KEY)
-        forms = (
-            np.fromiter(map(get, flat, absent), np.int64, len(flat)),
-            np.fromiter(map(get, [token[0] for token in flat], absent), np.int64, len(flat)),
-        )
-        name_of = np.repeat(np.arange(len(sizes)), sizes)
-        paper_of = np.array(paper_of_name, dtype=np.int64)[name_of]
-        for gap in range(1, max(sizes)):
+        vocabulary = index.vocabulary
+        whole = np.fromiter(map(get, vocabulary, absent), np.int64, len(vocabulary))
+        initial = np.fromiter(map(get, [token[0] for token in vocabulary], absent), np.int64, len(vocabulary))
+        forms = (whole[ids], initial[ids])  # the separator is no word of any term: _NO_KEY in both
+        longest = int(np.diff(np.flatnonzero(ids == 0)).max()) - 1  # the most tokens in one name
+        for gap in range(1, longest):
             at = np.flatnonzero(name_of[:-gap] == name_of[gap:])
             for first, second in itertools.product(forms, forms):
                 a, b = first[at], second[at + gap]
                 known = (a >= 0) & (b >= 0)
                 found, key = names.look_up(a[known], b[known])
                 keys.append(key)
-                papers.append(paper_of[at[known][found]])
+                papers.append(authors.paper_of[at[known][found]])
 
     def _expand(self, keys: Ints, papers: Ints, wanted: Mask | None) -> tuple[list[Ints], list[Ints]]:
         """(key, paper) pairs -> (term, paper) pairs for every term each key answers."""

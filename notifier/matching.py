@@ -8,9 +8,9 @@ nodes of one depth and operation) at a time. The terms are compiled into a :clas
 :meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.index.PaperIndex`), finds every term the selected
 rules need with the lexicon's array look-ups, and evaluates the graph over rows of paper bits
 (:mod:`notifier.bitsets`), one NumPy operation per level. The resulting :class:`MatchBatch` holds each rule's
-papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time. Its cost
-grows with papers, distinct terms, rules and matches, not with rules times papers. :meth:`RuleSet.match` is both
-steps for every rule.
+papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time and only in
+the papers asked about (a digest's). Its cost grows with papers, distinct terms, rules and matches, not with rules
+times papers. :meth:`RuleSet.match` is both steps for every rule.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class _GraphBuilder:
         self.nodes: dict[tuple[int, int, int], int] = {}
         self.ops: list[tuple[int, int, int]] = []
 
+    def term(self, term: Term) -> int:
+        return self.terms.setdefault(term, len(self.terms))
+
     def node(self, op: int, left: int, right: int) -> int:
         if op in (_AND, _OR) and right < left:
             left, right = right, left
@@ -73,13 +76,13 @@ class _GraphBuilder:
     def add(self, root: Node) -> int:
         """The graph node of the tree ``root``: its children first (left to right), then the node itself."""
         if isinstance(root, Term):
-            return self.terms.setdefault(root, len(self.terms))
+            return self.term(root)
         done: list[int] = []  # graph ids of the finished subtrees, in order
         pending: list[tuple[Node, bool]] = [(root, False)]  # (tree node, its children are done)
         while pending:
             node, ready = pending.pop()
             if isinstance(node, Term):
-                done.append(self.terms.setdefault(node, len(self.terms)))
+                done.append(self.term(node))
             elif isinstance(node, Not) and isinstance(node.child, Not):
                 pending.append((node.child.child, False))
             elif not ready:
@@ -220,6 +223,16 @@ class RuleSet:
 
         ``inspect(query, tree)``, if given, sees each distinct query's syntax tree once, as it is parsed.
         """
+        collecting = gc.isenabled()
+        gc.disable()  # millions of small acyclic objects that mostly live on: collections would only cost time
+        try:
+            return cls._compile(rules, inspect)
+        finally:
+            if collecting:
+                gc.enable()
+
+    @classmethod
+    def _compile(cls, rules: Iterable[tuple[str, str, str]], inspect: Callable[[str, Node], None] | None) -> RuleSet:
         builder = _GraphBuilder()
         by_query: dict[str, int] = {}
         names: dict[str, str] = {}
@@ -243,6 +256,7 @@ class RuleSet:
             rule_names.append(names.setdefault(name, name))
             roots.append(root)
         terms, graph, final_roots = builder.finish(roots)
+        del builder, by_query, roots  # before the lexicon is compiled: the peak is what both hold at once
         return cls(index_of, rule_names, final_roots, terms, graph)
 
     def __len__(self) -> int:
@@ -334,13 +348,13 @@ class MatchBatch:
     """The outcome of :meth:`RuleSet.evaluate`: which papers each rule selects, and (lazily, per rule) why.
 
     Paper sets are slices of one array, shared by the rules with the same query. :meth:`matches` looks up hits
-    only for the rule asked about, and caches them (and the hits of each term in each paper) for the rest of the
-    batch.
+    only for the rule asked about, and only in the papers asked about (``within``: positions in the batch, see
+    :meth:`positions`), and caches them per (rule query, paper) and per (term, paper) for the rest of the batch.
     """
 
     __slots__ = (
-        "_index", "_matches", "_offsets", "_papers", "_row_of", "_rows", "_rule_hits", "_rules", "_selected",
-        "_starts", "_term_hits",
+        "_index", "_matches", "_offsets", "_papers", "_position_of", "_row_of", "_rows", "_rule_hits", "_rules",
+        "_selected", "_starts", "_term_hits",
     )  # fmt: skip
 
     def __init__(
@@ -358,6 +372,7 @@ class MatchBatch:
         self._matches: dict[str, list[Match]] = {}
         self._term_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
         self._rule_hits: dict[tuple[int, int], tuple[Hit, ...]] = {}
+        self._position_of: dict[str, int] | None = None
 
     def keys(self) -> list[str]:
         """Keys of the evaluated rules that selected at least one paper, in rule order."""
@@ -383,33 +398,77 @@ class MatchBatch:
         row = self._row_of[self._selected[key]]
         return self._papers[self._starts[row] : self._starts[row + 1]]
 
-    def papers(self, key: str) -> list[Paper]:
+    def papers(self, key: str, within: Collection[int] | None = None) -> list[Paper]:
+        """The papers that rule ``key`` selects, in batch order (only those at the positions ``within``, if
+        given)."""
         papers = self._index.papers
-        return [papers[i] for i in self.paper_indices(key).tolist()]
+        return [papers[i] for i in self._positions(key, within)]
 
-    def matches(self, key: str) -> list[Match]:
-        """Rule ``key``'s matches in paper order, each with its hits (computed on the first call for this rule)."""
-        found = self._matches.get(key)
-        if found is None:
-            collecting = gc.isenabled()
-            gc.disable()  # hits and matches are many small acyclic objects: collections would only cost time
-            try:
-                found = self._matches[key] = self._explain(key)
-            finally:
-                if collecting:
-                    gc.enable()
-        return list(found)
+    def position_of(self, arxiv_id: str) -> int:
+        """The position in the batch of the paper ``arxiv_id`` (its first, if it came twice; KeyError if
+        absent)."""
+        return self._position_table()[arxiv_id]
 
-    def _explain(self, key: str) -> list[Match]:
+    def positions(self, arxiv_ids: Iterable[str]) -> set[int]:
+        """The positions in the batch of those of ``arxiv_ids`` that it holds: a ``within`` for :meth:`matches`."""
+        table = self._position_table()
+        return {table[arxiv_id] for arxiv_id in arxiv_ids if arxiv_id in table}
+
+    def _position_table(self) -> dict[str, int]:
+        if self._position_of is None:
+            table: dict[str, int] = {}
+            for position, paper in enumerate(self._index.papers):
+                table.setdefault(paper.arxiv_id, position)
+            self._position_of = table
+        return self._position_of
+
+    def _positions(self, key: str, within: Collection[int] | None) -> list[int]:
+        """Positions of rule ``key``'s papers, ascending; only those in ``within``, if given."""
+        selected = self.paper_indices(key)
+        if within is None:
+            every: list[int] = selected.tolist()
+            return every
+        if len(selected) <= len(within):
+            return [paper for paper in selected.tolist() if paper in within]
+        wanted = np.fromiter(within, np.int64, len(within))
+        at = np.minimum(np.searchsorted(selected, wanted), len(selected) - 1)
+        return sorted(set(wanted[selected[at] == wanted].tolist()))
+
+    def matches(self, key: str, within: Collection[int] | None = None) -> list[Match]:
+        """Rule ``key``'s matches in paper order, each with its hits; with ``within`` (positions in the batch),
+        only the matches among those papers.
+
+        Hits are computed once per (rule query, paper) and per (term, paper) for the whole batch, so a paper
+        that many subscribers see is explained once however many digests show it.
+        """
+        if within is None:
+            found = self._matches.get(key)
+            if found is None:
+                found = self._matches[key] = self._explain(key, self._positions(key, None))
+            return list(found)
+        return self._explain(key, self._positions(key, within))
+
+    def _explain(self, key: str, positions: list[int]) -> list[Match]:
+        collecting = gc.isenabled()
+        gc.disable()  # hits and matches are many small acyclic objects: collections would only cost time
+        try:
+            return self._explained(key, positions)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _explained(self, key: str, positions: list[int]) -> list[Match]:
         rules, index = self._rules, self._index
         rule = self._selected[key]
         root = int(rules._roots[rule])
-        explained = rules._positive_terms(root)
+        explained: list[int] | None = None
         name = rules._names[rule]
         matches: list[Match] = []
-        for paper in self.paper_indices(key).tolist():
+        for paper in positions:
             hits = self._rule_hits.get((root, paper))
             if hits is None:
+                if explained is None:
+                    explained = rules._positive_terms(root)
                 found: list[Hit] = []
                 for term in explained:
                     cached = self._term_hits.get((term, paper))

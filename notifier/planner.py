@@ -22,9 +22,9 @@ import json
 import logging
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from notifier.addresses import address_key
@@ -35,9 +35,10 @@ from notifier.errors import StoreError
 from notifier.matching import MatchBatch
 from notifier.metrics import Metrics
 from notifier.models import Digest, DigestSection, Match, Paper
+from notifier.progress import Progress
 from notifier.render import Renderer
 from notifier.settings import Settings
-from notifier.store import NewDelivery
+from notifier.store import NewDelivery, NewDigest
 from notifier.store_factory import StoreLike
 from notifier.store_sql import PlanFailure, SubscriberState, recipient_key
 
@@ -46,7 +47,14 @@ log = logging.getLogger(__name__)
 FIRST_DIGEST_LOOKBACK = timedelta(days=1)
 RETRY_FAILED_AFTER = timedelta(hours=1)  # a digest that failed, its definition unchanged, is tried again after this
 MAX_REASON = 500  # characters of a failure's reason kept in the store
+WRITE_BATCH = 200  # digests written in one transaction
 UnsubscribeUrl = Callable[[str, str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDigest:
+    record: NewDigest
+    papers: int  # distinct papers across its deliveries
 
 
 @dataclass
@@ -88,26 +96,82 @@ def describe_failure(exc: BaseException) -> str:
 
 
 class LazyMatches(Mapping[str, list[Match]]):
-    """Rule key -> matches, with hits looked up only for the rules a digest actually reads."""
+    """Rule key -> matches among the papers one subscriber can see (those of its categories), with hits looked up
+    only for the rules its digest actually reads, and only in those papers."""
 
-    def __init__(self, batch: MatchBatch):
+    def __init__(self, batch: MatchBatch, matched: frozenset[str], visible: frozenset[int]):
         self.batch = batch
-        self._keys = batch.keys()
-        self._known = set(self._keys)
+        self.matched = matched
+        self.visible = visible
 
     def __getitem__(self, key: str) -> list[Match]:
-        if key not in self._known:
+        if key not in self.matched:
             raise KeyError(key)
-        return self.batch.matches(key)
+        return self.batch.matches(key, within=self.visible)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self.matched)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.matched)
 
-    def papers(self, key: str) -> list[Paper]:
-        return self.batch.papers(key)
+
+@dataclass
+class _Group:
+    """Due subscribers who share a cursor, the papers of all their categories since it, and every rule of theirs
+    matched once over those papers. A subscriber sees only the papers of its own categories (:meth:`visible`)."""
+
+    cursor: datetime
+    subscribers: list[Subscriber]
+    papers: list[Paper]  # in the batch's order
+    batch: MatchBatch
+    by_category: dict[str, frozenset[int]]  # category (or stored set) -> positions of the papers it announced
+    matched: frozenset[str] = frozenset()  # keys of the rules that selected a paper
+    _visible: dict[str, frozenset[int]] = field(default_factory=dict)
+
+    def visible(self, subscriber: Subscriber) -> frozenset[int]:
+        """Positions of the papers announced in ``subscriber``'s categories."""
+        key = subscriber.feed_key
+        found = self._visible.get(key)
+        if found is None:
+            found = frozenset().union(
+                *(self.by_category[c] for c in {*subscriber.categories, key} if c in self.by_category)
+            )
+            self._visible[key] = found
+        return found
+
+    def matches(self, subscriber: Subscriber) -> LazyMatches:
+        return LazyMatches(self.batch, self.matched, self.visible(subscriber))
+
+
+_CROSS = frozenset({"cross", "replace-cross"})
+
+
+def _match(
+    config: Config, cursor: datetime, subscribers: list[Subscriber], listed: Mapping[str, list[Paper]]
+) -> _Group:
+    """Match every rule of ``subscribers`` once over the papers of all categories in ``listed``.
+
+    A paper version announced in several categories is one paper per announce type: a subscriber sees the type
+    its own categories gave it (a cross-list in one is new in its primary category), and where both reach it the
+    paper's own type comes first, as in a feed of several categories.
+    """
+    union: dict[tuple[str, int, str], Paper] = {}
+    for papers in listed.values():
+        for paper in papers:
+            union.setdefault((paper.arxiv_id, paper.version, paper.announce_type), paper)
+    papers = sorted(
+        union.values(),
+        key=lambda p: (p.announced or date.min, p.arxiv_id, p.version, p.announce_type in _CROSS, p.announce_type),
+    )
+    position = {(p.arxiv_id, p.version, p.announce_type): i for i, p in enumerate(papers)}
+    by_category = {
+        category: frozenset(position[p.arxiv_id, p.version, p.announce_type] for p in found)
+        for category, found in listed.items()
+    }
+    keys = list(dict.fromkeys(rule.key for subscriber in subscribers for rule in subscriber.rules))
+    batch = config.rules.evaluate(papers, keys)
+    return _Group(cursor, subscribers, papers, batch, by_category, frozenset(batch.keys()))
 
 
 class Planner:
@@ -149,40 +213,87 @@ class Planner:
         force: bool = False,
         empty_reasons: Mapping[str, str | None] | None = None,
     ) -> PlanReport:
-        """Write pending deliveries for every due subscriber (every subscriber when ``force``).
+        """Write pending deliveries for every due subscriber (every subscriber when ``force``), all at once.
 
         A subscriber whose digest cannot be planned is recorded as failing (see the module's docstring) and
         reported in ``failed``; the others are planned all the same. A :class:`StoreError` ends the plan.
         """
         report = PlanReport()
+        for _ in self.steps(config, now, report, force=force, empty_reasons=empty_reasons):
+            pass
+        return report
+
+    def steps(
+        self,
+        config: Config,
+        now: datetime,
+        report: PlanReport,
+        *,
+        force: bool = False,
+        empty_reasons: Mapping[str, str | None] | None = None,
+    ) -> Generator[None, None, None]:
+        """:meth:`plan`, one subscriber at a time: yields after each, so that the daemon can answer its endpoints
+        and signals in between. Digests are written in batches of :data:`WRITE_BATCH`; closing the generator
+        early writes those planned so far, and the subscribers not reached keep their cursors for the next plan.
+        """
         failures = self.store.plan_failures()
         failed: list[tuple[Subscriber, str]] = []
+        pending: list[PlannedDigest] = []
 
-        def group_failed(feed_key: str, subscribers: list[Subscriber], exc: Exception) -> None:
-            reason = f"reading or matching the papers of {feed_key}: {describe_failure(exc)}"
+        def group_failed(what: str, subscribers: list[Subscriber], exc: Exception) -> None:
+            reason = f"reading or matching the papers of {what}: {describe_failure(exc)}"
             names = ", ".join(s.name for s in subscribers[:5]) + (", ..." if len(subscribers) > 5 else "")
             log.error(
                 "digests of %d subscribers (%s) not planned; their papers wait: %s", len(subscribers), names, reason
             )
-            log.debug("papers of %s could not be read or matched", feed_key, exc_info=exc)
+            log.debug("papers of %s could not be read or matched", what, exc_info=exc)
             failed.extend((subscriber, reason) for subscriber in subscribers)
 
-        for feed_key, cursor, subscribers, _candidates, matches in self._due_matches(
-            config, now, force=force, failures=failures, on_failure=group_failed
-        ):
-            for subscriber in subscribers:
-                reason = (empty_reasons or {}).get(feed_key)
-                problem = self._plan_one(config, subscriber, matches, cursor, now, reason, report)
-                if problem is not None:
-                    failed.append((subscriber, problem))
-                elif subscriber.name in failures:
-                    self.store.clear_plan_failure(subscriber.name)
-                    self._tried = {tried for tried in self._tried if tried[0] != subscriber.name}
-                    attempts = failures[subscriber.name].attempts
-                    log.info("digest for %s planned again after %d failed attempts", subscriber.name, attempts)
-        if failed:
-            self._record_failures(failed, now, report)
-        return report
+        def finish() -> None:
+            self._write(pending, failures, report)
+            if failed:
+                self._record_failures(failed, now, report)
+
+        due = self._due(config, now, force=force, failures=failures)
+        try:
+            with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
+                for group in self._groups(config, due, now, on_failure=group_failed):
+                    for subscriber in group.subscribers:
+                        reason = (empty_reasons or {}).get(subscriber.feed_key)
+                        planned, problem = self._plan_one(
+                            config, subscriber, group.matches(subscriber), group.cursor, now, reason
+                        )
+                        if problem is not None:
+                            failed.append((subscriber, problem))
+                        elif planned is not None:
+                            pending.append(planned)
+                            if len(pending) >= WRITE_BATCH:
+                                self._write(pending, failures, report)
+                        progress.advance()
+                        yield
+        except GeneratorExit:
+            finish()
+            raise
+        finish()
+
+    def _write(self, pending: list[PlannedDigest], failures: Mapping[str, PlanFailure], report: PlanReport) -> None:
+        """Record the planned digests in one transaction, then count them (and clear the failures they end)."""
+        if not pending:
+            return
+        self.store.record_digests([planned.record for planned in pending])
+        for planned in pending:
+            name = planned.record.subscriber
+            if planned.record.deliveries:
+                report.digests += 1
+                report.deliveries += len(planned.record.deliveries)
+                report.papers += planned.papers
+                report.subscribers.append(name)
+                self.metrics.record_digest(planned.papers)
+            if name in failures:
+                self.store.clear_plan_failure(name)
+                self._tried = {tried for tried in self._tried if tried[0] != name}
+                log.info("digest for %s planned again after %d failed attempts", name, failures[name].attempts)
+        pending.clear()
 
     def _record_failures(self, failed: list[tuple[Subscriber, str]], now: datetime, report: PlanReport) -> None:
         rows = [(subscriber.name, fingerprint(subscriber), reason) for subscriber, reason in failed]
@@ -191,6 +302,7 @@ class Planner:
             self._tried.add((name, definition))
             report.failed.append(name)
         self.metrics.record_plan_failures(len(rows))
+        failed.clear()
 
     def _held(self, subscriber: Subscriber, failure: PlanFailure | None, now: datetime) -> bool:
         """Whether a failed digest is left alone for now: this planner tried the same definition of the
@@ -201,54 +313,106 @@ class Planner:
         return current == failure.fingerprint and (subscriber.name, current) in self._tried
 
     def papers_to_enrich(self, config: Config, now: datetime, *, force: bool = False) -> set[str]:
-        """Ids of the papers the next :meth:`plan` needs comments for: those its rules match, and every candidate
-        of a feed where a due rule reads the comment (``co:``), which only the API knows."""
+        """Ids of the papers the next :meth:`plan` needs comments for: those its rules match among what each
+        subscriber sees, and every paper a subscriber sees when one of its rules reads the comment (``co:``),
+        which only the API knows."""
         wanted: set[str] = set()
-        failures = self.store.plan_failures()
 
-        def skipped(feed_key: str, _subscribers: list[Subscriber], exc: Exception) -> None:
-            log.debug("papers of %s could not be read or matched; the plan records it", feed_key, exc_info=exc)
+        def skipped(what: str, _subscribers: list[Subscriber], exc: Exception) -> None:
+            log.debug("papers of %s could not be read or matched; the plan records it", what, exc_info=exc)
 
-        for _key, _cursor, subscribers, candidates, matches in self._due_matches(
-            config, now, force=force, failures=failures, on_failure=skipped
-        ):
-            if any(rule.key in config.comment_rules for subscriber in subscribers for rule in subscriber.rules):
-                wanted.update(paper.arxiv_id for paper in candidates)
-            else:
-                wanted.update(paper.arxiv_id for key in matches for paper in matches.papers(key))
+        due = self._due(config, now, force=force, failures=self.store.plan_failures())
+        for group in self._groups(config, due, now, on_failure=skipped):
+            positions: set[int] = set()
+            for subscriber in group.subscribers:
+                visible = group.visible(subscriber)
+                if any(rule.key in config.comment_rules for rule in subscriber.rules):
+                    positions |= visible
+                    continue
+                for rule in subscriber.rules:
+                    if rule.key in group.matched:
+                        positions.update(i for i in group.batch.paper_indices(rule.key).tolist() if i in visible)
+            wanted.update(group.papers[i].arxiv_id for i in positions)
         return wanted
 
-    def _due_matches(
-        self,
-        config: Config,
-        now: datetime,
-        *,
-        force: bool,
-        failures: Mapping[str, PlanFailure],
-        on_failure: Callable[[str, list[Subscriber], Exception], None],
-    ) -> Iterator[tuple[str, datetime, list[Subscriber], list[Paper], LazyMatches]]:
-        """Due subscribers grouped by feed and cursor, with that feed's candidate papers and the matches of all
-        their rules over them. Subscribers whose failed digest is held back are left out; a group whose papers
-        cannot be read or matched goes to ``on_failure`` instead (a store error is raised)."""
-        groups: dict[tuple[str, datetime], list[Subscriber]] = defaultdict(list)
+    def _due(
+        self, config: Config, now: datetime, *, force: bool, failures: Mapping[str, PlanFailure]
+    ) -> dict[datetime, list[Subscriber]]:
+        """Due subscribers by cursor, in the config's order; those whose failed digest is held back are left out."""
+        due: dict[datetime, list[Subscriber]] = defaultdict(list)
         states = self.store.subscriber_states()
         for subscriber in config.subscribers:
             state = states.get(subscriber.name)
             if (force or self.is_due(subscriber, now, state)) and not self._held(
                 subscriber, failures.get(subscriber.name), now
             ):
-                groups[(subscriber.feed_key, self.cursor_of(subscriber, now, state))].append(subscriber)
-        for (feed_key, cursor), subscribers in groups.items():
+                due[self.cursor_of(subscriber, now, state)].append(subscriber)
+        return due
+
+    def _groups(
+        self,
+        config: Config,
+        due: Mapping[datetime, list[Subscriber]],
+        now: datetime,
+        *,
+        on_failure: Callable[[str, list[Subscriber], Exception], None],
+    ) -> Iterator[_Group]:
+        """For each cursor: the papers of every category its subscribers follow, read once per category, and all
+        their rules matched once over them. The subscribers of a category whose papers cannot be read go to
+        ``on_failure``; so do those of a feed whose papers cannot be matched (matching then runs feed by feed, so
+        that no one else fails with them). A store error is raised."""
+        combined = [
+            (s.feed_key, s.last_polled) for s in self.store.feed_states() if "+" in s.feed_key and s.last_polled
+        ]
+        for cursor, subscribers in due.items():
+            listed: dict[str, list[Paper]] = {}
+            sets = {s.feed_key for s in subscribers}
+            # Items stored under a category set's own key, when sets were polled rather than categories, and
+            # that set was polled after this cursor: read once, they join that set's subscribers' papers.
+            legacy = [key for key, polled in combined if key in sets and polled is not None and polled > cursor]
+            for key in [*sorted({c for subscriber in subscribers for c in subscriber.categories}), *legacy]:
+                try:
+                    listed[key] = self.store.candidates(key, cursor, now)
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    members = set(key.split("+"))
+                    unread = [s for s in subscribers if members & set(s.categories)]
+                    on_failure(key, unread, exc)
+                    subscribers = [s for s in subscribers if not members & set(s.categories)]
+            if not subscribers:
+                continue
             try:
-                candidates = self.store.candidates(feed_key, cursor, now)
-                keys = [rule.key for subscriber in subscribers for rule in subscriber.rules]
-                matches = LazyMatches(config.rules.evaluate(candidates, keys))
+                group = _match(config, cursor, subscribers, listed)
+            except StoreError:
+                raise
+            except Exception:
+                log.debug("matching the papers of %d categories at once failed; matching feed by feed", len(listed))
+                yield from self._feed_by_feed(config, cursor, subscribers, listed, on_failure)
+                continue
+            yield group
+
+    @staticmethod
+    def _feed_by_feed(
+        config: Config,
+        cursor: datetime,
+        subscribers: list[Subscriber],
+        listed: Mapping[str, list[Paper]],
+        on_failure: Callable[[str, list[Subscriber], Exception], None],
+    ) -> Iterator[_Group]:
+        feeds: dict[str, list[Subscriber]] = defaultdict(list)
+        for subscriber in subscribers:
+            feeds[subscriber.feed_key].append(subscriber)
+        for feed_key, members in feeds.items():
+            try:
+                own = {*members[0].categories, feed_key}
+                group = _match(config, cursor, members, {key: papers for key, papers in listed.items() if key in own})
             except StoreError:
                 raise
             except Exception as exc:
-                on_failure(feed_key, subscribers, exc)
+                on_failure(feed_key, members, exc)
                 continue
-            yield feed_key, cursor, subscribers, candidates, matches
+            yield group
 
     def _plan_one(
         self,
@@ -258,10 +422,9 @@ class Planner:
         cursor: datetime,
         now: datetime,
         empty_reason: str | None,
-        report: PlanReport,
-    ) -> str | None:
-        """Plan ``subscriber``'s digest and record it; or, when it cannot be planned, log and return the reason
-        (and record nothing: its cursor stays)."""
+    ) -> tuple[PlannedDigest | None, str | None]:
+        """Plan ``subscriber``'s digest, to be recorded with others in one transaction; or, when it cannot be
+        planned, log and return the reason (and record nothing: its cursor stays)."""
         digest_id = _hash(subscriber.name, now.isoformat(), length=20)
         unsubscribed = self.store.unsubscribed(subscriber.name)
         deliveries: list[NewDelivery] = []
@@ -297,26 +460,21 @@ class Planner:
             problem = f"{step}: {describe_failure(exc)}"
             log.error("digest for %s not planned; its papers wait for the next attempt: %s", subscriber.name, problem)
             log.debug("digest for %s not planned", subscriber.name, exc_info=exc)
-            return problem
-        self.store.record_digest(
+            return None, problem
+        record = NewDigest(
             digest_id=digest_id,
             subscriber=subscriber.name,
             kind=subscriber.schedule.kind,
             period_start=cursor,
             period_end=now,
             now=now,
-            deliveries=deliveries,
+            deliveries=tuple(deliveries),
             cursor=now,
         )
+        papers = len({paper for delivery in deliveries for paper in delivery.papers})
         if deliveries:
-            count = len({paper for delivery in deliveries for paper in delivery.papers})
-            report.digests += 1
-            report.deliveries += len(deliveries)
-            report.papers += count
-            report.subscribers.append(subscriber.name)
-            self.metrics.record_digest(count)
-            log.info("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, count, len(deliveries))
-        return None
+            log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
+        return PlannedDigest(record, papers), None
 
     def _render(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime
@@ -350,9 +508,9 @@ class Planner:
     def preview(self, config: Config, subscriber: Subscriber, now: datetime) -> Digest:
         """The digest ``subscriber`` would get next, from stored papers; writes nothing."""
         cursor = self.cursor_of(subscriber, now)
-        candidates = self.store.candidates(subscriber.feed_key, cursor, now)
-        matches = config.rules.match(candidates, [rule.key for rule in subscriber.rules]) if candidates else {}
+        listed = {category: self.store.candidates(category, cursor, now) for category in set(subscriber.categories)}
+        group = _match(config, cursor, [subscriber], listed)
         recipients = subscriber.recipients()
         reserved = self.store.reserved_versions(subscriber.name, *recipients[0]) if recipients else {}
-        sections: tuple[DigestSection, ...] = sections_for(subscriber, matches, reserved)
+        sections: tuple[DigestSection, ...] = sections_for(subscriber, group.matches(subscriber), reserved)
         return build_digest(subscriber, sections, period_start=cursor, period_end=now, config_path=config.path.name)

@@ -1,9 +1,16 @@
-"""Polling arXiv: one request per distinct category set, announcement-aware, recorded in the store.
+"""Polling arXiv: one request per category, announcement-aware, recorded in the store.
+
+Each category subscribers follow is its own feed (``rss/cs.LG``), polled once however many subscribers combine it
+with others, so the requests of a poll are bounded by arXiv's taxonomy, not by subscribers. A subscriber's
+category set is composed locally from its categories' stored papers (for a whole set:
+:meth:`notifier.store_sql.SqlStore.candidates`), and its health is the worst of its categories'
+(:meth:`Poller.health`).
 
 A poll fetches the feed (conditional GET), recognises a repeated announcement by its items (not by
-``lastBuildDate``), stores new items, and records the outcome. A failed poll is a log line and a feed state; it
-never touches what is already stored, and the next poll recovers. Feed health compares the last announcement we
-saw with the one arXiv's calendar says should be out: ``ok``, ``late`` (up to six hours) or ``stale``.
+``lastBuildDate``), stores new items, and records the outcome. A failed poll is a log line and a feed state for
+that category only; it never touches what is already stored, and the next poll recovers. Subscribers of other
+categories plan as usual. Feed health compares the last announcement we saw with the one arXiv's calendar says
+should be out: ``ok``, ``late`` (up to six hours) or ``stale``.
 
 What counts as an announcement: a feed with items we have not seen as a whole before, dated after the last one we
 saw; or an empty feed dated a day without announcement (weekend, holiday). An empty feed dated an announcement
@@ -16,6 +23,15 @@ stale, and none at all from a successful poll until the next announcement is due
 A poll's time is bounded: the daemon runs it inside a time budget of the politeness gate (``NOTIFIER_POLL_TIMEOUT``).
 A feed the budget ran out on is an error like any other. Feeds the poll never reached are recorded as errors too,
 dated when the poll began, so that the next poll, which takes the feeds polled longest ago first, starts with them.
+
+Upgrading from a store whose feeds were category sets (items and feed state under ``cs.AI+cs.LG``) needs no
+migration. The first poll of each category finds no feed state under the category's key, so it asks without an
+ETag and stores the day's items again, under the category, seen now; as a first poll of that key, it requests no
+backfill. Those papers fall again in the window of subscribers whose last digest already carried them, but the
+planner skips every paper version a recipient has reserved (sent or on its way:
+:meth:`notifier.store_sql.SqlStore.reserved_versions`), so nobody gets a paper twice; what the rules did not match
+then, they do not match now. The rows under set keys stay readable as part of their set
+(:meth:`notifier.store_sql.SqlStore.candidates`).
 """
 
 from __future__ import annotations
@@ -160,18 +176,30 @@ class Poller:
         )
 
     def health(self, feed_key: str, now: datetime) -> FeedHealth:
-        state = self.store.feed_state(feed_key)
+        """The health of a category's feed; of a category set (``cs.AI+cs.LG``), that of its worst category (never
+        polled, then stale, then late, then ok), which names that category."""
+        return self._worst(feed_key, now, {})
+
+    def _worst(self, feed_key: str, now: datetime, known: dict[str, FeedHealth]) -> FeedHealth:
+        """The health of ``feed_key``'s worst category; ``known`` keeps the categories' healths across calls."""
+        for category in feed_key.split("+"):
+            if category not in known:
+                known[category] = self._health(category, now)
+        return max((known[category] for category in feed_key.split("+")), key=lambda health: _WORSE[health.state])
+
+    def _health(self, category: str, now: datetime) -> FeedHealth:
+        state = self.store.feed_state(category)
         expected = calendar.latest_announcement(now)
         next_expected = calendar.next_announcement(now)
         if state is None or state.last_polled is None:
-            return FeedHealth(feed_key, "never polled", None, expected, next_expected, None, None)
+            return FeedHealth(category, "never polled", None, expected, next_expected, None, None)
         seen = state.last_announced
         if expected is None or (seen is not None and seen >= expected):
             condition = "ok"
         else:
             due_since = calendar.announcement_time(expected)
             condition = "late" if now - due_since < STALE_AFTER else "stale"
-        return FeedHealth(feed_key, condition, seen, expected, next_expected, state.last_status, state.last_error)
+        return FeedHealth(category, condition, seen, expected, next_expected, state.last_status, state.last_error)
 
     def next_poll_at(self, feed_keys: Iterable[str], now: datetime) -> datetime:
         """When to poll next.
@@ -198,13 +226,26 @@ class Poller:
         return soonest
 
     def empty_reason(self, feed_key: str, now: datetime) -> str | None:
-        """Why a digest would be empty, or None when we cannot honestly say (the feed is late or failing)."""
-        if self.health(feed_key, now).state != "ok":
-            return None  # never blame arXiv for papers we could not fetch
+        """Why a digest of a category (or set) would be empty, or None when we cannot honestly say (one of its
+        categories is late, failing or never polled)."""
+        return self.empty_reasons([feed_key], now)[feed_key]
+
+    def empty_reasons(self, feed_keys: Iterable[str], now: datetime) -> dict[str, str | None]:
+        """:meth:`empty_reason` of each key, each category's feed state read once however many sets share it."""
+        known: dict[str, FeedHealth] = {}
         today = now.astimezone(calendar.EASTERN).date()
-        if not calendar.is_announcement_day(today):
-            return f"arXiv did not announce on {today:%a %d %b} (weekend or holiday)"
-        return "nothing new matched your rules"
+        reasons: dict[str, str | None] = {}
+        for key in feed_keys:
+            if self._worst(key, now, known).state != "ok":
+                reasons[key] = None  # never blame arXiv for papers we could not fetch
+            elif not calendar.is_announcement_day(today):
+                reasons[key] = f"arXiv did not announce on {today:%a %d %b} (weekend or holiday)"
+            else:
+                reasons[key] = "nothing new matched your rules"
+        return reasons
+
+
+_WORSE = {"ok": 0, "late": 1, "stale": 2, "never polled": 3}
 
 
 def _last_polled(state: FeedState | None) -> datetime:

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeAlias
+from functools import lru_cache
+from typing import NamedTuple, TypeAlias
 
 from notifier.errors import QuerySyntaxError
 from notifier.models import Field
@@ -83,16 +84,16 @@ class Or:
 
 Node: TypeAlias = Term | Not | And | Or
 
-_LEXEME = re.compile(
+_LEXEME = re.compile(  # each lexeme with the whitespace before it
     r"""
-    (?P<space>\s+)
-  | (?P<open>\()
+    \s*(?:
+    (?P<open>\()
   | (?P<close>\))
   | (?P<phrase>"[^"]*")
   | (?P<unclosed>")
   | (?P<prefix>[A-Za-z]+:)
   | (?P<word>[^\s()"]+)
-    """,
+    )""",
     re.VERBOSE,
 )
 _OPERATORS = ("AND", "OR", "NOT")
@@ -100,8 +101,7 @@ _STARTS = frozenset({"open", "phrase", "prefix", "word", "NOT"})
 _EXPECT_TERM = "a term, a \"phrase\" or '('"
 
 
-@dataclass(frozen=True, slots=True)
-class _Lexeme:
+class _Lexeme(NamedTuple):
     kind: str  # open, close, phrase, prefix, word, AND, OR, NOT, end
     text: str
     column: int  # 1-based
@@ -132,14 +132,11 @@ class _Parser:
         lexemes: list[_Lexeme] = []
         for match in _LEXEME.finditer(text):
             kind = match.lastgroup or "word"
-            column = match.start() + 1
-            if kind == "space":
-                continue
+            value = match.group(kind)
+            column = match.start(kind) + 1
             if kind == "unclosed":
                 raise self.error("unterminated phrase; expected a closing '\"'", column)
-            if kind == "word" and match.group() in _OPERATORS:
-                kind = match.group()
-            lexemes.append(_Lexeme(kind, match.group(), column))
+            lexemes.append(_Lexeme(value if kind == "word" and value in _OPERATORS else kind, value, column))
         lexemes.append(_Lexeme("end", "", len(text) + 1))
         return lexemes
 
@@ -243,32 +240,43 @@ class _Parser:
         self.terms += 1
         if self.terms > MAX_TERMS:
             raise self.error(f"the query has more than {MAX_TERMS} terms; split it into several rules", lexeme.column)
-        raw = lexeme.text[1:-1] if lexeme.kind == "phrase" else lexeme.text
-        label = raw if lexeme.kind == "word" else lexeme.text
-        if field is not None:
-            label = next(name for name, value in PREFIXES.items() if value is field) + ":" + label
-        if lexeme.kind == "phrase" and not raw.strip():
-            raise self.error('empty phrase ""; expected words between the quotes', lexeme.column)
-        if lexeme.kind == "word" and raw.startswith("-") and raw[1:2].isalnum():
-            raise self.error(f"'{raw}': to exclude a word write NOT {raw[1:]}", lexeme.column)
-        prefix = raw.endswith("*")
-        body = raw.rstrip("*") if prefix else raw
-        if "*" in body:
-            raise self.error(f"'*' may only end a word, as in 'compil*' (in {lexeme.text})", lexeme.column)
-        if field is Field.CATEGORIES:
-            words: tuple[str, ...] = (body.strip().casefold(),)
-            if not words[0]:
-                raise self.error(f"expected a category such as cs.LG, found {_describe(lexeme)}", lexeme.column)
-        else:
-            words = tuple(tokenize(body))
-            if not words:
-                raise self.error(f"{_describe(lexeme)} has no letters or digits; expected a word", lexeme.column)
-            if prefix and (body[-1:].isspace() or len(words[-1]) < _MIN_PREFIX_LETTERS):
-                raise self.error(
-                    f"prefix '{lexeme.text}' is too short; put at least {_MIN_PREFIX_LETTERS} letters before '*'",
-                    lexeme.column,
-                )
-        return Term(field, words, prefix, label)
+        term = _make_term(lexeme.kind, lexeme.text, field)
+        if isinstance(term, str):
+            raise self.error(term, lexeme.column)
+        return term
+
+
+_FIELD_NAMES = {field: name for name, field in PREFIXES.items()}
+
+
+@lru_cache(maxsize=1 << 16)
+def _make_term(kind: str, text: str, field: Field | None) -> Term | str:
+    """The term a word or phrase lexeme stands for, or why it cannot be one (the same lexeme, with the same
+    field, recurs across many rules: it is made once)."""
+    raw = text[1:-1] if kind == "phrase" else text
+    label = raw if kind == "word" else text
+    if field is not None:
+        label = _FIELD_NAMES[field] + ":" + label
+    if kind == "phrase" and not raw.strip():
+        return 'empty phrase ""; expected words between the quotes'
+    if kind == "word" and raw.startswith("-") and raw[1:2].isalnum():
+        return f"'{raw}': to exclude a word write NOT {raw[1:]}"
+    prefix = raw.endswith("*")
+    body = raw.rstrip("*") if prefix else raw
+    if "*" in body:
+        return f"'*' may only end a word, as in 'compil*' (in {text})"
+    described = "the end of the query" if kind == "end" else f"'{text}'"
+    if field is Field.CATEGORIES:
+        words: tuple[str, ...] = (body.strip().casefold(),)
+        if not words[0]:
+            return f"expected a category such as cs.LG, found {described}"
+    else:
+        words = tuple(tokenize(body))
+        if not words:
+            return f"{described} has no letters or digits; expected a word"
+        if prefix and (body[-1:].isspace() or len(words[-1]) < _MIN_PREFIX_LETTERS):
+            return f"prefix '{text}' is too short; put at least {_MIN_PREFIX_LETTERS} letters before '*'"
+    return Term(field, words, prefix, label)
 
 
 def parse_query(text: str) -> Node:

@@ -1,4 +1,4 @@
-"""Digest -> rendered message. One Jinja2 environment per :class:`Renderer`; templates live in ``templates/``.
+"""Digest -> rendered message. Templates live in ``templates/``; a :class:`Renderer` compiles them once.
 
 Rendering is pure: it reads templates and nothing else, and every date it shows comes from the digest.
 A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing there come from ours.
@@ -11,10 +11,12 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from notifier.models import Digest, RenderedEmail, SlackMessage
 from notifier.render_email import EmailRenderer, install_filters
-from notifier.render_slack import render_slack
+from notifier.render_html import InlinedLoader, Stylesheet, escape_text
+from notifier.render_slack import SlackRenderer
 
 __all__ = ["Renderer", "builtin_templates"]
 
@@ -45,30 +47,74 @@ def builtin_templates() -> jinja2.BaseLoader:
 
 
 class Renderer:
-    """Renders digests for email and Slack."""
+    """Renders digests for email and Slack.
+
+    One renderer serves every digest of a plan: it loads and compiles the templates once (with ``email.css``
+    inlined into the HTML ones), and remembers each paper it rendered for reuse by the next digests that list it.
+    The templates load when the first digest is rendered, and again whenever one of their files changed, so an
+    operator's fix is picked up without a restart; until a change loads, every digest fails with its error.
+    """
 
     def __init__(self, templates_dir: Path | None = None) -> None:
         loaders: list[jinja2.BaseLoader] = []
         if templates_dir is not None:
             loaders.append(jinja2.FileSystemLoader(templates_dir))
         loaders.append(builtin_templates())
-        self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        install_filters(self.env)
-        self._email = EmailRenderer(self.env)
+        self._loader = jinja2.ChoiceLoader(loaders)
+        self._loaded: _Loaded | None = None
+        self._slack = SlackRenderer()
+
+    @property
+    def env(self) -> jinja2.Environment:
+        """The Jinja2 environment of the templates as they are now."""
+        return self._current().env
 
     def email(
         self, digest: Digest, *, unsubscribe_url: str | None = None, max_html_bytes: int = 100_000
     ) -> RenderedEmail:
         """Subject, text part and HTML part (HTML under ``max_html_bytes`` where the papers allow)."""
-        return self._email.render(digest, unsubscribe_url, max_html_bytes)
+        return self._current().email.render(digest, unsubscribe_url, max_html_bytes)
 
     def slack(self, digest: Digest) -> list[SlackMessage]:
         """Block Kit messages, split so that each respects Slack's limits; no paper is left out."""
-        return render_slack(digest)
+        return self._slack.render(digest)
+
+    def _current(self) -> _Loaded:
+        loaded = self._loaded
+        if loaded is None or not all(template.is_up_to_date for template in loaded.templates):
+            loaded = self._loaded = _Loaded.load(self._loader)
+        return loaded
+
+
+class _Loaded:
+    """The compiled templates, with their papers' cache; ``templates`` are the files they came from."""
+
+    def __init__(self, env: jinja2.Environment, email: EmailRenderer, templates: tuple[jinja2.Template, ...]) -> None:
+        self.env = env
+        self.email = email
+        self.templates = templates
+
+    @classmethod
+    def load(cls, loader: jinja2.BaseLoader) -> _Loaded:
+        css = _environment(loader).get_template("email.css")
+        sheet = Stylesheet.parse(css.render())
+        env = _environment(InlinedLoader(loader, sheet))
+        env.globals["kept_css"] = Markup(sheet.kept)
+        email = EmailRenderer(env)
+        return cls(env, email, (css, *email.templates))
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    """Our Jinja2 environment: HTML templates autoescaped (as :func:`~notifier.render_html.escape_text` says), the
+    others not; undefined names are errors."""
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=escape_text,
+    )
+    install_filters(env)
+    return env

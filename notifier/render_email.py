@@ -1,18 +1,20 @@
 """The email view of a digest: subject, a text part that reads well in a terminal, and an HTML part for mail clients.
 
-The HTML is laid out with tables, its CSS is inlined with css_inline (media queries for dark mode and small
-screens stay in a ``<style>`` block), and it is kept under Gmail's clipping size: abstracts are shortened first,
-then the last papers are listed by title and link only. Every paper of the digest appears in both parts.
+The HTML is laid out with tables, its CSS is inlined into the templates when they load (media queries for dark mode
+and small screens stay in a ``<style>`` block), and it is kept under Gmail's clipping size: abstracts are shortened
+first, then the last papers are listed by title and link only. Every paper of the digest appears in both parts.
 """
 
 from __future__ import annotations
 
+import functools
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
-import css_inline
 import jinja2
+from markupsafe import Markup
 
 from notifier.highlight import (
     AuthorList,
@@ -31,7 +33,8 @@ from notifier.highlight import (
     spans_for,
     valid_unicode,
 )
-from notifier.models import Digest, Field, Match, Paper, RenderedEmail
+from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
+from notifier.render_html import html_text
 
 ABSTRACT_CHARS = 600
 # Abstract lengths tried, in order, while the HTML part is too large; after the last one papers go compact.
@@ -39,6 +42,9 @@ ABSTRACT_STEPS = (ABSTRACT_CHARS, 320, 160)
 TEXT_WIDTH = 78
 SUBJECT_MAX = 200
 RULE_NAME_MAX = 60
+# Rendered papers kept for reuse, and wrapped lines: bounded, as a renderer serves every digest of a plan.
+CARD_CACHE = 8192
+WRAP_CACHE = 16384
 
 # Every colour the HTML uses. The CSS template reads it, and the tests check the contrast of CONTRAST_PAIRS.
 PALETTE: dict[str, dict[str, str]] = {
@@ -87,6 +93,8 @@ CONTRAST_PAIRS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class PaperView:
+    """What the templates show of a paper for one set of hits and one abstract length, the same in every digest."""
+
     arxiv_id: str
     title: Segments
     authors: AuthorList
@@ -100,9 +108,6 @@ class PaperView:
     pdf_url: str
     html_url: str
     matched: str
-    also_in: tuple[str, ...] = ()  # other rules that list this paper
-    first_rule: str | None = None  # set when the paper was shown in full under an earlier rule
-    compact: bool = False  # title and links only, to keep the message under the size limit
 
     @property
     def title_text(self) -> str:
@@ -126,17 +131,74 @@ class PaperView:
         return text
 
 
+@dataclass(slots=True)
+class PaperCard:
+    """A paper's view with its HTML rendered (``head``, ``abstract``, ``tail`` of ``_paper.html``), and its text body
+    (``body`` of ``_paper.txt``) on demand; not changed after it is made, but for remembering that text body."""
+
+    view: PaperView
+    html: Markup
+    html_bytes: int  # UTF-8 size of ``html``, for sizing a digest before rendering it
+    title_text: str
+    texts: Callable[[PaperView], str]  # renders (or recalls) ``body`` of ``_paper.txt``
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.texts(self.view)
+        return self._text
+
+
+@dataclass(frozen=True, slots=True)
+class PaperRow:
+    """A paper where one digest lists it: its card, and what depends on the rest of that digest."""
+
+    card: PaperCard
+    also_in: tuple[str, ...] = ()  # other rules that list this paper
+    first_rule: str | None = None  # set when the paper was shown in full under an earlier rule
+    compact: bool = False  # title and links only, to keep the message under the size limit
+
+    @property
+    def arxiv_id(self) -> str:
+        return self.card.view.arxiv_id
+
+    @property
+    def abs_url(self) -> str:
+        return self.card.view.abs_url
+
+    @property
+    def title(self) -> Segments:
+        return self.card.view.title
+
+    @property
+    def title_text(self) -> str:
+        return self.card.title_text
+
+    @property
+    def matched(self) -> str:
+        return self.card.view.matched
+
+    @property
+    def html(self) -> Markup:
+        return self.card.html
+
+    @property
+    def text(self) -> str:
+        return self.card.text
+
+
 @dataclass(frozen=True, slots=True)
 class SectionView:
     rule: str
     query: str
     count: int
-    papers: tuple[PaperView, ...]
+    papers: tuple[PaperRow, ...]
 
     @property
-    def blocks(self) -> list[tuple[str, list[PaperView]]]:
+    def blocks(self) -> list[tuple[str, list[PaperRow]]]:
         """Papers in order as ``("full", [paper])`` rows and ``("brief", [papers...])`` runs of title-only lines."""
-        out: list[tuple[str, list[PaperView]]] = []
+        out: list[tuple[str, list[PaperRow]]] = []
         for paper in self.papers:
             if paper.compact and paper.first_rule:
                 continue  # listed in one line under ``also_above``
@@ -148,7 +210,7 @@ class SectionView:
         return out
 
     @property
-    def also_above(self) -> list[PaperView]:
+    def also_above(self) -> list[PaperRow]:
         """Papers of this rule that are already listed above, when the message is too long to repeat them."""
         return [paper for paper in self.papers if paper.compact and paper.first_rule]
 
@@ -190,27 +252,43 @@ def subject(digest: Digest) -> str:
     return one_line(f"{prefix} {total} · {when}")[:SUBJECT_MAX]
 
 
-def _paper_view(match: Match, abstract_chars: int) -> PaperView:
-    paper, hits = match.paper, match.hits
-    categories = tuple(highlighted(c, hits, Field.CATEGORIES, i) for i, c in enumerate(paper.categories))
+def head_view(
+    paper: Paper, title_hits: tuple[Hit, ...], author_hits: tuple[Hit, ...], category_hits: tuple[Hit, ...]
+) -> PaperView:
+    """The view of ``paper`` with what the head of its card shows (title, authors, categories, badges, links) and
+    no abstract, comment or reason yet."""
+    categories = tuple(highlighted(c, category_hits, Field.CATEGORIES, i) for i, c in enumerate(paper.categories))
     return PaperView(
         arxiv_id=paper.arxiv_id,
-        title=highlighted(paper.title, hits, Field.TITLE),
-        authors=author_list(paper, hits),
+        title=highlighted(paper.title, title_hits, Field.TITLE),
+        authors=author_list(paper, author_hits),
         primary=categories[0] if categories else None,
         cross=categories[1:],
         badges=badges(paper),
-        abstract=shorten(paper.abstract, spans_for(paper.abstract, hits, Field.ABSTRACT), abstract_chars),
-        comment=highlighted(paper.comment, hits, Field.COMMENT) if paper.comment else None,
+        abstract=(),
+        comment=None,
         journal_ref=paper.journal_ref,
         abs_url=paper.abs_url,
         pdf_url=paper.pdf_url,
         html_url=paper.html_url,
-        matched=matched_line(hits),
+        matched="",
     )
 
 
-def groups(digest: Digest, abstract_chars: int = ABSTRACT_CHARS, full_papers: int | None = None) -> list[GroupView]:
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A part of a card (``head`` or ``tail`` of ``_paper.html``) and the view it was rendered from."""
+
+    view: PaperView
+    html: str
+
+
+Cards = Callable[[Paper, tuple[Hit, ...], int], PaperCard]
+
+
+def groups(
+    digest: Digest, cards: Cards, abstract_chars: int = ABSTRACT_CHARS, full_papers: int | None = None
+) -> list[GroupView]:
     """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full."""
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
@@ -218,16 +296,14 @@ def groups(digest: Digest, abstract_chars: int = ABSTRACT_CHARS, full_papers: in
             rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
     shown: dict[str, str] = {}
 
-    def view(rule: str, match: Match) -> PaperView:
+    def row(rule: str, match: Match) -> PaperRow:
         paper_id = match.paper.arxiv_id
-        paper = _paper_view(match, abstract_chars)
-        paper = replace(paper, also_in=tuple(r for r in rules_of[paper_id] if r != rule))
+        card = cards(match.paper, match.hits, abstract_chars)
+        also_in = tuple(r for r in rules_of[paper_id] if r != rule)
         if paper_id in shown:
-            return replace(paper, first_rule=shown[paper_id], compact=full_papers is not None)
+            return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
         shown[paper_id] = rule
-        if full_papers is not None and len(shown) > full_papers:
-            return replace(paper, compact=True)
-        return paper
+        return PaperRow(card, also_in, compact=full_papers is not None and len(shown) > full_papers)
 
     days: list[tuple[str | None, tuple[Paper, ...], tuple[tuple[str, tuple[Match, ...]], ...]]]
     if digest.kind == "weekly":
@@ -238,7 +314,7 @@ def groups(digest: Digest, abstract_chars: int = ABSTRACT_CHARS, full_papers: in
     out = []
     for heading, papers, sections in days:
         section_views = tuple(
-            SectionView(one_line(rule), one_line(queries[rule]), len(ms), tuple(view(one_line(rule), m) for m in ms))
+            SectionView(one_line(rule), one_line(queries[rule]), len(ms), tuple(row(one_line(rule), m) for m in ms))
             for rule, ms in sections
         )
         out.append(
@@ -254,27 +330,111 @@ def groups(digest: Digest, abstract_chars: int = ABSTRACT_CHARS, full_papers: in
 
 
 def wrap(text: str, indent: str = "", first: str | None = None, width: int = TEXT_WIDTH) -> str:
-    """Jinja filter: ``text`` wrapped to ``width`` columns, URLs and words never split unless longer than a line."""
-    return textwrap.fill(
-        one_line(text),
-        width=width,
-        initial_indent=indent if first is None else first,
-        subsequent_indent=indent,
-        break_on_hyphens=False,
+    """Jinja filter: ``text`` wrapped to ``width`` columns, URLs and words never split unless longer than a line.
+
+    Words are filled greedily, as :func:`textwrap.fill` fills them; a word too long for a line goes through
+    textwrap itself, which splits it the way it always has.
+    """
+    start = indent if first is None else first
+    words = one_line(text).split(" ")
+    if not words[0] or len(max(words, key=len)) > width - max(len(start), len(indent)):
+        return textwrap.fill(
+            " ".join(words), width, initial_indent=start, subsequent_indent=indent, break_on_hyphens=False
+        )
+    lines = []
+    line = start + words[0]
+    for word in words[1:]:
+        if len(line) + 1 + len(word) <= width:
+            line += " " + word
+        else:
+            lines.append(line)
+            line = indent + word
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def marked(segments: Segments, open_tag: str, close_tag: str) -> Markup:
+    """Jinja filter (HTML): the text of ``segments``, escaped, with each hit run between ``open_tag`` and ``close_tag``.
+
+    The template gives the tags (``<mark>`` with its inlined style), so the markup stays the template's."""
+    return Markup(
+        "".join(f"{open_tag}{html_text(s.text)}{close_tag}" if s.hit else html_text(s.text) for s in segments)
     )
 
 
 def install_filters(env: jinja2.Environment) -> None:
-    env.filters["wrap"] = wrap
+    """Our filters and globals. ``wrap`` remembers its recent results: the same lines recur in digest after digest."""
+    env.filters["wrap"] = functools.lru_cache(maxsize=WRAP_CACHE)(wrap)
+    env.filters["marked"] = marked
     env.filters["one_line"] = one_line
     env.globals["palette"] = PALETTE
 
 
-@dataclass(frozen=True, slots=True)
 class EmailRenderer:
-    """Renders both parts of a digest email with the templates of ``env``."""
+    """Renders both parts of a digest email with the templates of ``env``.
 
-    env: jinja2.Environment
+    Each paper is rendered once for its hits and abstract length (a :class:`PaperCard`) and reused by every digest
+    that lists it; the most recently used ``cards`` are kept. Templates come with their CSS inlined
+    (:mod:`notifier.render_html`), so rendering a digest is filling in its templates and nothing more.
+    """
+
+    def __init__(self, env: jinja2.Environment, cards: int = CARD_CACHE) -> None:
+        self.env = env
+        self._html = env.get_template("email.html")
+        self._text = env.get_template("email.txt")
+        self._head = _macro(env, "_paper.html", "head")
+        self._abstract = _macro(env, "_paper.html", "abstract")
+        self._tail = _macro(env, "_paper.html", "tail")
+        self._text_body = _macro(env, "_paper.txt", "body")
+        self.templates = tuple(
+            env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
+        )
+        self.card: Cards = functools.lru_cache(maxsize=cards)(self._card)
+        self._heads = functools.lru_cache(maxsize=cards)(self._head_of)
+        self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
+        self._texts: dict[tuple[object, ...], str] = {}
+        self._texts_kept = cards
+
+    def _card(self, paper: Paper, hits: tuple[Hit, ...], abstract_chars: int) -> PaperCard:
+        """The card of ``paper`` for ``hits``. Its head and tail depend only on the hits they show, which most
+        digests share (terms mostly match abstracts); so a new card usually costs its abstract and nothing more."""
+        on: dict[Field, list[Hit]] = {field: [] for field in Field}
+        for hit in hits:
+            on[hit.field].append(hit)
+        head = self._heads(paper, tuple(on[Field.TITLE]), tuple(on[Field.AUTHORS]), tuple(on[Field.CATEGORIES]))
+        tail = self._tails(paper, tuple(on[Field.COMMENT]))
+        spans = spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT)
+        view = replace(
+            head.view,
+            abstract=shorten(paper.abstract, spans, abstract_chars),
+            comment=tail.view.comment,
+            matched=matched_line(hits),
+        )
+        html, size = _utf8(head.html + str(self._abstract(view)) + tail.html)
+        return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
+
+    def _head_of(
+        self, paper: Paper, title_hits: tuple[Hit, ...], author_hits: tuple[Hit, ...], category_hits: tuple[Hit, ...]
+    ) -> _Part:
+        view = head_view(paper, title_hits, author_hits, category_hits)
+        return _Part(view, str(self._head(view)))
+
+    def _tail_of(self, paper: Paper, comment_hits: tuple[Hit, ...]) -> _Part:
+        comment = highlighted(paper.comment, comment_hits, Field.COMMENT) if paper.comment else None
+        view = replace(head_view(paper, (), (), ()), comment=comment)
+        return _Part(view, str(self._tail(view)))
+
+    def _text_of(self, view: PaperView) -> str:
+        """The text body of ``view``. The text part shows no highlights, so papers whose hits differ but leave the
+        same authors and abstract excerpt share it; only the text parts actually written are rendered."""
+        key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
+               view.abstract_text, view.comment_text, view.journal_ref)  # fmt: skip
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= self._texts_kept:
+                del self._texts[next(iter(self._texts))]  # the oldest
+            text = self._texts[key] = valid_unicode(str(self._text_body(view)))
+        return text
 
     def render(self, digest: Digest, unsubscribe_url: str | None, max_html_bytes: int) -> RenderedEmail:
         subject_line = subject(digest)
@@ -293,63 +453,111 @@ class EmailRenderer:
             "subject": subject_line,
         }
         layout = self._layout(digest, base, max_html_bytes)
-        text = valid_unicode(self.env.get_template("email.txt").render(base, **layout.context))
+        text = valid_unicode(self._text.render(base, **layout.context))
         return RenderedEmail(subject=valid_unicode(subject_line), text=text.rstrip() + "\n", html=layout.html)
 
     def _render(self, context: dict[str, object], views: list[GroupView], compact: int, short: bool) -> _Layout:
         extra = {"groups": views, "compact_count": compact, "shortened": short}
-        page = valid_unicode(self.env.get_template("email.html").render(context, **extra))
-        inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False, minify_css=True)
-        return _Layout(_style_last_in_head(str(inliner.inline(page))), extra)
+        html, size = _utf8(self._html.render(context, **extra))
+        return _Layout(html, size, extra)
 
     def _layout(self, digest: Digest, context: dict[str, object], limit: int) -> _Layout:
-        """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout."""
+        """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout.
 
-        def fits(layout: _Layout) -> bool:
-            return len(layout.html.encode("utf-8")) <= limit
-
+        Abstracts are shortened step by step; then the last papers go compact, as many as needed. How many is
+        estimated from the sizes of the papers' cards, then settled by rendering around the estimate.
+        """
         for step, chars in enumerate(ABSTRACT_STEPS):
-            layout = self._render(context, groups(digest, chars), 0, short=step > 0)
-            if fits(layout):
+            if step < len(ABSTRACT_STEPS) - 1 and _at_least(digest.papers, chars) > limit:
+                continue  # no need to render it to know
+            layout = self._render(context, groups(digest, self.card, chars), 0, short=step > 0)
+            if layout.size <= limit:
                 return layout
         total = len(digest.papers)
         chars = ABSTRACT_STEPS[-1]
 
         def attempt(full: int) -> _Layout:
-            return self._render(context, groups(digest, chars, full), total - full, short=True)
+            return self._render(context, groups(digest, self.card, chars, full), total - full, short=True)
 
-        return _largest_fitting(total, attempt, fits)
+        return _largest_fitting(total, attempt, limit, self._guess(digest, chars, layout.size - limit))
+
+    def _guess(self, digest: Digest, chars: int, excess: int) -> int:
+        """How many papers can stay in full: the first ones, once the last ones saved ``excess`` bytes by going
+        compact (a compact paper costs about its title and link instead of its card)."""
+        first: dict[str, Match] = {}
+        for section in digest.sections:
+            for match in section.matches:
+                first.setdefault(match.paper.arxiv_id, match)
+        full = len(first)
+        for match in reversed(first.values()):
+            if excess <= 0:
+                break
+            card = self.card(match.paper, match.hits, chars)
+            excess -= card.html_bytes - len(card.title_text.encode("utf-8")) - len(card.view.abs_url)
+            full -= 1
+        return full
+
+
+def _at_least(papers: Sequence[Paper], abstract_chars: int) -> int:
+    """Fewer bytes than the HTML of ``papers`` in full takes: each shows its link twice and an excerpt of its
+    abstract of at least a quarter of ``abstract_chars`` (see :func:`~notifier.highlight.shorten`)."""
+    return sum(2 * len(paper.abs_url) + min(len(paper.abstract), abstract_chars // 4) for paper in papers)
+
+
+def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[PaperView], object]:
+    macro = getattr(env.get_template(template).module, name, None)
+    if not callable(macro):
+        raise jinja2.TemplateError(f"{template} must define the macro {name}(paper)")
+    return cast(Callable[[PaperView], object], macro)
+
+
+def _utf8(text: str) -> tuple[str, int]:
+    """``text`` (each lone surrogate as U+FFFD, see :func:`valid_unicode`) and its size in UTF-8."""
+    try:
+        return text, len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        text = valid_unicode(text)
+        return text, len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
 class _Layout:
     html: str
+    size: int  # UTF-8 bytes of ``html``
     context: dict[str, object]
 
 
-def _style_last_in_head(html: str) -> str:
-    """Move the ``<style>`` block css_inline leaves for media queries after the meta tags and the title."""
-    head_end = html.find("</head>")
-    start = html.find("<style>", 0, head_end)
-    if start < 0:
-        return html
-    end = html.index("</style>", start) + len("</style>")
-    style = html[start:end]
-    html = html[:start] + html[end:]
-    return html.replace("</head>", style + "\n</head>", 1)
+def _largest_fitting(total: int, attempt: Callable[[int], _Layout], limit: int, guess: int) -> _Layout:
+    """The output of ``attempt(k)`` for the largest ``k`` in ``0..total`` whose size is within ``limit``
+    (``attempt(0)`` if none is). Sizes grow with ``k``; the search starts at ``guess`` and widens its steps from
+    there, so a good guess costs two or three attempts."""
+    guess = min(max(guess, 0), total)
+    tried: dict[int, _Layout] = {}
 
+    def fits(full: int) -> bool:
+        if full not in tried:
+            tried[full] = attempt(full)
+        return tried[full].size <= limit
 
-def _largest_fitting(total: int, attempt: Callable[[int], _Layout], fits: Callable[[_Layout], bool]) -> _Layout:
-    """The output of ``attempt(k)`` for the largest ``k`` in ``0..total`` that fits (``attempt(0)`` if none does)."""
-    low, high = 0, total
-    best = attempt(0)
-    if not fits(best):
-        return best
-    while low < high:
-        middle = (low + high + 1) // 2
-        layout = attempt(middle)
-        if fits(layout):
-            low, best = middle, layout
+    if fits(guess):
+        low, step = guess, 1  # low fits; look above it
+        while low + step <= total and fits(low + step):
+            low, step = low + step, step * 2
+        high = min(low + step, total + 1)  # the first known not to fit (or past the end)
+    else:
+        high, step = guess, 1  # high does not fit; look below it
+        while high - step >= 0 and not fits(high - step):
+            high, step = high - step, step * 2
+        if high - step >= 0:
+            low = high - step
+        elif fits(0):
+            low = 0
         else:
-            high = middle - 1
-    return best
+            return tried[0]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return tried[low]

@@ -8,7 +8,9 @@ A digest that needs more than 50 blocks is split into several messages, each wit
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from notifier.highlight import (
@@ -23,7 +25,7 @@ from notifier.highlight import (
     period_label,
     snippet,
 )
-from notifier.models import Digest, Match, SlackMessage
+from notifier.models import Digest, Hit, Match, Paper, SlackMessage
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
@@ -32,6 +34,7 @@ MAX_TEXT_CHARS = 3000
 SNIPPET_CHARS = 280
 TITLE_CHARS = 300
 AUTHORS_CHARS = 300
+PAPER_CACHE = 8192  # papers' texts kept for reuse across the digests of a plan
 
 _ESCAPES = str.maketrans(
     {
@@ -103,8 +106,8 @@ def _context(mrkdwn: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn[:MAX_TEXT_CHARS]}]}
 
 
-def paper_block(match: Match, also_in: tuple[str, ...] = ()) -> Block:
-    paper, hits = match.paper, match.hits
+def paper_head(paper: Paper) -> str:
+    """A paper's first mrkdwn lines (title link, authors, details): the same whatever matched it."""
     title = escape(_clip(paper.title, TITLE_CHARS)).replace("|", "¦")
     lines = [f"*<{paper.abs_url}|{title}>*"]
     authors = author_list(paper, ())
@@ -113,14 +116,22 @@ def paper_block(match: Match, also_in: tuple[str, ...] = ()) -> Block:
     details += [escape(badge) for badge in badges(paper)]
     details.append(f"<{paper.pdf_url}|PDF> · <{paper.html_url}|HTML>")
     lines.append(" · ".join(details))
+    return "\n".join(lines)
+
+
+def paper_text(paper: Paper, hits: tuple[Hit, ...], head: Callable[[Paper], str] = paper_head) -> tuple[str, str]:
+    """A paper's mrkdwn lines (:func:`paper_head` and the excerpt) and why it matched."""
     excerpt = bold_segments(snippet(paper, hits, SNIPPET_CHARS))
-    if excerpt:
-        lines.append("> " + excerpt)
-    why = "matched: " + escape(matched_line(hits))
+    lines = f"{head(paper)}\n> {excerpt}" if excerpt else head(paper)
+    return lines, "matched: " + escape(matched_line(hits))
+
+
+def paper_block(text: tuple[str, str], also_in: tuple[str, ...] = ()) -> Block:
+    """The section block of a paper from its :func:`paper_text`, with the other rules that list it."""
+    lines, why = text
     if also_in:
         why += " · also under " + ", ".join(escape(rule) for rule in also_in)
-    lines.append(f"_{why}_")
-    return _section("\n".join(lines))
+    return _section(f"{lines}\n_{why}_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +142,7 @@ class _Item:
     heading: Block | None = None
 
 
-def _items(digest: Digest) -> list[_Item]:
+def _items(digest: Digest, texts: PaperTexts) -> list[_Item]:
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
@@ -145,7 +156,7 @@ def _items(digest: Digest) -> list[_Item]:
         out = [_Item(_section(heading))]
         for match in matches:
             others = tuple(r for r in rules_of[match.paper.arxiv_id] if r != name)
-            out.append(_Item(paper_block(match, others), continued))
+            out.append(_Item(paper_block(texts(match.paper, match.hits), others), continued))
         return out
 
     items: list[_Item] = []
@@ -163,7 +174,22 @@ def _items(digest: Digest) -> list[_Item]:
     return items
 
 
-def render_slack(digest: Digest) -> list[SlackMessage]:
+PaperTexts = Callable[[Paper, tuple[Hit, ...]], tuple[str, str]]
+
+
+class SlackRenderer:
+    """Renders digests as Block Kit messages, keeping the most recently used papers' texts for the next digests."""
+
+    def __init__(self, papers: int = PAPER_CACHE) -> None:
+        head = functools.lru_cache(maxsize=papers)(paper_head)
+        self.texts: PaperTexts = functools.lru_cache(maxsize=papers)(functools.partial(paper_text, head=head))
+
+    def render(self, digest: Digest) -> list[SlackMessage]:
+        return render_slack(digest, self.texts)
+
+
+def render_slack(digest: Digest, texts: PaperTexts = paper_text) -> list[SlackMessage]:
+    """The messages of ``digest``, each within Slack's limits; ``texts`` gives each paper's :func:`paper_text`."""
     when = period_label(digest)
     kind = "weekly digest" if digest.kind == "weekly" else "digest"
     counts = ", ".join(f"{one_line(s.rule)} ({len(s.matches)})" for s in digest.sections if s.matches)
@@ -180,7 +206,7 @@ def render_slack(digest: Digest) -> list[SlackMessage]:
         f" · edit `{escape(digest.config_path)}` to change rules"
     )
     messages: list[list[Block]] = [[head, summary]]
-    for item in _items(digest):
+    for item in _items(digest, texts):
         current = messages[-1]
         if len(current) >= MAX_BLOCKS - 1:  # keep room for the closing context block
             current = [item.heading] if item.heading is not None else []

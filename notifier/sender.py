@@ -18,7 +18,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -28,6 +28,7 @@ from notifier.channels.webhooks import display_recipient
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.metrics import Metrics
 from notifier.models import Outgoing
+from notifier.progress import Progress
 from notifier.store_factory import StoreLike
 
 log = logging.getLogger(__name__)
@@ -94,20 +95,19 @@ class Sender:
             self._semaphores[key] = asyncio.Semaphore(self.router.concurrency(channel))
         return self._semaphores[key]
 
-    async def deliver_due(
-        self, *, subscribers: Iterable[str] | None = None, stop: asyncio.Event | None = None
-    ) -> SendReport:
-        """Claim and send due deliveries, batch after batch, until none is left or ``stop`` is set."""
+    async def deliver_due(self, *, stop: asyncio.Event | None = None) -> SendReport:
+        """Claim and send the due deliveries of active subscribers (see
+        :meth:`~notifier.store_sql.SqlStore.register_subscribers`), batch after batch, until none is left or
+        ``stop`` is set."""
         report = SendReport()
-        names = None if subscribers is None else list(subscribers)
-        while stop is None or not stop.is_set():
-            batch = self.store.claim_due(
-                self.clock(), owner=self.owner, lease=self.lease, limit=self.batch, subscribers=names
-            )
-            if not batch:
-                break
-            log.info("sending %d due deliveries", len(batch))
-            await self._send_batch(batch, report, stop)
+        with Progress("sending", None, unit="deliveries") as progress:
+            while stop is None or not stop.is_set():
+                batch = self.store.claim_due(self.clock(), owner=self.owner, lease=self.lease, limit=self.batch)
+                if not batch:
+                    break
+                log.debug("sending %d due deliveries", len(batch))
+                await self._send_batch(batch, report, stop)
+                progress.advance(len(batch))
         return report
 
     async def _send_batch(self, batch: list[Outgoing], report: SendReport, stop: asyncio.Event | None) -> None:

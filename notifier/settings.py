@@ -57,6 +57,7 @@ class Settings:
     lock_wait: float = 30.0  # seconds a sender waits for the data directory's lock held by another (SQLite)
     poll_timeout: float = 300.0  # seconds one poll (every feed, its backfills and API look-ups) may take in all
     webhook_hosts: tuple[str, ...] = ()  # hosts (host or host:port) webhooks may post to, besides hooks.slack.com
+    retention_days: int = 30  # days sent messages and old papers are kept (ids and Message-IDs for good); 0: all
 
     @property
     def database(self) -> Path:
@@ -124,6 +125,7 @@ _ENV = {
     "lock_wait": "NOTIFIER_LOCK_WAIT",
     "poll_timeout": "NOTIFIER_POLL_TIMEOUT",
     "webhook_hosts": "NOTIFIER_WEBHOOK_HOSTS",
+    "retention_days": "NOTIFIER_RETENTION_DAYS",
 }
 ENV_VARS = _ENV
 
@@ -160,7 +162,7 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
         try:
             if item.name in ("subscribers", "data_dir", "templates"):
                 values[item.name] = Path(text(item.name)).expanduser()
-            elif item.name in ("smtp_port", "smtp_pool_size", "backfill_days", "max_feed_bytes"):
+            elif item.name in ("smtp_port", "smtp_pool_size", "backfill_days", "max_feed_bytes", "retention_days"):
                 values[item.name] = int(cast(str, value))
             elif item.name in (
                 "min_request_interval",
@@ -346,6 +348,8 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
         fail("smtp_pool_size", "must be at least 1")
     if settings.backfill_days < 0:
         fail("backfill_days", "must not be negative")
+    if settings.retention_days < 0:
+        fail("retention_days", "must not be negative (0 keeps everything)")
     for name in ("arxiv_rss_url", "arxiv_api_url", "slack_api_url"):
         if not str(getattr(settings, name)).startswith(("http://", "https://")):
             fail(name, "must be an http(s) URL")

@@ -1,9 +1,15 @@
 """The SQLite store: one file in the data directory, serving one daemon.
 
 The queries are :class:`notifier.store_sql.SqlStore`'s; this module is the SQLite dialect. It opens the file in WAL
-mode with ``synchronous=FULL`` and runs every write in ``BEGIN IMMEDIATE``, so a transaction holds the write lock
-from its first statement. Times and days are kept as ISO text (UTC, microseconds), which sorts as it should. A
-database made before leases gains their columns when it is opened.
+mode with ``synchronous=NORMAL`` and runs every write in ``BEGIN IMMEDIATE``, so a transaction holds the write lock
+from its first statement. In WAL mode NORMAL loses nothing when the process dies (kill -9, a crash): a committed
+transaction is in the log, which the next open replays. Only a power cut or a kernel crash may undo the last
+transactions, and then the store is still consistent: a digest's deliveries and its cursor go back together (it is
+planned again), and a delivery whose ``sent`` was undone is sent again, as one in flight is after a crash. FULL would
+add an fsync to every commit: two per message sent, which halved the sending rate (``bench/delivery.py``).
+
+Times and days are kept as ISO text (UTC, microseconds), which sorts as it should. A database made before leases
+gains their columns when it is opened.
 
 Every ``sqlite3`` error becomes a :class:`StoreError` in :meth:`Store.transaction` or the shared read helper. A full
 disk (SQLITE_FULL, or an I/O error with the disk out of space) is named as such. SQLite ends a transaction itself
@@ -22,7 +28,7 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -40,6 +46,7 @@ from notifier.store_sql import (
     DeliveryRow,
     FeedState,
     NewDelivery,
+    NewDigest,
     Params,
     PlanFailure,
     SqlStore,
@@ -53,6 +60,7 @@ __all__ = [
     "DeliveryRow",
     "FeedState",
     "NewDelivery",
+    "NewDigest",
     "PlanFailure",
     "Store",
     "SubscriberState",
@@ -62,7 +70,10 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = SCHEMA.format(time="TEXT", day="TEXT", flag="INTEGER", false="0", blob="BLOB")
 # Columns added after version 1, each with its definition: added with ALTER TABLE to a database that lacks them.
-_ADDED_COLUMNS = {"deliveries": {"lease_owner": "TEXT", "lease_until": "TEXT"}}
+_ADDED_COLUMNS = {
+    "deliveries": {"lease_owner": "TEXT", "lease_until": "TEXT"},
+    "subscribers": {"active": "INTEGER NOT NULL DEFAULT 0"},
+}
 # How many ids one query of not_enriched binds: SQLite before 3.32 takes at most 999 parameters in a statement.
 _LIST_CHUNK = 500
 # An I/O error with less than this free on the database's file system is taken for a full disk.
@@ -93,6 +104,8 @@ class Store(SqlStore[sqlite3.Connection]):
 
     _ERROR = sqlite3.Error
     _BY_CODE_POINT = ""  # SQLite's default collation, BINARY, already compares by code point
+    # Without statistics SQLite would rather gather every unsent row by state and sort them, for each claim.
+    _UNSENT_BY_AGE = "deliveries INDEXED BY deliveries_by_age"
 
     def __init__(self, path: Path):
         super().__init__()
@@ -103,7 +116,7 @@ class Store(SqlStore[sqlite3.Connection]):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
@@ -194,6 +207,12 @@ class Store(SqlStore[sqlite3.Connection]):
     def _chunks(self, values: list[str]) -> Iterator[list[str]]:
         for start in range(0, len(values), _LIST_CHUNK):
             yield values[start : start + _LIST_CHUNK]
+
+    def _given_names(self, db: sqlite3.Connection, names: Sequence[str]) -> None:
+        """One insert per name into a table of the connection's own (``temp``), prepared once."""
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS given_names (name TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM given_names")
+        db.executemany("INSERT OR IGNORE INTO given_names VALUES (?)", ((name,) for name in names))
 
     @staticmethod
     def _time(value: Any) -> datetime | None:

@@ -25,7 +25,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -41,15 +41,14 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-# The shared tables with PostgreSQL's types, and an index for what claims scan: the deliveries still to send, by age.
-_SCHEMA = SCHEMA.format(time="timestamptz", day="date", flag="boolean", false="false", blob="bytea") + (
-    """CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries (created_at, id)
-    WHERE state IN ('pending', 'retry', 'sending');
-"""
-)
+# The shared tables with PostgreSQL's types.
+_SCHEMA = SCHEMA.format(time="timestamptz", day="date", flag="boolean", false="false", blob="bytea")
 
-# Later versions append (version, SQL) steps here; each runs once, in order, under the schema lock.
-_MIGRATIONS: tuple[tuple[int, str], ...] = ()
+# Later versions append (version, SQL) steps here; each runs once, in order, under the schema lock, before the
+# data steps of SqlStore._upgrade.
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (4, "ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT false"),
+)
 
 # What psycopg reads specially in a query: a string literal, a cast, '%', and the placeholders '?' and ':name'.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|::|%|\?|:([A-Za-z_]\w*)")
@@ -80,6 +79,7 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
 
     _ERROR = psycopg.Error
     _BY_CODE_POINT = ' COLLATE "C"'  # the database's default collation follows its locale
+    _UNSENT_BY_AGE = "deliveries"  # the planner picks deliveries_by_age by itself
 
     def __init__(self, url: str):
         super().__init__()
@@ -176,6 +176,12 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
     @staticmethod
     def _in(column: str, name: str, values: Collection[object]) -> tuple[str, dict[str, object]]:
         return f"{column} = ANY(:{name})", {name: list(values)}
+
+    def _given_names(self, db: psycopg.Connection[Row], names: Sequence[str]) -> None:
+        """All the names in one statement, as one array; the table empties itself at the end of the transaction."""
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS given_names (name text PRIMARY KEY) ON COMMIT DELETE ROWS")
+        db.execute("INSERT INTO given_names SELECT DISTINCT unnest(%s::text[])", (list(names),))
+        db.execute("ANALYZE given_names")
 
     @staticmethod
     def _time(value: Any) -> datetime | None:

@@ -38,6 +38,17 @@ because its outcome could not be recorded.
 A subscriber whose digest could not be planned (see :mod:`notifier.planner`) has a row in ``plan_failures``, with
 the reason and a fingerprint of its definition, until a digest of it is planned.
 
+The subscribers of the config in use are marked ``active`` (:meth:`SqlStore.register_subscribers`, in one
+transaction whatever their number). Claims and cancellations join on that mark, so no statement binds a list of
+subscriber names: only active subscribers' deliveries are claimed, and those of subscribers no longer active are
+cancelled.
+
+What deduplication needs is kept for good: every delivery's id, state and Message-ID, and the papers each recipient
+was sent (``delivery_papers``). What only sending needs is pruned after a retention period
+(:meth:`SqlStore.prune`): the rendered payloads of deliveries in a final state, and the feed items and papers no
+digest will read again. The space they took is reused by what is written next, so the database stops growing with
+each day's digests.
+
 Driver errors become :class:`StoreError` in one place, :meth:`SqlStore._error`, naming the database and, when the
 dialect recognises it, the problem (the database or the disk is full).
 """
@@ -62,7 +73,8 @@ log = logging.getLogger(__name__)
 
 # 2: deliveries.lease_owner, deliveries.lease_until
 # 3: plan_failures; email recipients of reservations and unsubscriptions kept as address keys
-SCHEMA_VERSION = 3
+# 4: subscribers.active; indexes of unsent deliveries by age and of feed items by paper
+SCHEMA_VERSION = 4
 FULL = "the database is full or the disk is out of space"  # how a dialect names a full database or disk
 
 # The tables of both stores. The types that differ are named by the dialect: {time} (a moment), {day} (a date),
@@ -78,6 +90,7 @@ CREATE TABLE IF NOT EXISTS feed_items (
     announced {day}, seen_at {time} NOT NULL, backfilled {flag} NOT NULL DEFAULT {false},
     PRIMARY KEY (feed_key, arxiv_id, version));
 CREATE INDEX IF NOT EXISTS feed_items_by_time ON feed_items (feed_key, seen_at);
+CREATE INDEX IF NOT EXISTS feed_items_by_paper ON feed_items (arxiv_id);
 CREATE TABLE IF NOT EXISTS feeds (
     feed_key TEXT PRIMARY KEY, etag TEXT, last_polled {time}, last_ok {time}, last_status TEXT, last_error TEXT,
     last_announced {day}, last_items_hash TEXT, item_count INTEGER NOT NULL DEFAULT 0);
@@ -87,7 +100,8 @@ CREATE TABLE IF NOT EXISTS backfills (
     last_error TEXT, requested_at {time} NOT NULL, attempted_at {time}, added INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (feed_key, day));
 CREATE TABLE IF NOT EXISTS subscribers (
-    name TEXT PRIMARY KEY, created_at {time} NOT NULL, cursor {time}, last_digest_at {time});
+    name TEXT PRIMARY KEY, created_at {time} NOT NULL, cursor {time}, last_digest_at {time},
+    active {flag} NOT NULL DEFAULT {false});
 CREATE TABLE IF NOT EXISTS unsubscribed (
     subscriber TEXT NOT NULL, address TEXT NOT NULL, at {time} NOT NULL, PRIMARY KEY (subscriber, address));
 CREATE TABLE IF NOT EXISTS digests (
@@ -100,6 +114,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     payload {blob} NOT NULL, created_at {time} NOT NULL, updated_at {time} NOT NULL, sent_at {time},
     lease_owner TEXT, lease_until {time});
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries (created_at, id)
+    WHERE state IN ('pending', 'retry', 'sending');
 CREATE TABLE IF NOT EXISTS delivery_papers (
     delivery_id TEXT NOT NULL REFERENCES deliveries (id), subscriber TEXT NOT NULL, channel TEXT NOT NULL,
     recipient TEXT NOT NULL, arxiv_id TEXT NOT NULL, version INTEGER NOT NULL,
@@ -111,9 +127,18 @@ CREATE TABLE IF NOT EXISTS plan_failures (
 """
 
 DELIVERY_STATES = ("pending", "sending", "sent", "retry", "failed", "cancelled")
-# What is due for sending: pending, a retry whose time has come, or a send whose lease has expired (or that has none).
-_DUE = """(state = 'pending' OR (state = 'retry' AND next_attempt_at <= :now)
-           OR (state = 'sending' AND (lease_until IS NULL OR lease_until <= :now)))"""
+# Not sent yet, nor given up: the rows of the index deliveries_by_age (a query names this very term to use it).
+_UNSENT = "state IN ('pending', 'retry', 'sending')"
+# Of a subscriber of the config in use (see register_subscribers).
+_ACTIVE = "EXISTS (SELECT 1 FROM subscribers s WHERE s.name = deliveries.subscriber AND s.active)"
+# What is due for sending: pending, a retry whose time has come, or a send whose lease has expired (or that has none),
+# of an active subscriber.
+_DUE = f"""{_UNSENT} AND (state = 'pending' OR (state = 'retry' AND next_attempt_at <= :now)
+           OR (state = 'sending' AND (lease_until IS NULL OR lease_until <= :now))) AND {_ACTIVE}"""
+# A payload pruned after the retention period (see prune): a rendered message is never empty.
+PRUNED = b""
+# How many rows one statement of prune changes: each batch is a transaction of its own, short for other writers.
+_PRUNE_BATCH = 5000
 # A delivery's columns as a sender needs them (see _outgoing).
 OUTGOING_COLUMNS = "id, subscriber, channel, recipient, message_id, payload, part"
 # Claiming a delivery for a sender: the SET of the UPDATE; the dialect chooses the rows.
@@ -191,6 +216,29 @@ class NewDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDigest:
+    """A planned digest: written with its deliveries (pending) and the subscriber's new cursor, atomically."""
+
+    digest_id: str
+    subscriber: str
+    kind: str
+    period_start: datetime
+    period_end: datetime
+    now: datetime
+    deliveries: tuple[NewDelivery, ...]
+    cursor: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one :meth:`SqlStore.prune` dropped."""
+
+    payloads: int = 0  # rendered messages of deliveries sent, failed or cancelled before the cut-off
+    feed_items: int = 0
+    papers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryRow:
     id: str
     subscriber: str
@@ -227,6 +275,8 @@ class SqlStore(ABC, Generic[ConnT]):
     _ERROR: ClassVar[type[Exception]]
     # Put after a text column in ORDER BY so that it sorts by code point, as Python does, whatever the collation.
     _BY_CODE_POINT: ClassVar[str]
+    # The deliveries table, read through the index of unsent deliveries by age (deliveries_by_age), oldest first.
+    _UNSENT_BY_AGE: ClassVar[str]
 
     def __init__(self) -> None:
         self._unrecorded: dict[str, Outcome] = {}  # delivery id -> its outcome the database could not take yet
@@ -286,6 +336,11 @@ class SqlStore(ABC, Generic[ConnT]):
         yield values
 
     @abstractmethod
+    def _given_names(self, db: ConnT, names: Sequence[str]) -> None:
+        """Fill, in transaction ``db``, the temporary table ``given_names (name)`` with ``names`` (distinct), and
+        nothing else: how statements join on a set of names of any size without binding each into them."""
+
+    @abstractmethod
     def _claim(self, db: ConnT, pick: str, params: Mapping[str, object]) -> Sequence[ResultRow]:
         """Claim, in transaction ``db``, the deliveries ``FROM ... LIMIT`` clause ``pick`` selects; their rows.
 
@@ -340,6 +395,8 @@ class SqlStore(ABC, Generic[ConnT]):
             return
         if version < 3:
             self._key_email_recipients(db)
+        if version < 4:  # the subscribers known so far count as active until the config in use says otherwise
+            self._exec(db, "UPDATE subscribers SET active = ?", (True,))
         self._exec(
             db,
             """INSERT INTO meta VALUES ('schema_version', ?)
@@ -368,13 +425,6 @@ class SqlStore(ABC, Generic[ConnT]):
                     "DELETE FROM unsubscribed WHERE subscriber = ? AND address = ?",
                     (row["subscriber"], row["address"]),
                 )
-
-    def _due(self, now: datetime, subscribers: Collection[str] | None) -> tuple[str, dict[str, object]]:
-        """The condition that a delivery is due (of ``subscribers`` only, unless None), and its parameters."""
-        if subscribers is None:
-            return _DUE, {"now": now}
-        among, names = self._in("subscriber", "name", sorted(subscribers))
-        return f"{_DUE} AND {among}", {"now": now, **names}
 
     # -- papers and feeds -------------------------------------------------------------------------------------
 
@@ -449,15 +499,27 @@ class SqlStore(ABC, Generic[ConnT]):
         return found
 
     def candidates(self, feed_key: str, after: datetime, until: datetime) -> list[Paper]:
-        """Feed items of ``feed_key`` first seen in (after, until], as papers with the item's version and type."""
+        """Feed items of ``feed_key`` first seen in (after, until], as papers with the item's version and type.
+
+        A category (``cs.LG``) is one indexed range of its items. A category set (``cs.AI+cs.LG``) is the union of
+        its categories' items, and of any stored under the set's own key (as feeds were before they were polled
+        per category), each paper version once, where it was first seen, with the type a combined feed gives it:
+        ``new`` (``replace``) when any of its categories announced it so, as the paper's primary category is one of
+        them, else ``cross`` (``replace-cross``). Versions stay apart: a window holding a paper's first version
+        and its replacement holds both, as one feed's items do.
+        """
+        keys = list(dict.fromkeys([feed_key, *feed_key.split("+")]))
+        among, params = self._in("f.feed_key", "key", keys)
         rows = self._query(
             f"""SELECT f.arxiv_id, f.version, f.announce_type, f.announced, f.backfilled,
                        p.title, p.abstract, p.authors, p.categories, p.comment, p.journal_ref
                 FROM feed_items f JOIN papers p USING (arxiv_id)
-                WHERE f.feed_key = ? AND f.seen_at > ? AND f.seen_at <= ?
+                WHERE {among} AND f.seen_at > :after AND f.seen_at <= :until
                 ORDER BY f.announced NULLS FIRST, f.seen_at, f.arxiv_id{self._BY_CODE_POINT}, f.version""",
-            (feed_key, after, until),
+            {**params, "after": after, "until": until},
         )
+        if len(keys) > 1:
+            rows = _one_per_version(rows)
         return [
             Paper(
                 arxiv_id=row["arxiv_id"],
@@ -602,12 +664,26 @@ class SqlStore(ABC, Generic[ConnT]):
     # -- subscribers --------------------------------------------------------------------------------------------
 
     def register_subscribers(self, names: Iterable[str], now: datetime) -> None:
+        """The subscribers of the config in use: each is registered (at ``now``, unless it was before) and marked
+        active, and every other subscriber is marked inactive, in one transaction.
+
+        The names go to the database once, into a temporary table (:meth:`_given_names`); the statements join on
+        it, and only rows whose mark changes are written, so 100,000 names take a fraction of a second.
+        """
         with self.transaction() as db:
-            self._exec_many(
+            self._given_names(db, list(dict.fromkeys(names)))
+            self._exec(
                 db,
-                self._insert_ignore("subscribers (name, created_at) VALUES (?, ?)"),
-                [(name, now) for name in names],
+                self._insert_ignore("subscribers (name, created_at, active) SELECT name, :now, :yes FROM given_names"),
+                {"now": now, "yes": True},
             )
+            given = "EXISTS (SELECT 1 FROM given_names g WHERE g.name = subscribers.name)"
+            self._exec(db, f"UPDATE subscribers SET active = :no WHERE active AND NOT {given}", {"no": False})
+            self._exec(db, f"UPDATE subscribers SET active = :yes WHERE NOT active AND {given}", {"yes": True})
+
+    def active_subscribers(self) -> set[str]:
+        """The names of the subscribers of the config in use, as last registered."""
+        return {row["name"] for row in self._query("SELECT name FROM subscribers WHERE active")}
 
     def subscriber_state(self, name: str) -> SubscriberState | None:
         rows = self._query("SELECT * FROM subscribers WHERE name = ?", (name,))
@@ -689,14 +765,31 @@ class SqlStore(ABC, Generic[ConnT]):
         cursor: datetime,
     ) -> None:
         """Write a digest, its deliveries (pending) and their papers, and move the subscriber's cursor: atomically."""
-        papers = {paper for delivery in deliveries for paper in delivery.papers}
+        self.record_digests(
+            [NewDigest(digest_id, subscriber, kind, period_start, period_end, now, tuple(deliveries), cursor)]
+        )
+
+    def record_digests(self, digests: Sequence[NewDigest]) -> None:
+        """Write digests, their deliveries (pending) and papers, and move their subscribers' cursors, all in one
+        transaction: all of them are recorded, or none."""
         with self.transaction() as db:
-            if deliveries:
-                self._exec(
-                    db,
-                    "INSERT INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (digest_id, subscriber, kind, period_start, period_end, now, len(papers)),
-                )
+            self._exec_many(
+                db,
+                "INSERT INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        d.digest_id,
+                        d.subscriber,
+                        d.kind,
+                        d.period_start,
+                        d.period_end,
+                        d.now,
+                        len({paper for delivery in d.deliveries for paper in delivery.papers}),
+                    )
+                    for d in digests
+                    if d.deliveries
+                ],
+            )
             self._exec_many(
                 db,
                 """INSERT INTO deliveries (id, digest_id, subscriber, channel, recipient, message_id, state,
@@ -705,17 +798,18 @@ class SqlStore(ABC, Generic[ConnT]):
                 [
                     (
                         delivery.delivery_id,
-                        digest_id,
-                        subscriber,
+                        d.digest_id,
+                        d.subscriber,
                         delivery.channel,
                         delivery.recipient,
                         delivery.message_id,
                         delivery.payload,
-                        now,
-                        now,
-                        now,
+                        d.now,
+                        d.now,
+                        d.now,
                     )
-                    for delivery in deliveries
+                    for d in digests
+                    for delivery in d.deliveries
                 ],
             )
             self._exec_many(
@@ -724,44 +818,45 @@ class SqlStore(ABC, Generic[ConnT]):
                 [
                     (
                         delivery.delivery_id,
-                        subscriber,
+                        d.subscriber,
                         delivery.channel,
                         recipient_key(delivery.channel, delivery.recipient),
                         arxiv_id,
                         version,
                     )
-                    for delivery in deliveries
+                    for d in digests
+                    for delivery in d.deliveries
                     for arxiv_id, version in delivery.papers
                 ],
             )
-            self._exec(
-                db, "UPDATE subscribers SET cursor = ?, last_digest_at = ? WHERE name = ?", (cursor, now, subscriber)
+            self._exec_many(
+                db,
+                "UPDATE subscribers SET cursor = ?, last_digest_at = ? WHERE name = ?",
+                [(d.cursor, d.now, d.subscriber) for d in digests],
             )
 
-    def due_deliveries(self, now: datetime, subscribers: Iterable[str] | None = None) -> list[Outgoing]:
-        """Deliveries to attempt now: pending, retries whose time has come, and sends whose lease has expired."""
-        due, params = self._due(now, None if subscribers is None else set(subscribers))
+    def due_deliveries(self, now: datetime) -> list[Outgoing]:
+        """Deliveries of active subscribers to attempt now: pending, retries whose time has come, and sends whose
+        lease has expired."""
         rows = self._query(
-            f"SELECT {OUTGOING_COLUMNS} FROM deliveries WHERE {due} ORDER BY created_at, id{self._BY_CODE_POINT}",
-            params,
+            f"""SELECT {OUTGOING_COLUMNS} FROM {self._UNSENT_BY_AGE} WHERE {_DUE}
+                ORDER BY created_at, id{self._BY_CODE_POINT}""",
+            {"now": now},
         )
         return [_outgoing(row) for row in rows]
 
-    def claim_due(
-        self, now: datetime, *, owner: str, lease: timedelta, limit: int, subscribers: Iterable[str] | None = None
-    ) -> list[Outgoing]:
-        """Claim up to ``limit`` due deliveries for ``owner``, oldest first: they become ``sending`` under a lease.
+    def claim_due(self, now: datetime, *, owner: str, lease: timedelta, limit: int) -> list[Outgoing]:
+        """Claim up to ``limit`` due deliveries of active subscribers for ``owner``, oldest first: they become
+        ``sending`` under a lease.
 
-        Due means pending, a retry whose time has come, or a send whose lease has expired (its sender died).
+        Due means pending, a retry whose time has come, or a send whose lease has expired (its sender died). The
+        oldest unsent deliveries are read in order from an index of those alone, so a claim costs the same with
+        100 or 100,000 in the outbox.
         """
-        names = None if subscribers is None else set(subscribers)
-        if names is not None and not names:
-            return []
-        due, params = self._due(now, names)
-        pick = f"FROM deliveries WHERE {due} ORDER BY created_at, id{self._BY_CODE_POINT} LIMIT :limit"
+        pick = f"FROM {self._UNSENT_BY_AGE} WHERE {_DUE} ORDER BY created_at, id{self._BY_CODE_POINT} LIMIT :limit"
         with self.transaction() as db:
             written = self._write_outcomes(db)
-            rows = self._claim(db, pick, {**params, "owner": owner, "until": now + lease, "limit": limit})
+            rows = self._claim(db, pick, {"now": now, "owner": owner, "until": now + lease, "limit": limit})
         self._written(written)
         return [_outgoing(row) for row in rows]
 
@@ -857,22 +952,22 @@ class SqlStore(ABC, Generic[ConnT]):
         row = self._query("SELECT attempts, created_at FROM deliveries WHERE id = ?", (delivery_id,))[0]
         return int(row["attempts"]), _present(self._time(row["created_at"]))
 
-    def cancel_deliveries_of(self, keep: Iterable[str], now: datetime) -> int:
-        """Cancel unsent deliveries of subscribers no longer in the config (and forget their plan failures).
+    def cancel_removed(self, now: datetime) -> int:
+        """Cancel unsent deliveries of subscribers no longer active, that is no longer in the config (and forget
+        their plan failures); how many were cancelled.
 
         The papers of those deliveries are not lost: a cancelled delivery reserves nothing, and the subscriber's
         cursor moves back to the start of the earliest digest cancelled, so a subscriber restored to the config
         gets them in its next digest. Papers each recipient already had stay reserved.
         """
-        among, params = self._in("subscriber", "keep", sorted(set(keep)))
-        unsent = "state IN ('pending', 'retry', 'sending')"
+        removed = f"{_UNSENT} AND NOT {_ACTIVE}"
         with self.transaction() as db:
             starts = self._fetch(
                 db,
                 f"""SELECT subscriber, min(period_start) AS start FROM digests
-                    WHERE id IN (SELECT digest_id FROM deliveries WHERE {unsent} AND NOT ({among}))
+                    WHERE id IN (SELECT digest_id FROM deliveries WHERE {removed})
                     GROUP BY subscriber""",
-                params,
+                (),
             )
             self._exec_many(
                 db,
@@ -880,23 +975,86 @@ class SqlStore(ABC, Generic[ConnT]):
                    WHERE name = :name AND (cursor IS NULL OR cursor > :start)""",
                 [{"name": row["subscriber"], "start": self._time(row["start"])} for row in starts],
             )
-            self._exec(db, f"DELETE FROM plan_failures WHERE NOT ({among})", params)
+            self._exec(
+                db,
+                """DELETE FROM plan_failures WHERE NOT EXISTS
+                     (SELECT 1 FROM subscribers s WHERE s.name = plan_failures.subscriber AND s.active)""",
+                (),
+            )
             return self._exec(
                 db,
                 f"""UPDATE deliveries SET state = 'cancelled', last_error = 'subscriber removed from the config',
                       updated_at = :now
-                    WHERE {unsent} AND NOT ({among})""",
-                {**params, "now": now},
+                    WHERE {removed}""",
+                {"now": now},
             )
 
     def retry_failed(self, now: datetime, subscriber: str | None = None) -> int:
+        """Queue failed deliveries (all, or ``subscriber``'s) again, and retries at once; how many. A delivery
+        whose payload was pruned (see :meth:`prune`) has nothing left to send and stays failed."""
         with self.transaction() as db:
             return self._exec(
                 db,
                 """UPDATE deliveries SET state = 'pending', next_attempt_at = :now, updated_at = :now
-                   WHERE state IN ('failed', 'retry') AND (CAST(:name AS TEXT) IS NULL OR subscriber = :name)""",
+                   WHERE state IN ('failed', 'retry') AND (CAST(:name AS TEXT) IS NULL OR subscriber = :name)
+                     AND length(payload) > 0""",
                 {"now": now, "name": subscriber},
             )
+
+    def prune(self, now: datetime, retention: timedelta) -> PruneReport:
+        """Drop what nothing needs after ``retention``; what deduplication needs stays for good.
+
+        - The payloads of deliveries sent, failed or cancelled before ``now - retention`` become empty
+          (:data:`PRUNED`); the rows stay, with their ids, states and Message-IDs, and so do the papers each
+          recipient was sent, so nothing is sent twice. A failed delivery pruned so can no longer be retried.
+        - Feed items first seen before the cut-off, and before every active subscriber's cursor (a subscriber
+          with none yet reads from ``retention`` before it was registered), except each feed's newest item, which
+          says when the feed last brought anything.
+        - Papers no feed item names any more.
+
+        Each batch of :data:`_PRUNE_BATCH` rows is a transaction of its own, so the daemon's other writes are never
+        held up for long. SQLite reuses the pages freed for the next writes (the file keeps its size, but stops
+        growing); PostgreSQL's autovacuum does the same for its tables.
+        """
+        cutoff = now - retention
+        payloads = self._prune_batches(
+            """UPDATE deliveries SET payload = :pruned WHERE id IN (SELECT id FROM deliveries
+                 WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < :cutoff AND length(payload) > 0
+                 LIMIT :batch)""",
+            {"pruned": PRUNED, "cutoff": cutoff},
+        )
+        (oldest,) = self._query(
+            """SELECT min(cursor) AS cursor, min(CASE WHEN cursor IS NULL THEN created_at END) AS created
+               FROM subscribers WHERE active"""
+        )
+        items_cutoff = cutoff
+        if (cursor := self._time(oldest["cursor"])) is not None:
+            items_cutoff = min(items_cutoff, cursor)
+        if (created := self._time(oldest["created"])) is not None:
+            items_cutoff = min(items_cutoff, created - retention)
+        feed_items = self._prune_batches(
+            """DELETE FROM feed_items WHERE (feed_key, arxiv_id, version) IN (SELECT feed_key, arxiv_id, version
+                 FROM feed_items f WHERE seen_at < :cutoff
+                   AND seen_at < (SELECT max(seen_at) FROM feed_items g WHERE g.feed_key = f.feed_key)
+                 LIMIT :batch)""",
+            {"cutoff": items_cutoff},
+        )
+        papers = self._prune_batches(
+            """DELETE FROM papers WHERE arxiv_id IN (SELECT arxiv_id FROM papers p WHERE updated < :cutoff
+                 AND NOT EXISTS (SELECT 1 FROM feed_items f WHERE f.arxiv_id = p.arxiv_id) LIMIT :batch)""",
+            {"cutoff": items_cutoff},
+        )
+        return PruneReport(payloads, feed_items, papers)
+
+    def _prune_batches(self, sql: str, params: Mapping[str, object]) -> int:
+        """Run ``sql`` (which changes at most ``:batch`` rows) in transactions of its own until it changes none."""
+        total = 0
+        while True:
+            with self.transaction() as db:
+                changed = self._exec(db, sql, {**params, "batch": _PRUNE_BATCH})
+            total += changed
+            if changed < _PRUNE_BATCH:
+                return total
 
     def deliveries(self, states: Sequence[str] = DELIVERY_STATES, limit: int = 200) -> list[DeliveryRow]:
         among, params = self._in("state", "state", states)
@@ -976,6 +1134,22 @@ class SqlStore(ABC, Generic[ConnT]):
         """feed_key -> when a poll last brought new items from arXiv (backfilled items not counted)."""
         rows = self._query("SELECT feed_key, max(seen_at) AS at FROM feed_items WHERE NOT backfilled GROUP BY feed_key")
         return {row["feed_key"]: _present(self._time(row["at"])) for row in rows}
+
+
+_OWN_TYPE = {"cross": "new", "replace-cross": "replace"}  # what a cross-list is in its primary category's feed
+
+
+def _one_per_version(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """One row per (paper, version), in the order first seen; a row announcing it as its own type wins."""
+    kept: dict[tuple[str, int], ResultRow] = {}
+    for row in rows:
+        key = (row["arxiv_id"], row["version"])
+        first = kept.get(key)
+        if first is None:
+            kept[key] = row
+        elif _OWN_TYPE.get(first["announce_type"]) == row["announce_type"]:
+            kept[key] = row  # keeps the place of the first
+    return list(kept.values())
 
 
 def _present(value: T | None) -> T:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -56,8 +58,10 @@ def clean_display(text: str | None) -> str:
 _JOIN = "\x00"
 
 # A word: letters and digits, plus combining marks (decomposed accents) and the LaTeX glue.
-_TOKEN = re.compile(r"(?:[^\W_]|[\u0300-\u036f\x00])+")
+_TOKEN = re.compile(r"[\w\u0300-\u036f\x00]+")  # on text whose "_" became spaces: [^\W_] is a slower class
 _ASCII_TOKEN = re.compile(r"[a-z0-9]+")
+_ASCII_WORD = re.compile(r"[A-Za-z0-9]+")
+_TOKEN_OR_SEPARATOR = re.compile(r"[\w\u0300-\u036f\x00]+|\x01")
 _SUBTOKEN = re.compile(r"[^\W_]+")
 
 _ACCENT_SYMBOL = re.compile(r"\{?\\[`'^\"~=.]\s*\{?\x00*([A-Za-z])\x00*\}?\}?")
@@ -120,9 +124,98 @@ def _is_plain(text: str) -> bool:
     return text.isascii() and "\\" not in text and _JOIN not in text
 
 
+# What :func:`tokenize_all` puts after each text's tokens: never a token, and sorted before every token.
+SEPARATOR = "\x01"
+# Plain text as bytes: letters lower-cased, digits and the separator kept, everything else a space.
+_PLAIN_BYTES = bytes(
+    code + 32 if 65 <= code <= 90 else code if 48 <= code <= 57 or 97 <= code <= 122 or code == 1 else 32
+    for code in range(256)
+)
+
+
+def tokenize_all(texts: Iterable[str]) -> list[str]:
+    """The tokens of each text (as :func:`tokenize` gives them), one text after the other, each followed by
+    :data:`SEPARATOR`.
+
+    Texts are read in bulk: all the plain ASCII ones (the common case) by one byte translation that turns every
+    character but letters and digits into a space, and one split; the others by one pass of the LaTeX clean-up
+    and of the word pattern over all of them (joined, they stay apart: no pattern spans the separator). The cost
+    per text is a few string checks.
+    """
+    texts = list(texts)
+    plain: list[str] = []
+    rich: list[str] = []
+    kinds: list[int] = []
+    for text in texts:
+        if _is_plain(text) and SEPARATOR not in text:
+            plain.append(text)
+            kinds.append(_PLAIN)
+        elif SEPARATOR not in text:
+            rich.append(text)
+            kinds.append(_RICH)
+        else:
+            kinds.append(_OTHER)
+    if not rich and len(plain) == len(texts):
+        return _plain_tokens(plain)
+    read = {_PLAIN: iter(_plain_texts(plain)), _RICH: iter(_rich_tokens(rich))}
+    flat: list[str] = []
+    for kind, text in zip(kinds, texts, strict=True):
+        if kind == _OTHER:
+            flat += tokenize(text)
+        else:
+            flat += next(read[kind])
+        flat.append(SEPARATOR)
+    return flat
+
+
+_PLAIN, _RICH, _OTHER = 0, 1, 2
+
+
+def _rich_tokens(texts: list[str]) -> list[list[str]]:
+    """The tokens of each of ``texts`` (which hold no separator)."""
+    found: list[list[str]] = []
+    tokens: list[str] = []
+    for word in _TOKEN_OR_SEPARATOR.findall(_prepare(f" {SEPARATOR} ".join(texts))):
+        if word == SEPARATOR:
+            found.append(tokens)
+            tokens = []
+        else:
+            tokens += _word_tokens(word)
+    found.append(tokens)
+    return found if texts else []
+
+
+def _plain_tokens(texts: list[str]) -> list[str]:
+    """The tokens of plain texts (ASCII, no LaTeX, no separator), each text's followed by the separator."""
+    if not texts:
+        return []
+    tokens = _translated(texts).split()
+    tokens.append(SEPARATOR)
+    return tokens
+
+
+def _plain_texts(texts: list[str]) -> list[list[str]]:
+    """The tokens of each of the plain ``texts``."""
+    return [text.split() for text in _translated(texts).split(SEPARATOR)] if texts else []
+
+
+def _translated(texts: list[str]) -> str:
+    return f" {SEPARATOR} ".join(texts).encode("ascii").translate(_PLAIN_BYTES).decode("ascii")
+
+
 def _prepare(text: str) -> str:
-    text = text.replace(_JOIN, " ")
+    """A same-length copy of ``text`` for :data:`_TOKEN`: underscores and stray glue as spaces, LaTeX handled."""
+    text = text.replace(_JOIN, " ").replace("_", " ")
     return _unlatex(text) if "\\" in text else text
+
+
+@lru_cache(maxsize=1 << 16)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    """The tokens of one word of :data:`_TOKEN` (folding may split it, e.g. for '½')."""
+    folded = fold(word)
+    if folded.isascii() and folded.isalnum():
+        return (folded,)
+    return tuple(_SUBTOKEN.findall(folded))
 
 
 def tokenize(text: str) -> list[str]:
@@ -131,12 +224,15 @@ def tokenize(text: str) -> list[str]:
         return _ASCII_TOKEN.findall(text.lower())
     tokens: list[str] = []
     for word in _TOKEN.findall(_prepare(text)):
-        folded = fold(word)
-        if folded.isascii() and folded.isalnum():
-            tokens.append(folded)
-        else:
-            tokens.extend(_SUBTOKEN.findall(folded))
+        tokens += _word_tokens(word)
     return tokens
+
+
+def token_spans(text: str) -> list[tuple[int, int]]:
+    """The spans of :func:`tokenize_spans` alone (for plain text, without making the tokens)."""
+    if _is_plain(text):
+        return list(map(re.Match.span, _ASCII_WORD.finditer(text)))
+    return tokenize_spans(text)[1]
 
 
 def tokenize_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -154,7 +250,7 @@ def tokenize_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
         if _JOIN in match.group():  # glue at the edges of a word is not part of it
             word = match.group()
             span = (span[0] + len(word) - len(word.lstrip(_JOIN)), span[1] - len(word) + len(word.rstrip(_JOIN)))
-        for piece in _SUBTOKEN.findall(fold(match.group())):
+        for piece in _word_tokens(match.group()):
             tokens.append(piece)
             spans.append(span)
     return tokens, spans

@@ -1,11 +1,16 @@
 """A local stand-in for rss.arxiv.org and export.arxiv.org/api, serving the real fixtures.
 
 ``ArxivStandIn`` serves ``/rss/{cats}`` (category order does not matter) from the fixture feeds of the current day,
-with a real ETag and 304 on ``If-None-Match``; ``/api/query`` answers ``id_list`` lookups and
+with a real ETag and 304 on ``If-None-Match``. The fixtures are combined feeds of category sets (``cs.SD+eess.AS``);
+a single category of such a set is served as its share of the set's feed (:func:`category_feed`): each item goes to
+one or two of the set's categories, chosen by a CRC of its id (:func:`item_categories`), the first its primary, so
+the union over the set's categories is the whole combined feed. In a category that is not its primary, a ``new``
+item is announced as ``cross`` and a ``replace`` as ``replace-cross``, as arXiv does. This split is *synthetic*: the
+RSS fixtures carry no per-item categories. ``/api/query`` answers ``/api/query`` answers ``id_list`` lookups and
 ``cat:X AND submittedDate:[A TO B]`` listings from the fixture papers, and the recorded API bodies for their exact
 ids (1707.08567, abc -> HTTP 400, 0000.0000 -> zero results). The RSS fixtures carry no categories, submission
-dates, comments or journal references, so for the API each paper gets *synthetic* ones: primary = one of its
-feed's categories for new/replace items (cross items: ``math.OC`` plus one of the feed's); v1 submitted just before
+dates, comments or journal references, so for the API each paper gets *synthetic* ones: the categories the split
+above gives it (cross items: ``math.OC`` first, then those); v1 submitted just before
 arXiv's 14:00 US Eastern cut-off on the last weekday before the feed's day (one minute apart, in feed order),
 replacements first submitted 60 days earlier; a comment ("N pages, M figures; synthetic comment") for one paper in
 three and a journal reference ("Synthetic J. Test. V, P (2025)") for one in five, chosen by a CRC of the id
@@ -13,7 +18,8 @@ three and a journal reference ("Synthetic J. Test. V, P (2025)") for one in five
 
 Days: ``set_day("2025-06-03")`` or ``"2025-06-04"`` (the real captures), ``"2012-09-12"`` (legacy RDF ``math``);
 any other day serves a valid empty feed for every category set (a holiday, as on 2025-12-31). ``add_feed(day,
-categories, body)`` serves another feed on a day, and its papers join the API (a paper added again at a higher
+categories, body)`` serves another feed on a day (and each of its categories' shares, as above), and its papers
+join the API (a paper added again at a higher
 version keeps the submission date of its first). With ``clock=`` (a callable returning an aware datetime) the day
 served follows that clock instead of ``set_day``: the feed for day ``d`` from 00:00 US Eastern on ``d``, as arXiv
 rolls its feeds over; ``add_outage(start, end)`` then answers every request in that span with HTTP 503.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -173,7 +180,7 @@ class ArxivStandIn:
         self.requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
         self._outages: list[tuple[datetime, datetime]] = []
-        self._extra_feeds: dict[tuple[str, frozenset[str]], bytes] = {}
+        self._extra_feeds: dict[tuple[str, frozenset[str]], tuple[list[str], bytes]] = {}  # with the set's order
         self._extra_papers: dict[str, _ApiPaper] = {}
         self._metadata: dict[str, dict[str, str]] = {}
         self._cache: dict[str, bytes] = {}
@@ -237,8 +244,9 @@ class ArxivStandIn:
         self._day = day
 
     def add_feed(self, day: str, categories: str, body: bytes, *, api: bool = True) -> None:
-        """Serve ``body`` for this category set on ``day`` (overrides the fixtures); its papers join the API."""
-        self._extra_feeds[(day, canonical_key(categories))] = body
+        """Serve ``body`` for this category set on ``day``, and each category's share of it (both override the
+        fixtures); its papers join the API."""
+        self._extra_feeds[(day, canonical_key(categories))] = (canonical_order(categories), body)
         if not api:
             return
         try:
@@ -323,14 +331,24 @@ class ArxivStandIn:
         return self._conditional(request, body, "application/rss+xml")
 
     def feed_body(self, day: str, key: str) -> bytes | None:
+        """The feed of ``key`` on ``day``: an added feed, its category's share of one, an empty feed on a day with
+        no fixtures, a fixture, or a category's share of a fixture, in that order; None when there is none."""
         wanted = canonical_key(key)
-        if (day, wanted) in self._extra_feeds:
-            return self._extra_feeds[(day, wanted)]
+        added = self._extra_feeds.get((day, wanted))
+        if added is not None:
+            return added[1]
+        category = next(iter(wanted)) if len(wanted) == 1 else None
+        for (added_day, added_set), (order, body) in self._extra_feeds.items():
+            if category is not None and added_day == day and category in added_set:
+                return category_feed(body, tuple(order), category)
         if day not in RSS_DAYS:
             return self.empty_feed(day, key)
         for fixture_key, name in RSS_DAYS[day].items():
             if canonical_key(fixture_key) == wanted:
                 return self._file(name)
+        for fixture_key, name in RSS_DAYS[day].items():
+            if category is not None and category in canonical_key(fixture_key) and name.startswith("rss-"):
+                return category_feed(self._file(name), tuple(canonical_order(fixture_key)), category)
         return None
 
     def empty_feed(self, day: str, key: str) -> bytes:
@@ -494,6 +512,45 @@ def canonical_order(categories: str) -> list[str]:
     return [c for c in categories.replace(" ", "+").split("+") if c]
 
 
+def item_categories(arxiv_id: str, categories: list[str] | tuple[str, ...]) -> list[str]:
+    """The categories of a combined feed (in the feed's order) that one of its items is announced in: one chosen by
+    a CRC of the id (its primary, unless the item is a cross-list from outside the set), and for about half the
+    items a second one."""
+    crc = zlib.crc32(arxiv_id.encode())
+    count = len(categories)
+    first = crc % count
+    if count == 1 or (crc >> 16) % 2 == 0:
+        return [categories[first]]
+    return [categories[first], categories[(first + 1 + (crc >> 17) % (count - 1)) % count]]
+
+
+_AS_CROSS = {b"new": b"cross", b"replace": b"replace-cross"}
+
+
+@functools.lru_cache(maxsize=64)
+def category_feed(body: bytes, categories: tuple[str, ...], category: str) -> bytes:
+    """``category``'s share of the combined RSS 2.0 feed ``body`` of ``categories``: the items
+    :func:`item_categories` puts in it, announced as cross-lists where it is not their first category."""
+    items = _ITEM.findall(body)
+    if not items:
+        return body.replace(("rss/" + "+".join(categories)).encode(), f"rss/{category}".encode())
+    head = body[: body.index(items[0])]
+    tail = body[body.rindex(items[-1]) + len(items[-1]) :]
+    kept = []
+    for item in items:
+        found = _GUID_ID.search(item)
+        listed = item_categories(found.group(1).decode(), categories) if found else [categories[0]]
+        if category not in listed:
+            continue
+        if listed[0] != category:
+            item = _ANNOUNCE_TAG.sub(lambda m: m[1] + _AS_CROSS.get(m[2], m[2]) + m[3], item)
+            item = _ANNOUNCE_TEXT.sub(lambda m: m[1] + _AS_CROSS.get(m[2], m[2]), item)
+        kept.append(item)
+    head = head.replace(("rss/" + "+".join(categories)).encode(), f"rss/{category}".encode())
+    head = head.replace(", ".join(categories).encode() + b" updates", category.encode() + b" updates")
+    return head + b"\n    ".join(kept) + tail
+
+
 def synthetic_metadata(arxiv_id: str) -> dict[str, str]:
     """The made-up comment and journal reference the stand-in's API gives a fixture paper (see the module doc)."""
     crc = zlib.crc32(arxiv_id.encode())
@@ -514,6 +571,9 @@ def submission_cutoff(day: date) -> datetime:
 
 
 _ITEM = re.compile(rb"<item>.*?</item>", re.DOTALL)
+_GUID_ID = re.compile(rb"<guid[^>]*>[^<]*?(\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Za-z]{2})?/\d{7})v\d+</guid>")
+_ANNOUNCE_TAG = re.compile(rb"(<arxiv:announce_type>)([a-z-]+)(</arxiv:announce_type>)")
+_ANNOUNCE_TEXT = re.compile(rb"(Announce Type:\s*)([a-z-]+)")
 _PUBDATE = re.compile(rb"<(pubDate|lastBuildDate)>[^<]*</(pubDate|lastBuildDate)>")
 
 
@@ -556,8 +616,8 @@ def _read_rss(body: bytes, day: str, categories: list[str]) -> list[_ApiPaper]:
             continue
         arxiv_id, version = found.group(1), int(found.group(2))
         announce = item.findtext(f"{{{ARXIV}}}announce_type") or "new"
-        own = categories[zlib.crc32(arxiv_id.encode()) % len(categories)]
-        cats = ["math.OC", own] if announce in ("cross", "replace-cross") else [own]
+        listed = item_categories(arxiv_id, categories)
+        cats = ["math.OC", *listed] if announce in ("cross", "replace-cross") else listed
         submitted = cutoff - timedelta(minutes=index + 1)
         description = item.findtext("description") or ""
         papers.append(

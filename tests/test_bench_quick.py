@@ -1,5 +1,6 @@
-"""The matching and config benchmarks run in quick mode and check their own results: the indexed matcher agrees
-with the naive loop on every rule, and the generated subscribers file loads both ways."""
+"""The matching, config and end-to-end benchmarks run in quick mode and check their own results: the indexed
+matcher agrees with the naive loop on every rule, the generated subscribers file loads both ways, and `notifier
+once` passes `notifier check` on its generated file and plans and sends digests from the served day."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
 @pytest.mark.skipif(not list(FIXTURES.glob("rss-*.DERIVED.xml")), reason=f"fixture feeds not found in {FIXTURES}")
 @pytest.mark.parametrize(
     ("script", "expected"),
-    [("matching.py", "identical (1,000 rules)"), ("config.py", "done: 200 | 2,801 |")],
+    [
+        ("matching.py", "identical (1,000 rules)"),
+        ("config.py", "done: 200 | 2,801 |"),
+        ("once.py", "N = 50 subscribers (250 rules"),
+    ],
 )
 def test_quick_benchmark_runs_and_checks_itself(script, expected):
     done = subprocess.run(

@@ -407,3 +407,21 @@ async def test_standalone_server_writes_one_file_per_message(tmp_path):
     files = sorted(tmp_path.glob("*.eml"))
     assert [f.name for f in files] == ["000001.eml", "000002.eml", "000003.eml"]
     assert [parse_strict(f.read_bytes())["Message-ID"] for f in files] == [m.message_id for m in sent]
+
+
+def test_parts_decode_to_exactly_the_rendered_text_and_html():
+    text = "Line one\n.\nFrom here\n" + "=_ and --=_boundary-like " * 20 + "\ntrailing space \nÜber ∑ λ\n"
+    html = "<p>" + "long line with = signs and é " * 40 + "</p>\n<p>x</p>"
+    data = email(RenderedEmail(subject="s", text=text, html=html))
+    assert data == email(RenderedEmail(subject="s", text=text, html=html)), "the same message, the same bytes"
+    lines = data.split(b"\r\n")
+    body = lines[lines.index(b"") :]
+    assert max(len(line) for line in body) <= 76
+    msg = parse_strict(data)
+    plain_part, html_part = msg.iter_parts()
+    assert plain_part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert plain_part.get_content().replace("\r\n", "\n") == text
+    assert html_part.get_content().replace("\r\n", "\n") == html + "\n"
+    assert not msg.defects and not any(p.defects for p in msg.iter_parts())
+    lone = parse_strict(email(RenderedEmail(subject="s", text="a \ud800 b\n", html="<p>\udfff</p>")))
+    assert [part.get_content().strip() for part in lone.iter_parts()] == ["a \ufffd b", "<p>\ufffd</p>"]

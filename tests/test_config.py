@@ -57,8 +57,9 @@ def test_the_public_schema_loads_with_defaults_applied(tmp_path):
     assert solo.emails == ("solo@lab.example",)
     assert str(solo.schedule) == "daily 08:00 UTC"
     assert solo.announce_types == frozenset({"new", "cross"})
-    # Both follow the same categories in another order: one feed serves them.
+    # Both follow the same categories in another order: one category set, and each category is polled once.
     assert config.feed_keys == ["cs.DC+cs.LG"]
+    assert config.categories == ["cs.DC", "cs.LG"]
 
 
 def test_the_example_file_in_the_repository_is_valid():

@@ -189,6 +189,24 @@ async def test_conditional_get_and_day_rollover(gate_and_server):
     assert holiday.etag == server.requests[-1].headers.get("If-None-Match", holiday.etag)
 
 
+async def test_one_category_conditional_get_is_its_share_of_the_combined_feed(gate_and_server):
+    gate, server = gate_and_server
+    whole = await fetch_feed(gate, server.rss_base_url, BIG.split("+"), None)
+    union: dict[tuple[str, int], str] = {}
+    for category in BIG.split("+"):
+        result = await fetch_feed(gate, server.rss_base_url, [category], None)
+        assert (result.feed_key, result.pub_date) == (category, date(2025, 6, 3))
+        assert 0 < result.item_count < whole.item_count
+        again = await fetch_feed(gate, server.rss_base_url, [category], result.etag)
+        assert again.status == "not_modified", "each category has its own ETag"
+        for paper in result.papers:
+            key = (paper.arxiv_id, paper.version)
+            if union.get(key) not in ("new", "replace"):
+                union[key] = paper.announce_type
+    # The shares add up to the combined feed, each item announced with its own type in one of them.
+    assert union == {(p.arxiv_id, p.version): p.announce_type for p in whole.papers}
+
+
 async def test_holiday_day_serves_the_real_empty_feed_byte_for_byte(gate_and_server):
     _, server = gate_and_server
     real = (FIXTURES / "rss-physics-2025-12-31-empty-holiday.RECONSTRUCTED.xml").read_bytes()

@@ -338,6 +338,44 @@ def test_batch_keys_limit_the_rules_evaluated():
     assert rules.match(papers, keys=["b/0", "b/1"]) == {"b/0": batch.matches("b/0")}
 
 
+def test_matches_within_some_papers_are_those_of_the_whole_rule_among_them():
+    rules = RuleSet.compile(BATCH_RULES)
+    papers = batch_papers()
+    batch = rules.evaluate(papers)
+    everything = rules.evaluate(papers).matches("c/0")  # papers 0 and 2
+    assert [m.paper for m in everything] == [papers[0], papers[2]]
+    assert batch.matches("c/0", within={2}) == [everything[1]]
+    assert batch.matches("c/0", within={3, 2, 1, 0}) == everything  # more positions than matches
+    assert batch.matches("c/0", within=[2, 0]) == everything  # any collection; results stay in batch order
+    assert batch.matches("c/0", within={1, 3}) == []
+    assert batch.matches("c/0", within=set()) == []
+    assert batch.papers("c/0", within={0, 1}) == [papers[0]]
+    assert batch.papers("b/1", within={0, 1, 2, 3}) == []
+
+
+def test_hits_are_worked_out_only_for_the_papers_asked_about_and_once_per_term_and_paper():
+    rules = RuleSet.compile([("one", "r", "graph OR survey"), ("two", "r", "graph AND compil*")])
+    papers = batch_papers()
+    batch = rules.evaluate(papers)
+    first = batch.matches("one", within={2})
+    assert {paper for _, paper in batch._term_hits} == {2}
+    again = batch.matches("two", within={2})  # shares "graph" in paper 2: found in the cache
+    assert {paper for _, paper in batch._term_hits} == {2}
+    assert first[0].hits[0] is again[0].hits[0]
+    assert [m.paper for m in batch.matches("one")] == [papers[0], papers[1], papers[2]]
+
+
+def test_papers_are_found_in_the_batch_by_arxiv_id():
+    papers = batch_papers()
+    batch = RuleSet.compile(BATCH_RULES).evaluate(papers)
+    assert [batch.position_of(p.arxiv_id) for p in papers] == [0, 1, 2, 3]
+    assert batch.positions([papers[3].arxiv_id, "2601.99999", papers[1].arxiv_id]) == {1, 3}
+    with pytest.raises(KeyError):
+        batch.position_of("2601.99999")
+    within = batch.positions([papers[2].arxiv_id])
+    assert [m.paper for m in batch.matches("b/0", within=within)] == [papers[2]]
+
+
 def test_an_empty_batch_selects_nothing():
     batch = RuleSet.compile(BATCH_RULES).evaluate([])
     assert batch.keys() == []

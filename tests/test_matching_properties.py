@@ -10,7 +10,7 @@ from notifier import matching
 from notifier.matching import RuleSet
 from notifier.models import Field, Paper
 from notifier.query import parse_query
-from notifier.text import plural_variants, tokenize, tokenize_spans
+from notifier.text import SEPARATOR, plural_variants, tokenize, tokenize_all, tokenize_spans
 from tests.reference_matcher import reference_match, same_word
 
 CHECK = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,6 +110,26 @@ def test_batch_indices_and_lazy_matches_agree_with_match(batch, query_list):
         assert evaluated.matches(key) == found
 
 
+@CHECK
+@given(
+    st.lists(papers, min_size=1, max_size=6).map(with_ids),
+    st.lists(queries, min_size=1, max_size=8),
+    st.lists(st.sets(st.integers(0, 5)), min_size=1, max_size=3),
+)
+def test_matches_within_some_papers_are_the_whole_rules_matches_among_them(batch, query_list, subsets):
+    """Whatever subsets are asked about first, and in what order, each gets the matches (hits included) that the
+    whole rule has among those papers."""
+    compiled = RuleSet.compile([(f"r{n}", f"r{n}", query) for n, query in enumerate(query_list)])
+    whole = compiled.match(batch)
+    evaluated = compiled.evaluate(batch)
+    for subset in subsets:
+        ids = {batch[i].arxiv_id for i in subset if i < len(batch)}
+        for key, found in whole.items():
+            expected = [m for m in found if m.paper.arxiv_id in ids]
+            assert evaluated.matches(key, within=subset) == expected
+            assert evaluated.papers(key, within=subset) == [m.paper for m in expected]
+
+
 def spread(found: list[Paper], size: int = 150) -> list[Paper]:
     """``size`` papers cycling through ``found``: long enough to cross the boundaries of 64-paper blocks."""
     return with_ids([found[n % len(found)] for n in range(size)])
@@ -176,6 +196,13 @@ def test_plural_variants_are_symmetric_and_follow_the_singular_plural_rule(word)
         assert same_word(word, variant)
     for suffix in ("s", "es", "ies", "ise", "ing"):
         assert (word + suffix in plural_variants(word)) == same_word(word, word + suffix)
+
+
+@CHECK
+@given(st.lists(text() | text().map(lambda source: source + SEPARATOR + "x"), max_size=8))
+def test_tokenizing_many_texts_at_once_gives_each_texts_tokens_in_turn(sources):
+    expected = [token for source in sources for token in [*tokenize(source), SEPARATOR]]
+    assert tokenize_all(sources) == expected
 
 
 @CHECK

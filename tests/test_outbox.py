@@ -114,7 +114,7 @@ async def test_a_send_interrupted_by_a_crash_is_sent_again_with_the_same_message
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
         (first, *_) = app.store.due_deliveries(clock())
         app.store.mark_sending(first.delivery_id, clock())  # the process dies here, before the channel answers
     async with make_app(tmp_path, clock) as app:
@@ -130,7 +130,7 @@ async def test_removing_a_subscriber_cancels_its_unsent_deliveries(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
     without_updates = CONFIG.split("  - name: updates", maxsplit=1)[0]
     async with make_app(tmp_path, clock, without_updates) as app:
         report = await app.send()
@@ -142,7 +142,7 @@ async def test_a_subscriber_removed_for_a_cycle_and_restored_gets_the_papers_of_
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
     clock.now += timedelta(minutes=10)
     without_updates = CONFIG.split("  - name: updates", maxsplit=1)[0]
     async with make_app(tmp_path, clock, without_updates) as app:
@@ -162,7 +162,7 @@ async def test_an_address_written_differently_is_the_same_recipient_and_gets_not
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
         (to_a,) = [m for m in app.store.due_deliveries(clock()) if m.recipient == "a@lab.example"]
         app.store.mark_sent(to_a.delivery_id, clock())  # a@ has it; the rest is cancelled when lab goes
     clock.now += timedelta(minutes=10)
@@ -183,7 +183,7 @@ async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler <!channel>")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
         slack = [m for m in app.store.due_deliveries(clock()) if m.channel == "slack"]
     (message,) = slack
     parts = json.loads(message.payload)
@@ -211,15 +211,15 @@ async def test_schedules_decide_when_a_digest_is_due_and_a_missed_one_is_sent_on
     clock = Clock()  # Tue 3 Jun 2025 09:00 UTC
     async with make_app(tmp_path, clock, SCHEDULED) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        assert app.plan(force=False).digests == 0, "nothing is due right after subscribing"
+        assert (await app.plan(force=False)).digests == 0, "nothing is due right after subscribing"
         clock.now = datetime(2025, 6, 4, 8, 0, 1, tzinfo=UTC)
-        assert app.plan(force=False).subscribers == ["daily"]
+        assert (await app.plan(force=False)).subscribers == ["daily"]
         # The daemon is down from Wednesday to the following Tuesday: Monday's weekly digest is sent once.
         clock.now = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
-        report = app.plan(force=False)
+        report = await app.plan(force=False)
         assert report.subscribers == ["weekly"]
         clock.now += timedelta(minutes=1)
-        assert "weekly" not in app.plan(force=False).subscribers
+        assert "weekly" not in (await app.plan(force=False)).subscribers
 
 
 async def test_send_empty_says_why_and_is_skipped_when_we_cannot_tell(tmp_path):
@@ -233,7 +233,7 @@ async def test_send_empty_says_why_and_is_skipped_when_we_cannot_tell(tmp_path):
         assert report.subscribers == ["daily"]
         clock.now = datetime(2025, 6, 9, 9, 0, tzinfo=UTC)  # Monday's announcement has not been fetched
         assert app.poller.empty_reason("cs.DC", clock()) is None
-        report = app.plan(force=False)
+        report = await app.plan(force=False)
         assert report.digests == 0, "no 'no papers today' mail when we simply could not fetch"
         await app.send()
     (mail,) = outbox_files(tmp_path, "email")
@@ -244,7 +244,7 @@ async def test_a_failed_delivery_is_listed_and_sent_again_by_retry(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        app.plan(force=True)
+        await app.plan(force=True)
         (first, *_) = app.store.due_deliveries(clock())
         app.store.mark_failed(first.delivery_id, clock(), "550 no such user")
         await app.send()

@@ -18,10 +18,11 @@ from notifier.gate import PoliteGate
 from notifier.models import Paper
 from notifier.poller import Poller
 from notifier.settings import load_settings
-from notifier.store import Store
+from notifier.store import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
 
-SMALL = "cs.SD+eess.AS"
+SMALL = "cs.SD+eess.AS"  # a category set subscribers read; each of its categories is its own feed
+SOUND, AUDIO = SMALL.split("+")
 SMALL_0603 = fixtures_dir() / f"rss-{SMALL}-2025-06-03.DERIVED.xml"
 CONFIG = """\
 subscribers:
@@ -37,8 +38,8 @@ subscribers:
 """
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 class Clock:
@@ -98,7 +99,10 @@ async def test_a_repeated_announcement_is_nothing_new_and_nothing_is_sent_again(
         settings = settings_for(tmp_path, server)
         async with Notifier(settings, load_config(settings.subscribers, {}), clock=clock) as app:
             first = await app.cycle(force_send=True)
-            assert [(o.status, o.announced) for o in first.polls] == [("ok", date(2025, 6, 3))]
+            assert [(o.feed_key, o.status, o.announced) for o in first.polls] == [
+                (SOUND, "ok", date(2025, 6, 3)),
+                (AUDIO, "ok", date(2025, 6, 3)),
+            ]
             assert first.sent.sent == 2
             # The same items again with a new lastBuildDate (so a new ETag): a repeat, not an announcement.
             rebuilt = re.sub(
@@ -107,7 +111,7 @@ async def test_a_repeated_announcement_is_nothing_new_and_nothing_is_sent_again(
             server.add_feed("2025-06-03", SMALL, rebuilt)
             clock.now += timedelta(minutes=15)
             again = await app.cycle(force_send=True)
-            assert [(o.status, o.new_items, o.announced) for o in again.polls] == [("repeat", 0, None)]
+            assert [(o.status, o.new_items, o.announced) for o in again.polls] == [("repeat", 0, None)] * 2
             assert again.plan.deliveries == 0 and again.sent.sent == 0
             assert app.poller.health(SMALL, clock()).state == "ok"
     assert len(list((tmp_path / "data" / "outbox" / "email").glob("*.eml"))) == 2
@@ -126,17 +130,19 @@ async def test_a_repeated_announcement_is_nothing_new_and_nothing_is_sent_again(
     ],
 )
 async def test_a_hostile_answer_is_an_error_that_touches_nothing_and_the_next_poll_recovers(rig, mode, message):
-    assert (await rig.poller.poll_one(SMALL)).status == "ok"
-    before_state, before_items = rig.store.feed_state(SMALL), rig.items()
-    before_papers = rig.store.paper_count()
+    assert [o.status for o in await rig.poller.poll([SOUND, AUDIO])] == ["ok", "ok"]
+    before_state, before_items = rig.store.feed_state(SOUND), rig.items(SOUND)
     rig.server.set_day("2025-06-04")
     rig.clock.now += timedelta(days=1)
     attempts = 2 if mode in ("reset", "stall") else 1  # the gate retries what may be transient
-    rig.server.fail_next("/rss/", mode, count=attempts, stall=30)
-    outcome = await rig.poller.poll_one(SMALL)
+    rig.server.fail_next(f"/rss/{SOUND}", mode, count=attempts, stall=30)
+    outcome, other = await rig.poller.poll([SOUND, AUDIO])
     assert outcome.status == "error"
     assert outcome.error is not None and re.search(message, outcome.error), outcome.error
-    after = rig.store.feed_state(SMALL)
+    # The failure is that category's alone: the other one's feed is polled and read as usual.
+    assert (other.status, other.announced) == ("ok", date(2025, 6, 4))
+    assert rig.poller.empty_reason(AUDIO, rig.clock()) == "nothing new matched your rules"
+    after = rig.store.feed_state(SOUND)
     assert after is not None and before_state is not None
     assert (after.last_announced, after.etag, after.last_items_hash) == (
         before_state.last_announced,
@@ -144,17 +150,19 @@ async def test_a_hostile_answer_is_an_error_that_touches_nothing_and_the_next_po
         before_state.last_items_hash,
     )
     assert after.last_status == "error" and after.last_error == outcome.error
-    assert rig.items() == before_items and rig.store.paper_count() == before_papers
-    assert rig.poller.health(SMALL, rig.clock()).state == "late"
+    assert rig.items(SOUND) == before_items
+    assert rig.poller.health(SOUND, rig.clock()).state == "late"
+    late = rig.poller.health(SMALL, rig.clock())
+    assert (late.state, late.feed_key) == ("late", SOUND), "a set is as healthy as its worst category"
     assert rig.poller.empty_reason(SMALL, rig.clock()) is None, "never 'no papers' when we could not fetch"
-    recovered = await rig.poller.poll_one(SMALL)
+    recovered = await rig.poller.poll_one(SOUND)
     assert (recovered.status, recovered.announced) == ("ok", date(2025, 6, 4)) and recovered.new_items > 0
     assert rig.poller.health(SMALL, rig.clock()).state == "ok"
 
 
 async def test_429_with_retry_after_is_honoured(rig):
     rig.server.fail_next("/rss/", "429", retry_after=0.5)
-    outcome = await rig.poller.poll_one(SMALL)
+    outcome = await rig.poller.poll_one(SOUND)
     assert outcome.status == "ok"
     first, second = rig.server.requests_to("/rss/")
     assert (first.status, second.status) == (429, 200)
@@ -167,8 +175,8 @@ async def test_429_with_retry_after_is_honoured(rig):
 async def test_an_empty_feed_on_a_holiday_is_healthy(rig):
     rig.server.set_day("2025-06-20")  # arXiv does not announce on Juneteenth evening (Thu 19 June 2025)
     rig.clock.now = utc(2025, 6, 20, 4, 10)
-    outcome = await rig.poller.poll_one(SMALL)
-    assert (outcome.status, outcome.announced) == ("empty", date(2025, 6, 20))
+    outcomes = await rig.poller.poll([SOUND, AUDIO])
+    assert [(o.status, o.announced) for o in outcomes] == [("empty", date(2025, 6, 20))] * 2
     assert rig.poller.health(SMALL, rig.clock()).state == "ok"
     assert (
         rig.poller.empty_reason(SMALL, utc(2025, 6, 20, 12))
@@ -181,13 +189,15 @@ async def test_an_empty_feed_on_a_holiday_is_healthy(rig):
 
 
 async def test_an_empty_feed_when_an_announcement_is_due_is_late_then_stale(rig):
-    assert (await rig.poller.poll_one(SMALL)).status == "ok"
+    assert rig.poller.empty_reason(SMALL, rig.clock()) is None, "never polled: nothing to say yet"
+    assert [o.status for o in await rig.poller.poll([SOUND, AUDIO])] == ["ok", "ok"]
     assert rig.poller.empty_reason(SMALL, rig.clock()) == "nothing new matched your rules"
     rig.server.set_day("2025-06-04")
-    rig.server.fail_next("/rss/", "empty")
+    rig.server.fail_next(f"/rss/{SOUND}", "empty")
     rig.clock.now = utc(2025, 6, 4, 4, 10)
-    outcome = await rig.poller.poll_one(SMALL)
+    outcome, other = await rig.poller.poll([SOUND, AUDIO])
     assert (outcome.status, outcome.announced) == ("empty", None)
+    assert (other.status, other.announced) == ("ok", date(2025, 6, 4))
     health = rig.poller.health(SMALL, rig.clock())
     assert (health.state, health.last_announced, health.expected) == ("late", date(2025, 6, 3), date(2025, 6, 4))
     assert rig.poller.empty_reason(SMALL, rig.clock()) is None
@@ -203,31 +213,31 @@ def test_cadence_follows_the_calendar(tmp_path):
     store = Store(settings.database)
     poller = Poller(store, None, settings, lambda: utc(2025, 6, 3))  # type: ignore[arg-type]
     try:
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 3, 1)) == utc(2025, 6, 3, 1), "never polled: now"
-        store.record_poll(SMALL, at=utc(2025, 6, 3, 4, 10), status="ok", announced=date(2025, 6, 3))
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 3, 1)) == utc(2025, 6, 3, 1), "never polled: now"
+        store.record_poll(SOUND, at=utc(2025, 6, 3, 4, 10), status="ok", announced=date(2025, 6, 3))
         # Quiet from a successful poll until the next feed is due (00:00 US Eastern) plus the grace period.
         for hour in (4, 12, 23):
-            assert poller.next_poll_at([SMALL], utc(2025, 6, 3, hour, 11)) == utc(2025, 6, 4, 4, 10)
+            assert poller.next_poll_at([SOUND], utc(2025, 6, 3, hour, 11)) == utc(2025, 6, 4, 4, 10)
         # Overdue: from the grace period on, every poll_interval; hourly once stale.
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 4, 4, 1)) == utc(2025, 6, 4, 4, 10)
-        store.record_poll(SMALL, at=utc(2025, 6, 4, 4, 10), status="repeat")
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 4, 4, 10)) == utc(2025, 6, 4, 4, 25)
-        store.record_poll(SMALL, at=utc(2025, 6, 4, 10, 15), status="error", error="HTTP 503")
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 4, 10, 15)) == utc(2025, 6, 4, 11, 15)
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 4, 4, 1)) == utc(2025, 6, 4, 4, 10)
+        store.record_poll(SOUND, at=utc(2025, 6, 4, 4, 10), status="repeat")
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 4, 4, 10)) == utc(2025, 6, 4, 4, 25)
+        store.record_poll(SOUND, at=utc(2025, 6, 4, 10, 15), status="error", error="HTTP 503")
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 4, 10, 15)) == utc(2025, 6, 4, 11, 15)
         # Friday's feed seen: nothing until Monday's; Thursday before Juneteenth: nothing until the next Monday.
-        store.record_poll(SMALL, at=utc(2025, 6, 6, 4, 10), status="ok", announced=date(2025, 6, 6))
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 7, 12)) == utc(2025, 6, 9, 4, 10)
-        store.record_poll(SMALL, at=utc(2025, 6, 19, 4, 10), status="ok", announced=date(2025, 6, 19))
-        assert poller.next_poll_at([SMALL], utc(2025, 6, 19, 5)) == utc(2025, 6, 23, 4, 10)
+        store.record_poll(SOUND, at=utc(2025, 6, 6, 4, 10), status="ok", announced=date(2025, 6, 6))
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 7, 12)) == utc(2025, 6, 9, 4, 10)
+        store.record_poll(SOUND, at=utc(2025, 6, 19, 4, 10), status="ok", announced=date(2025, 6, 19))
+        assert poller.next_poll_at([SOUND], utc(2025, 6, 19, 5)) == utc(2025, 6, 23, 4, 10)
         # In winter the feed is due at 05:00 UTC.
-        store.record_poll(SMALL, at=utc(2025, 12, 1, 5, 10), status="ok", announced=date(2025, 12, 1))
-        assert poller.next_poll_at([SMALL], utc(2025, 12, 1, 6)) == utc(2025, 12, 2, 5, 10)
+        store.record_poll(SOUND, at=utc(2025, 12, 1, 5, 10), status="ok", announced=date(2025, 12, 1))
+        assert poller.next_poll_at([SOUND], utc(2025, 12, 1, 6)) == utc(2025, 12, 2, 5, 10)
         # A backfill that failed is tried again after an hour.
         store.request_backfill(
-            SMALL, date(2025, 11, 28), calendar.submission_window(date(2025, 12, 1)), "x", utc(2025, 12, 1, 5, 10)
+            SOUND, date(2025, 11, 28), calendar.submission_window(date(2025, 12, 1)), "x", utc(2025, 12, 1, 5, 10)
         )
-        store.record_backfill(SMALL, date(2025, 11, 28), utc(2025, 12, 1, 5, 10), error="HTTP 503")
-        assert poller.next_poll_at([SMALL], utc(2025, 12, 1, 6)) == utc(2025, 12, 1, 6, 10)
+        store.record_backfill(SOUND, date(2025, 11, 28), utc(2025, 12, 1, 5, 10), error="HTTP 503")
+        assert poller.next_poll_at([SOUND], utc(2025, 12, 1, 6)) == utc(2025, 12, 1, 6, 10)
     finally:
         store.close()
 
@@ -271,65 +281,72 @@ async def test_after_downtime_the_missed_day_is_backfilled_once(rig):
     rig.server.clock = clock
     week_feeds(rig.server, {"2025-06-16": slice(0, 30), "2025-06-17": slice(30, 70), "2025-06-18": slice(70, 108)})
     clock.now = utc(2025, 6, 16, 4, 10)
-    assert (await rig.poller.poll_one(SMALL)).announced == date(2025, 6, 16)
+    assert [o.announced for o in await rig.poller.poll([SOUND, AUDIO])] == [date(2025, 6, 16)] * 2
     clock.now = utc(2025, 6, 18, 4, 10)  # Tuesday's announcement was never polled
-    outcomes = await rig.poller.poll([SMALL])
-    assert [(o.previous, o.announced) for o in outcomes] == [(date(2025, 6, 16), date(2025, 6, 18))]
+    outcomes = await rig.poller.poll([SOUND, AUDIO])
+    assert [(o.previous, o.announced) for o in outcomes] == [(date(2025, 6, 16), date(2025, 6, 18))] * 2
     done = await backfill(rig.store, rig.gate, rig.settings, outcomes, clock)
-    assert [(b.day, b.status) for b in done] == [(date(2025, 6, 17), "done")]
+    assert [(b.feed_key, b.day, b.status) for b in done] == [
+        (SOUND, date(2025, 6, 17), "done"),
+        (AUDIO, date(2025, 6, 17), "done"),
+    ]
     tuesday = day_feed(SMALL_0603.read_bytes(), "2025-06-17", slice(30, 70))
     wanted = {
         m[1].decode()
         for m in re.finditer(rb"oai:arXiv.org:(\S+?)v1</guid>.*?<arxiv:announce_type>(new|cross)<", tuesday, re.DOTALL)
     }
     wanted = {re.sub(r"v\d+$", "", i) for i in wanted}
-    backfilled = [p for p in rig.items() if p.backfilled]
-    assert {p.arxiv_id for p in backfilled} == wanted and done[0].added == len(wanted)
+    backfilled = [p for p in rig.items() if p.backfilled]  # the set: both categories, each paper once
+    assert sorted(p.arxiv_id for p in backfilled) == sorted(wanted)
+    assert sum(b.added for b in done) == sum(len([p for p in rig.items(key) if p.backfilled]) for key in (SOUND, AUDIO))
     assert all(p.version == 1 and p.announced == date(2025, 6, 17) for p in backfilled)
     listings = rig.server.requests_to("/api/")
     assert {r.query["search_query"].split(" AND ")[0] for r in listings} == {"cat:cs.SD", "cat:eess.AS"}
     assert "submittedDate:[202506131801 TO 202506161800]" in listings[0].query["search_query"]
     # The window is remembered: later polls do not fetch it again.
     clock.now += timedelta(minutes=30)
-    await backfill(rig.store, rig.gate, rig.settings, await rig.poller.poll([SMALL]), clock)
+    await backfill(rig.store, rig.gate, rig.settings, await rig.poller.poll([SOUND, AUDIO]), clock)
     assert len(rig.server.requests_to("/api/")) == len(listings)
-    assert [(b.day, b.state, b.reason) for b in rig.store.backfills(SMALL)] == [(date(2025, 6, 17), "done", "missed")]
+    assert [(b.feed_key, b.day, b.state, b.reason) for b in rig.store.backfills()] == [
+        (SOUND, date(2025, 6, 17), "done", "missed"),
+        (AUDIO, date(2025, 6, 17), "done", "missed"),
+    ]
 
 
 async def test_a_failed_backfill_keeps_what_is_stored_and_is_tried_again(rig):
     rig.server.clock = rig.clock
     week_feeds(rig.server, {"2025-06-16": slice(0, 30), "2025-06-17": slice(30, 70), "2025-06-18": slice(70, 108)})
     rig.clock.now = utc(2025, 6, 16, 4, 10)
-    await rig.poller.poll_one(SMALL)
+    await rig.poller.poll([SOUND])
     rig.clock.now = utc(2025, 6, 18, 4, 10)
     rig.server.fail_next("/api/", "503", count=2)
-    outcomes = await rig.poller.poll([SMALL])
-    stored = rig.items()
+    outcomes = await rig.poller.poll([SOUND])
+    stored = rig.items(SOUND)
     (failed,) = await backfill(rig.store, rig.gate, rig.settings, outcomes, rig.clock)
     assert failed.status == "error" and failed.error is not None and "503" in failed.error
-    assert rig.items() == stored
-    (pending,) = rig.store.backfills(SMALL, states=("pending",))
+    assert rig.items(SOUND) == stored
+    (pending,) = rig.store.backfills(SOUND, states=("pending",))
     assert pending.attempts == 1 and pending.last_error == failed.error
-    assert rig.poller.next_poll_at([SMALL], rig.clock()) == rig.clock() + timedelta(hours=1)
+    assert rig.poller.next_poll_at([SOUND], rig.clock()) == rig.clock() + timedelta(hours=1)
     rig.clock.now += timedelta(hours=1)
-    (retried,) = await backfill(rig.store, rig.gate, rig.settings, await rig.poller.poll([SMALL]), rig.clock)
+    (retried,) = await backfill(rig.store, rig.gate, rig.settings, await rig.poller.poll([SOUND]), rig.clock)
     assert retried.status == "done" and retried.added > 0
-    assert rig.poller.next_poll_at([SMALL], rig.clock()) == utc(2025, 6, 19, 4, 10)
+    assert rig.poller.next_poll_at([SOUND], rig.clock()) == utc(2025, 6, 19, 4, 10)
 
 
 async def test_a_capped_feed_is_completed_from_the_api_without_duplicates(rig, monkeypatch):
     monkeypatch.setattr("notifier.feeds.FEED_ITEM_CAP", 60)
-    rig.server.add_feed("2025-06-03", SMALL, day_feed(SMALL_0603.read_bytes(), "2025-06-03", slice(0, 60)), api=False)
-    outcome = await rig.poller.poll_one(SMALL)
+    rig.server.add_feed("2025-06-03", SOUND, day_feed(SMALL_0603.read_bytes(), "2025-06-03", slice(0, 60)), api=False)
+    outcome = await rig.poller.poll_one(SOUND)
     assert outcome.capped and outcome.announced == date(2025, 6, 3)
-    from_rss = {(p.arxiv_id, p.version) for p in rig.items()}
+    from_rss = {(p.arxiv_id, p.version) for p in rig.items(SOUND)}
     (done,) = await backfill(rig.store, rig.gate, rig.settings, [outcome], rig.clock)
     assert done.status == "done" and done.added > 0
-    items = rig.items()
+    items = rig.items(SOUND)
     assert len(items) == len({(p.arxiv_id, p.version) for p in items}) == len(from_rss) + done.added
     full = re.findall(rb"oai:arXiv.org:(\S+?)v1</guid>", SMALL_0603.read_bytes())
     assert {p.arxiv_id for p in items if p.backfilled} <= {i.decode() for i in full[60:]}
-    assert [(b.reason, b.state) for b in rig.store.backfills(SMALL)] == [("capped", "done")]
+    assert [(b.reason, b.state) for b in rig.store.backfills(SOUND)] == [("capped", "done")]
 
 
 # -- versions in digests with backfilled papers --------------------------------------------------------------------
@@ -357,7 +374,7 @@ async def test_backfilled_papers_keep_the_version_rules_of_digests(tmp_path):
 
             async def step(*papers: Paper) -> dict[str, dict[str, int]]:
                 clock.now += timedelta(hours=1)
-                app.store.ingest(SMALL, papers, clock())
+                app.store.ingest(SOUND, papers, clock())
                 clock.now += timedelta(minutes=1)
                 await app.cycle(force_send=True, poll=False)
                 return {
@@ -388,7 +405,7 @@ async def test_backfilled_papers_keep_the_version_rules_of_digests(tmp_path):
 
 # -- the poll's time budget ----------------------------------------------------------------------------------------
 
-BIG = "cs.CL+cs.CV+cs.MM+cs.LG+cs.SI"
+LEARNING = "cs.LG"
 
 
 class RunningClock:
@@ -403,31 +420,196 @@ class RunningClock:
 
 async def test_a_poll_out_of_time_records_the_feeds_it_never_reached_and_starts_with_them_next_time(rig):
     rig.poller.clock = RunningClock(utc(2025, 6, 3, 4, 10))
-    assert [o.status for o in await rig.poller.poll([SMALL, BIG])] == ["ok", "ok"]
+    assert [o.status for o in await rig.poller.poll([SOUND, LEARNING])] == ["ok", "ok"]
     rig.server.fail_next("/rss/", "stall", stall=30)
     began = time.monotonic()
     with rig.gate.time_budget(0.5, "the test's time budget"):
-        stalled, never_asked = await rig.poller.poll([SMALL, BIG])
+        stalled, never_asked = await rig.poller.poll([SOUND, LEARNING])
     assert time.monotonic() - began < 2
     assert stalled.status == "error" and stalled.error is not None
     assert stalled.error.startswith("the test's time budget ran out before http://127.0.0.1")
     assert "was answered (last attempt: arXiv did not answer" in stalled.error
     assert never_asked.status == "error" and never_asked.error is not None
-    assert never_asked.error.endswith(f"/rss/{BIG} was asked")
-    assert [r.path for r in rig.server.requests_to("/rss/")][2:] == [f"/rss/{SMALL}"], "the second feed was not asked"
-    small, big = rig.store.feed_state(SMALL), rig.store.feed_state(BIG)
+    assert never_asked.error.endswith(f"/rss/{LEARNING} was asked")
+    assert [r.path for r in rig.server.requests_to("/rss/")][2:] == [f"/rss/{SOUND}"], "the second feed was not asked"
+    small, big = rig.store.feed_state(SOUND), rig.store.feed_state(LEARNING)
     assert small is not None and big is not None and small.last_polled and big.last_polled
     assert big.last_polled < small.last_polled, "the feed never reached counts as polled when the poll began"
     assert (big.last_announced, big.last_status) == (date(2025, 6, 3), "error"), "what was stored is kept"
-    assert [o.status for o in await rig.poller.poll([SMALL, BIG])] == ["not_modified", "not_modified"]
-    assert [r.path for r in rig.server.requests_to("/rss/")][3:] == [f"/rss/{BIG}", f"/rss/{SMALL}"]
+    assert [o.status for o in await rig.poller.poll([SOUND, LEARNING])] == ["not_modified", "not_modified"]
+    assert [r.path for r in rig.server.requests_to("/rss/")][3:] == [f"/rss/{LEARNING}", f"/rss/{SOUND}"]
 
 
 async def test_a_retry_after_beyond_the_budget_is_not_waited_for(rig):
     rig.server.fail_next("/rss/", "429", retry_after=30)
     began = time.monotonic()
     with rig.gate.time_budget(2, "the test's time budget"):
-        (outcome,) = await rig.poller.poll([SMALL])
+        (outcome,) = await rig.poller.poll([SOUND])
     assert time.monotonic() - began < 1
     assert outcome.status == "error" and outcome.error is not None
     assert "ran out before" in outcome.error and "HTTP 429" in outcome.error
+
+
+# -- one feed per category, category sets composed locally ----------------------------------------------------------
+
+SETS = """\
+subscribers:
+  - name: sound-and-audio
+    email: both@lab.example
+    categories: [eess.AS, cs.SD]
+    rules: [{name: all, query: NOT zzzqqq}]
+  - name: sound
+    email: sound@lab.example
+    categories: [cs.SD]
+    rules: [{name: all, query: NOT zzzqqq}]
+  - name: audio-and-learning
+    email: al@lab.example
+    categories: [eess.AS, cs.LG]
+    rules: [{name: all, query: NOT zzzqqq}]
+  - name: learning
+    email: learning@lab.example
+    categories: [cs.LG]
+    rules: [{name: all, query: NOT zzzqqq}]
+"""
+
+
+def announced(key: str, day: str, types: tuple[str, ...] = ("new", "cross")) -> set[str]:
+    """Ids of the items of the fixture feed ``key`` (a combined feed) on ``day`` announced as one of ``types``."""
+    body = (fixtures_dir() / f"rss-{key}-{day}.DERIVED.xml").read_bytes()
+    pattern = rb"oai:arXiv.org:(\S+?)v\d+</guid>.*?<arxiv:announce_type>([a-z-]+)<"
+    return {m[1].decode() for m in re.finditer(pattern, body, re.DOTALL) if m[2].decode() in types}
+
+
+async def test_each_category_is_polled_once_and_each_set_reads_the_union_of_its_categories(tmp_path):
+    clock = Clock(utc(2025, 6, 3, 4, 10))
+    async with ArxivStandIn(day="2025-06-03") as server:
+        settings = settings_for(tmp_path, server)
+        settings.subscribers.write_text(SETS)
+        config = load_config(settings.subscribers, {})
+        assert config.categories == ["cs.LG", "cs.SD", "eess.AS"]
+        async with Notifier(settings, config, clock=clock) as app:
+            report = await app.cycle(force_send=True)
+            had = {s.name: set(app.store.reserved_versions(s.name, "email", s.emails[0])) for s in config.subscribers}
+            learning = {p.arxiv_id for p in app.store.candidates("cs.LG", utc(2000, 1, 1), clock())}
+    # Four subscribers in four category sets: three requests, one per category.
+    assert sorted(r.path for r in server.requests_to("/rss/")) == ["/rss/cs.LG", "/rss/cs.SD", "/rss/eess.AS"]
+    assert [o.status for o in report.polls] == ["ok"] * 3 and report.sent.sent == 4
+    # A set gets what the combined feed of its categories announces: the union, each paper once, as "new" where
+    # one of the set's categories is its primary (cs.SD's cross-lists from eess.AS are new to the set).
+    assert had["sound-and-audio"] == announced("cs.SD+eess.AS", "2025-06-03")
+    assert had["sound"] < had["sound-and-audio"]
+    assert had["learning"] == learning & announced("cs.CL+cs.CV+cs.MM+cs.LG+cs.SI", "2025-06-03")
+    assert had["audio-and-learning"] > had["learning"]
+
+
+async def test_a_set_holds_each_paper_version_once_with_the_type_its_primary_category_gives(tmp_path):
+    store = Store(tmp_path / "notifier.sqlite3")
+    try:
+        at = utc(2025, 6, 3, 4, 10)
+        store.ingest(AUDIO, [paper("2506.1", announce_type="cross"), paper("2506.2")], at)
+        store.ingest(SOUND, [paper("2506.1"), paper("2506.2", 2, "replace-cross")], at + timedelta(minutes=1))
+        found = [
+            (p.arxiv_id, p.version, p.announce_type)
+            for p in store.candidates(SMALL, at - timedelta(1), at + timedelta(1))
+        ]
+        assert found == [("2506.1", 1, "new"), ("2506.2", 1, "new"), ("2506.2", 2, "replace-cross")]
+        assert [p.announce_type for p in store.candidates(AUDIO, at - timedelta(1), at + timedelta(1))] == [
+            "cross",
+            "new",
+        ]
+        # The window applies to each category's items: what one category brought later comes in a later window.
+        assert [p.arxiv_id for p in store.candidates(SMALL, at, at + timedelta(days=1))] == ["2506.1", "2506.2"]
+    finally:
+        store.close()
+
+
+async def test_a_category_that_fails_holds_back_only_its_own_subscribers(tmp_path):
+    clock = Clock(utc(2025, 6, 3, 4, 10))
+    async with ArxivStandIn(day="2025-06-03") as server:
+        settings = settings_for(tmp_path, server)
+        settings.subscribers.write_text(SETS)
+        config = load_config(settings.subscribers, {})
+        async with Notifier(settings, config, clock=clock) as app:
+            server.fail_next(f"/rss/{AUDIO}", "html")
+            report = await app.cycle(force_send=True)
+            assert [(o.feed_key, o.status) for o in report.polls] == [
+                ("cs.LG", "ok"),
+                (SOUND, "ok"),
+                (AUDIO, "error"),
+            ]
+            assert sorted(report.plan.subscribers) == ["audio-and-learning", "learning", "sound", "sound-and-audio"]
+            reasons = app.poller.empty_reasons(config.feed_keys, clock())
+            assert reasons == {
+                "cs.LG": "nothing new matched your rules",
+                "cs.LG+eess.AS": None,
+                SOUND: "nothing new matched your rules",
+                SMALL: None,
+            }
+            # The next poll brings the failed category; its subscribers get what it announced, and nothing twice.
+            clock.now += timedelta(minutes=15)
+            again = await app.cycle(force_send=True)
+            assert [(o.feed_key, o.status) for o in again.polls] == [
+                ("cs.LG", "not_modified"),
+                (SOUND, "not_modified"),
+                (AUDIO, "ok"),
+            ]
+            assert sorted(again.plan.subscribers) == ["audio-and-learning", "sound-and-audio"]
+            both = app.store.reserved_versions("sound-and-audio", "email", "both@lab.example")
+            assert set(both) == announced(SMALL, "2025-06-03")
+    mails = [m.read_text() for m in (tmp_path / "data" / "outbox" / "email").glob("*.eml")]
+    assert len(mails) == 6
+    for arxiv_id in both:
+        assert sum(m.count(f"arxiv.org/abs/{arxiv_id}\n") for m in mails if "both@lab.example" in m) == 1
+
+
+async def test_after_an_upgrade_from_set_feeds_the_first_per_category_poll_sends_nothing_twice(tmp_path):
+    clock = Clock(utc(2025, 6, 3, 4, 10))
+    async with ArxivStandIn(day="2025-06-03") as server:
+        settings = settings_for(tmp_path, server)
+        async with Notifier(settings, load_config(settings.subscribers, {}), clock=clock) as app:
+            # The store as feeds per category set left it: the day's combined feed under the set's key, and each
+            # subscriber's digest of it recorded (every paper of the types it asked for).
+            assert (await app.poller.poll_one(SMALL)).status == "ok"
+            old = app.store.candidates(SMALL, clock() - timedelta(days=1), clock())
+            assert {p.arxiv_id for p in old} == announced(
+                SMALL, "2025-06-03", ("new", "cross", "replace", "replace-cross")
+            )
+            for subscriber in app.config.subscribers:
+                address = subscriber.emails[0]
+                app.store.record_digest(
+                    digest_id=f"before-{subscriber.name}",
+                    subscriber=subscriber.name,
+                    kind="daily",
+                    period_start=clock() - timedelta(days=1),
+                    period_end=clock(),
+                    now=clock(),
+                    deliveries=[
+                        NewDelivery(
+                            delivery_id=f"before-{subscriber.name}",
+                            channel="email",
+                            recipient=address,
+                            message_id=f"<before-{subscriber.name}@lab.example>",
+                            payload=b"Subject: before the upgrade\r\n\r\nsent\r\n",
+                            papers=tuple(
+                                (p.arxiv_id, p.version) for p in old if p.announce_type in subscriber.announce_types
+                            ),
+                        )
+                    ],
+                    cursor=clock(),
+                )
+            reserved = {
+                s.name: app.store.reserved_versions(s.name, "email", s.emails[0]) for s in app.config.subscribers
+            }
+            # The first poll per category lists the same day again, under the categories' keys, seen now.
+            clock.now += timedelta(minutes=15)
+            again = await app.cycle(force_send=True)
+            assert [(o.feed_key, o.status, o.new_items > 0) for o in again.polls] == [
+                (SOUND, "ok", True),
+                (AUDIO, "ok", True),
+            ]
+            # So the papers are candidates again, but the digest before the upgrade reserved every version.
+            for category in (SOUND, AUDIO):
+                assert app.store.candidates(category, clock() - timedelta(minutes=1), clock())
+            assert (again.plan.digests, again.plan.deliveries) == (0, 0)
+            after = {s.name: app.store.reserved_versions(s.name, "email", s.emails[0]) for s in app.config.subscribers}
+            assert after == reserved

@@ -23,7 +23,7 @@ from notifier.config import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError, StoreError
 from notifier.settings import load_settings
-from notifier.store import NewDelivery, Store
+from notifier.store import SCHEMA_VERSION, NewDelivery, Store
 from notifier.store_factory import StoreLike
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
@@ -140,13 +140,13 @@ def test_a_digest_reserves_its_papers_and_moves_the_cursor(store):
 
 
 def test_claims_take_due_deliveries_once_until_their_lease_expires(store):
+    store.register_subscribers(["lab"], T0)
     digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(5)])
-    first = store.claim_due(T0, owner="one", lease=LEASE, limit=3, subscribers=None)
+    first = store.claim_due(T0, owner="one", lease=LEASE, limit=3)
     assert [m.delivery_id for m in first] == ["x0", "x1", "x2"]
     assert first[0].payload == b"mail \x00\xff" and first[0].message_id == "<x0@lab.example>"
-    second = store.claim_due(T0, owner="two", lease=LEASE, limit=10, subscribers=["lab"])
+    second = store.claim_due(T0, owner="two", lease=LEASE, limit=10)
     assert [m.delivery_id for m in second] == ["x3", "x4"]
-    assert store.claim_due(T0, owner="two", lease=LEASE, limit=10, subscribers=["other"]) == []
     assert store.claim_due(T0 + LEASE - timedelta(seconds=1), owner="two", lease=LEASE, limit=10) == []
     store.mark_sent("x0", T0)
     assert store.release(["x1", "x3"], owner="one", now=T0) == 1, "only the owner's own claims are released"
@@ -157,6 +157,7 @@ def test_claims_take_due_deliveries_once_until_their_lease_expires(store):
 
 
 def test_outcomes_are_recorded_and_failed_deliveries_retried(store):
+    store.register_subscribers(["lab"], T0)
     digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(4)])
     store.claim_due(T0, owner="one", lease=timedelta(hours=1), limit=10)
     store.mark_part("x0", 1, T0)
@@ -183,13 +184,40 @@ def test_unsubscribing_cancels_unsent_mail_and_frees_its_papers(store):
     assert store.reserved_versions("lab", "email", "A@lab.example") == {}
 
 
+def test_only_active_subscribers_deliveries_are_claimed_and_removed_ones_are_cancelled(store):
+    store.register_subscribers(["lab", "other"], T0)
+    digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(3)])
+    store.register_subscribers(["other"], T0)  # lab leaves the config: its deliveries wait, unclaimed
+    assert store.active_subscribers() == {"other"}
+    assert store.claim_due(T0, owner="one", lease=LEASE, limit=10) == []
+    assert store.due_deliveries(T0) == []
+    store.register_subscribers(["other", "lab"], T0)  # and comes back before they were cancelled
+    assert [m.delivery_id for m in store.claim_due(T0, owner="one", lease=LEASE, limit=1)] == ["x0"]
+    store.register_subscribers(["other"], T0)
+    assert store.cancel_removed(T0) == 3, "pending and claimed deliveries alike"
+    assert store.delivery_counts() == {"cancelled": 3}
+    assert store.subscriber_state("lab") is not None, "its history stays"
+
+
+def test_registering_100000_subscribers_marks_exactly_them_active(store):
+    names = [f"subscriber{i:06d}" for i in range(100_000)]
+    store.register_subscribers(names, T0)
+    store.register_subscribers([*names[50_000:], "newcomer", "newcomer"], T0 + LEASE)
+    assert store.active_subscribers() == {*names[50_000:], "newcomer"}
+    states = store.subscriber_states()
+    assert len(states) == 100_001
+    assert states["subscriber000000"].created_at == T0 and states["newcomer"].created_at == T0 + LEASE
+
+
 def test_removed_subscribers_lose_their_unsent_deliveries_and_renames_keep_history(store):
     store.register_subscribers(["lab"], T0)
     digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
-    assert store.cancel_deliveries_of(["lab"], T0) == 0
+    assert store.cancel_removed(T0) == 0
     assert store.rename_subscriber("lab", "group") == 1
     assert store.reserved_versions("group", "email", "a@lab.example") == {"2506.1": 1}
-    assert store.cancel_deliveries_of([], T0) == 1
+    assert store.active_subscribers() == {"group"}, "a renamed subscriber stays active"
+    store.register_subscribers([], T0)
+    assert store.cancel_removed(T0) == 1
 
 
 def test_a_failed_plan_is_recorded_counted_and_cleared(store):
@@ -234,7 +262,31 @@ def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opene
     try:
         assert reopened.reserved_versions("lab", "email", "a@lab.example") == {"2506.1": 1}
         assert [row["address"] for row in reopened._query("SELECT address FROM unsubscribed")] == ["ann@lab.example"]
-        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "3"
+        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
+    finally:
+        reopened.close()
+
+
+def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
+    store.register_subscribers(["lab"], T0)
+    digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
+    with store.transaction() as db:  # as version 3 left it: no mark of which subscribers are in the config
+        store._exec(db, "DROP INDEX feed_items_by_paper", ())
+        store._exec(db, "DROP INDEX deliveries_by_age", ())
+        store._exec(db, "ALTER TABLE subscribers DROP COLUMN active", ())
+        store._exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", ())
+    store.close()
+    reopened: StoreLike
+    if isinstance(store, Store):
+        reopened = Store(store.path)
+    else:
+        from notifier.store_pg import PostgresStore
+
+        reopened = PostgresStore(store.url)
+    try:
+        assert reopened.active_subscribers() == {"lab"}, "known subscribers count as active until registered"
+        assert [m.delivery_id for m in reopened.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
+        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "4"
     finally:
         reopened.close()
 
@@ -286,7 +338,9 @@ def test_stores_opened_together_set_up_the_schema_once(pg_url):
         thread.join()
     try:
         assert errors == []
-        assert stores[0]._query("SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": "3"}]
+        assert stores[0]._query("SELECT value FROM meta WHERE key = 'schema_version'") == [
+            {"value": str(SCHEMA_VERSION)}
+        ]
     finally:
         for opened in stores:
             opened.close()
@@ -296,6 +350,7 @@ def test_concurrent_claims_never_share_a_delivery(pg_url):
     from notifier.store_pg import PostgresStore
 
     setup = PostgresStore(pg_url)
+    setup.register_subscribers(["lab"], T0)
     digest(setup, "d1", [delivery(f"x{i:04d}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(600)])
     claimed: dict[str, list[str]] = collections.defaultdict(list)
 
@@ -347,7 +402,7 @@ async def test_once_beside_a_leading_daemon_only_sends(tmp_path, pg_url, monkeyp
     ):
         assert leader.lead()
         leader.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
-        leader.plan(force=True)
+        await leader.plan(force=True)
         report = await other.cycle(force_send=True, poll=False)
         assert report.plan.digests == 0, "planning is the leader's"
         assert report.sent.sent == 4
@@ -368,9 +423,10 @@ def test_an_sqlite_database_from_before_leases_gains_their_columns(tmp_path):
         )
     store = Store(path)
     try:
+        store.register_subscribers(["lab"], T0)
         digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
         assert [m.delivery_id for m in store.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
-        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
+        assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
     finally:
         store.close()
 
@@ -446,7 +502,7 @@ async def test_three_daemons_share_one_database_and_a_kill_9_loses_and_repeats_n
                     assert time.monotonic() < deadline, f"only {len(smtp.messages)} messages arrived"
                     assert all(d.returncode is None for d in daemons), [log_of(p)[-2000:] for p in logs]
                     await asyncio.sleep(0.05)
-                leader = next(n for n, path in enumerate(logs) if "feed cs.SD+eess.AS:" in log_of(path))
+                leader = next(n for n, path in enumerate(logs) if "feed cs.SD:" in log_of(path))
                 daemons[leader].kill()  # SIGKILL, mid-cycle: no chance to hand anything back
                 await daemons[leader].wait()
                 killed_at = len(smtp.messages)
@@ -490,8 +546,8 @@ async def test_three_daemons_share_one_database_and_a_kill_9_loses_and_repeats_n
     assert sorted((row["subscriber"], row["n"]) for row in digests) == [
         (f"group{s:02d}", 1) for s in range(SUBSCRIBERS)
     ]
-    assert len(rss) == 1, "only the leader polls, once"
-    assert [n for n, text in enumerate(texts) if "feed cs.SD+eess.AS:" in text] == [leader]
+    assert sorted(r.path for r in rss) == ["/rss/cs.SD", "/rss/eess.AS"], "only the leader polls, once per category"
+    assert [n for n, text in enumerate(texts) if "feed cs.SD:" in text] == [leader]
     senders = {n for n, text in enumerate(texts) if "sending " in text}
     assert senders >= {0, 1, 2} - {leader}, "the daemons that do not lead send"
     assert any("took over polling and planning" in text for text in texts), "a survivor took the lead"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 from dataclasses import replace
 from datetime import date
 from html.parser import HTMLParser
@@ -18,7 +19,7 @@ import pytest
 from notifier.highlight import Segment, author_list, shorten, spans_for, term_label
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage
 from notifier.render import Renderer, _TraversableLoader
-from notifier.render_email import CONTRAST_PAIRS, PALETTE, subject
+from notifier.render_email import CONTRAST_PAIRS, PALETTE, subject, wrap
 from notifier.render_slack import bold_segments, escape
 from tests.digest_factory import (
     GOLDEN_RULES,
@@ -335,7 +336,7 @@ def test_packaged_template_loader_reads_our_folder() -> None:
 
     folder = Path(__file__).resolve().parents[1] / "templates"
     env = jinja2.Environment(loader=_TraversableLoader(folder))
-    assert "{% macro full(paper) %}" in env.loader.get_source(env, "_paper.html")[0]  # type: ignore[union-attr]
+    assert "{% macro head(paper) %}" in env.loader.get_source(env, "_paper.html")[0]  # type: ignore[union-attr]
     with pytest.raises(jinja2.TemplateNotFound):
         env.loader.get_source(env, "../pyproject.toml")  # type: ignore[union-attr]
 
@@ -428,3 +429,25 @@ def test_a_lone_surrogate_renders_as_a_replacement_character(renderer: Renderer)
         part.encode("utf-8")
     assert "speech \ufffd rule" in email.subject and "speech \ufffd rule" in email.html
     assert "Ada \ufffd" in email.text
+
+
+def test_wrap_fills_lines_as_textwrap_does() -> None:
+    texts = [p.abstract for p in load_papers()[:40]] + [
+        "",
+        "x" * 200,
+        "a " + "y" * 80 + " b",
+        "https://example.org/" + "z" * 100 + " tail",
+        "\tspaced\n\nout  text\u2028here\xa0nbsp",
+    ]
+    for text in texts:
+        for indent, first in (("", None), ("    ", None), ("    ", ""), ("    ", " 12. ")):
+            for width in (78, 30, 10):
+                start = indent if first is None else first
+                expected = textwrap.fill(
+                    " ".join(text.split()),
+                    width,
+                    initial_indent=start,
+                    subsequent_indent=indent,
+                    break_on_hyphens=False,
+                )
+                assert wrap(text, indent, first, width) == expected, (text[:40], indent, first, width)

@@ -171,7 +171,7 @@ async def test_outcomes_a_full_database_cannot_take_are_written_later_and_nothin
         settings = load_settings(environ, {"subscribers": str(path), "data_dir": str(tmp_path / "data")})
         async with Notifier(settings, load_config(path, {}), clock=clock) as app:
             app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
-            app.plan(force=True)
+            await app.plan(force=True)
             sending = asyncio.create_task(app.send())
             while app.store.delivery_counts() != {"sending": 3}:
                 assert not sending.done(), "the three are on their way for 0.3 s"

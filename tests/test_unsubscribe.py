@@ -102,9 +102,9 @@ def paper(arxiv_id: str, title: str) -> Paper:
     )
 
 
-def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
+async def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
     app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
-    app.plan(force=True)
+    await app.plan(force=True)
     return [
         email.message_from_bytes(message.payload, policy=email.policy.default)
         for message in app.store.due_deliveries(clock())
@@ -115,7 +115,7 @@ def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
 async def test_each_email_carries_one_click_headers_whose_token_verifies_after_a_restart(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock) as app:
-        mails = planned_emails(app, clock)
+        mails = await planned_emails(app, clock)
     assert len(mails) == 2
     async with make_app(tmp_path, clock) as restarted:  # the secret is kept in the store
         for mail in mails:
@@ -134,7 +134,7 @@ async def test_each_email_carries_one_click_headers_whose_token_verifies_after_a
 async def test_without_a_public_url_no_email_has_unsubscribe_headers(tmp_path):
     clock = Clock()
     async with make_app(tmp_path, clock, public_url=None) as app:
-        mails = planned_emails(app, clock)
+        mails = await planned_emails(app, clock)
     assert len(mails) == 2
     assert all(mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None for mail in mails)
 
@@ -146,7 +146,7 @@ async def test_a_one_click_post_for_an_address_written_differently_unsubscribes_
         HttpServer(app, "127.0.0.1", 0) as server,
         aiohttp.ClientSession() as session,
     ):
-        assert len(planned_emails(app, clock)) == 2
+        assert len(await planned_emails(app, clock)) == 2
         query = app.unsubscribe_links.query("lab", "  ann@LAB.example ")  # as a mail client may hand it back
         url = f"http://127.0.0.1:{server.port}/unsubscribe?{query}"
         async with session.post(url, data={"List-Unsubscribe": "One-Click"}) as response:
@@ -158,5 +158,5 @@ async def test_a_one_click_post_for_an_address_written_differently_unsubscribes_
         clock.now += timedelta(days=1)
         app.store.ingest("cs.DC", [paper("2506.2", "Another compiler")], clock())
         clock.now += timedelta(minutes=1)
-        report = app.plan(force=True)
+        report = await app.plan(force=True)
     assert report.deliveries == 2, "bob and #papers, not Ann"

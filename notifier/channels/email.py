@@ -7,14 +7,13 @@ Only this module knows aiosmtplib; its exceptions are translated here into
 from __future__ import annotations
 
 import asyncio
-import email.policy
+import binascii
 import hashlib
 import logging
 import re
 import ssl
 import unicodedata
 from datetime import UTC, datetime
-from email.message import MIMEPart
 from email.utils import format_datetime
 from typing import Literal
 
@@ -72,6 +71,9 @@ def build_email(
 
     A recipient or sender that no message can carry raises :class:`~notifier.errors.AddressError` (a permanent
     delivery error, and a ``ValueError``); other unusable values (Message-ID, unsubscribe URL) raise ``ValueError``.
+
+    The MIME structure is fixed, so it is written directly (see :func:`_alternative`) rather than through
+    :mod:`email.message`, whose generator costs more than rendering the digest.
     """
     to = recipient_address(recipient)
     sender_name, from_address = sender_mailbox(sender)
@@ -86,11 +88,38 @@ def build_email(
         literal_field("Auto-Submitted", "auto-generated"),
         *_unsubscribe_fields(unsubscribe_url),
     ]
-    body = MIMEPart(policy=email.policy.SMTP)
-    # quoted-printable keeps the body 7-bit clean (no 8BITMIME needed) and wraps long HTML lines.
-    body.set_content(_valid_unicode(rendered.text), subtype="plain", charset="utf-8", cte="quoted-printable")
-    body.add_alternative(_valid_unicode(rendered.html), subtype="html", charset="utf-8", cte="quoted-printable")
-    return "".join(fields).encode("ascii") + body.as_bytes()
+    return "".join(fields).encode("ascii") + _alternative(rendered, message_id)
+
+
+def _alternative(rendered: RenderedEmail, message_id: str) -> bytes:
+    """The ``multipart/alternative`` body: a text/plain then a text/html part, UTF-8, quoted-printable.
+
+    Quoted-printable keeps the body 7-bit clean (no 8BITMIME needed) and its lines within 76 octets; line ends are
+    CRLF. Its output never holds ``=_`` (an ``=`` is always followed by two hex digits or a line end), so a boundary
+    that starts with ``=_`` cannot occur in a part; the rest of it comes from the Message-ID, so the same message is
+    built to the same bytes.
+    """
+    boundary = "=_" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:32]
+    out = [f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode("ascii")]
+    for subtype, text in (("plain", rendered.text), ("html", rendered.html)):
+        out.append(
+            f"\r\n--{boundary}\r\n"
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii")
+        )
+        out.append(_quoted_printable(text))
+    out.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    return b"".join(out)
+
+
+def _quoted_printable(text: str) -> bytes:
+    """``text`` in UTF-8 (lone surrogates as U+FFFD), quoted-printable, every line ending in CRLF."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: rare, so looked for only then
+        data = _valid_unicode(text).encode("utf-8")
+    lines = data.splitlines()
+    return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True) if lines else b""
 
 
 def _message_id(message_id: str) -> str:

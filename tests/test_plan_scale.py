@@ -1,0 +1,155 @@
+"""Planning many subscribers: each paper is read once per category and matched once, every subscriber sees only
+its own categories' papers, and a long plan hands the event loop back and stops on request without losing or
+repeating a digest."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from notifier import daemon
+from notifier.config import load_config
+from notifier.daemon import Notifier
+from notifier.models import Paper
+from notifier.settings import load_settings
+
+SUBSCRIBERS = 40
+
+
+def paper(arxiv_id: str, title: str, category: str, announce_type: str = "new") -> Paper:
+    return Paper(
+        arxiv_id=arxiv_id,
+        version=1,
+        title=title,
+        abstract=f"We study {title.lower()}.",
+        authors=("Ada Lovelace",),
+        categories=(category,),
+        announce_type=announce_type,
+        announced=date(2025, 6, 3),
+    )
+
+
+def config_text(count: int, announce_types: str = "[new]") -> str:
+    lines = ["subscribers:"]
+    for n in range(count):
+        lines += [
+            f"  - name: reader{n}",
+            f"    email: reader{n}@lab.example",
+            f"    categories: [{'cs.DC' if n % 2 else 'cs.LG'}]",
+            f"    announce_types: {announce_types}",
+            "    rules:",
+            "      - {name: compilers, query: compiler}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_app(tmp_path: Path, text: str, clock: Clock) -> Notifier:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(text)
+    settings = load_settings({}, {"subscribers": str(path), "data_dir": str(tmp_path / "data")})
+    return Notifier(settings, load_config(path, {}), clock=clock, recover_interrupted=True)
+
+
+def ingest_day(app: Notifier, clock: Clock) -> None:
+    app.store.ingest("cs.DC", [paper("2506.1", "A compiler for clusters", "cs.DC")], clock())
+    app.store.ingest("cs.LG", [paper("2506.2", "A compiler for models", "cs.LG")], clock())
+    # listed in both: new in its primary category, a cross-list in the other
+    app.store.ingest("cs.LG", [paper("2506.3", "A compiler for both", "cs.LG")], clock())
+    app.store.ingest("cs.DC", [paper("2506.3", "A compiler for both", "cs.LG", "cross")], clock())
+
+
+def papers_per_recipient(app: Notifier) -> dict[str, list[str]]:
+    rows = app.store.db.execute(
+        "SELECT d.recipient, p.arxiv_id FROM deliveries d JOIN delivery_papers p ON p.delivery_id = d.id"
+    ).fetchall()
+    found: dict[str, list[str]] = {}
+    for recipient, arxiv_id in rows:
+        found.setdefault(recipient, []).append(arxiv_id)
+    return {recipient: sorted(ids) for recipient, ids in found.items()}
+
+
+async def test_each_subscriber_gets_the_papers_of_its_own_categories_only(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, config_text(4), clock) as app:
+        ingest_day(app, clock)
+        report = await app.plan(force=True)
+        assert report.digests == 4
+        got = papers_per_recipient(app)
+    assert got["reader0@lab.example"] == ["2506.2", "2506.3"]  # cs.LG
+    assert got["reader1@lab.example"] == ["2506.1"]  # cs.DC: 2506.3 is only a cross-list there
+    assert got["reader2@lab.example"] == ["2506.2", "2506.3"]
+
+
+async def test_a_cross_list_reaches_who_asks_for_cross_lists(tmp_path):
+    text = config_text(2, announce_types="[new, cross]")
+    clock = Clock()
+    async with make_app(tmp_path, text, clock) as app:
+        ingest_day(app, clock)
+        await app.plan(force=True)
+        assert papers_per_recipient(app)["reader1@lab.example"] == ["2506.1", "2506.3"]
+
+
+async def test_a_long_plan_hands_the_loop_back_and_stops_on_request_losing_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon, "PLAN_SLICE", 0.0)  # hand the loop back after every digest
+    clock = Clock()
+    async with make_app(tmp_path, config_text(SUBSCRIBERS), clock) as app:
+        ingest_day(app, clock)
+        stop = asyncio.Event()
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                if turns == 10:
+                    stop.set()
+                await asyncio.sleep(0)
+
+        beside = asyncio.create_task(other_work())
+        first = await app.plan(force=True, stop=stop)
+        beside.cancel()
+        assert turns >= 10, "the plan let other work run while it planned"
+        assert 0 < first.digests < SUBSCRIBERS, "the plan stopped once asked to"
+        planned = set(first.subscribers)
+        assert planned == {row[0] for row in app.store.db.execute("SELECT subscriber FROM digests")}
+
+        clock.now = clock.now.replace(minute=5)
+        second = await app.plan(force=True)
+        assert planned.isdisjoint(second.subscribers), "no digest is planned twice"
+        assert len(planned) + len(second.subscribers) == SUBSCRIBERS, "the rest waited for the next plan"
+
+
+@pytest.mark.parametrize("count", [1, 250])
+async def test_digests_are_written_in_batches_whatever_their_number(tmp_path, count):
+    clock = Clock()
+    async with make_app(tmp_path, config_text(count), clock) as app:
+        ingest_day(app, clock)
+        report = await app.plan(force=True)
+        assert report.digests == count
+        assert app.store.db.execute("SELECT count(*) FROM digests").fetchone()[0] == count
+        assert app.store.db.execute("SELECT count(*) FROM subscribers WHERE cursor IS NULL").fetchone()[0] == 0
+
+
+async def test_papers_stored_under_a_category_set_before_an_upgrade_still_reach_its_subscribers(tmp_path):
+    text = config_text(2).replace("categories: [cs.DC]", "categories: [cs.DC, cs.LG]")
+    clock = Clock()
+    async with make_app(tmp_path, text, clock) as app:
+        # polled as one feed of both categories, as before feeds were polled one category at a time
+        app.store.ingest("cs.DC+cs.LG", [paper("2506.7", "A compiler from the old feed", "cs.DC")], clock())
+        app.store.record_poll("cs.DC+cs.LG", at=clock(), status="ok", items_hash="x", item_count=1)
+        app.store.ingest("cs.LG", [paper("2506.2", "A compiler for models", "cs.LG")], clock())
+        await app.plan(force=True)
+        got = papers_per_recipient(app)
+    assert got["reader1@lab.example"] == ["2506.2", "2506.7"]
+    assert got["reader0@lab.example"] == ["2506.2"]
