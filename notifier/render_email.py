@@ -8,6 +8,7 @@ first, then the last papers are listed by title and link only. Every paper of th
 from __future__ import annotations
 
 import functools
+import itertools
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -394,6 +395,7 @@ class EmailRenderer:
         self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
         self._texts: dict[tuple[object, ...], str] = {}
         self._texts_kept = cards
+        self._markup = 0.0  # bytes a paper in full adds beyond its estimated gain (see _predicted)
 
     def _card(self, paper: Paper, hits: tuple[Hit, ...], abstract_chars: int) -> PaperCard:
         """The card of ``paper`` for ``hits``. Its head and tail depend only on the hits they show, which most
@@ -465,43 +467,82 @@ class EmailRenderer:
         """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout.
 
         Abstracts are shortened step by step; then the last papers go compact, as many as needed. How many is
-        estimated from the sizes of the papers' cards, then settled by rendering around the estimate.
+        predicted from the sizes of the papers' cards, then settled by rendering around the prediction.
         """
+        firsts = _first_matches(digest)
         for step, chars in enumerate(ABSTRACT_STEPS):
-            if step < len(ABSTRACT_STEPS) - 1 and _at_least(digest.papers, chars) > limit:
-                continue  # no need to render it to know
+            if _at_least(digest.papers, chars) > limit or _cards(firsts, self.card, chars) > limit:
+                continue  # no need to render it to know (the cards are made once, for the page too)
             layout = self._render(context, groups(digest, self.card, chars), 0, short=step > 0)
             if layout.size <= limit:
                 return layout
         total = len(digest.papers)
-        chars = ABSTRACT_STEPS[-1]
+        tried: dict[int, _Layout] = {}
 
         def attempt(full: int) -> _Layout:
-            return self._render(context, groups(digest, self.card, chars, full), total - full, short=True)
+            if full not in tried:
+                views = groups(digest, self.card, chars, full)
+                tried[full] = self._render(context, views, total - full, short=True)
+            return tried[full]
 
-        return _largest_fitting(total, attempt, limit, self._guess(digest, chars, layout.size - limit))
+        gains = [_gain(self.card(match.paper, match.hits, chars)) for match in firsts]
+        guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
+        return _largest_fitting(total, attempt, limit, guess)
 
-    def _guess(self, digest: Digest, chars: int, excess: int) -> int:
-        """How many papers can stay in full: the first ones, once the last ones saved ``excess`` bytes by going
-        compact (a compact paper costs about its title and link instead of its card)."""
-        first: dict[str, Match] = {}
-        for section in digest.sections:
-            for match in section.matches:
-                first.setdefault(match.paper.arxiv_id, match)
-        full = len(first)
-        for match in reversed(first.values()):
-            if excess <= 0:
-                break
-            card = self.card(match.paper, match.hits, chars)
-            excess -= card.html_bytes - len(card.title_text.encode("utf-8")) - len(card.view.abs_url)
-            full -= 1
-        return full
+
+def _first_matches(digest: Digest) -> list[Match]:
+    """Each paper's first match, in the order the digest shows them."""
+    first: dict[str, Match] = {}
+    for section in digest.sections:
+        for match in section.matches:
+            first.setdefault(match.paper.arxiv_id, match)
+    return list(first.values())
 
 
 def _at_least(papers: Sequence[Paper], abstract_chars: int) -> int:
     """Fewer bytes than the HTML of ``papers`` in full takes: each shows its link twice and an excerpt of its
     abstract of at least a quarter of ``abstract_chars`` (see :func:`~notifier.highlight.shorten`)."""
     return sum(2 * len(paper.abs_url) + min(len(paper.abstract), abstract_chars // 4) for paper in papers)
+
+
+def _cards(firsts: Sequence[Match], cards: Cards, abstract_chars: int) -> int:
+    """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least."""
+    return sum(cards(match.paper, match.hits, abstract_chars).html_bytes for match in firsts)
+
+
+def _gain(card: PaperCard) -> int:
+    """About how many bytes of HTML a paper saves by going compact: a compact paper shows its title and link
+    instead of its card."""
+    return card.html_bytes - len(card.title_text.encode("utf-8")) - len(card.view.abs_url)
+
+
+def _predicted(
+    size_at: Callable[[int], int], gains: Sequence[int], limit: int, markup: float, rounds: int = 3
+) -> tuple[int, float]:
+    """How many papers probably stay in full, and the markup per paper learnt on the way.
+
+    The HTML with ``k`` papers in full is taken to be its size with none in full plus, for each of those ``k``, its
+    estimated gain and ``markup`` bytes (what a card's row adds beyond its card, nearly the same for every paper).
+    From the layout with none in full, the prediction is the largest ``k`` whose size stays within ``limit``; that
+    layout is measured with ``size_at``, ``markup`` re-fitted from the last two measurements, and the step repeated
+    up to ``rounds`` times. With the markup of the previous digest the first prediction is mostly right.
+    """
+    reach = [0, *itertools.accumulate(gains)]  # reach[k]: the estimated gains of the first k papers
+    known = [(0, size_at(0))]
+    full = 0
+    for measured in range(rounds + 1):
+        if measured:
+            known.append((full, size_at(full)))
+            (before, size_before), (after, size_after) = known[-2], known[-1]
+            if after != before:
+                markup = max(((size_after - size_before) - (reach[after] - reach[before])) / (after - before), 0.0)
+        full, size = known[-1]
+        base = size - reach[full] - markup * full
+        moved = max((k for k in range(len(gains) + 1) if base + reach[k] + markup * k <= limit), default=0)
+        if any(moved == k for k, _ in known):
+            return moved, markup
+        full = moved
+    return full, markup
 
 
 def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[PaperView], object]:
@@ -530,7 +571,7 @@ class _Layout:
 def _largest_fitting(total: int, attempt: Callable[[int], _Layout], limit: int, guess: int) -> _Layout:
     """The output of ``attempt(k)`` for the largest ``k`` in ``0..total`` whose size is within ``limit``
     (``attempt(0)`` if none is). Sizes grow with ``k``; the search starts at ``guess`` and widens its steps from
-    there, so a good guess costs two or three attempts."""
+    there, so a right guess costs two attempts (``guess`` and the one above), which ``attempt`` may have cached."""
     guess = min(max(guess, 0), total)
     tried: dict[int, _Layout] = {}
 

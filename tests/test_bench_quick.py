@@ -1,6 +1,7 @@
-"""The matching, config and end-to-end benchmarks run in quick mode and check their own results: the indexed
-matcher agrees with the naive loop on every rule, the generated subscribers file loads both ways, and `notifier
-once` passes `notifier check` on its generated file and plans and sends digests from the served day."""
+"""The matching, config, end-to-end and rendering benchmarks run in quick mode and check their own results: the
+indexed matcher agrees with the naive loop on every rule, the generated subscribers file loads both ways, `notifier
+once` passes `notifier check` on its generated file and plans and sends digests from the served day, and every
+generated digest renders."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
         ("matching.py", "identical (1,000 rules)"),
         ("config.py", "done: 200 | 2,801 |"),
         ("once.py", "N = 50 subscribers (250 rules"),
+        ("render.py", "200 digests: "),
     ],
 )
 def test_quick_benchmark_runs_and_checks_itself(script, expected):

@@ -12,7 +12,7 @@ import pytest
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match
 from notifier.render import Renderer
-from notifier.render_email import _largest_fitting, _Layout
+from notifier.render_email import _largest_fitting, _Layout, _predicted
 from notifier.render_html import Stylesheet, inline_source
 from tests.digest_factory import (
     build_digest,
@@ -147,3 +147,24 @@ def test_largest_fitting_finds_the_fullest_layout_from_any_guess(limit: int) -> 
     best = max((k for k in range(40) if sizes[k] <= limit), default=0)
     for guess in (-3, 0, 1, 7, 20, 39, 45):
         assert _largest_fitting(39, attempt, limit, guess).html == f"{best}", guess
+
+
+def test_the_size_prediction_learns_each_papers_markup_and_then_needs_two_measurements() -> None:
+    gains = [800 + 37 * (k % 5) for k in range(120)]
+
+    def size(full: int) -> int:  # a base, then each paper in full: its gain and 310 bytes of markup
+        return 40_000 + sum(gains[:full]) + 310 * full
+
+    measured: list[int] = []
+
+    def size_at(full: int) -> int:
+        measured.append(full)
+        return size(full)
+
+    best = max(k for k in range(len(gains) + 1) if size(k) <= 100_000)
+    first, markup = _predicted(size_at, gains, 100_000, markup=0.0)
+    assert (first, markup) == (best, 310)
+
+    measured.clear()
+    again, _ = _predicted(size_at, gains, 100_000, markup)
+    assert again == best and measured == [0, best], "none in full, then the right layout at once"

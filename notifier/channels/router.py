@@ -17,6 +17,8 @@ from notifier.settings import Settings
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
+# Outbox files written at once: each write waits for its fsync, which others can overlap.
+FILE_WRITERS = 4
 
 
 class Channels:
@@ -39,7 +41,7 @@ class Channels:
             self.email_pool = settings.smtp_pool_size
         else:
             self.email = FileChannel(settings.outbox, "email")
-            self.email_pool = 1
+            self.email_pool = FILE_WRITERS
         if settings.slack_token:
             self.slack = SlackChannel(
                 token=settings.slack_token,
@@ -66,6 +68,8 @@ class Channels:
         return self.slack
 
     def concurrency(self, channel: Channel) -> int:
+        if isinstance(channel, FileChannel):
+            return FILE_WRITERS
         return self.email_pool if channel is self.email else 1
 
     async def aclose(self) -> None:
