@@ -120,10 +120,15 @@ class Digest:
     @property
     def papers(self) -> tuple[Paper, ...]:
         """Distinct papers in section order (a paper that several rules select is counted once)."""
-        seen: dict[str, Paper] = {}
+        return tuple(match.paper for match in self.first_matches)
+
+    @property
+    def first_matches(self) -> tuple[Match, ...]:
+        """Each distinct paper's first match, in section order."""
+        seen: dict[str, Match] = {}
         for section in self.sections:
             for match in section.matches:
-                seen.setdefault(match.paper.arxiv_id, match.paper)
+                seen.setdefault(match.paper.arxiv_id, match)
         return tuple(seen.values())
 
     @property

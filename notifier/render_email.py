@@ -469,14 +469,15 @@ class EmailRenderer:
         Abstracts are shortened step by step; then the last papers go compact, as many as needed. How many is
         predicted from the sizes of the papers' cards, then settled by rendering around the prediction.
         """
-        firsts = _first_matches(digest)
+        firsts = digest.first_matches
+        papers = [match.paper for match in firsts]
         for step, chars in enumerate(ABSTRACT_STEPS):
-            if _at_least(digest.papers, chars) > limit or _cards(firsts, self.card, chars) > limit:
+            if _at_least(papers, chars) > limit or _cards(firsts, self.card, chars) > limit:
                 continue  # no need to render it to know (the cards are made once, for the page too)
             layout = self._render(context, groups(digest, self.card, chars), 0, short=step > 0)
             if layout.size <= limit:
                 return layout
-        total = len(digest.papers)
+        total = len(firsts)
         tried: dict[int, _Layout] = {}
 
         def attempt(full: int) -> _Layout:
@@ -488,15 +489,6 @@ class EmailRenderer:
         gains = [_gain(self.card(match.paper, match.hits, chars)) for match in firsts]
         guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
         return _largest_fitting(total, attempt, limit, guess)
-
-
-def _first_matches(digest: Digest) -> list[Match]:
-    """Each paper's first match, in the order the digest shows them."""
-    first: dict[str, Match] = {}
-    for section in digest.sections:
-        for match in section.matches:
-            first.setdefault(match.paper.arxiv_id, match)
-    return list(first.values())
 
 
 def _at_least(papers: Sequence[Paper], abstract_chars: int) -> int:
