@@ -1,12 +1,16 @@
-"""Fixtures shared by test modules: a throwaway PostgreSQL server, started once per session when it is needed."""
+"""Fixtures shared by test modules: a throwaway PostgreSQL server, started once per session when it is needed, and
+a store of each kind on it or in a temporary folder."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from notifier.store import Store
+from notifier.store_factory import StoreLike
 from tests.postgres_server import PostgresServer, find_bin_dir
 
 _databases = itertools.count(1)
@@ -29,3 +33,19 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_url(postgres: PostgresServer) -> str:
     """A fresh, empty database of the session's server."""
     return postgres.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLike]:
+    """An empty store of each kind: SQLite in ``tmp_path``, then PostgreSQL (skipped where it is not installed).
+    A module may define a ``store`` of its own instead."""
+    if request.param == "sqlite":
+        opened: StoreLike = Store(tmp_path / "notifier.sqlite3")
+    else:
+        from notifier.store_pg import PostgresStore
+
+        opened = PostgresStore(request.getfixturevalue("pg_url"))
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -33,20 +32,6 @@ from tests.test_outbox import CONFIG, Clock, outbox_files, paper
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path) -> Iterator[StoreLike]:
-    if request.param == "sqlite":
-        opened: StoreLike = Store(tmp_path / "notifier.sqlite3")
-    else:
-        from notifier.store_pg import PostgresStore
-
-        opened = PostgresStore(request.getfixturevalue("pg_url"))
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def delivery(delivery_id: str, recipient: str, papers: tuple[tuple[str, int], ...]) -> NewDelivery:

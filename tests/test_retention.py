@@ -7,10 +7,7 @@ month of daily digests into SQLite and watches the file grow by what is kept for
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from notifier.config import load_config
 from notifier.daemon import Notifier
@@ -24,20 +21,6 @@ T0 = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 MONTH = timedelta(days=30)
 PAYLOAD = 20_000
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path) -> Iterator[StoreLike]:
-    if request.param == "sqlite":
-        opened: StoreLike = Store(tmp_path / "notifier.sqlite3")
-    else:
-        from notifier.store_pg import PostgresStore
-
-        opened = PostgresStore(request.getfixturevalue("pg_url"))
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def digest(
