@@ -1,7 +1,9 @@
-"""Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | schema``.
+"""Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | rename OLD NEW | list |
+send-test NAME | demo | schema``.
 
-Settings come from ``NOTIFIER_*`` environment variables; the options below override them. The commands that send
-or change history (``run``, ``once``, ``retry``, ``rename``) hold the data directory's lock (:mod:`notifier.lock`).
+Settings come from ``NOTIFIER_*`` environment variables; the options of the same name override them (each command
+takes those that apply to it). The commands that send or change history (``run``, ``once``, ``retry``, ``rename``)
+hold the data directory's lock (:mod:`notifier.lock`).
 """
 
 from __future__ import annotations
@@ -12,71 +14,157 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from notifier import __version__
-from notifier.channels.webhooks import display_recipient, scrub
-from notifier.config import Config, SubscriberFields, SubscriberModel, load_config
-from notifier.daemon import CycleReport, Notifier, run_daemon, until_signalled, utcnow
+from notifier import __version__, commands
+from notifier.config import SubscriberFields, SubscriberModel, load_config
+from notifier.daemon import run_daemon
 from notifier.errors import ConfigError, DataDirBusyError, NotifierError
-from notifier.lock import DataDirLock, data_dir_lock, hold_data_dir
+from notifier.exit_codes import TABLE as EXIT_CODES
+from notifier.exit_codes import ExitCode
+from notifier.lock import hold_data_dir
 from notifier.logs import RepeatFilter
 from notifier.settings import ENV_VARS, Settings, load_settings
-from notifier.store_factory import open_store
 
 log = logging.getLogger("notifier")
 
-_OPTIONS: dict[str, str] = {
-    "subscribers": "path of subscribers.yaml",
-    "data_dir": "folder for the database and the outbox",
-    "arxiv_rss_url": "feed base URL; categories are appended",
-    "arxiv_api_url": "arXiv API query URL",
-    "min_request_interval": "seconds between requests to arXiv (at least 3)",
-    "contact": "contact address sent in the User-Agent",
-    "smtp_host": "SMTP server; without it mail is written to the outbox folder",
-    "smtp_port": "SMTP port (default by security: 587, 465 or 25)",
-    "smtp_username": "SMTP user name",
-    "smtp_security": "starttls, tls or none",
-    "smtp_pool_size": "SMTP connections kept open at once",
-    "mail_from": "From address of digests",
-    "slack_api_url": "Slack Web API base URL",
-    "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
-    "http_addr": "host:port to serve /healthz, /readyz, /metrics and /unsubscribe on",
-    "templates": "folder with templates overriding the built-in ones",
-    "database_url": "postgresql:// URL of a database several daemons share (default: SQLite in the data folder)",
-    "webhook_hosts": "hosts (host or host:port, comma-separated) webhooks may post to, besides hooks.slack.com",
+# Every setting but the two secrets (NOTIFIER_SMTP_PASSWORD, NOTIFIER_SLACK_TOKEN: an option would show them in the
+# process list), grouped by what it is about; each command takes the groups that apply to it.
+_GROUPS: dict[str, dict[str, str]] = {
+    "store": {
+        "data_dir": "folder for the database and the outbox",
+        "database_url": "postgresql:// URL of a database several daemons share (default: SQLite in the data folder)",
+    },
+    "sender": {
+        "lock_wait": "seconds to wait for another notifier sending from the same data folder (SQLite)",
+        "lease_seconds": "PostgreSQL: seconds a claimed delivery is kept from other daemons",
+    },
+    "arxiv": {
+        "arxiv_rss_url": "feed base URL; categories are appended",
+        "arxiv_api_url": "arXiv API query URL",
+        "min_request_interval": "seconds between requests to arXiv (at least 3)",
+        "contact": "contact address sent in the User-Agent",
+        "request_timeout": "seconds one request to arXiv may take",
+        "poll_timeout": "seconds one poll (every feed, backfills, API look-ups) may take in all",
+        "backfill_days": "days back the API is asked for what the feed missed",
+        "max_feed_bytes": "largest feed or API answer read, in bytes",
+        "retention_days": "days sent payloads and old papers are kept (0: all)",
+    },
+    "mail": {
+        "smtp_host": "SMTP server; without it mail is written to the outbox folder",
+        "smtp_port": "SMTP port (default by security: 587, 465 or 25)",
+        "smtp_username": "SMTP user name (the password comes from NOTIFIER_SMTP_PASSWORD only)",
+        "smtp_security": "starttls, tls or none",
+        "smtp_validate_certs": "true or false: check the SMTP server's certificate",
+        "smtp_pool_size": "SMTP connections kept open at once",
+        "mail_from": "From address of digests",
+    },
+    "slack": {
+        "slack_api_url": "Slack Web API base URL (the token comes from NOTIFIER_SLACK_TOKEN only)",
+        "webhook_hosts": "hosts (host or host:port, comma-separated) webhooks may post to, besides hooks.slack.com",
+    },
+    "render": {
+        "templates": "folder with templates overriding the built-in ones",
+        "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
+    },
+    "http": {
+        "http_addr": "host:port to serve the status page, /healthz, /readyz, /metrics and /unsubscribe on",
+        "poll_interval": "seconds between polls while an expected announcement has not appeared",
+        "status_show_addresses": "true or false: show recipients' addresses on the status page",
+    },
+}
+_OPTIONS = {name: text for group in _GROUPS.values() for name, text in group.items()}
+_TITLES = {
+    "store": "store",
+    "sender": "sending",
+    "arxiv": "arXiv",
+    "mail": "email",
+    "slack": "Slack",
+    "render": "rendering",
+    "http": "daemon",
+}
+
+# command -> (one-line help, description, option groups)
+_COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "run": (
+        "run the daemon until SIGTERM/SIGINT",
+        "Run the daemon: poll arXiv shortly after each announcement, send digests when they are due, retry failed"
+        " deliveries, reload subscribers.yaml when it changes (or on SIGHUP), stop cleanly on SIGTERM/SIGINT.",
+        ("store", "sender", "arxiv", "mail", "slack", "render", "http"),
+    ),
+    "once": (
+        "poll, match, and send every pending digest now (for cron)",
+        "One full cycle now: poll arXiv, match, then send every pending digest whatever its schedule. Exits 3 when"
+        " arXiv could not be reached and 4 when some deliveries failed for good (see `notifier --help`).",
+        ("store", "sender", "arxiv", "mail", "slack", "render"),
+    ),
+    "check": (
+        "validate the config; exit 1 with file:line:column errors",
+        "Validate subscribers.yaml and the settings. An error is printed as file:line:column: message and exits 1;"
+        " warnings (such as a lower-case 'or' between query terms) are printed and exit 0.",
+        (),
+    ),
+    "preview": (
+        "render a subscriber's next digest without sending or recording anything",
+        "Render a subscriber's next digest from the stored papers, without sending or recording anything: the"
+        " email's text on standard output, the HTML to --html FILE, or the Slack Block Kit JSON with --slack.",
+        ("store", "render"),
+    ),
+    "status": (
+        "show feeds, plan failures and pending, retrying and failed deliveries",
+        "Show each feed's health (last announcement seen, next expected), the digests that could not be planned,"
+        " and the pending, retrying and failed deliveries with their reasons.",
+        ("store",),
+    ),
+    "retry": (
+        "send failed deliveries again (all, or one subscriber's)",
+        "Queue failed deliveries again (all, or one subscriber's) and send them; beside a running notifier, only"
+        " queue them for it to send. Exits 4 when some fail again for good.",
+        ("store", "sender", "mail", "slack"),
+    ),
+    "rename": (
+        "move a subscriber's history to a new name, so nothing is sent again",
+        "Move a subscriber's history (what it was sent) to its new name, so the rename sends nothing again. Rename"
+        " it in subscribers.yaml first: NEW must be a subscriber there.",
+        ("store", "sender"),
+    ),
+    "list": (
+        "list the subscribers: rules, channels, schedule and next due time",
+        "A table of the subscribers in subscribers.yaml: their rules, channels, categories, schedule, and when the"
+        " next digest is due (from the store).",
+        ("store",),
+    ),
+    "send-test": (
+        "send a short test message to each of a subscriber's channels now",
+        "Send a short test message to each of a subscriber's email addresses and Slack targets now and report"
+        " each result: a check of the SMTP and Slack settings and credentials. Records nothing. Exits 4 when one"
+        " failed.",
+        ("mail", "slack", "store"),
+    ),
+    "demo": (
+        "run one cycle offline on a bundled day of arXiv, into a new folder",
+        "Serve a captured day of arXiv bundled with the notifier (108 real papers of cs.SD and eess.AS) on a local"
+        " port, run one cycle with demo subscribers into a new folder, print each file it produced, and write an"
+        " index.html linking every email digest. Needs no network and reads no NOTIFIER_* setting.",
+        (),
+    ),
 }
 
 
-EXIT_CODES = """\
-exit codes:
-  0    done; also when SIGTERM or SIGINT stopped run, once or retry (the sends in flight finish first,
-       within a few seconds; what was not sent goes out at the next run)
-  1    the config is invalid (check prints file:line:column)
-  2    bad usage, or the command failed (the store, arXiv, a mail server...; the reason is logged)
-  5    another notifier is sending from the same data directory (SQLite) and did not finish within
-       NOTIFIER_LOCK_WAIT seconds (default 30); nothing was sent; try again later
-  130  interrupted while starting
-"""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("settings (each overrides its environment variable)")
-    for name, text in _OPTIONS.items():
-        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} [{ENV_VARS[name]}]")
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    common.add_argument(
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    verbosity.add_argument(
         "--log-format",
         choices=("text", "json"),
         default=os.environ.get("NOTIFIER_LOG_FORMAT", "text"),
         help="log line format [NOTIFIER_LOG_FORMAT]",
     )
-
     parser = argparse.ArgumentParser(
         prog="notifier",
         description="Watch arXiv and send each subscriber the new papers that match their rules.",
@@ -84,30 +172,42 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"arxiv-notifier {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", parents=[common], help="run the daemon until SIGTERM/SIGINT")
-    once = commands.add_parser(
-        "once", parents=[common], help="poll, match, and send every pending digest now (for cron)"
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    made: dict[str, argparse.ArgumentParser] = {}
+    for name, (summary, description, groups) in _COMMANDS.items():
+        command = subparsers.add_parser(name, parents=[verbosity], help=summary, description=description)
+        if name != "demo":
+            command.add_argument(
+                "--subscribers", default=None, help=f"path of subscribers.yaml [{ENV_VARS['subscribers']}]"
+            )
+        if name == "demo":
+            made[name] = command
+            continue
+        for group_name, options in _GROUPS.items():
+            # Every command accepts every setting, as it always has; its help shows those that apply to it.
+            shown = group_name in groups
+            group = command.add_argument_group(f"{_TITLES[group_name]} settings (each overrides its variable)")
+            for option, text in options.items():
+                flag = "--" + option.replace("_", "-")
+                help_text = f"{text} [{ENV_VARS[option]}]" if shown else argparse.SUPPRESS
+                group.add_argument(flag, dest=option, default=None, help=help_text)
+        made[name] = command
+    made["once"].add_argument("--no-poll", action="store_true", help="skip polling; plan and send from stored papers")
+    made["preview"].add_argument("name", help="the subscriber's name")
+    made["preview"].add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
+    made["preview"].add_argument("--slack", action="store_true", help="print the Slack Block Kit JSON instead")
+    made["retry"].add_argument("name", nargs="?", help="only this subscriber's deliveries")
+    made["rename"].add_argument("old", help="the name the store knows")
+    made["rename"].add_argument("new", help="the new name, as written in subscribers.yaml")
+    made["send-test"].add_argument("name", help="the subscriber's name")
+    made["demo"].add_argument(
+        "--dir", type=Path, metavar="DIR", help="write into DIR (new or empty) instead of a new temporary folder"
     )
-    once.add_argument("--no-poll", action="store_true", help="skip polling; plan and send from stored papers")
-    commands.add_parser("check", parents=[common], help="validate the config; exit 1 with file:line errors")
-    preview = commands.add_parser(
-        "preview", parents=[common], help="render a subscriber's next digest without sending or recording anything"
+    subparsers.add_parser(
+        "schema",
+        help="print the JSON Schema of subscribers.yaml (for editors)",
+        description="Print the JSON Schema of subscribers.yaml, for editors that validate YAML as it is typed.",
     )
-    preview.add_argument("name", help="the subscriber's name")
-    preview.add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
-    preview.add_argument("--slack", action="store_true", help="print the Slack Block Kit JSON instead of the text")
-    commands.add_parser("status", parents=[common], help="show feeds and pending, retrying and failed deliveries")
-    retry = commands.add_parser(
-        "retry", parents=[common], help="send failed deliveries again (all, or one subscriber's)"
-    )
-    retry.add_argument("name", nargs="?", help="only this subscriber's deliveries")
-    rename = commands.add_parser(
-        "rename", parents=[common], help="move a subscriber's history to a new name, so nothing is sent again"
-    )
-    rename.add_argument("old", help="the name the store knows")
-    rename.add_argument("new", help="the new name, as written in subscribers.yaml")
-    commands.add_parser("schema", help="print the JSON Schema of subscribers.yaml (for editors)")
     return parser
 
 
@@ -124,7 +224,8 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(verbose: bool, fmt: str) -> None:
+def setup_logging(verbose: bool, fmt: str, *, quiet: bool = False) -> None:
+    """Log to standard error: debug detail with ``verbose``; otherwise INFO, or only warnings when ``quiet``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
@@ -135,40 +236,60 @@ def setup_logging(verbose: bool, fmt: str) -> None:
     handler.addFilter(RepeatFilter(handler))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# The commands that log their progress; the others print what they found and log only warnings, unless -v.
+_LOGGING = frozenset({"run", "once"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of standard output went away (`notifier preview NAME | head`): nothing is left to say to it,
+        # and the interpreter must not complain when it flushes the rest at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "schema":
         print(json.dumps(subscribers_schema(), indent=2))
-        return 0
-    setup_logging(args.verbose, args.log_format)
+        return ExitCode.OK
+    setup_logging(args.verbose, args.log_format, quiet=args.command not in _LOGGING)
     try:
-        settings = load_settings(overrides={name: getattr(args, name) for name in _OPTIONS})
+        if args.command == "demo":
+            return _demo(args.dir)
+        overrides = {name: getattr(args, name, None) for name in ("subscribers", *_OPTIONS)}
+        settings = load_settings(overrides=overrides)
         return _dispatch(args, settings)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.CONFIG
     except DataDirBusyError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 5
+        return ExitCode.BUSY
     except NotifierError as exc:
-        log.error("%s", exc)
-        return 2
+        log.debug("failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command: str = args.command
     if command == "check":
-        return _check(settings)
+        return commands.check(settings)
     if command == "rename":
         with hold_data_dir(settings):
-            return _rename(settings, args.old, args.new)
+            return commands.rename(settings, args.old, args.new)
     config = load_config(settings.subscribers)
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -178,179 +299,42 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             log.info("database: %s", settings.redacted()["database_url"])
         with hold_data_dir(settings):
             asyncio.run(run_daemon(settings, config))
-        return 0
+        return ExitCode.OK
     if command == "once":
         with hold_data_dir(settings):
-            return asyncio.run(_once(settings, config, poll=not args.no_poll))
+            return asyncio.run(commands.once(settings, config, poll=not args.no_poll))
     if command == "preview":
-        return asyncio.run(_preview(settings, config, args.name, args.html, args.slack))
+        return asyncio.run(commands.preview(settings, config, args.name, args.html, args.slack))
     if command == "status":
-        return asyncio.run(_status(settings, config))
+        return asyncio.run(commands.status(settings, config))
     if command == "retry":
-        return _retry(settings, config, args.name)
+        return commands.retry(settings, config, args.name)
+    if command == "list":
+        return commands.list_subscribers(settings, config)
+    if command == "send-test":
+        return asyncio.run(commands.send_test(settings, config, args.name))
     raise AssertionError(command)  # pragma: no cover
 
 
-def _check(settings: Settings) -> int:
-    try:
-        config = load_config(settings.subscribers)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    rules = sum(len(s.rules) for s in config.subscribers)
-    categories = ", ".join(config.categories)
-    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, categories {categories}")
-    return 0
+def _demo(folder: Path | None) -> int:
+    from notifier.demo.run import run_demo
 
-
-async def _once(settings: Settings, config: Config, *, poll: bool) -> int:
-    async def cycle(stop: asyncio.Event) -> CycleReport:
-        async with Notifier(settings, config, recover_interrupted=True) as app:
-            return await app.cycle(force_send=True, poll=poll, stop=stop)
-
-    report = await until_signalled(cycle)
-    if report is None:
-        print("stopped by signal; the deliveries still in flight are sent again at the next run")
-        return 0
-    for outcome in report.polls:
-        detail = f", {outcome.new_items} new items" if outcome.status in ("ok", "repeat") else ""
-        error = f": {outcome.error}" if outcome.error else ""
-        print(f"feed {outcome.feed_key}: {outcome.status}{detail}{error}")
-    sent = report.sent
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="arxiv-notifier-demo-"))
+    elif folder.exists() and any(folder.iterdir()):
+        print(f"error: {folder} is not empty; give a new or empty folder", file=sys.stderr)
+        return ExitCode.FAILED
     print(
-        f"digests: {report.plan.digests} ({report.plan.papers} papers); deliveries: {sent.sent} sent, "
-        f"{sent.retry} to retry, {sent.failed} failed"
+        "serving a captured day of arXiv (cs.SD and eess.AS, 2025-06-03) on 127.0.0.1;"
+        " nothing is fetched from the internet"
     )
-    if report.plan.failed:
-        names = ", ".join(report.plan.failed[:10]) + (", ..." if len(report.plan.failed) > 10 else "")
-        print(f"not planned: {len(report.plan.failed)} digests ({names}); `notifier status` says why")
-    if not settings.smtp_host or not settings.slack_token:
-        print(f"outbox: {settings.outbox}")
-    print(f"time: {report.timing()}")
-    if report.polls and all(outcome.status == "error" for outcome in report.polls):
-        print("warning: no feed could be fetched; the next run tries again", file=sys.stderr)
-    if report.stopped:
-        print("stopped by signal; what was not sent goes out at the next run")
-    return 0
-
-
-async def _preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:
-    subscriber = config.subscriber(name)
-    async with Notifier(settings, config) as app:
-        digest = app.planner.preview(config, subscriber, utcnow())
-        renderer = app.planner.renderer
-        if slack:
-            messages = renderer.slack(digest)
-            print(
-                json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False)
-            )
-        else:
-            rendered = renderer.email(digest)
-            print(f"Subject: {rendered.subject}\n")
-            print(rendered.text)
-            if html is not None:
-                html.write_text(rendered.html, encoding="utf-8")  # noqa: ASYNC240 (one small file, once)
-                print(f"HTML written to {html}", file=sys.stderr)
-    if digest.is_empty:
-        print(
-            f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr
-        )
-    return 0
-
-
-async def _status(settings: Settings, config: Config) -> int:
-    async with Notifier(settings, config) as app:
-        now = utcnow()
-        print(f"data directory: {settings.data_dir}")
-        print(f"papers stored: {app.store.paper_count()}")
-        print("feeds (one per category):")
-        for key in config.categories:
-            health = app.poller.health(key, now)
-            seen = health.last_announced.isoformat() if health.last_announced else "none"
-            line = f"  {key}: {health.state}; last announcement seen {seen}; next expected "
-            line += health.next_expected.isoformat(timespec="minutes")
-            if health.last_error:
-                line += f"; last error: {health.last_error}"
-            print(line)
-            for backfill in app.store.backfills(key, states=("pending",)):
-                error = f"; last error: {backfill.last_error}" if backfill.last_error else ""
-                print(
-                    f"    backfill of {backfill.day} pending ({backfill.reason}, {backfill.attempts} attempts){error}"
-                )
-        names = {subscriber.name for subscriber in config.subscribers}
-        failures = [failure for name, failure in app.store.plan_failures().items() if name in names]
-        print(f"plan failures: {len(failures) or 'none'}")
-        for failure in failures:
-            times = "time" if failure.attempts == 1 else "times"
-            print(
-                f"  {failure.subscriber}: failed {failure.attempts} {times} since {failure.first_failed:%Y-%m-%d %H:%M}"
-                f" UTC, last at {failure.last_failed:%Y-%m-%d %H:%M}; its papers wait: {failure.reason}"
-            )
-        counts = app.store.delivery_counts()
-        print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
-        for row in app.store.deliveries(("pending", "sending", "retry", "failed")):
-            when = (
-                f" next attempt {row.next_attempt_at:%Y-%m-%d %H:%M}"
-                if row.next_attempt_at and row.state == "retry"
-                else ""
-            )
-            reason = f": {scrub(row.last_error, row.recipient)}" if row.last_error else ""
-            print(
-                f"  {row.state:8} {row.subscriber} {row.channel} {display_recipient(row.recipient)}"
-                f" ({row.paper_count} papers, {row.attempts} attempts){when}{reason}"
-            )
-    return 0
-
-
-def _rename(settings: Settings, old: str, new: str) -> int:
-    store = open_store(settings)
-    try:
-        store.rename_subscriber(old, new)
-    finally:
-        store.close()
-    print(f"history of {old!r} now belongs to {new!r}; name it {new!r} in {settings.subscribers} if not done yet")
-    return 0
-
-
-def _retry(settings: Settings, config: Config, name: str | None) -> int:
-    """Queue failed deliveries again and send them; beside another sender, queue them for it to send."""
-    if name is not None:
-        config.subscriber(name)
-    lock = data_dir_lock(settings)
-    if lock is not None and not lock.try_acquire():
-        return _queue_for(lock, settings, name)
-    try:
-        return asyncio.run(_retry_now(settings, config, name))
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _queue_for(lock: DataDirLock, settings: Settings, name: str | None) -> int:
-    store = open_store(settings)
-    try:
-        count = store.retry_failed(utcnow(), name)
-    finally:
-        store.close()
-    print(
-        f"{count} deliveries queued again; the notifier sending from {settings.data_dir} ({lock.holder_text()})"
-        " sends them, or the next run does"
-    )
-    return 0
-
-
-async def _retry_now(settings: Settings, config: Config, name: str | None) -> int:
-    async def retry(stop: asyncio.Event) -> None:
-        async with Notifier(settings, config, recover_interrupted=True) as app:
-            count = app.store.retry_failed(utcnow(), name)
-            print(f"{count} deliveries queued again")
-            report = await app.send(stop)
-        print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
-
-    await until_signalled(retry)
-    return 0
+    result = asyncio.run(run_demo(folder))
+    commands.print_cycle(result.report)
+    print(f"files written to {result.folder}:")
+    for path in (*result.files, *result.pages):
+        print(f"  {path}")
+    print(f"open {result.index} in a browser to read the email digests")
+    return ExitCode.OK
 
 
 _FIELD_HELP = {

@@ -58,6 +58,7 @@ class Settings:
     poll_timeout: float = 300.0  # seconds one poll (every feed, its backfills and API look-ups) may take in all
     webhook_hosts: tuple[str, ...] = ()  # hosts (host or host:port) webhooks may post to, besides hooks.slack.com
     retention_days: int = 30  # days sent messages and old papers are kept (ids and Message-IDs for good); 0: all
+    status_show_addresses: bool = False  # the status page shows recipients' addresses, not only subscriber names
 
     @property
     def database(self) -> Path:
@@ -126,6 +127,7 @@ _ENV = {
     "poll_timeout": "NOTIFIER_POLL_TIMEOUT",
     "webhook_hosts": "NOTIFIER_WEBHOOK_HOSTS",
     "retention_days": "NOTIFIER_RETENTION_DAYS",
+    "status_show_addresses": "NOTIFIER_STATUS_SHOW_ADDRESSES",
 }
 ENV_VARS = _ENV
 
@@ -173,7 +175,7 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
                 "poll_timeout",
             ):
                 values[item.name] = float(cast(str, value))
-            elif item.name == "smtp_validate_certs":
+            elif item.name in ("smtp_validate_certs", "status_show_addresses"):
                 values[item.name] = _boolean(value)
             elif item.name == "webhook_hosts":
                 values[item.name] = _host_list(value)

@@ -1,0 +1,321 @@
+"""The commands that look at or act on the store: once, check, preview, status, retry, rename, list, send-test.
+
+Each prints what a person reads and returns an :class:`~notifier.exit_codes.ExitCode`; errors are raised as
+:class:`~notifier.errors.NotifierError` for :func:`notifier.cli.main` to print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+import aiohttp
+
+from notifier.channels.email import build_email, make_message_id
+from notifier.channels.files import FileChannel
+from notifier.channels.router import Channels
+from notifier.channels.webhooks import display_recipient, scrub
+from notifier.config import Config, Subscriber, load_config
+from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
+from notifier.errors import ConfigError, DeliveryError
+from notifier.exit_codes import ExitCode
+from notifier.lock import DataDirLock, data_dir_lock
+from notifier.models import Outgoing, RenderedEmail
+from notifier.planner import Planner
+from notifier.settings import Settings
+from notifier.store_factory import StoreLike, open_store
+
+DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
+
+
+def check(settings: Settings) -> int:
+    try:
+        config = load_config(settings.subscribers)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    rules = sum(len(s.rules) for s in config.subscribers)
+    categories = ", ".join(config.categories)
+    print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, categories {categories}")
+    return ExitCode.OK
+
+
+async def once(settings: Settings, config: Config, *, poll: bool) -> int:
+    async def cycle(stop: asyncio.Event) -> CycleReport:
+        async with Notifier(settings, config, recover_interrupted=True) as app:
+            return await app.cycle(force_send=True, poll=poll, stop=stop)
+
+    report = await until_signalled(cycle)
+    if report is None:
+        print("stopped by signal; the deliveries still in flight are sent again at the next run")
+        return ExitCode.OK
+    print_cycle(report)
+    if report.plan.failed:
+        names = ", ".join(report.plan.failed[:10]) + (", ..." if len(report.plan.failed) > 10 else "")
+        print(f"not planned: {len(report.plan.failed)} digests ({names}); `notifier status` says why")
+    if not settings.smtp_host or not settings.slack_token:
+        print(f"outbox: {settings.outbox}")
+    print(f"time: {report.timing()}")
+    if report.stopped:
+        print("stopped by signal; what was not sent goes out at the next run")
+    if report.polls and all(outcome.status == "error" for outcome in report.polls):
+        feeds = "the feed" if len(report.polls) == 1 else f"any of the {len(report.polls)} feeds"
+        print(f"error: arXiv could not be reached: could not fetch {feeds}; {DEMO_HINT}", file=sys.stderr)
+        return ExitCode.ARXIV_UNREACHABLE
+    if report.sent.failed:
+        return ExitCode.DELIVERY_FAILED
+    return ExitCode.OK
+
+
+def print_cycle(report: CycleReport) -> None:
+    """The feeds polled and what was planned and sent, a line each."""
+    for outcome in report.polls:
+        detail = f", {outcome.new_items} new items" if outcome.status in ("ok", "repeat") else ""
+        error = f": {outcome.error}" if outcome.error else ""
+        print(f"feed {outcome.feed_key}: {outcome.status}{detail}{error}")
+    sent = report.sent
+    print(
+        f"digests: {report.plan.digests} ({report.plan.papers} papers); deliveries: {sent.sent} sent, "
+        f"{sent.retry} to retry, {sent.failed} failed"
+    )
+
+
+async def preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:
+    subscriber = config.subscriber(name)
+    async with Notifier(settings, config) as app:
+        digest = app.planner.preview(config, subscriber, utcnow())
+        renderer = app.planner.renderer
+        if slack:
+            messages = renderer.slack(digest)
+            print(
+                json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False)
+            )
+        else:
+            rendered = renderer.email(digest)
+            print(f"Subject: {rendered.subject}\n")
+            print(rendered.text)
+            if html is not None:
+                html.write_text(rendered.html, encoding="utf-8")  # noqa: ASYNC240 (one small file, once)
+                print(f"HTML written to {html}", file=sys.stderr)
+    if digest.is_empty:
+        print(
+            f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr
+        )
+    return ExitCode.OK
+
+
+async def status(settings: Settings, config: Config) -> int:
+    async with Notifier(settings, config) as app:
+        now = utcnow()
+        print(f"data directory: {settings.data_dir}")
+        print(f"papers stored: {app.store.paper_count()}")
+        print("feeds (one per category):")
+        for key in config.categories:
+            health = app.poller.health(key, now)
+            seen = health.last_announced.isoformat() if health.last_announced else "none"
+            line = f"  {key}: {health.state}; last announcement seen {seen}; next expected "
+            line += health.next_expected.isoformat(timespec="minutes")
+            if health.last_error:
+                line += f"; last error: {health.last_error}"
+            print(line)
+            for backfill in app.store.backfills(key, states=("pending",)):
+                error = f"; last error: {backfill.last_error}" if backfill.last_error else ""
+                print(
+                    f"    backfill of {backfill.day} pending ({backfill.reason}, {backfill.attempts} attempts){error}"
+                )
+        names = {subscriber.name for subscriber in config.subscribers}
+        failures = [failure for name, failure in app.store.plan_failures().items() if name in names]
+        print(f"plan failures: {len(failures) or 'none'}")
+        for failure in failures:
+            times = "time" if failure.attempts == 1 else "times"
+            print(
+                f"  {failure.subscriber}: failed {failure.attempts} {times} since {failure.first_failed:%Y-%m-%d %H:%M}"
+                f" UTC, last at {failure.last_failed:%Y-%m-%d %H:%M}; its papers wait: {failure.reason}"
+            )
+        counts = app.store.delivery_counts()
+        print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))
+        for row in app.store.deliveries(("pending", "sending", "retry", "failed")):
+            when = (
+                f" next attempt {row.next_attempt_at:%Y-%m-%d %H:%M}"
+                if row.next_attempt_at and row.state == "retry"
+                else ""
+            )
+            reason = f": {scrub(row.last_error, row.recipient)}" if row.last_error else ""
+            print(
+                f"  {row.state:8} {row.subscriber} {row.channel} {display_recipient(row.recipient)}"
+                f" ({row.paper_count} papers, {row.attempts} attempts){when}{reason}"
+            )
+    return ExitCode.OK
+
+
+def rename(settings: Settings, old: str, new: str) -> int:
+    """Move ``old``'s history to ``new``, which subscribers.yaml must already name."""
+    config = load_config(settings.subscribers)
+    if new not in {subscriber.name for subscriber in config.subscribers}:
+        known = ", ".join(subscriber.name for subscriber in config.subscribers) or "none"
+        raise ConfigError(
+            f"no subscriber named {new!r} in {settings.subscribers} (known: {known}); rename {old!r} to {new!r}"
+            " there first, then run `notifier rename` again"
+        )
+    store = open_store(settings)
+    try:
+        store.rename_subscriber(old, new)
+    finally:
+        store.close()
+    print(f"history of {old!r} now belongs to {new!r}")
+    return ExitCode.OK
+
+
+def retry(settings: Settings, config: Config, name: str | None) -> int:
+    """Queue failed deliveries again and send them; beside another sender, queue them for it to send."""
+    if name is not None:
+        config.subscriber(name)
+    lock = data_dir_lock(settings)
+    if lock is not None and not lock.try_acquire():
+        return _queue_for(lock, settings, name)
+    try:
+        return asyncio.run(_retry_now(settings, config, name))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _queue_for(lock: DataDirLock, settings: Settings, name: str | None) -> int:
+    store = open_store(settings)
+    try:
+        count = store.retry_failed(utcnow(), name)
+    finally:
+        store.close()
+    print(
+        f"{count} deliveries queued again; the notifier sending from {settings.data_dir} ({lock.holder_text()})"
+        " sends them, or the next run does"
+    )
+    return ExitCode.OK
+
+
+async def _retry_now(settings: Settings, config: Config, name: str | None) -> int:
+    async def retry(stop: asyncio.Event) -> int:
+        async with Notifier(settings, config, recover_interrupted=True) as app:
+            count = app.store.retry_failed(utcnow(), name)
+            print(f"{count} deliveries queued again")
+            report = await app.send(stop)
+        print(f"deliveries: {report.sent} sent, {report.retry} to retry, {report.failed} failed")
+        return report.failed
+
+    failed = await until_signalled(retry)
+    return ExitCode.DELIVERY_FAILED if failed else ExitCode.OK
+
+
+def list_subscribers(settings: Settings, config: Config) -> int:
+    """A table of the subscribers: rules, channels, categories, schedule and when the next digest is due."""
+    store = open_store(settings)
+    try:
+        rows = [_list_row(subscriber, store, utcnow()) for subscriber in config.subscribers]
+    finally:
+        store.close()
+    header = ("SUBSCRIBER", "RULES", "CHANNELS", "CATEGORIES", "SCHEDULE", "NEXT DUE")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return ExitCode.OK
+
+
+def _list_row(subscriber: Subscriber, store: StoreLike, now: datetime) -> tuple[str, ...]:
+    channels = [f"email ({len(subscriber.emails)})"] if subscriber.emails else []
+    channels += [f"slack ({len(subscriber.slack)})"] if subscriber.slack else []
+    rules = ", ".join(rule.name for rule in subscriber.rules)
+    return (
+        subscriber.name,
+        f"{len(subscriber.rules)}: {rules}",
+        ", ".join(channels),
+        " ".join(subscriber.categories),
+        str(subscriber.schedule),
+        next_due_text(subscriber, store, now),
+    )
+
+
+def next_due_text(subscriber: Subscriber, store: StoreLike, now: datetime) -> str:
+    """When ``subscriber``'s next digest is due, for people: a UTC time, or why it has none."""
+    state = store.subscriber_state(subscriber.name)
+    if state is None:
+        return "at the first run"
+    if subscriber.schedule.kind == "instant":
+        return "each announcement"
+    due = subscriber.schedule.next_due(state.last_digest_at or state.created_at)
+    if Planner.is_due(subscriber, now, state):
+        return f"now (since {due:%Y-%m-%d %H:%M} UTC)"
+    return f"{due:%Y-%m-%d %H:%M} UTC"
+
+
+async def send_test(settings: Settings, config: Config, name: str) -> int:
+    """Send a short test message to each of ``name``'s channels now and print each outcome."""
+    subscriber = config.subscriber(name)
+    failed = 0
+    now = utcnow()
+    async with aiohttp.ClientSession() as session:
+        channels = Channels(settings, session)
+        try:
+            for channel_name, recipient in subscriber.recipients():
+                shown = f"{channel_name} {display_recipient(recipient)}"
+                try:
+                    message = _test_message(settings, subscriber, channel_name, recipient, now)
+                    channel = channels.channel_for(message)
+                    await channel.send(message)
+                except (DeliveryError, ValueError) as exc:
+                    failed += 1
+                    print(f"{shown}: failed: {scrub(str(exc), recipient)}")
+                    continue
+                if isinstance(channel, FileChannel):
+                    unset = "NOTIFIER_SMTP_HOST" if channel_name == "email" else "NOTIFIER_SLACK_TOKEN"
+                    print(f"{shown}: written to {channel.path_for(message)} ({unset} is not set)")
+                else:
+                    print(f"{shown}: sent")
+        finally:
+            await channels.aclose()
+    return ExitCode.DELIVERY_FAILED if failed else ExitCode.OK
+
+
+def _test_message(settings: Settings, subscriber: Subscriber, channel: str, recipient: str, now: datetime) -> Outgoing:
+    rules = ", ".join(rule.name for rule in subscriber.rules)
+    text = (
+        f"This is a test message from arxiv-notifier for the subscriber {subscriber.name}, sent by "
+        f"`notifier send-test`. Its digests of new arXiv papers matching its rules ({rules}) come "
+        f"{'as papers are announced' if subscriber.schedule.kind == 'instant' else str(subscriber.schedule)}."
+    )
+    key = f"send-test|{subscriber.name}|{channel}|{recipient}|{now.isoformat()}"
+    message_id = make_message_id(key, settings.mail_domain)
+    if channel == "email":
+        rendered = RenderedEmail(
+            subject=f"[arXiv] test message for {subscriber.name}", text=text + "\n", html=_test_html(text)
+        )
+        payload = build_email(
+            rendered,
+            sender=settings.mail_from,
+            recipient=recipient,
+            message_id=message_id,
+            date=now,
+            list_id=f"{subscriber.name}.{settings.mail_domain}",
+            unsubscribe_url=None,
+        )
+    else:
+        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        payload = json.dumps([{"text": text, "blocks": [block]}]).encode()
+    return Outgoing(
+        delivery_id=f"send-test-{message_id.strip('<>')}",
+        subscriber=subscriber.name,
+        channel=channel,
+        recipient=recipient,
+        message_id=message_id,
+        payload=payload,
+    )
+
+
+def _test_html(text: str) -> str:
+    head = '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"></head>'
+    return f"{head}<body><p>{escape(text)}</p></body></html>\n"
