@@ -30,8 +30,9 @@ from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching import RuleSet
 from notifier.models import Field as PaperField
 from notifier.progress import Progress
-from notifier.query import MAX_QUERY_LENGTH, Node, iter_terms, query_warnings
+from notifier.query import MAX_QUERY_LENGTH, Node, iter_terms, lowercase_operators, query_warnings
 from notifier.schedule import Schedule
+from notifier.taxonomy import canonical, closest
 from notifier.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 _YAML_LOADER: type[yaml.SafeLoader] = YAML_LOADER
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
+_CATEGORY = re.compile(r"^[A-Za-z][A-Za-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
 _SLACK_CHANNEL = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{6,})$")
 
 AnnounceType = Literal["new", "cross", "replace", "replace-cross"]
@@ -117,10 +118,17 @@ class SubscriberFields(_Strict):
     @field_validator("categories")
     @classmethod
     def _categories(cls, value: list[str]) -> list[str]:
+        """Each category as arXiv spells it (``cs.dc`` is ``cs.DC``); one arXiv does not have is refused, with the
+        closest real one, because its feed would answer 404 at every poll."""
+        spelled = []
         for category in value:
-            if not _CATEGORY.match(category):
-                raise ValueError(f"{category!r} is not an arXiv category such as cs.DC, math or astro-ph.GA")
-        return value
+            real = canonical(category)
+            if real is None:
+                guess = closest(category) if _CATEGORY.match(category) else None
+                hint = f"did you mean {guess}?" if guess else "the categories are listed at arxiv.org/category_taxonomy"
+                raise ValueError(f"{category!r} is not an arXiv category; {hint}")
+            spelled.append(real)
+        return spelled
 
     @field_validator("schedule")
     @classmethod
@@ -283,7 +291,7 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
         try:
             model = SubscriberModel.model_validate(merged)
         except ValidationError as exc:
-            raise _validation_error(source, exc, where, defaults) from None
+            raise _validation_error(source, exc, where, defaults, raw) from None
         line = source.line_of(where)
         if model.name in seen:
             raise source.error(
@@ -314,9 +322,19 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     for i, subscriber in enumerate(subscribers):
         for j, rule in enumerate(subscriber.rules):
             found, reads_comment = notes[rule.query]
-            if found:
-                line = source.line_of(("subscribers", i, "rules", j, "query"))
-                warnings.extend(f"{path}:{line}: {warning}" for warning in found)
+            owner = _rule_owner(subscriber.name, j, rule.name)
+            where = ("subscribers", i, "rules", j, "query")
+            line, column, offset = source.positions.get(where, (source.line_of(where), 1, None))
+            warnings.extend(f"{path}:{line}: {owner}: {warning}" for warning in found)
+            lowered = lowercase_operators(rule.query)
+            if lowered is not None:
+                (_first, at), *_ = lowered[0]
+                place = f"{line}:{column + offset + at - 1}" if offset is not None else f"{line}"
+                words = ", ".join(f"'{w}'" for w in dict.fromkeys(w for w, _ in lowered[0]))
+                warnings.append(
+                    f"{path}:{place}: {owner}: {words} in lower case is searched for as a word; operators are written"
+                    f" in upper case: {lowered[1]!r}"
+                )
             if reads_comment:
                 comment_rules.add(rule.key)
     return Config(
@@ -358,30 +376,87 @@ def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: 
 
 
 def _validation_error(
-    source: YamlSource, exc: ValidationError, base: Path_, defaults: Mapping[str, object] | None = None
+    source: YamlSource,
+    exc: ValidationError,
+    base: Path_,
+    defaults: Mapping[str, object] | None = None,
+    raw: Mapping[str, object] | None = None,
 ) -> ConfigError:
-    """The first of pydantic's errors, at its place. Only its message is used: the input it quotes could be a
-    value taken from the environment."""
+    """The first of pydantic's errors, at its place, in our words: who it is about (the subscriber by name, the
+    rule by number from 1 and by name), the key, and what is wrong with it. Never the input it quotes: that could
+    be a value taken from the environment."""
     errors = exc.errors(include_input=False, include_url=False)
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
-    field = ".".join(str(part) for part in loc)
     if first["type"] == "extra_forbidden":
         key = str(loc[-1])
         path: Path_ = (*base, *loc, "<key>")
         where = (*base, *loc[:-1])
-        message = f"unknown key {key!r}" + (f" in {_describe(where)}" if where else "")
-        message += f"; known keys: {_known_keys(where)}"
+        message = f"unknown key {key!r}; known keys: {_known_keys(where)}"
+        owner, _field = _owner((*base, *loc[:-1]), raw)
     elif first["type"] == "missing":
         path = (*base, *loc[:-1])
-        message = f"missing required key {str(loc[-1])!r}" + (f" in {_describe(path)}" if path else "")
+        message = f"missing required key {str(loc[-1])!r}"
+        owner, _field = _owner(path, raw)
     else:
         path = (*base, *loc)
         if defaults and loc and loc[0] in defaults and (*base, loc[0]) not in source.positions:
             path = ("defaults", *loc)
-        reason = str(first["msg"]).removeprefix("Value error, ")
-        message = f"{field}: {reason}"
-    return source.error(message, path)
+        owner, field = _owner(path, raw)
+        message = f"{field}: {_reason(first)}" if field else _reason(first)
+    return source.error(f"{owner}: {message}" if owner else message, path)
+
+
+def _owner(path: Path_, raw: Mapping[str, object] | None) -> tuple[str, str]:
+    """Whom ``path`` is about ("subscriber 'lab', rule 2 'fast'", "defaults"), and the key in it ("query")."""
+    owner, rest = "", list(path)
+    if rest[:1] == ["defaults"]:
+        owner, rest = "defaults", rest[1:]
+    elif rest[:1] == ["subscribers"] and len(rest) >= 2:
+        name = raw.get("name") if raw is not None else None
+        owner = f"subscriber {name!r}" if isinstance(name, str) and name else f"subscriber {int(rest[1]) + 1}"
+        rest = rest[2:]
+    if rest[:1] == ["rules"] and len(rest) >= 2:
+        number = int(rest[1])
+        rules = raw.get("rules") if raw is not None else None
+        rule = rules[number] if isinstance(rules, list) and number < len(rules) else None
+        rule_name = rule.get("name") if isinstance(rule, dict) else None
+        label = f"rule {number + 1}" + (f" {rule_name!r}" if isinstance(rule_name, str) and rule_name else "")
+        owner = f"{owner}, {label}" if owner else label
+        rest = rest[2:]
+    field = next((str(part) for part in rest if isinstance(part, str) and part != "<key>"), "")
+    return owner, field
+
+
+def _rule_owner(subscriber: str, index: int, rule: str) -> str:
+    return f"subscriber {subscriber!r}, rule {index + 1} {rule!r}"
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    """What is wrong with a value, in our words: pydantic's messages are written for programmers."""
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind in ("value_error", "assertion_error"):
+        return str(context.get("error") or error["msg"]).removeprefix("Value error, ")
+    if kind in ("string_too_short", "too_short"):
+        return "may not be empty"
+    if kind == "string_too_long":
+        return f"is longer than {int(context.get('max_length', 0)):,} characters, the limit"
+    if kind == "too_long":
+        return f"has more than {int(context.get('max_length', 0)):,} entries, the limit"
+    if kind == "string_type":
+        return "must be text (put it in quotes if it reads as a number, a date or true/false)"
+    if kind == "list_type":
+        return "must be a list, such as [a, b]"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind == "literal_error":
+        return f"must be {context.get('expected', 'one of the documented values')}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be a mapping of keys to values"
+    if kind.startswith(("int_", "float_")):
+        return "must be a number"
+    return "is not a valid value here"
 
 
 def _query_error(source: YamlSource, exc: QuerySyntaxError, subscribers: list[Subscriber]) -> ConfigError:
@@ -394,20 +469,11 @@ def _query_error(source: YamlSource, exc: QuerySyntaxError, subscribers: list[Su
                 if offset is not None:
                     column += exc.query_column - 1 + offset
                 return source.error_at(
-                    f"rule {rule.name!r} of {subscriber.name!r}: {exc.message} (query column {exc.query_column})",
+                    f"{_rule_owner(subscriber.name, j, rule.name)}: {exc.message} (query column {exc.query_column})",
                     line,
                     column,
                 )
     return source.error_at(exc.message)
-
-
-def _describe(path: Path_) -> str:
-    if path[:1] == ("subscribers",) and len(path) >= 2:
-        text = f"subscriber #{int(path[1]) + 1}"
-        if len(path) >= 4 and path[2] == "rules":
-            text = f"rule #{int(path[3]) + 1} of {text}"
-        return text
-    return " ".join(str(p) for p in path)
 
 
 def _known_keys(where: Path_) -> str:

@@ -335,3 +335,26 @@ def query_warnings(node: Node, terms: list[tuple[Term, bool]] | None = None) -> 
         if term.prefix and term.field is not Field.CATEGORIES and len(term.words[-1]) < _MIN_USEFUL_PREFIX:
             warnings.append(f"prefix {term.label} is short; it will match many unrelated words")
     return warnings
+
+
+def lowercase_operators(text: str) -> tuple[list[tuple[str, int]], str] | None:
+    """The words ``and``, ``or`` and ``not`` written in lower (or mixed) case where an operator was probably meant
+    (``and``/``or`` between two terms, ``not`` before one), each with its 1-based column, and the query with them in
+    upper case; None when there are none, or when the query does not lex."""
+    try:
+        lexemes = _Parser(text).lexemes
+    except QuerySyntaxError:
+        return None
+    found: list[tuple[str, int]] = []
+    ends = frozenset({"phrase", "word", "close"})
+    for before, lexeme, after in zip([None, *lexemes], lexemes, lexemes[1:], strict=False):
+        if lexeme.kind != "word" or lexeme.text.upper() not in _OPERATORS or after.kind not in _STARTS:
+            continue
+        if lexeme.text.upper() == "NOT" or (before is not None and before.kind in ends):
+            found.append((lexeme.text, lexeme.column))
+    if not found:
+        return None
+    upper = text
+    for word, column in found:
+        upper = upper[: column - 1] + word.upper() + upper[column - 1 + len(word) :]
+    return found, upper

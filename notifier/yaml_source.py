@@ -119,13 +119,7 @@ class YamlSource:
         try:
             node = yaml.compose(text, Loader=self.loader)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise self.error_at(
-                f"invalid YAML: {problem}",
-                mark.line + 1 if mark else None,
-                mark.column + 1 if mark else None,
-            ) from None
+            raise self._syntax_error(exc) from None
         except yaml.reader.ReaderError as exc:
             raise self._at_index(
                 text.find(chr(exc.character)),
@@ -140,7 +134,12 @@ class YamlSource:
         except RecursionError:  # the pure-Python composer, when libyaml is missing
             raise self.error_at(f"values are nested too deeply (at most {MAX_NESTING} levels)") from None
         if node is None:
-            return {}
+            raise self.error_at(
+                "the subscribers file is empty; it needs a 'subscribers:' list (the README shows one, and"
+                " `notifier demo` runs with an example)",
+                1,
+                1,
+            )
         if not isinstance(node, yaml.MappingNode):
             raise self._at(node, "the file must be a mapping with 'subscribers:' (and optionally 'defaults:')")
         try:
@@ -248,6 +247,35 @@ class YamlSource:
                 column += offset + found.start()
         return column
 
+    def _syntax_error(self, exc: yaml.MarkedYAMLError) -> ConfigError:
+        """A YAML syntax error at the place of the mistake, with both of the parser's places when they differ.
+
+        The problem mark is where the parser gave up, often the line after the mistake; the context mark is where
+        the construct it was reading began. For a quote or bracket left open, that start is the mistake, so the
+        error is placed there; otherwise at the problem, with the context's start in the message.
+        """
+        problem, context = exc.problem_mark, exc.context_mark
+        what = exc.problem or exc.context or "invalid YAML"
+        if context is None or not exc.context or (problem is not None and _same_place(problem, context)):
+            mark = problem or context
+            return self.error_at(
+                f"invalid YAML: {what}", mark.line + 1 if mark else None, mark.column + 1 if mark else None
+            )
+        if problem is None:
+            return self.error_at(f"invalid YAML: {exc.context}", context.line + 1, context.column + 1)
+        if exc.context.startswith(("while scanning", "while parsing a flow")):
+            return self.error_at(
+                f"invalid YAML: {what} at line {problem.line + 1}, column {problem.column + 1}, {exc.context} that"
+                " starts here",
+                context.line + 1,
+                context.column + 1,
+            )
+        return self.error_at(
+            f"invalid YAML: {what} ({exc.context} that starts at line {context.line + 1}, column {context.column + 1})",
+            problem.line + 1,
+            problem.column + 1,
+        )
+
     def _message(self, message: str) -> str:
         """``message`` with each value taken from the environment shown as its ``${VAR}``, cut to a readable
         length."""
@@ -284,6 +312,10 @@ class YamlSource:
             probe = probe[:-1]
         line, column, _ = self.positions.get(probe, (1, 1, None))
         return self.error_at(message, line, column)
+
+
+def _same_place(one: yaml.Mark, other: yaml.Mark) -> bool:
+    return (one.line, one.column) == (other.line, other.column)
 
 
 def _shown_tag(tag: str) -> str:

@@ -124,7 +124,8 @@ async def test_a_rejected_value_from_the_environment_is_shown_by_its_reference_i
         assert await app.reload_config(force=True) is False
         problems = readiness_of(app)
     assert problems["config"] == (
-        "rejected at line 3: email: '${LAB_MAIL}' is not an email address: An email address must have an @-sign."
+        "rejected at line 3: subscriber 'perf': email: '${LAB_MAIL}' is not an email address: An email address must"
+        " have an @-sign."
     )
     assert "s3cr3t" not in json.dumps(problems) + caplog.text
     assert "'${LAB_MAIL}' is not an email address" in caplog.text
