@@ -25,8 +25,8 @@ from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
 from notifier.models import Outgoing, RenderedEmail
-from notifier.planner import Planner
 from notifier.settings import Settings
+from notifier.status_page import next_due_text
 from notifier.store_factory import StoreLike, open_store
 
 DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
@@ -236,21 +236,8 @@ def _list_row(subscriber: Subscriber, store: StoreLike, now: datetime) -> tuple[
         ", ".join(channels),
         " ".join(subscriber.categories),
         str(subscriber.schedule),
-        next_due_text(subscriber, store, now),
+        next_due_text(subscriber, store.subscriber_state(subscriber.name), now),
     )
-
-
-def next_due_text(subscriber: Subscriber, store: StoreLike, now: datetime) -> str:
-    """When ``subscriber``'s next digest is due, for people: a UTC time, or why it has none."""
-    state = store.subscriber_state(subscriber.name)
-    if state is None:
-        return "at the first run"
-    if subscriber.schedule.kind == "instant":
-        return "each announcement"
-    due = subscriber.schedule.next_due(state.last_digest_at or state.created_at)
-    if Planner.is_due(subscriber, now, state):
-        return f"now (since {due:%Y-%m-%d %H:%M} UTC)"
-    return f"{due:%Y-%m-%d %H:%M} UTC"
 
 
 async def send_test(settings: Settings, config: Config, name: str) -> int:

@@ -1,6 +1,7 @@
 """The daemon's HTTP face: health, readiness, Prometheus metrics and one-click unsubscribe.
 
 =====================  ==============================================================================================
+``GET /``              the status page: feeds, deliveries waiting or failed, subscribers (:mod:`notifier.status_page`)
 ``GET /healthz``       200 ``ok`` while the event loop answers
 ``GET /readyz``        200 when the config is good, the store answers and no feed is stale; else 503 with a JSON body
                        naming what is wrong
@@ -27,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier.errors import NotifierError, StoreError
 from notifier.http_guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
+from notifier.status_page import gather, render
 
 if TYPE_CHECKING:
     from notifier.daemon import Notifier
@@ -83,6 +85,14 @@ async def _readyz(request: web.Request) -> web.Response:
     problems = readiness(_app(request))
     body = {"ready": not problems, **problems}
     return web.json_response(body, status=503 if problems else 200, dumps=lambda value: json.dumps(value) + "\n")
+
+
+async def _status(request: web.Request) -> web.Response:
+    try:
+        page = render(gather(_app(request)))
+    except StoreError as exc:
+        return _page("Status unavailable", f"<p>The store cannot be read: {html.escape(str(exc))}</p>", status=503)
+    return web.Response(text=page, content_type="text/html", headers=_SECURITY_HEADERS)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -150,6 +160,7 @@ async def _unsubscribe(request: web.Request) -> web.Response:
 def make_app(notifier: Notifier, guard: ConnectionGuard | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[] if guard is None else [guard.middleware])
     app[_APP_KEY] = notifier
+    app.router.add_get("/", _status)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
