@@ -275,8 +275,14 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
             gc.enable()
 
 
+def _kept_place(path: Path_) -> bool:
+    """The places kept while a file is read: its sections, each subscriber's and each query's (for warnings). Any
+    other place is found when an error needs it."""
+    return len(path) <= 2 or path[-1] == "query"
+
+
 def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
-    source = YamlSource(str(path), environ, _YAML_LOADER)
+    source = YamlSource(str(path), environ, _YAML_LOADER, remember=_kept_place)
     data = source.load(text)
     try:
         document = FileModel.model_validate(data)
@@ -324,7 +330,7 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
             found, reads_comment = notes[rule.query]
             owner = _rule_owner(subscriber.name, j, rule.name)
             where = ("subscribers", i, "rules", j, "query")
-            line, column, offset = source.positions.get(where, (source.line_of(where), 1, None))
+            line, column, offset = source.position(where) or (source.line_of(where), 1, None)
             warnings.extend(f"{path}:{line}: {owner}: {warning}" for warning in found)
             lowered = lowercase_operators(rule.query)
             if lowered is not None:
@@ -400,7 +406,7 @@ def _validation_error(
         owner, _field = _owner(path, raw)
     else:
         path = (*base, *loc)
-        if defaults and loc and loc[0] in defaults and (*base, loc[0]) not in source.positions:
+        if defaults and loc and loc[0] in defaults and source.position((*base, loc[0])) is None:
             path = ("defaults", *loc)
         owner, field = _owner(path, raw)
         message = f"{field}: {_reason(first)}" if field else _reason(first)
@@ -465,7 +471,7 @@ def _query_error(source: YamlSource, exc: QuerySyntaxError, subscribers: list[Su
         for j, rule in enumerate(subscriber.rules):
             if rule.key == key:
                 path: Path_ = ("subscribers", i, "rules", j, "query")
-                line, column, offset = source.positions.get(path, (1, 1, None))
+                line, column, offset = source.position(path) or (1, 1, None)
                 if offset is not None:
                     column += exc.query_column - 1 + offset
                 return source.error_at(

@@ -34,8 +34,11 @@ from notifier.query import And, Node, Not, Or, Term, parse_query
 
 # Operations of the graph. Nodes below the number of terms are the terms themselves.
 _AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
-_MATRIX_BYTES = 128 * 2**20  # papers are evaluated in blocks that keep the bit matrices under this size
+_MATRIX_BYTES = 32 * 2**20  # papers are evaluated in blocks that keep the bit matrices under this size
 _WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+# Hits remembered per (rule, paper) and per (term, paper) while a batch is planned; past this many, they start over
+# (a batch of 100,000 subscribers would otherwise keep gigabytes of them for papers no later digest shows).
+HITS_KEPT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +352,7 @@ class MatchBatch:
 
     Paper sets are slices of one array, shared by the rules with the same query. :meth:`matches` looks up hits
     only for the rule asked about, and only in the papers asked about (``within``: positions in the batch, see
-    :meth:`positions`), and caches them per (rule query, paper) and per (term, paper) for the rest of the batch.
+    :meth:`positions`), and caches them per (rule query, paper) and per (term, paper), up to :data:`HITS_KEPT` of each.
     """
 
     __slots__ = (
@@ -469,6 +472,10 @@ class MatchBatch:
             if hits is None:
                 if explained is None:
                     explained = rules._positive_terms(root)
+                if len(self._rule_hits) >= HITS_KEPT:
+                    self._rule_hits.clear()
+                if len(self._term_hits) >= HITS_KEPT:
+                    self._term_hits.clear()
                 found: list[Hit] = []
                 for term in explained:
                     cached = self._term_hits.get((term, paper))

@@ -44,8 +44,8 @@ TEXT_WIDTH = 78
 SUBJECT_MAX = 200
 RULE_NAME_MAX = 60
 # Rendered papers kept for reuse, and wrapped lines: bounded, as a renderer serves every digest of a plan.
-CARD_CACHE = 8192
-WRAP_CACHE = 16384
+CARD_CACHE = 2048
+WRAP_CACHE = 4096
 
 # Every colour the HTML uses. The CSS template reads it, and the tests check the contrast of CONTRAST_PAIRS.
 PALETTE: dict[str, dict[str, str]] = {

@@ -12,12 +12,14 @@ taken are remembered, so that an error shows them as their ``${VAR}``, never as 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import yaml
 
@@ -37,7 +39,11 @@ _YAML_TAGS = "tag:yaml.org,2002:"
 _COLLECTION_TAGS = (_YAML_TAGS + "map", _YAML_TAGS + "seq")
 _STR_TAG = _YAML_TAGS + "str"
 
-Path_ = tuple[str | int, ...]  # where a value stands: keys and list indices from the top of the file
+Path_ = tuple[str | int, ...]
+Position = tuple[int, int, int | None]  # line, column, and where a one-line scalar's text starts (see _text_offset)
+_Resolve = Callable[
+    [type[yaml.Node], str | None, object], str
+]  # Resolver.resolve: the tag a value implies  # where a value stands: keys and list indices from the top of the file
 
 
 def read_text(path: Path) -> str:
@@ -96,28 +102,43 @@ def too_large(path: Path) -> ConfigError:
 class YamlSource:
     """Turns YAML text into plain data while remembering where every value stood.
 
-    Composing is libyaml's (it refuses more than 1,000 levels of nesting itself); converting the nodes into data is
-    ours, with the limits: nesting (:data:`MAX_NESTING`), recursive aliases, and values repeated through aliases
-    (:data:`MAX_ALIAS_VALUES`). Values interpolated from ``${VAR}`` are remembered, so that no message shows them.
+    The text is read as libyaml's stream of parse events, and the data built from them as they come: no tree of
+    nodes is kept (for a large file it would take several times the memory of the data). Anchors keep the value
+    they name; an alias repeats a copy of it. The limits are ours: nesting (:data:`MAX_NESTING`), recursive
+    aliases, and values repeated through aliases (:data:`MAX_ALIAS_VALUES`, counted before anything is copied).
+    Values interpolated from ``${VAR}`` are remembered, so that no message shows them.
+
+    With ``remember``, only the places of the paths it accepts are kept while reading (a file of 100,000
+    subscribers has millions of values, whose places are needed only for an error); the first error or look-up of a
+    place not kept reads the text again, keeping every place.
     """
 
-    def __init__(self, file: str, environ: Mapping[str, str], loader: type[yaml.SafeLoader] = YAML_LOADER):
+    def __init__(
+        self,
+        file: str,
+        environ: Mapping[str, str],
+        loader: type[yaml.SafeLoader] = YAML_LOADER,
+        remember: Callable[[Path_], bool] | None = None,
+    ):
         self.file = file
         self.environ = environ
         self.loader = loader
+        self._remember = remember
         # path -> (line, column, where a one-line scalar's text starts after the column: 1 if quoted; else None)
-        self.positions: dict[Path_, tuple[int, int, int | None]] = {}
+        self._positions: dict[Path_, Position] = {}
+        self._order: list[Path_] = []  # the paths of ``positions`` in document order (an anchored value's are a run)
         self._scalars = yaml.constructor.SafeConstructor()
+        self._resolve = cast(_Resolve, yaml.resolver.Resolver().resolve)
         self._text = ""
-        self._converted: dict[yaml.Node, bool] = {}  # mapping or list -> converted (False while converting it)
-        self._copies = 0  # values converted again because an alias repeats them
-        self._copy_site: yaml.Node | None = None  # the mapping or list holding the alias being repeated
+        self._anchors: dict[str, _Anchor | yaml.Event] = {}  # the value's first event while it is being read
+        self._values = 0  # values read from the text (an anchored value's count is the difference)
+        self._copies = 0  # values repeated through aliases
         self._references: dict[str, str] = {}  # a value taken from the environment -> how it was written, ${VAR}
 
     def load(self, text: str) -> object:
         self._text = text
         try:
-            node = yaml.compose(text, Loader=self.loader)
+            return self._document(iter(yaml.parse(text, Loader=self.loader)))
         except yaml.MarkedYAMLError as exc:
             raise self._syntax_error(exc) from None
         except yaml.reader.ReaderError as exc:
@@ -131,96 +152,163 @@ class YamlSource:
         except UnicodeError as exc:  # lone surrogates: a str that was not decoded from a file
             start = exc.start if isinstance(exc, UnicodeEncodeError) else -1
             raise self._at_index(start, "the text is not valid Unicode") from None
-        except RecursionError:  # the pure-Python composer, when libyaml is missing
-            raise self.error_at(f"values are nested too deeply (at most {MAX_NESTING} levels)") from None
-        if node is None:
+        finally:
+            self._anchors.clear()  # they hold values that the data may no longer need
+
+    def _document(self, events: Iterator[yaml.Event]) -> object:
+        """The data of the one document of the stream (an empty mapping for an empty stream)."""
+        next(events)  # the stream's start
+        started = next(events)
+        if isinstance(started, yaml.StreamEndEvent):
             raise self.error_at(
                 "the subscribers file is empty; it needs a 'subscribers:' list (the README shows one, and"
                 " `notifier demo` runs with an example)",
                 1,
                 1,
             )
-        if not isinstance(node, yaml.MappingNode):
-            raise self._at(node, "the file must be a mapping with 'subscribers:' (and optionally 'defaults:')")
-        try:
-            return self._convert(node, (), 0, node, False)
-        finally:
-            self._converted.clear()  # it holds every node: let them go as soon as the data is made
+        root = next(events)
+        if not isinstance(root, yaml.MappingStartEvent):
+            raise self._at(root, "the file must be a mapping with 'subscribers:' (and optionally 'defaults:')")
+        data = self._value(root, events, (), 0, root)
+        next(events)  # the document's end
+        after = next(events)
+        if not isinstance(after, yaml.StreamEndEvent):
+            raise yaml.composer.ComposerError(
+                "expected a single document in the stream",
+                _start(started),
+                "but found another document",
+                _start(after),
+            )
+        return data
 
-    def _convert(self, node: yaml.Node, path: Path_, depth: int, parent: yaml.Node, copied: bool) -> object:
-        """The data of ``node`` at ``path``, ``depth`` levels down in ``parent``; ``copied``: an alias repeats it."""
-        self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1, _text_offset(node))
-        if isinstance(node, yaml.ScalarNode):
-            if copied:
-                self._count_copy()
-            if node.tag == _STR_TAG:  # most values: what the constructor would return, without calling it
-                text: str = node.value
-                return self._substitute(text, node) if "${" in text else text
-            return self._scalar(node)
-        if node.tag not in _COLLECTION_TAGS:
-            raise self._at(node, f"YAML tag {_shown_tag(node.tag)} is not supported; remove it")
-        if depth >= MAX_NESTING:
-            raise self._at(node, f"values are nested more than {MAX_NESTING} levels deep here")
-        state = self._converted.get(node)
-        if state is False:
-            raise self._at(node, "an alias inside this value refers to the value itself (a recursive alias)")
-        if state is True and not copied:
-            copied = True
-            self._copy_site = parent
-        if copied:
-            self._count_copy()
-        else:
-            self._converted[node] = False
+    def _value(
+        self, event: yaml.Event, events: Iterator[yaml.Event], path: Path_, depth: int, parent: yaml.Event
+    ) -> object:
+        """The data of the value that starts with ``event``, at ``path``, ``depth`` levels down in ``parent``."""
+        if isinstance(event, yaml.AliasEvent):
+            return self._repeat(event, path, parent)
+        first, values = len(self._order), self._values
+        self._place(path, event)
+        self._values += 1
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._anchors[anchor] = event
         result: object
-        if isinstance(node, yaml.MappingNode):
-            mapping: dict[str, object] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise self._at(key_node, "keys must be plain words")
-                if not key_node.tag.startswith(_YAML_TAGS):
-                    raise self._at(key_node, f"YAML tag {_shown_tag(key_node.tag)} is not supported; remove it")
-                key = key_node.value
-                if key in mapping:
-                    raise self._at(key_node, f"duplicate key {key!r}")
-                mapping[key] = self._convert(value_node, (*path, key), depth + 1, node, copied)
-                self.positions[(*path, key, "<key>")] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
-                    None,
-                )
-            result = mapping
+        if isinstance(event, yaml.ScalarEvent):
+            result = self._scalar(event)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            result = self._collection(event, events, path, depth)
         else:
-            result = [self._convert(item, (*path, i), depth + 1, node, copied) for i, item in enumerate(node.value)]
-        if not copied:
-            self._converted[node] = True
+            raise self._at(event, "unexpected YAML here")
+        if anchor is not None:
+            self._anchors[anchor] = _Anchor(result, path, first, len(self._order), self._values - values)
         return result
 
-    def _count_copy(self) -> None:
-        self._copies += 1
+    def _collection(
+        self,
+        event: yaml.MappingStartEvent | yaml.SequenceStartEvent,
+        events: Iterator[yaml.Event],
+        path: Path_,
+        depth: int,
+    ) -> object:
+        mapping = isinstance(event, yaml.MappingStartEvent)
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._resolve(yaml.MappingNode if mapping else yaml.SequenceNode, None, event.implicit)
+        if tag not in _COLLECTION_TAGS:
+            raise self._at(event, f"YAML tag {_shown_tag(tag)} is not supported; remove it")
+        if depth >= MAX_NESTING:
+            raise self._at(event, f"values are nested more than {MAX_NESTING} levels deep here")
+        if not mapping:
+            items: list[object] = []
+            while not isinstance(item := next(events), yaml.SequenceEndEvent):
+                items.append(self._value(item, events, (*path, len(items)), depth + 1, event))
+            return items
+        result: dict[str, object] = {}
+        while not isinstance(key_event := next(events), yaml.MappingEndEvent):
+            key = self._key(key_event)
+            if key in result:
+                raise self._at(key_event, f"duplicate key {key!r}")
+            result[key] = self._value(next(events), events, (*path, key), depth + 1, event)
+            mark = _start(key_event)
+            self._place((*path, key, "<key>"), key_event, (mark.line + 1, mark.column + 1, None))
+        return result
+
+    def _key(self, event: yaml.Event) -> str:
+        """A mapping's key: a plain scalar with a standard tag (or an alias of one)."""
+        if isinstance(event, yaml.AliasEvent):
+            named = self._anchors.get(event.anchor or "")
+            if isinstance(named, _Anchor) and isinstance(named.value, str):
+                return named.value
+            raise self._at(event, "keys must be plain words")
+        if not isinstance(event, yaml.ScalarEvent):
+            raise self._at(event, "keys must be plain words")
+        tag = self._tag(event)
+        if not tag.startswith(_YAML_TAGS):
+            raise self._at(event, f"YAML tag {_shown_tag(tag)} is not supported; remove it")
+        if event.anchor is not None:
+            self._anchors[event.anchor] = _Anchor(event.value, (), len(self._order), len(self._order), 1)
+        return event.value
+
+    def _repeat(self, event: yaml.AliasEvent, path: Path_, parent: yaml.Event) -> object:
+        """What an alias stands for: a copy of the value its anchor names, with that value's positions."""
+        anchor = event.anchor or ""
+        if anchor not in self._anchors:
+            raise yaml.composer.ComposerError(None, None, f"found undefined alias {anchor!r}", _start(event))
+        named = self._anchors[anchor]
+        if not isinstance(named, _Anchor):
+            raise self._at(named, "an alias inside this value refers to the value itself (a recursive alias)")
+        self._copies += named.values
+        self._values += named.values  # the value holding the alias holds them too, should it be repeated in turn
         if self._copies > MAX_ALIAS_VALUES:
-            assert self._copy_site is not None
             raise self._at(
-                self._copy_site,
+                parent,
                 f"the aliases in this value take the file past {MAX_ALIAS_VALUES:,} values repeated through "
                 "aliases; write the values out, or share them through 'defaults:'",
             )
+        cut = len(named.path)
+        for at in self._order[named.first : named.last]:
+            self._place((*path, *at[cut:]), None, self._positions[at])
+        return copy.deepcopy(named.value)
 
-    def _scalar(self, node: yaml.Node) -> object:
-        if not node.tag.startswith(_YAML_TAGS):
-            raise self._at(node, f"YAML tag {_shown_tag(node.tag)} is not supported; remove it")
+    def _place(self, path: Path_, event: yaml.Event | None, position: Position | None = None) -> None:
+        """Remember where the value at ``path`` stands: ``position``, or where ``event`` starts."""
+        if self._remember is not None and not self._remember(path):
+            return
+        if position is None:
+            assert event is not None
+            mark = _start(event)
+            position = (mark.line + 1, mark.column + 1, _text_offset(event))
+        self._positions[path] = position
+        self._order.append(path)
+
+    def _tag(self, event: yaml.ScalarEvent) -> str:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._resolve(yaml.ScalarNode, event.value, event.implicit)
+        return tag
+
+    def _scalar(self, event: yaml.ScalarEvent) -> object:
+        tag = self._tag(event)
+        if tag == _STR_TAG:  # most values: what the constructor would return, without calling it
+            text: str = event.value
+            return self._substitute(text, event) if "${" in text else text
+        if not tag.startswith(_YAML_TAGS):
+            raise self._at(event, f"YAML tag {_shown_tag(tag)} is not supported; remove it")
+        node = yaml.ScalarNode(tag, event.value, _start(event), cast(yaml.Mark, event.end_mark), event.style)
         try:
             value = self._scalars.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
-            raise self._at(node, f"cannot read this value as {_shown_tag(node.tag)}: {problem}") from None
+            raise self._at(event, f"cannot read this value as {_shown_tag(tag)}: {problem}") from None
         finally:
             self._scalars.constructed_objects.clear()  # scalars are never shared: keep no node alive
             self._scalars.recursive_objects.clear()
         if isinstance(value, str) and "${" in value:
-            return self._substitute(value, node)
+            return self._substitute(value, event)
         return value
 
-    def _substitute(self, value: str, node: yaml.Node) -> str:
+    def _substitute(self, value: str, node: yaml.ScalarEvent) -> str:
         def replace(found: re.Match[str]) -> str:
             name, reference = found.group(1), found.group()
             if name.upper().startswith(_OWN_SETTINGS):
@@ -237,12 +325,12 @@ class YamlSource:
 
         return _ENV_REF.sub(replace, value)
 
-    def _reference_column(self, node: yaml.Node, found: re.Match[str]) -> int:
+    def _reference_column(self, node: yaml.ScalarEvent, found: re.Match[str]) -> int:
         """The column of the reference ``found`` in a one-line scalar written as it reads; else the scalar's."""
-        column: int = node.start_mark.column + 1
+        column: int = _start(node).column + 1
         offset = _text_offset(node)
         if offset is not None:
-            start = node.start_mark.index + offset + found.start()
+            start = _start(node).index + offset + found.start()
             if self._text[start : start + len(found.group())] == found.group():
                 column += offset + found.start()
         return column
@@ -290,8 +378,8 @@ class YamlSource:
         """A ConfigError at ``line`` and ``column`` of the file, its message shown as :meth:`_message` says."""
         return ConfigError(self._message(message), file=self.file, line=line, column=column)
 
-    def _at(self, node: yaml.Node, message: str, column: int | None = None) -> ConfigError:
-        return self.error_at(message, node.start_mark.line + 1, column or node.start_mark.column + 1)
+    def _at(self, node: yaml.Event, message: str, column: int | None = None) -> ConfigError:
+        return self.error_at(message, _start(node).line + 1, column or _start(node).column + 1)
 
     def _at_index(self, index: int, message: str) -> ConfigError:
         """An error at character ``index`` of the text (-1: somewhere in it)."""
@@ -300,17 +388,35 @@ class YamlSource:
         line_start = self._text.rfind("\n", 0, index) + 1
         return self.error_at(message, self._text.count("\n", 0, index) + 1, index - line_start + 1)
 
-    def line_of(self, path: Path_) -> int:
-        while path and path not in self.positions:
+    def position(self, path: Path_) -> Position | None:
+        """Where the value at ``path`` stands; None if the file has no value there."""
+        found = self._positions.get(path)
+        if found is None and self._remember is not None:
+            self._read_every_place()
+            found = self._positions.get(path)
+        return found
+
+    def _read_every_place(self) -> None:
+        """Read the text again, keeping the place of every value (the text read without error before)."""
+        every = YamlSource(self.file, self.environ, self.loader)
+        every.load(self._text)
+        self._positions, self._order, self._remember = every._positions, every._order, None
+
+    def _nearest(self, path: Path_) -> Position:
+        """The place of the value at ``path``, or of the nearest value above it that the file has."""
+        while path:
+            found = self.position(path)
+            if found is not None:
+                return found
             path = path[:-1]
-        return self.positions.get(path, (1, 1, None))[0]
+        return (1, 1, None)
+
+    def line_of(self, path: Path_) -> int:
+        return self._nearest(path)[0]
 
     def error(self, message: str, path: Path_) -> ConfigError:
         """A ConfigError at the value ``path`` names, or at the nearest value above it that the file has."""
-        probe = path
-        while probe and probe not in self.positions:
-            probe = probe[:-1]
-        line, column, _ = self.positions.get(probe, (1, 1, None))
+        line, column, _ = self._nearest(path)
         return self.error_at(message, line, column)
 
 
@@ -323,8 +429,25 @@ def _shown_tag(tag: str) -> str:
     return repr("!!" + tag.removeprefix(_YAML_TAGS) if tag.startswith(_YAML_TAGS) else tag)
 
 
-def _text_offset(node: yaml.Node) -> int | None:
+def _text_offset(node: yaml.Event) -> int | None:
     """Where a one-line scalar's text starts, after its first column (1 past a quote); None for anything else."""
-    if not isinstance(node, yaml.ScalarNode) or node.start_mark.line != node.end_mark.line:
+    if not isinstance(node, yaml.ScalarEvent) or _start(node).line != cast(yaml.Mark, node.end_mark).line:
         return None
     return 1 if node.style in ("'", '"') else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Anchor:
+    """A value an anchor names: the data, its path, the run of ``_order`` holding its positions, and how many values
+    it holds (itself included), which each alias of it repeats."""
+
+    value: object
+    path: Path_
+    first: int
+    last: int
+    values: int
+
+
+def _start(event: yaml.Event) -> yaml.Mark:
+    """Where ``event`` starts (the parser marks every event it makes)."""
+    return cast(yaml.Mark, event.start_mark)
