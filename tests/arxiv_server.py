@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from notifier.demo.stand_in import (
     category_feed,
     day_feed,
     item_categories,
+    serve_until_stopped,
     submission_cutoff,
     synthetic_metadata,
 )
@@ -144,18 +144,8 @@ async def stand_in_with_gate(*, request_timeout: float) -> AsyncIterator[tuple[P
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = ArxivStandIn(day=args.day, fixtures=Path(args.fixtures) if args.fixtures else None, host=args.host)
-    server.port = args.port
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    print(f"READY {server.url}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.close()
+    fixtures = Path(args.fixtures) if args.fixtures else None
+    await serve_until_stopped(ArxivStandIn(day=args.day, fixtures=fixtures, host=args.host), args.port)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -696,8 +696,12 @@ def _atom_response(body: bytes, status: int = 200) -> web.Response:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = ArxivStandIn(day=args.day, host=args.host)
-    server.port = args.port
+    await serve_until_stopped(ArxivStandIn(day=args.day, host=args.host), args.port)
+
+
+async def serve_until_stopped(server: ArxivStandIn, port: int) -> None:
+    """Serve on ``port`` (0: any free one), print ``READY <url>``, and stop on SIGINT or SIGTERM."""
+    server.port = port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
