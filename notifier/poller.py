@@ -23,6 +23,9 @@ stale, and none at all from a successful poll until the next announcement is due
 A poll's time is bounded: the daemon runs it inside a time budget of the politeness gate (``NOTIFIER_POLL_TIMEOUT``).
 A feed the budget ran out on is an error like any other. Feeds the poll never reached are recorded as errors too,
 dated when the poll began, so that the next poll, which takes the feeds polled longest ago first, starts with them.
+When no connection to arXiv can be made at all for a feed (its name does not resolve, or it refuses), after the
+gate's retries, the poll asks no other feed: each would fail the same way after retries of its own. They are
+recorded like the feeds a budget never reached.
 
 Upgrading from a store whose feeds were category sets (items and feed state under ``cs.AI+cs.LG``) needs no
 migration. The first poll of each category finds no feed state under the category's key, so it asks without an
@@ -41,6 +44,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+
+import aiohttp
 
 from notifier import calendar
 from notifier.errors import FeedError, TimeBudgetError
@@ -67,6 +72,7 @@ class PollOutcome:
     announced: date | None = None  # the announcement day this poll brought, when it brought a new one
     previous: date | None = None  # the last announcement day seen before this poll
     capped: bool = False  # the feed hit arXiv's item cap, so it lacks papers of ``announced``
+    unreachable: bool = False  # no connection to arXiv could be made (its name did not resolve, or it refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +105,30 @@ class Poller:
         order = sorted(keys, key=lambda key: _last_polled(states[key]))
         outcomes: dict[str, PollOutcome] = {}
         not_reached: list[str] = []
+        unreachable: PollOutcome | None = None
         for key in order:
+            if unreachable is not None:  # the next feeds would fail the same way, each after its retries
+                error = f"not asked: arXiv could not be reached for {unreachable.feed_key} in this poll"
+                self.store.record_poll(key, at=began, status="error", error=error)
+                outcomes[key] = PollOutcome(key, "error", error=error, previous=_announced(states[key]))
+                continue
             try:
                 outcomes[key] = await self.poll_one(key)
             except TimeBudgetError as exc:  # never asked: recorded as of the poll's start, so it comes first next time
                 self.store.record_poll(key, at=began, status="error", error=str(exc))
                 outcomes[key] = PollOutcome(key, "error", error=str(exc), previous=_announced(states[key]))
                 not_reached.append(key)
+                continue
+            if outcomes[key].unreachable:
+                unreachable = outcomes[key]
+        if unreachable is not None and len(keys) > 1:
+            log.warning(
+                "arXiv could not be reached for %s (%s); the %d other feeds were not asked in this poll, and the "
+                "next poll starts with them",
+                unreachable.feed_key,
+                unreachable.error,
+                len(keys) - 1 - order.index(unreachable.feed_key),
+            )
         if not_reached:
             log.warning(
                 "poll time budget spent: %d of %d feeds not reached (%s); the next poll starts with them",
@@ -127,7 +150,7 @@ class Poller:
                 raise
             self.store.record_poll(feed_key, at=self.clock(), status="error", error=str(exc))
             log.warning("poll of %s failed; keeping what is stored, will try again: %s", feed_key, exc)
-            return PollOutcome(feed_key, "error", error=str(exc), previous=previous)
+            return PollOutcome(feed_key, "error", error=str(exc), previous=previous, unreachable=_no_connection(exc))
         now = self.clock()
         if result.status == "not_modified":
             self.store.record_poll(feed_key, at=now, status="not_modified")
@@ -255,3 +278,14 @@ def _last_polled(state: FeedState | None) -> datetime:
 
 def _announced(state: FeedState | None) -> date | None:
     return state.last_announced if state is not None else None
+
+
+def _no_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from failing to connect at all: the host's name did not resolve, or every address
+    refused (not a timeout, a reset or an answer, which another feed may not meet)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return True
+        cause = cause.__cause__
+    return False

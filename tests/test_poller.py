@@ -613,3 +613,28 @@ async def test_after_an_upgrade_from_set_feeds_the_first_per_category_poll_sends
             assert (again.plan.digests, again.plan.deliveries) == (0, 0)
             after = {s.name: app.store.reserved_versions(s.name, "email", s.emails[0]) for s in app.config.subscribers}
             assert after == reserved
+
+
+async def test_when_arxiv_cannot_be_reached_the_poll_asks_no_other_feed_and_the_next_starts_with_them(tmp_path):
+    async with ArxivStandIn(day="2025-06-03") as server:
+        settings = settings_for(tmp_path, server)
+    # The stand-in is closed: its port refuses connections.
+    clock = RunningClock(utc(2025, 6, 3, 4, 10))
+    store = Store(settings.database)
+    try:
+        async with aiohttp.ClientSession() as session:
+            gate = PoliteGate(
+                session, user_agent="test", min_interval=0.0, timeout=1.0, max_attempts=2, backoff_base=0.01
+            )
+            poller = Poller(store, gate, settings, clock)
+            first, second, third = await poller.poll([SOUND, AUDIO, LEARNING])
+            assert first.status == "error" and first.unreachable
+            assert first.error is not None and "connection to arXiv failed" in first.error
+            for skipped in (second, third):
+                assert skipped.status == "error" and not skipped.unreachable
+                assert skipped.error == f"not asked: arXiv could not be reached for {SOUND} in this poll"
+            assert len(gate.requests) == 2, "only the first feed was asked, once per attempt"
+            await poller.poll([SOUND, AUDIO, LEARNING])
+            assert [r.url.rsplit("/", 1)[-1] for r in gate.requests][2:4] == [AUDIO, AUDIO]
+    finally:
+        store.close()
