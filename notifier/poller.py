@@ -121,13 +121,14 @@ class Poller:
                 continue
             if outcomes[key].unreachable:
                 unreachable = outcomes[key]
-        if unreachable is not None and len(keys) > 1:
+        skipped = len(order) - 1 - order.index(unreachable.feed_key) if unreachable is not None else 0
+        if unreachable is not None and skipped:
             log.warning(
                 "arXiv could not be reached for %s (%s); the %d other feeds were not asked in this poll, and the "
                 "next poll starts with them",
                 unreachable.feed_key,
                 unreachable.error,
-                len(keys) - 1 - order.index(unreachable.feed_key),
+                skipped,
             )
         if not_reached:
             log.warning(

@@ -39,11 +39,10 @@ _YAML_TAGS = "tag:yaml.org,2002:"
 _COLLECTION_TAGS = (_YAML_TAGS + "map", _YAML_TAGS + "seq")
 _STR_TAG = _YAML_TAGS + "str"
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[str | int, ...]  # where a value stands: keys and list indices from the top of the file
 Position = tuple[int, int, int | None]  # line, column, and where a one-line scalar's text starts (see _text_offset)
-_Resolve = Callable[
-    [type[yaml.Node], str | None, object], str
-]  # Resolver.resolve: the tag a value implies  # where a value stands: keys and list indices from the top of the file
+# Resolver.resolve: the tag a value implies.
+_Resolve = Callable[[type[yaml.Node], str | None, object], str]
 
 
 def read_text(path: Path) -> str:
@@ -156,7 +155,7 @@ class YamlSource:
             self._anchors.clear()  # they hold values that the data may no longer need
 
     def _document(self, events: Iterator[yaml.Event]) -> object:
-        """The data of the one document of the stream (an empty mapping for an empty stream)."""
+        """The data of the one document of the stream (an empty stream is an error that says so)."""
         next(events)  # the stream's start
         started = next(events)
         if isinstance(started, yaml.StreamEndEvent):
