@@ -13,6 +13,7 @@ from notifier.config import load_config
 from notifier.daemon import Notifier
 from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
+from tests.clock import Clock
 
 CONFIG = """\
 subscribers:
@@ -21,14 +22,6 @@ subscribers:
     categories: [cs.SD, eess.AS]
     rules: [{name: music, query: music}, {name: speech, query: speech}]
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 4, 10, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_app(tmp_path: Path, server: ArxivStandIn, config: str = CONFIG) -> Notifier:
@@ -44,7 +37,7 @@ def make_app(tmp_path: Path, server: ArxivStandIn, config: str = CONFIG) -> Noti
             "min_request_interval": 0.05,
         },
     )
-    return Notifier(settings, load_config(path, {}), clock=Clock())
+    return Notifier(settings, load_config(path, {}), clock=Clock(datetime(2025, 6, 3, 4, 10, tzinfo=UTC)))
 
 
 def digest_text(tmp_path: Path) -> str:

@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,6 +24,7 @@ from notifier.models import Paper
 from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
+from tests.clock import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_URL = "https://notifier.lab.example"
@@ -37,14 +38,6 @@ subscribers:
       - name: music
         query: music
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Served:

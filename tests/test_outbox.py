@@ -10,6 +10,7 @@ from notifier.config import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
 from notifier.settings import load_settings
+from tests.clock import Clock
 
 CONFIG = """\
 subscribers:
@@ -40,14 +41,6 @@ def paper(arxiv_id: str, title: str, *, version: int = 1, announce_type: str = "
         announce_type=announce_type,
         announced=date(2025, 6, 3),
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_app(tmp_path: Path, clock: Clock, text: str = CONFIG) -> Notifier:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from notifier.config import load_config
@@ -19,6 +19,7 @@ from notifier.models import Paper
 from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import ROOT, cli_environment, start_cli
+from tests.clock import Clock
 from tests.smtp_server import SmtpServer
 
 CONFIG = """\
@@ -63,14 +64,6 @@ def paper(arxiv_id: str, title: str, category: str = "cs.DC") -> Paper:
         announce_type="new",
         announced=date(2025, 6, 3),
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_app(tmp_path: Path, clock: Clock, text: str = CONFIG) -> Notifier:

@@ -5,7 +5,7 @@ repeating a digest."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from notifier.config import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
 from notifier.settings import load_settings
+from tests.clock import Clock
 
 SUBSCRIBERS = 40
 
@@ -44,14 +45,6 @@ def config_text(count: int, announce_types: str = "[new]") -> str:
             "      - {name: compilers, query: compiler}",
         ]
     return "\n".join(lines) + "\n"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_app(tmp_path: Path, text: str, clock: Clock) -> Notifier:

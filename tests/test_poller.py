@@ -20,6 +20,7 @@ from notifier.poller import Poller
 from notifier.settings import load_settings
 from notifier.store import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
+from tests.clock import Clock
 
 SMALL = "cs.SD+eess.AS"  # a category set subscribers read; each of its categories is its own feed
 SOUND, AUDIO = SMALL.split("+")
@@ -40,14 +41,6 @@ subscribers:
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def settings_for(tmp_path: Path, server: ArxivStandIn, **extra: object):

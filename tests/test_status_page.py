@@ -6,7 +6,6 @@ import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from notifier.daemon import Notifier
 from notifier.http import HttpServer
 from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
+from tests.clock import Clock
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
 
@@ -40,14 +40,6 @@ subscribers:
       - name: speech
         query: speech
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Cells(HTMLParser):
