@@ -42,17 +42,17 @@ if sys.path and sys.path[0] == HERE:
 
 # Stage -> the functions (dotted names) whose calls it times. Names a tree lacks are skipped and reported.
 STAGES: dict[str, tuple[str, ...]] = {
-    "load config": ("notifier.config.load_config",),
-    "compile": ("notifier.matching.RuleSet.compile",),
+    "load config": ("notifier.config.subscribers.load_config",),
+    "compile": ("notifier.matching.rules.RuleSet.compile",),
     "poll": ("notifier.daemon.Notifier.poll",),
     "enrich": ("notifier.daemon.Notifier.enrich",),
     "plan": ("notifier.daemon.Notifier.plan",),
-    "match": ("notifier.matching.RuleSet.evaluate",),
-    "hits": ("notifier.matching.MatchBatch.matches",),
-    "render": ("notifier.render.Renderer.email", "notifier.render.Renderer.slack"),
-    "store": ("notifier.store_sql.SqlStore.record_digest", "notifier.store_sql.SqlStore.record_digests"),
+    "match": ("notifier.matching.rules.RuleSet.evaluate",),
+    "hits": ("notifier.matching.rules.MatchBatch.matches",),
+    "render": ("notifier.render.renderer.Renderer.email", "notifier.render.renderer.Renderer.slack"),
+    "store": ("notifier.store.sql.SqlStore.record_digest", "notifier.store.sql.SqlStore.record_digests"),
     "send": ("notifier.daemon.Notifier.send",),
-    "deliver": ("notifier.sender.Sender.deliver_due",),
+    "deliver": ("notifier.outbox.sender.Sender.deliver_due",),
 }
 # A stage that is part of another: its calls outside that one count as "STAGE outside PARENT".
 PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": "plan", "store": "plan"}
@@ -199,7 +199,7 @@ def install(clock: StageClock) -> dict[str, list[str]]:
 def _templates() -> str:
     """Where the measured tree's built-in templates are found."""
     try:
-        render = importlib.import_module("notifier.render")
+        render = importlib.import_module("notifier.render.renderer")
         loader = render.builtin_templates()
     except (ImportError, AttributeError):
         return "?"

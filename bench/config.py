@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.matching import RuleMaker, load_papers  # noqa: E402
-from notifier import config  # noqa: E402
+from notifier.config import subscribers as config  # noqa: E402
 
 CATEGORIES = ["cs.DC", "cs.LG", "cs.AI", "cs.SD", "eess.AS", "cs.CL"]
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    print("\nbefore = pure-Python YAML parser, cycle collector running; now = notifier.config.load_config as shipped;")
+    print("\nbefore = pure-Python YAML parser, cycle collector running; now = load_config as shipped;")
     print("peak MB = Python allocations traced during the load (tracemalloc; the process's RSS is higher).")
     return 0
 

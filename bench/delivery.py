@@ -190,7 +190,7 @@ async def with_channel(port: int, messages: list[Outgoing], total: int, pool: in
 def fill_store(path: Path, messages: list[Outgoing], total: int) -> list[str]:
     """A SQLite store at ``path`` with ``total`` active subscribers and one pending delivery each, written through
     the store's calls as the daemon and the planner make them; the subscribers' names."""
-    from notifier.store import NewDelivery, Store
+    from notifier.store.sqlite import NewDelivery, Store
 
     now = datetime.now(UTC)
     names = [f"subscriber{i:06d}" for i in range(total)]
@@ -225,9 +225,9 @@ async def through_sender(path: Path, names: list[str], port: int, pool: int) -> 
     import aiohttp
 
     from notifier.channels.router import Channels
-    from notifier.sender import Sender
-    from notifier.settings import load_settings
-    from notifier.store import Store
+    from notifier.config.settings import load_settings
+    from notifier.outbox.sender import Sender
+    from notifier.store.sqlite import Store
 
     settings = load_settings(
         {},

@@ -60,10 +60,10 @@ if __name__ == "__main__" and "--measure" in sys.argv:  # a measuring child impo
 else:
     sys.path.insert(0, str(ROOT))
 
-from notifier.matching import RuleSet  # noqa: E402
+from notifier.matching.query import Node, Not, Or, Term, parse_query  # noqa: E402
+from notifier.matching.rules import RuleSet  # noqa: E402
+from notifier.matching.text import plural_variants, tokenize  # noqa: E402
 from notifier.models import Field, Paper  # noqa: E402
-from notifier.query import Node, Not, Or, Term, parse_query  # noqa: E402
-from notifier.text import plural_variants, tokenize  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
 RULES_PER_SUBSCRIBER = 5

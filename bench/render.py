@@ -43,7 +43,7 @@ else:
 
 from notifier.channels.email import build_email, make_message_id  # noqa: E402
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper  # noqa: E402
-from notifier.render import Renderer  # noqa: E402
+from notifier.render.renderer import Renderer  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
 FEEDS = {

@@ -22,14 +22,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from notifier import __version__, commands
-from notifier.config import SubscriberFields, SubscriberModel, load_config
+from notifier.config.settings import ENV_VARS, Settings, load_settings
+from notifier.config.subscribers import SubscriberFields, SubscriberModel, load_config
 from notifier.daemon import run_daemon
 from notifier.errors import ConfigError, DataDirBusyError, NotifierError
 from notifier.exit_codes import TABLE as EXIT_CODES
 from notifier.exit_codes import ExitCode
 from notifier.lock import hold_data_dir
 from notifier.logs import RepeatFilter
-from notifier.settings import ENV_VARS, Settings, load_settings
 
 log = logging.getLogger("notifier")
 

@@ -19,15 +19,15 @@ from notifier.channels.email import build_email, make_message_id
 from notifier.channels.files import FileChannel
 from notifier.channels.router import Channels
 from notifier.channels.webhooks import display_recipient, scrub
-from notifier.config import Config, Subscriber, load_config
+from notifier.config.settings import Settings
+from notifier.config.subscribers import Config, Subscriber, load_config
 from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
 from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
 from notifier.models import Outgoing, RenderedEmail
-from notifier.settings import Settings
-from notifier.status_page import next_due_text
-from notifier.store_factory import StoreLike, open_store
+from notifier.store import StoreLike, open_store
+from notifier.web.status_page import next_due_text
 
 DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
 

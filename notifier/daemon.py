@@ -30,22 +30,22 @@ from typing import TypeVar
 import aiohttp
 
 from notifier import __version__
-from notifier.backfill import backfill
+from notifier.arxiv.backfill import backfill
+from notifier.arxiv.enrich import enrich_papers
+from notifier.arxiv.gate import PoliteGate
+from notifier.arxiv.poller import Poller, PollOutcome
 from notifier.channels.router import Channels
-from notifier.config import Config, load_config
-from notifier.enrich import enrich_papers
+from notifier.config.settings import Settings
+from notifier.config.subscribers import Config, load_config
 from notifier.errors import ConfigError, NotifierError, StoreError
-from notifier.gate import PoliteGate
-from notifier.http import HttpServer
 from notifier.metrics import Metrics
-from notifier.planner import Planner, PlanReport
-from notifier.poller import Poller, PollOutcome
-from notifier.render import Renderer
-from notifier.sender import Sender, SendReport
-from notifier.settings import Settings
-from notifier.store_factory import StoreLike, open_store
-from notifier.store_sql import PruneReport
-from notifier.unsubscribe import SECRET_KEY, UnsubscribeLinks
+from notifier.outbox.planner import Planner, PlanReport
+from notifier.outbox.sender import Sender, SendReport
+from notifier.render.renderer import Renderer
+from notifier.store import StoreLike, open_store
+from notifier.store.sql import PruneReport
+from notifier.web.server import HttpServer
+from notifier.web.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from notifier.config.settings import Settings
 from notifier.errors import DataDirBusyError
-from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
 

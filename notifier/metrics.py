@@ -14,10 +14,10 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from notifier.arxiv.poller import PollOutcome
 from notifier.errors import StoreError
-from notifier.poller import PollOutcome
-from notifier.store import DELIVERY_STATES
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
+from notifier.store.sqlite import DELIVERY_STATES
 
 log = logging.getLogger(__name__)
 

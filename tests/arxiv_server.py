@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
+from notifier.arxiv.gate import PoliteGate
 from notifier.demo import stand_in
 from notifier.demo.stand_in import (
     BOMB,
@@ -40,7 +41,6 @@ from notifier.demo.stand_in import (
     submission_cutoff,
     synthetic_metadata,
 )
-from notifier.gate import PoliteGate
 
 __all__ = [
     "BIG",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.store import Store
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
+from notifier.store.sqlite import Store
 from tests.postgres_server import PostgresServer, find_bin_dir
 
 _databases = itertools.count(1)
@@ -42,7 +42,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLike]
     if request.param == "sqlite":
         opened: StoreLike = Store(tmp_path / "notifier.sqlite3")
     else:
-        from notifier.store_pg import PostgresStore
+        from notifier.store.postgres import PostgresStore
 
         opened = PostgresStore(request.getfixturevalue("pg_url"))
     try:

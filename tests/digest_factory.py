@@ -20,8 +20,8 @@ from email.utils import parsedate_to_datetime
 from functools import cache
 from pathlib import Path
 
+from notifier.matching.text import clean_display
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper
-from notifier.text import clean_display
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "arxiv"

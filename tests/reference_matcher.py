@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from notifier.matching.query import And, Node, Not, Or, Term, parse_query
+from notifier.matching.text import _SILENT_COMMANDS
 from notifier.models import Field, Paper
-from notifier.query import And, Node, Not, Or, Term, parse_query
-from notifier.text import _SILENT_COMMANDS
 
 _SPECIAL = re.compile(r"\{\\(o|O|l|L|ae|AE|oe|OE|ss|aa|AA|i|j)\}|\\([ij])(?![A-Za-z])")
 _ACCENT = re.compile(r"\{?\\[`'^\"~=.]\s*\{?([A-Za-z])\}?\}?")

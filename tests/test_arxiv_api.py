@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from notifier.arxiv_api import enrich, fetch_listing, fetch_metadata, parse_atom, repair_mojibake
+from notifier.arxiv.api import enrich, fetch_listing, fetch_metadata, parse_atom, repair_mojibake
 from notifier.errors import FeedHTTPError, FeedParseError
 from notifier.models import Paper
 from tests.arxiv_server import BOMB, fixtures_dir, stand_in_with_gate

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from notifier import calendar
-from notifier.calendar import (
+from notifier.arxiv import calendar
+from notifier.arxiv.calendar import (
     announcement_days_between,
     announcement_evening,
     announcement_time,

@@ -16,9 +16,9 @@ from notifier.channels.base import Channel
 from notifier.channels.router import Channels
 from notifier.channels.slack import SlackChannel
 from notifier.channels.webhooks import display_recipient, webhook_refusal
+from notifier.config.settings import load_settings
 from notifier.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing
-from notifier.settings import load_settings
 from tests.slack_server import DEFAULT_TOKEN, SlackServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import load_config
+from notifier.config.subscribers import load_config
 from notifier.errors import ConfigError
-from notifier.query import lowercase_operators
+from notifier.matching.query import lowercase_operators
 
 ROOT = Path(__file__).resolve().parents[1]
 

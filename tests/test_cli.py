@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from notifier.config.settings import ENV_VARS
 from notifier.exit_codes import TABLE
-from notifier.settings import ENV_VARS
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import load_config
+from notifier.config.subscribers import load_config
 from notifier.errors import ConfigError
 
 GOOD = """\

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifier.config import Config, load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import Config, load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError
-from notifier.http import readiness
-from notifier.settings import load_settings
+from notifier.web.server import readiness
 
 SECRET = "s3cr3t-t0ken"
 ENVIRONMENT = {"LAB_HOOK": f"https://hooks.slack.com/services/T0/B0/{SECRET}", "LAB_NAME": f"{SECRET} x"}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import load_config
+from notifier.config.subscribers import load_config
+from notifier.config.yaml_source import MAX_ALIAS_VALUES, MAX_FILE_BYTES, MAX_NESTING
 from notifier.errors import ConfigError
-from notifier.query import MAX_DEPTH, MAX_TERMS
-from notifier.yaml_source import MAX_ALIAS_VALUES, MAX_FILE_BYTES, MAX_NESTING
+from notifier.matching.query import MAX_DEPTH, MAX_TERMS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import time
 
 import aiohttp
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.http import readiness as readiness_of
-from notifier.settings import load_settings
+from notifier.web.server import readiness as readiness_of
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 

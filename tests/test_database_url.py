@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
+from notifier.config.settings import load_settings, redact_secrets, redact_url
 from notifier.errors import ConfigError, StoreError
-from notifier.settings import load_settings, redact_secrets, redact_url
-from notifier.store_factory import open_store
+from notifier.store import open_store
 
 pytest.importorskip("psycopg", reason="psycopg is not installed (pip install '.[postgres]')")
 

@@ -9,9 +9,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
 from tests.clock import Clock
 

@@ -9,8 +9,8 @@ from functools import cache
 
 import pytest
 
+from notifier.arxiv.rss import FEED_ITEM_CAP, ParsedFeed, fetch_feed, parse_feed, split_authors
 from notifier.errors import FeedError, FeedHTTPError, FeedParseError
-from notifier.feeds import FEED_ITEM_CAP, ParsedFeed, fetch_feed, parse_feed, split_authors
 from tests.arxiv_server import BIG, BOMB, HTML_PAGE, MALFORMED, SMALL, fixtures_dir, stand_in_with_gate
 
 FIXTURES = fixtures_dir()

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from notifier.arxiv.gate import MAX_REDIRECTS, PoliteGate, parse_retry_after, user_agent
 from notifier.errors import FeedError, FeedHTTPError, FeedParseError
-from notifier.gate import MAX_REDIRECTS, PoliteGate, parse_retry_after, user_agent
 from tests.arxiv_server import ArxivStandIn
 
 FEED = "rss/cs.SD+eess.AS"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from notifier.channels.email import UNSUBSCRIBE_URL_MAX, SmtpChannel, build_email, make_message_id
 from notifier.errors import AddressError, PermanentDeliveryError
 from notifier.models import Outgoing, Paper, RenderedEmail
-from notifier.render import Renderer
+from notifier.render.renderer import Renderer
 from tests.digest_factory import build_digest, load_papers
 from tests.smtp_server import SmtpServer
 

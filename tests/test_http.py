@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.http import HttpServer, describe_config_error
 from notifier.models import Paper
-from notifier.settings import load_settings
+from notifier.web.server import HttpServer, describe_config_error
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
 from tests.clock import Clock

@@ -88,7 +88,7 @@ async def test_json_debug_logs_parse_line_by_line_and_never_show_a_secret(tmp_pa
     assert entries, "the run logged something"
     for entry in entries:
         assert set(entry) >= {"time", "level", "logger", "message"}, entry
-    assert any(entry["logger"] == "notifier.sender" for entry in entries), "deliveries were logged"
+    assert any(entry["logger"] == "notifier.outbox.sender" for entry in entries), "deliveries were logged"
     if not accepted:
         assert any(entry["level"] == "error" and "535" in entry["message"] for entry in entries), stderr
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from notifier.errors import QuerySyntaxError
-from notifier.matching import RuleSet
+from notifier.matching.query import MAX_TERMS
+from notifier.matching.rules import RuleSet
+from notifier.matching.text import clean_display, plural_variants, tokenize, tokenize_spans
 from notifier.models import Field, Hit, Match, Paper
-from notifier.query import MAX_TERMS
-from notifier.text import clean_display, plural_variants, tokenize, tokenize_spans
 
 _ids = itertools.count(1)
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifier import matching
-from notifier.matching import RuleSet
+from notifier.matching import rules as matching
+from notifier.matching.query import parse_query
+from notifier.matching.rules import RuleSet
+from notifier.matching.text import SEPARATOR, plural_variants, tokenize, tokenize_all, tokenize_spans
 from notifier.models import Field, Paper
-from notifier.query import parse_query
-from notifier.text import SEPARATOR, plural_variants, tokenize, tokenize_all, tokenize_spans
 from tests.reference_matcher import reference_match, same_word
 
 CHECK = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -183,7 +183,7 @@ def test_every_text_hit_spans_the_words_of_its_term(batch, query):
 
 
 def _terms(node):
-    from notifier.query import Term, iter_terms
+    from notifier.matching.query import Term, iter_terms
 
     return [term for term, _ in iter_terms(node) if isinstance(term, Term)]
 

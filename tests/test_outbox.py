@@ -6,10 +6,10 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
-from notifier.settings import load_settings
 from tests.clock import Clock
 
 CONFIG = """\

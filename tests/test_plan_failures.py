@@ -13,10 +13,10 @@ import logging
 from datetime import date, timedelta
 from pathlib import Path
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
-from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import ROOT, cli_environment, start_cli
 from tests.clock import Clock

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from notifier import daemon
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
-from notifier.settings import load_settings
 from tests.clock import Clock
 
 SUBSCRIBERS = 40

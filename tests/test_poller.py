@@ -10,15 +10,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifier import calendar
-from notifier.backfill import backfill, missed_days
-from notifier.config import load_config
+from notifier.arxiv import calendar
+from notifier.arxiv.backfill import backfill, missed_days
+from notifier.arxiv.gate import PoliteGate
+from notifier.arxiv.poller import Poller
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.gate import PoliteGate
 from notifier.models import Paper
-from notifier.poller import Poller
-from notifier.settings import load_settings
-from notifier.store import NewDelivery, Store
+from notifier.store.sqlite import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
 from tests.clock import Clock
 
@@ -328,7 +328,7 @@ async def test_a_failed_backfill_keeps_what_is_stored_and_is_tried_again(rig):
 
 
 async def test_a_capped_feed_is_completed_from_the_api_without_duplicates(rig, monkeypatch):
-    monkeypatch.setattr("notifier.feeds.FEED_ITEM_CAP", 60)
+    monkeypatch.setattr("notifier.arxiv.rss.FEED_ITEM_CAP", 60)
     rig.server.add_feed("2025-06-03", SOUND, day_feed(SMALL_0603.read_bytes(), "2025-06-03", slice(0, 60)), api=False)
     outcome = await rig.poller.poll_one(SOUND)
     assert outcome.capped and outcome.announced == date(2025, 6, 3)

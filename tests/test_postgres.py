@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError, StoreError
-from notifier.settings import load_settings
-from notifier.store import SCHEMA_VERSION, NewDelivery, Store
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
+from notifier.store.sqlite import SCHEMA_VERSION, NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
 from tests.smtp_server import SmtpServer
@@ -241,7 +241,7 @@ def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opene
     if isinstance(store, Store):
         reopened = Store(store.path)
     else:
-        from notifier.store_pg import PostgresStore
+        from notifier.store.postgres import PostgresStore
 
         reopened = PostgresStore(store.url)
     try:
@@ -265,7 +265,7 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
     if isinstance(store, Store):
         reopened = Store(store.path)
     else:
-        from notifier.store_pg import PostgresStore
+        from notifier.store.postgres import PostgresStore
 
         reopened = PostgresStore(store.url)
     try:
@@ -287,7 +287,7 @@ def test_service_calls(store):
 
 
 def test_one_store_at_a_time_leads_and_the_lead_passes_on_when_its_holder_goes(pg_url):
-    from notifier.store_pg import PostgresStore
+    from notifier.store.postgres import PostgresStore
 
     first, second = PostgresStore(pg_url), PostgresStore(pg_url)
     try:
@@ -305,7 +305,7 @@ def test_one_store_at_a_time_leads_and_the_lead_passes_on_when_its_holder_goes(p
 
 
 def test_stores_opened_together_set_up_the_schema_once(pg_url):
-    from notifier.store_pg import PostgresStore
+    from notifier.store.postgres import PostgresStore
 
     stores: list[PostgresStore] = []
     errors: list[BaseException] = []
@@ -332,7 +332,7 @@ def test_stores_opened_together_set_up_the_schema_once(pg_url):
 
 
 def test_concurrent_claims_never_share_a_delivery(pg_url):
-    from notifier.store_pg import PostgresStore
+    from notifier.store.postgres import PostgresStore
 
     setup = PostgresStore(pg_url)
     setup.register_subscribers(["lab"], T0)
@@ -462,7 +462,7 @@ def log_of(path: Path) -> str:
 
 @pytest.mark.slow
 async def test_three_daemons_share_one_database_and_a_kill_9_loses_and_repeats_nothing(tmp_path, pg_url):
-    from notifier.store_pg import PostgresStore
+    from notifier.store.postgres import PostgresStore
 
     (tmp_path / "subscribers.yaml").write_text(scale_config())
     expected = {f"s{s:02d}r{r:03d}@lab.example" for s in range(SUBSCRIBERS) for r in range(ADDRESSES)}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from notifier.errors import ConfigError, QuerySyntaxError
-from notifier.models import Field
-from notifier.query import (
+from notifier.matching.query import (
     MAX_DEPTH,
     MAX_QUERY_LENGTH,
     MAX_TERMS,
@@ -19,6 +18,7 @@ from notifier.query import (
     parse_query,
     query_warnings,
 )
+from notifier.models import Field
 
 
 def word(text: str, field: Field | None = None, label: str | None = None) -> Term:

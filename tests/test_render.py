@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from notifier.highlight import Segment, author_list, shorten, spans_for, term_label
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage
-from notifier.render import Renderer, _TraversableLoader
-from notifier.render_email import CONTRAST_PAIRS, PALETTE, subject, wrap
-from notifier.render_slack import bold_segments, escape
+from notifier.render.email import CONTRAST_PAIRS, PALETTE, subject, wrap
+from notifier.render.highlight import Segment, author_list, shorten, spans_for, term_label
+from notifier.render.renderer import Renderer, _TraversableLoader
+from notifier.render.slack import bold_segments, escape
 from tests.digest_factory import (
     GOLDEN_RULES,
     SD_0603,

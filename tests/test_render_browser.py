@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from notifier.models import Digest
-from notifier.render import Renderer
+from notifier.render.renderer import Renderer
 from tests.digest_factory import golden_digest, large_digest, weekly_digest
 
 pytestmark = pytest.mark.browser

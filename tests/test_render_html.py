@@ -11,9 +11,9 @@ import css_inline
 import pytest
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match
-from notifier.render import Renderer
-from notifier.render_email import _largest_fitting, _Layout, _predicted
-from notifier.render_html import Stylesheet, inline_source
+from notifier.render.email import _largest_fitting, _Layout, _predicted
+from notifier.render.html import Stylesheet, inline_source
+from notifier.render.renderer import Renderer
 from tests.digest_factory import (
     build_digest,
     empty_digest,

@@ -12,7 +12,7 @@ import pytest
 
 from notifier.channels.email import build_email
 from notifier.models import Digest
-from notifier.render import Renderer
+from notifier.render.renderer import Renderer
 from tests.digest_factory import empty_digest, golden_digest, large_digest, weekly_digest
 
 pytestmark = pytest.mark.spam

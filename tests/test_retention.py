@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.settings import load_settings
-from notifier.store import NewDelivery, Store
-from notifier.store_factory import StoreLike
-from notifier.store_sql import PRUNED, NewDigest
+from notifier.store import StoreLike
+from notifier.store.sql import PRUNED, NewDigest
+from notifier.store.sqlite import NewDelivery, Store
 from tests.test_outbox import Clock, make_app, outbox_files, paper
 
 T0 = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from notifier.schedule import Schedule
+from notifier.config.schedule import Schedule
 
 
 def at(text: str) -> datetime:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from notifier.matching import RuleSet
+from notifier.matching.rules import RuleSet
+from notifier.matching.text import clean_display
 from notifier.models import Paper
-from notifier.text import clean_display
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 SEED_FILES = sorted(SEEDS.glob("00[134]_*.txt")) if SEEDS.is_dir() else []

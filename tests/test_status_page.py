@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.http import HttpServer
-from notifier.settings import load_settings
+from notifier.web.server import HttpServer
 from tests.arxiv_server import ArxivStandIn
 from tests.clock import Clock
 from tests.slack_server import SlackServer

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import StoreError
 from notifier.models import Paper
-from notifier.settings import load_settings
-from notifier.store import NewDelivery, Store
+from notifier.store.sqlite import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.smtp_server import SmtpServer

@@ -12,13 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError
-from notifier.http import HttpServer
 from notifier.models import Paper
-from notifier.settings import load_settings
-from notifier.unsubscribe import UnsubscribeLinks
+from notifier.web.server import HttpServer
+from notifier.web.unsubscribe import UnsubscribeLinks
 
 PUBLIC_URL = "https://notifier.lab.example/arxiv/"
 CONFIG = """\

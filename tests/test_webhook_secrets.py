@@ -8,10 +8,10 @@ import logging
 import os
 from datetime import UTC, datetime
 
-from notifier.config import load_config
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.settings import load_settings
-from notifier.store_sql import NewDelivery
+from notifier.store.sql import NewDelivery
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 

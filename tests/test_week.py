@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from notifier import calendar
-from notifier.config import load_config
+from notifier.arxiv import calendar
+from notifier.config.settings import load_settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.settings import load_settings
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
 
 SMALL = "cs.SD+eess.AS"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from notifier.config.yaml_source import YamlSource
 from notifier.errors import ConfigError
-from notifier.yaml_source import YamlSource
 
 TEXT = """\
 defaults:

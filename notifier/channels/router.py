@@ -11,8 +11,8 @@ from notifier.channels.email import SmtpChannel
 from notifier.channels.files import FileChannel
 from notifier.channels.slack import SlackChannel
 from notifier.channels.webhooks import is_webhook
+from notifier.config.settings import Settings
 from notifier.models import Outgoing
-from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.channels.base import Progress
 from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, is_webhook, scrub, webhook_refusal
+from notifier.config.settings import split_host_port
 from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing
-from notifier.settings import split_host_port
 
 log = logging.getLogger(__name__)
 # slack-sdk logs each request's URL (a webhook's secret) at debug and info level; its clients log through this one.

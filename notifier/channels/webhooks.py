@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from yarl import URL
 
-from notifier.settings import split_host_port
+from notifier.config.settings import split_host_port
 
 SLACK_WEBHOOK_HOST = "hooks.slack.com"
 WEBHOOK_HOSTS_SETTING = "NOTIFIER_WEBHOOK_HOSTS"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from notifier.config import load_config
+from notifier.config.settings import Settings
+from notifier.config.subscribers import load_config
 from notifier.daemon import CycleReport, Notifier
 from notifier.demo.stand_in import DATA, DEMO_DAY, ArxivStandIn
-from notifier.settings import Settings
 
 SUBSCRIBERS = DATA / "subscribers.yaml"
 

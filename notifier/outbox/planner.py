@@ -29,18 +29,18 @@ from pathlib import Path
 
 from notifier.addresses import address_key
 from notifier.channels.email import build_email, make_message_id
-from notifier.config import Config, Subscriber
-from notifier.digest import build_digest, papers_of, sections_for
+from notifier.config.settings import Settings
+from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import StoreError
-from notifier.matching import MatchBatch
+from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
 from notifier.models import Digest, DigestSection, Match, Paper
+from notifier.outbox.digest import build_digest, papers_of, sections_for
 from notifier.progress import Progress
-from notifier.render import Renderer
-from notifier.settings import Settings
-from notifier.store import NewDelivery, NewDigest
-from notifier.store_factory import StoreLike
-from notifier.store_sql import PlanFailure, SubscriberState, recipient_key
+from notifier.render.renderer import Renderer
+from notifier.store import StoreLike
+from notifier.store.sql import PlanFailure, SubscriberState, recipient_key
+from notifier.store.sqlite import NewDelivery, NewDigest
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The SQLite store: one file in the data directory, serving one daemon.
 
-The queries are :class:`notifier.store_sql.SqlStore`'s; this module is the SQLite dialect. It opens the file in WAL
+The queries are :class:`notifier.store.sql.SqlStore`'s; this module is the SQLite dialect. It opens the file in WAL
 mode with ``synchronous=NORMAL`` and runs every write in ``BEGIN IMMEDIATE``, so a transaction holds the write lock
 from its first statement. In WAL mode NORMAL loses nothing when the process dies (kill -9, a crash): a committed
 transaction is in the log, which the next open replays. Only a power cut or a kernel crash may undo the last
@@ -19,7 +19,7 @@ the one reported.
 With one daemon on the file there is nothing to share: it always leads, a claim is a plain select and update, and at
 start-up the deliveries a crash left ``sending`` go back to ``pending``.
 
-The row dataclasses and :data:`DELIVERY_STATES`, defined in :mod:`notifier.store_sql`, are importable from here too.
+The row dataclasses and :data:`DELIVERY_STATES`, defined in :mod:`notifier.store.sql`, are importable from here too.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.errors import StoreError
-from notifier.store_sql import (
+from notifier.store.sql import (
     CLAIM,
     DELIVERY_STATES,
     FULL,

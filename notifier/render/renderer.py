@@ -14,9 +14,9 @@ import jinja2
 from markupsafe import Markup
 
 from notifier.models import Digest, RenderedEmail, SlackMessage
-from notifier.render_email import EmailRenderer, install_filters
-from notifier.render_html import InlinedLoader, Stylesheet, escape_text
-from notifier.render_slack import SlackRenderer
+from notifier.render.email import EmailRenderer, install_filters
+from notifier.render.html import InlinedLoader, Stylesheet, escape_text
+from notifier.render.slack import SlackRenderer
 
 __all__ = ["Renderer", "builtin_templates"]
 
@@ -105,7 +105,7 @@ class _Loaded:
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
-    """Our Jinja2 environment: HTML templates autoescaped (as :func:`~notifier.render_html.escape_text` says), the
+    """Our Jinja2 environment: HTML templates autoescaped (as :func:`~notifier.render.html.escape_text` says), the
     others not; undefined names are errors."""
     env = jinja2.Environment(
         loader=loader,

@@ -1,5 +1,5 @@
 """An index over one batch of papers: its normalised tokens, where each token occurs, and the terms that
-:mod:`notifier.lexicon` cannot look up by key.
+:mod:`notifier.matching.lexicon` cannot look up by key.
 
 Each paper's text fields and author names are tokenised once, here, in bulk; the lexicon reads the result. The
 batch's tokens are numbered in sorted order (:attr:`PaperIndex.vocabulary`), so a prefix's tokens are one range of
@@ -24,10 +24,10 @@ from typing import TypeAlias
 
 import numpy as np
 
-from notifier.bitsets import Ints, offsets_of
+from notifier.matching.bitsets import Ints, offsets_of
+from notifier.matching.query import Term
+from notifier.matching.text import SEPARATOR, plural_variants, token_spans, tokenize_all
 from notifier.models import Field, Hit, Paper
-from notifier.query import Term
-from notifier.text import SEPARATOR, plural_variants, token_spans, tokenize_all
 
 DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
 TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
@@ -108,7 +108,7 @@ class _Postings:
 class FieldTokens:
     """One text field of every paper of a batch (or every author name), as one array of batch token numbers.
 
-    ``ids[0]`` is the separator (0, the number of :data:`~notifier.text.SEPARATOR`, never a token), and each
+    ``ids[0]`` is the separator (0, the number of :data:`~notifier.matching.text.SEPARATOR`, never a token), and each
     paper's (or name's) tokens are followed by another, so that no token run crosses from one paper into the next
     and a look-up clipped at either end lands on a separator. ``paper_of`` gives each position's paper. The
     positional postings (:meth:`postings`) are made on first use: one stable sort puts every token's positions,

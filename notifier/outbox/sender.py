@@ -29,7 +29,7 @@ from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeli
 from notifier.metrics import Metrics
 from notifier.models import Outgoing
 from notifier.progress import Progress
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Sender:
 
     async def deliver_due(self, *, stop: asyncio.Event | None = None) -> SendReport:
         """Claim and send the due deliveries of active subscribers (see
-        :meth:`~notifier.store_sql.SqlStore.register_subscribers`), batch after batch, until none is left or
+        :meth:`~notifier.store.sql.SqlStore.register_subscribers`), batch after batch, until none is left or
         ``stop`` is set."""
         report = SendReport()
         with Progress("sending", None, unit="deliveries") as progress:

@@ -17,7 +17,8 @@ from typing import cast
 import jinja2
 from markupsafe import Markup
 
-from notifier.highlight import (
+from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
+from notifier.render.highlight import (
     AuthorList,
     Segments,
     author_list,
@@ -34,8 +35,7 @@ from notifier.highlight import (
     spans_for,
     valid_unicode,
 )
-from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
-from notifier.render_html import html_text
+from notifier.render.html import html_text
 
 ABSTRACT_CHARS = 600
 # Abstract lengths tried, in order, while the HTML part is too large; after the last one papers go compact.
@@ -376,7 +376,7 @@ class EmailRenderer:
 
     Each paper is rendered once for its hits and abstract length (a :class:`PaperCard`) and reused by every digest
     that lists it; the most recently used ``cards`` are kept. Templates come with their CSS inlined
-    (:mod:`notifier.render_html`), so rendering a digest is filling in its templates and nothing more.
+    (:mod:`notifier.render.html`), so rendering a digest is filling in its templates and nothing more.
     """
 
     def __init__(self, env: jinja2.Environment, cards: int = CARD_CACHE) -> None:
@@ -493,7 +493,7 @@ class EmailRenderer:
 
 def _at_least(papers: Sequence[Paper], abstract_chars: int) -> int:
     """Fewer bytes than the HTML of ``papers`` in full takes: each shows its link twice and an excerpt of its
-    abstract of at least a quarter of ``abstract_chars`` (see :func:`~notifier.highlight.shorten`)."""
+    abstract of at least a quarter of ``abstract_chars`` (see :func:`~notifier.render.highlight.shorten`)."""
     return sum(2 * len(paper.abs_url) + min(len(paper.abstract), abstract_chars // 4) for paper in papers)
 
 

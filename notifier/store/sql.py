@@ -1,6 +1,6 @@
 """What both stores share: the row dataclasses, the delivery states, the schema, and the store's SQL.
 
-Only this module, :mod:`notifier.store` (SQLite) and :mod:`notifier.store_pg` (PostgreSQL) speak SQL.
+Only this module, :mod:`notifier.store.sqlite` (SQLite) and :mod:`notifier.store.postgres` (PostgreSQL) speak SQL.
 :class:`SqlStore` implements the store interface once, in SQL that both databases run; a subclass supplies the
 dialect, what really differs between them:
 
@@ -35,7 +35,7 @@ An outcome the database cannot take (a full disk, a lost connection) is kept in 
 transaction as the next claim, which fails while it cannot be written: a message a channel took is not sent again
 because its outcome could not be recorded.
 
-A subscriber whose digest could not be planned (see :mod:`notifier.planner`) has a row in ``plan_failures``, with
+A subscriber whose digest could not be planned (see :mod:`notifier.outbox.planner`) has a row in ``plan_failures``, with
 the reason and a fingerprint of its definition, until a digest of it is planned.
 
 The subscribers of the config in use are marked ``active`` (:meth:`SqlStore.register_subscribers`, in one
@@ -196,7 +196,7 @@ class PlanFailure:
     """A subscriber whose digest could not be planned: why, since when, and for which definition of it."""
 
     subscriber: str
-    fingerprint: str  # of the subscriber's definition when it failed (see notifier.planner.fingerprint)
+    fingerprint: str  # of the subscriber's definition when it failed (see notifier.outbox.planner.fingerprint)
     reason: str
     first_failed: datetime
     last_failed: datetime

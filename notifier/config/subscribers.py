@@ -6,8 +6,8 @@ is mapped back to the node it came from. Rule queries are compiled here, once, i
 
 A careless or hostile edit gets the same treatment as a typo: whatever goes wrong while reading, composing,
 validating or compiling the file is a :class:`ConfigError` with its place. Reading is bounded in
-:mod:`notifier.yaml_source` (file size, nesting, aliases, ``${VAR}``); each query's length, terms and depth in
-:mod:`notifier.query`; addresses are read by :mod:`notifier.addresses`.
+:mod:`notifier.config.yaml_source` (file size, nesting, aliases, ``${VAR}``); each query's length, terms and depth in
+:mod:`notifier.matching.query`; addresses are read by :mod:`notifier.addresses`.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from notifier.addresses import address_key, validate_address
+from notifier.config.schedule import Schedule
+from notifier.config.taxonomy import canonical, closest
+from notifier.config.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
 from notifier.errors import ConfigError, QuerySyntaxError
-from notifier.matching import RuleSet
+from notifier.matching.query import MAX_QUERY_LENGTH, Node, iter_terms, lowercase_operators, query_warnings
+from notifier.matching.rules import RuleSet
 from notifier.models import Field as PaperField
 from notifier.progress import Progress
-from notifier.query import MAX_QUERY_LENGTH, Node, iter_terms, lowercase_operators, query_warnings
-from notifier.schedule import Schedule
-from notifier.taxonomy import canonical, closest
-from notifier.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Subscriber:
     @property
     def feed_key(self) -> str:
         """The category set this subscriber reads: its categories, deduplicated and sorted, joined by '+'; the
-        store composes it from the categories' feeds (:meth:`notifier.store_sql.SqlStore.candidates`)."""
+        store composes it from the categories' feeds (:meth:`notifier.store.sql.SqlStore.candidates`)."""
         return feed_key(self.categories)
 
     @property
@@ -241,7 +241,7 @@ def feed_key(categories: tuple[str, ...] | list[str]) -> str:
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, validate and compile ``path``. Raises :class:`ConfigError` naming file, line and column.
 
-    At most :data:`~notifier.yaml_source.MAX_FILE_BYTES` are read, whatever the file is.
+    At most :data:`~notifier.config.yaml_source.MAX_FILE_BYTES` are read, whatever the file is.
     """
     return parse_config(read_text(path), path, os.environ if environ is None else environ)
 

@@ -3,11 +3,12 @@
 :meth:`RuleSet.compile` runs once, at config load. It parses every rule and folds all of them into one graph of
 boolean operations whose leaves are *terms*; identical terms and identical sub-expressions are stored once however
 many rules share them. The nodes are numbered by depth and kind, so that the graph is evaluated a *level* (all the
-nodes of one depth and operation) at a time. The terms are compiled into a :class:`~notifier.lexicon.TermLexicon`.
+nodes of one depth and operation) at a time. The terms are compiled into a
+:class:`~notifier.matching.lexicon.TermLexicon`.
 
-:meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.index.PaperIndex`), finds every term the selected
+:meth:`RuleSet.evaluate` indexes the batch (:class:`~notifier.matching.index.PaperIndex`), finds every term the selected
 rules need with the lexicon's array look-ups, and evaluates the graph over rows of paper bits
-(:mod:`notifier.bitsets`), one NumPy operation per level. The resulting :class:`MatchBatch` holds each rule's
+(:mod:`notifier.matching.bitsets`), one NumPy operation per level. The resulting :class:`MatchBatch` holds each rule's
 papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time and only in
 the papers asked about (a digest's). Its cost grows with papers, distinct terms, rules and matches, not with rules
 times papers. :meth:`RuleSet.match` is both steps for every rule.
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from notifier import bitsets
-from notifier.bitsets import Ints
 from notifier.errors import QuerySyntaxError
-from notifier.index import PaperIndex
-from notifier.lexicon import TermLexicon
+from notifier.matching import bitsets
+from notifier.matching.bitsets import Ints
+from notifier.matching.index import PaperIndex
+from notifier.matching.lexicon import TermLexicon
+from notifier.matching.query import And, Node, Not, Or, Term, parse_query
 from notifier.models import Hit, Match, Paper
-from notifier.query import And, Node, Not, Or, Term, parse_query
 
 # Operations of the graph. Nodes below the number of terms are the terms themselves.
 _AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from notifier.highlight import (
+from notifier.models import Digest, Hit, Match, Paper, SlackMessage
+from notifier.render.highlight import (
     ELLIPSIS,
     Segments,
     author_list,
@@ -25,7 +26,6 @@ from notifier.highlight import (
     period_label,
     snippet,
 )
-from notifier.models import Digest, Hit, Match, Paper, SlackMessage
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000

@@ -6,13 +6,13 @@ A term is answered by *keys*: exact token sequences that, when present, mean the
   (each word by any of its plural variants): ``"neural networks"`` is ``neural network``, ``neural networks``. A
   run must sit within one field; ``title and abstract`` (no prefix) takes runs from either.
 - ``au:"First Last"`` (two words, no ``*``) is the ordered pair of tokens within one author's name, either of which
-  may be cut to its initial, as :class:`~notifier.index.PaperIndex` indexes them.
+  may be cut to its initial, as :class:`~notifier.matching.index.PaperIndex` indexes them.
 - ``cat:cs.LG`` is the category.
 - ``compil*`` (one word) is the prefix; the batch's own tokens that start with it are found when the batch comes.
 
 :meth:`TermLexicon.compile` numbers the tokens and token runs (a run of length *n* is its first *n - 1* tokens'
 run plus one token), and maps each key to the terms it answers. :meth:`TermLexicon.occurrences` reads the batch's
-tokens as the :class:`~notifier.index.PaperIndex` numbered them, turns them into run numbers with vectorised
+tokens as the :class:`~notifier.matching.index.PaperIndex` numbered them, turns them into run numbers with vectorised
 look-ups, one run length at a time, takes each prefix's tokens as the range of the batch's sorted vocabulary it
 starts, and returns (term, paper) pairs. Phrases no key can express (a ``*`` inside a phrase, more than
 ``MAX_GRAM`` words) are found all at once from the index's positional postings; ``au:`` with one or three words
@@ -30,11 +30,11 @@ from typing import TypeAlias, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from notifier.bitsets import Ints, offsets_of
-from notifier.index import PaperIndex
+from notifier.matching.bitsets import Ints, offsets_of
+from notifier.matching.index import PaperIndex
+from notifier.matching.query import Term
+from notifier.matching.text import plural_variants
 from notifier.models import Field
-from notifier.query import Term
-from notifier.text import plural_variants
 
 Mask: TypeAlias = npt.NDArray[np.bool_]
 

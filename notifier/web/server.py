@@ -1,7 +1,7 @@
 """The daemon's HTTP face: health, readiness, Prometheus metrics and one-click unsubscribe.
 
 =====================  ==============================================================================================
-``GET /``              the status page: feeds, deliveries waiting or failed, subscribers (:mod:`notifier.status_page`)
+``GET /``              the status page: feeds, deliveries waiting or failed, subscribers (:mod:`.status_page`)
 ``GET /healthz``       200 ``ok`` while the event loop answers
 ``GET /readyz``        200 when the config is good, the store answers and no feed is stale; else 503 with a JSON body
                        naming what is wrong
@@ -11,7 +11,7 @@
 =====================  ==============================================================================================
 
 Requests are not logged (unsubscribe URLs carry tokens); an unsubscription is logged once, by the store's action.
-Slow or stalled clients are cut off and the open connections are capped (:mod:`notifier.http_guard`), so the
+Slow or stalled clients are cut off and the open connections are capped (:mod:`notifier.web.guard`), so the
 health check keeps answering.
 """
 
@@ -27,8 +27,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier.errors import NotifierError, StoreError
-from notifier.http_guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
-from notifier.status_page import gather, render
+from notifier.web.guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
+from notifier.web.status_page import gather, render
 
 if TYPE_CHECKING:
     from notifier.daemon import Notifier
@@ -171,7 +171,7 @@ def make_app(notifier: Notifier, guard: ConnectionGuard | None = None) -> web.Ap
 
 class HttpServer:
     """Serves :func:`make_app` on ``host:port`` (port 0: a free one), within the limits of a
-    :class:`~notifier.http_guard.ConnectionGuard`; ``close()`` is idempotent."""
+    :class:`~notifier.web.guard.ConnectionGuard`; ``close()`` is idempotent."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Which store a process uses: SQLite in the data directory, or PostgreSQL when ``database_url`` is set.
 
-:data:`StoreLike` is what the rest of the program is written against: a :class:`~notifier.store_sql.SqlStore` of
+:data:`StoreLike` is what the rest of the program is written against: a :class:`~notifier.store.sql.SqlStore` of
 either dialect.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from notifier.settings import Settings
-from notifier.store import Store
-from notifier.store_sql import SqlStore
+from notifier.config.settings import Settings
+from notifier.store.sql import SqlStore
+from notifier.store.sqlite import Store
 
 StoreLike: TypeAlias = SqlStore[Any]
 
@@ -18,7 +18,7 @@ StoreLike: TypeAlias = SqlStore[Any]
 def open_store(settings: Settings) -> StoreLike:
     """PostgreSQL when ``settings.database_url`` is set (psycopg is imported only then), SQLite otherwise."""
     if settings.database_url:
-        from notifier.store_pg import PostgresStore
+        from notifier.store.postgres import PostgresStore
 
         return PostgresStore(settings.database_url)
     return Store(settings.database)

@@ -36,8 +36,8 @@ from functools import lru_cache
 from typing import NamedTuple, TypeAlias
 
 from notifier.errors import QuerySyntaxError
+from notifier.matching.text import plural_variants, tokenize
 from notifier.models import Field
-from notifier.text import plural_variants, tokenize
 
 PREFIXES: dict[str, Field] = {
     "ti": Field.TITLE,

@@ -3,7 +3,7 @@
 Each category subscribers follow is its own feed (``rss/cs.LG``), polled once however many subscribers combine it
 with others, so the requests of a poll are bounded by arXiv's taxonomy, not by subscribers. A subscriber's
 category set is composed locally from its categories' stored papers (for a whole set:
-:meth:`notifier.store_sql.SqlStore.candidates`), and its health is the worst of its categories'
+:meth:`notifier.store.sql.SqlStore.candidates`), and its health is the worst of its categories'
 (:meth:`Poller.health`).
 
 A poll fetches the feed (conditional GET), recognises a repeated announcement by its items (not by
@@ -17,7 +17,7 @@ saw; or an empty feed dated a day without announcement (weekend, holiday). An em
 day, a repeat and a 304 are not one, so the feed stays late and a later poll (or a backfill) brings the papers.
 
 Cadence: the first poll comes :data:`GRACE_AFTER_ANNOUNCEMENT` after the feed for an announcement day is due
-(:func:`notifier.calendar.announcement_time`), then every ``poll_interval`` while it is overdue, hourly once it is
+(:func:`notifier.arxiv.calendar.announcement_time`), then every ``poll_interval`` while it is overdue, hourly once it is
 stale, and none at all from a successful poll until the next announcement is due.
 
 A poll's time is bounded: the daemon runs it inside a time budget of the politeness gate (``NOTIFIER_POLL_TIMEOUT``).
@@ -32,9 +32,9 @@ migration. The first poll of each category finds no feed state under the categor
 ETag and stores the day's items again, under the category, seen now; as a first poll of that key, it requests no
 backfill. Those papers fall again in the window of subscribers whose last digest already carried them, but the
 planner skips every paper version a recipient has reserved (sent or on its way:
-:meth:`notifier.store_sql.SqlStore.reserved_versions`), so nobody gets a paper twice; what the rules did not match
+:meth:`notifier.store.sql.SqlStore.reserved_versions`), so nobody gets a paper twice; what the rules did not match
 then, they do not match now. The rows under set keys stay readable as part of their set
-(:meth:`notifier.store_sql.SqlStore.candidates`).
+(:meth:`notifier.store.sql.SqlStore.candidates`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import aiohttp
 
-from notifier import calendar
+from notifier.arxiv import calendar
+from notifier.arxiv.gate import PoliteGate
+from notifier.arxiv.rss import fetch_feed
+from notifier.config.settings import Settings
 from notifier.errors import FeedError, TimeBudgetError
-from notifier.feeds import fetch_feed
-from notifier.gate import PoliteGate
-from notifier.settings import Settings
-from notifier.store_factory import StoreLike
-from notifier.store_sql import FeedState
+from notifier.store import StoreLike
+from notifier.store.sql import FeedState
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import datetime
 
-from notifier.arxiv_api import fetch_metadata
+from notifier.arxiv.api import fetch_metadata
+from notifier.arxiv.gate import PoliteGate
 from notifier.errors import FeedError
-from notifier.gate import PoliteGate
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Two cases leave holes. A feed at arXiv's 2,000-item cap lacks the rest of its da
 arXiv's) the feed has moved on past announcement days we never saw, so their papers would never reach the feed
 again. After each poll, :func:`request_backfills` records one window per such day in the store, and
 :func:`run_backfills` lists the feed's category over that day's submission window
-(:func:`notifier.calendar.submission_window`) through the politeness gate, and stores the papers in the same feed,
+(:func:`notifier.arxiv.calendar.submission_window`) through the politeness gate, and stores the papers in the same feed,
 marked ``backfilled``, so the next digests carry them. Feeds are polled per category, so a capped or missed day is
 recovered once per category, whatever sets subscribers read it in.
 
@@ -28,15 +28,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from notifier import calendar
-from notifier.arxiv_api import fetch_listing
+from notifier.arxiv import calendar
+from notifier.arxiv.api import fetch_listing
+from notifier.arxiv.gate import PoliteGate
+from notifier.arxiv.poller import PollOutcome
+from notifier.config.settings import Settings
 from notifier.errors import FeedError
-from notifier.gate import PoliteGate
 from notifier.models import Paper
-from notifier.poller import PollOutcome
-from notifier.settings import Settings
-from notifier.store import BackfillRow
-from notifier.store_factory import StoreLike
+from notifier.store import StoreLike
+from notifier.store.sqlite import BackfillRow
 
 log = logging.getLogger(__name__)
 

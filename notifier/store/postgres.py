@@ -1,6 +1,7 @@
-"""The PostgreSQL store: the same interface as :class:`notifier.store.Store`, for several daemons on one database.
+"""The PostgreSQL store: the same interface as :class:`~notifier.store.sqlite.Store`, for several daemons on one
+database.
 
-Selected by ``NOTIFIER_DATABASE_URL=postgresql://...``. The queries are :class:`notifier.store_sql.SqlStore`'s;
+Selected by ``NOTIFIER_DATABASE_URL=postgresql://...``. The queries are :class:`notifier.store.sql.SqlStore`'s;
 this module is the PostgreSQL dialect. What differs from SQLite is what sharing needs:
 
 - **Schema.** Created and migrated at open, under a session advisory lock, so daemons starting together migrate
@@ -33,9 +34,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from notifier.config.settings import redact_secrets, redact_url
 from notifier.errors import StoreError
-from notifier.settings import redact_secrets, redact_url
-from notifier.store_sql import CLAIM, FULL, OUTGOING_COLUMNS, SCHEMA, Params, SqlStore
+from notifier.store.sql import CLAIM, FULL, OUTGOING_COLUMNS, SCHEMA, Params, SqlStore
 
 log = logging.getLogger(__name__)
 

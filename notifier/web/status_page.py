@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from notifier.channels.webhooks import display_recipient, scrub
-from notifier.config import Subscriber
-from notifier.planner import Planner
-from notifier.store_sql import SubscriberState
+from notifier.config.subscribers import Subscriber
+from notifier.outbox.planner import Planner
+from notifier.store.sql import SubscriberState
 
 if TYPE_CHECKING:
     from notifier.daemon import Notifier

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from notifier.config import Subscriber
+from notifier.config.subscribers import Subscriber
 from notifier.models import Digest, DigestSection, Match
 
 

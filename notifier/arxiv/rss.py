@@ -25,10 +25,10 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import feedparser
 
+from notifier.arxiv.gate import DEFAULT_MAX_BYTES, PoliteGate, parse_retry_after
 from notifier.errors import FeedHTTPError, FeedParseError
-from notifier.gate import DEFAULT_MAX_BYTES, PoliteGate, parse_retry_after
+from notifier.matching.text import clean_display
 from notifier.models import ANNOUNCE_TYPES, Paper
-from notifier.text import clean_display
 
 logger = logging.getLogger(__name__)
 
