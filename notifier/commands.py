@@ -117,7 +117,7 @@ async def status(settings: Settings, config: Config) -> int:
         print(f"papers stored: {app.store.paper_count()}")
         print("feeds (one per category):")
         for key in config.categories:
-            health = app.poller.health(key, now)
+            health = app.feed_health(key, now)
             seen = health.last_announced.isoformat() if health.last_announced else "none"
             line = f"  {key}: {health.state}; last announcement seen {seen}; next expected "
             line += health.next_expected.isoformat(timespec="minutes")

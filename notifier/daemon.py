@@ -29,11 +29,10 @@ from typing import TypeVar
 
 import aiohttp
 
-from notifier import __version__
 from notifier.arxiv.backfill import backfill
 from notifier.arxiv.enrich import enrich_papers
-from notifier.arxiv.gate import PoliteGate
-from notifier.arxiv.poller import Poller, PollOutcome
+from notifier.arxiv.gate import PoliteGate, user_agent
+from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, load_config
@@ -130,11 +129,10 @@ class Notifier:
         except BaseException:
             await self.aclose()
             raise
-        user_agent = f"arxiv-notifier/{__version__} (+{self.settings.contact})"
         self.gate = PoliteGate(
             self._session,
             min_interval=self.settings.min_request_interval,
-            user_agent=user_agent,
+            user_agent=user_agent(self.settings.contact),
             timeout=self.settings.request_timeout,
             max_bytes=self.settings.max_feed_bytes,
         )
@@ -170,6 +168,10 @@ class Notifier:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def feed_health(self, feed_key: str, now: datetime) -> FeedHealth:
+        """How the feed ``feed_key`` has been doing, as of ``now``."""
+        return self.poller.health(feed_key, now)
 
     @property
     def store(self) -> StoreLike:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
-DEFAULT_ANNOUNCE_TYPES = ("new", "cross")
 
 
 @dataclass(frozen=True, slots=True)

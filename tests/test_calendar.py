@@ -9,7 +9,6 @@ import pytest
 from notifier.arxiv import calendar
 from notifier.arxiv.calendar import (
     announcement_days_between,
-    announcement_evening,
     announcement_time,
     is_announcement_day,
     latest_announcement,
@@ -51,8 +50,6 @@ def test_announcement_time_follows_dst():
     assert announcement_time(date(2025, 12, 30)) == utc(2025, 12, 30, 5, 0)  # EST
     assert announcement_time(date(2025, 3, 10)) == utc(2025, 3, 10, 4, 0)  # Monday after spring forward
     assert announcement_time(date(2025, 11, 3)) == utc(2025, 11, 3, 5, 0)  # Monday after fall back
-    assert announcement_evening(date(2025, 3, 10)) == utc(2025, 3, 10, 0, 0)  # Sunday 20:00 EDT
-    assert announcement_evening(date(2025, 11, 3)) == utc(2025, 11, 3, 1, 0)  # Sunday 20:00 EST
     assert announcement_time(date(2025, 6, 3)).tzinfo is UTC
 
 

@@ -24,7 +24,7 @@ def test_weekly_schedule_lands_on_its_day():
     weekly = Schedule.parse("weekly mon 09:00 America/New_York")
     due = weekly.next_due(at("2026-11-23T15:00:00+00:00"))  # a Monday afternoon in New York
     assert due == at("2026-11-30T14:00:00+00:00")
-    assert weekly.last_due(due) == due
+    assert weekly.next_due(due) == at("2026-12-07T14:00:00+00:00"), "a week later, after the end of DST"
 
 
 def test_instant_and_defaults():

@@ -21,7 +21,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 EASTERN = ZoneInfo("America/New_York")
-ANNOUNCE_HOUR = 20  # evening announcement, US Eastern
 CUTOFF_HOUR = 14  # submission deadline, US Eastern, on business days
 
 # Evenings (US Eastern dates) on which arXiv does not announce. "published": listed on arXiv's availability page;
@@ -78,11 +77,6 @@ def is_announcement_day(d: date) -> bool:
 def announcement_time(d: date) -> datetime:
     """When the feed for day ``d`` is expected: 00:00 US Eastern on ``d``, as an aware UTC datetime."""
     return datetime.combine(d, time(0), tzinfo=EASTERN).astimezone(UTC)
-
-
-def announcement_evening(d: date) -> datetime:
-    """When the announcement carried by the feed for day ``d`` was made: 20:00 US Eastern the evening before (UTC)."""
-    return datetime.combine(d - timedelta(days=1), time(ANNOUNCE_HOUR), tzinfo=EASTERN).astimezone(UTC)
 
 
 def next_announcement(after: datetime) -> datetime:

@@ -91,15 +91,6 @@ class _TimeBudget:
 _time_budget: ContextVar[_TimeBudget | None] = ContextVar("notifier_gate_time_budget", default=None)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request that left the gate: when it started (gate clock), what was asked, and which attempt it was."""
-
-    at: float
-    url: str
-    attempt: int
-
-
 class PoliteGate:
     """Serialises, spaces and retries every GET to arXiv. The caller owns (creates and closes) the session."""
 
@@ -136,12 +127,6 @@ class PoliteGate:
         self._lock = asyncio.Lock()
         self._last_start: float | None = None
         self._not_before = 0.0
-        self._log: list[RequestRecord] = []
-
-    @property
-    def requests(self) -> tuple[RequestRecord, ...]:
-        """Every request sent so far, oldest first."""
-        return tuple(self._log)
 
     @contextlib.contextmanager
     def time_budget(self, seconds: float, name: str) -> Iterator[None]:
@@ -252,7 +237,6 @@ class PoliteGate:
         """One request, answered within ``limit`` seconds."""
         started = self._clock()
         self._last_start = started
-        self._log.append(RequestRecord(at=started, url=url, attempt=attempt))
         try:
             async with asyncio.timeout(limit):
                 response = await self._fetch(url, headers)

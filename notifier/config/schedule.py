@@ -78,15 +78,3 @@ class Schedule:
             if candidate > after:
                 return candidate
         raise AssertionError("a schedule is due at least once a week")  # pragma: no cover
-
-    def last_due(self, at: datetime) -> datetime:
-        """The latest due time at or before ``at``, in UTC."""
-        if self.kind == "instant":
-            return at.astimezone(UTC)
-        probe = at - timedelta(days=8)
-        due = self.next_due(probe)
-        while True:
-            following = self.next_due(due)
-            if following > at:
-                return due
-            due = following

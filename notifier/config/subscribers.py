@@ -198,10 +198,6 @@ class Subscriber:
         store composes it from the categories' feeds (:meth:`notifier.store.sql.SqlStore.candidates`)."""
         return feed_key(self.categories)
 
-    @property
-    def wants_updates(self) -> bool:
-        return bool(self.announce_types & {"replace", "replace-cross"})
-
     def recipients(self) -> list[tuple[str, str]]:
         """(channel, recipient) pairs, each its own delivery."""
         return [("email", address) for address in self.emails] + [("slack", target) for target in self.slack]

@@ -21,24 +21,21 @@ import html
 import json
 import logging
 import re
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier.errors import NotifierError, StoreError
 from notifier.web.guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
+from notifier.web.service import Service
 from notifier.web.status_page import gather, render
-
-if TYPE_CHECKING:
-    from notifier.daemon import Notifier
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024
 SHUTDOWN_TIMEOUT = 2.0
 LINGER = 1.0  # seconds the rest of an unread request body is still read (and dropped) before the connection closes
-_APP_KEY: web.AppKey[Notifier] = web.AppKey("notifier")
+_APP_KEY: web.AppKey[Service] = web.AppKey("notifier")
 _CONFIG_PLACE = re.compile(r":(?P<line>\d+):(?:\d+:)? (?P<message>.*)$", re.DOTALL)
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -56,7 +53,7 @@ def describe_config_error(error: str) -> str:
     return f"rejected at line {found['line']}: {found['message']}"
 
 
-def readiness(app: Notifier) -> dict[str, object]:
+def readiness(app: Service) -> dict[str, object]:
     """What keeps ``app`` from being ready; empty when it is ready."""
     problems: dict[str, object] = {}
     if app.config_error is not None:
@@ -67,13 +64,13 @@ def readiness(app: Notifier) -> dict[str, object]:
         problems["store"] = f"unreachable: {exc}"
         return problems
     now = app.clock()
-    stale = {key: "stale" for key in app.config.categories if app.poller.health(key, now).state == "stale"}
+    stale = {key: "stale" for key in app.config.categories if app.feed_health(key, now).state == "stale"}
     if stale:
         problems["feeds"] = stale
     return problems
 
 
-def _app(request: web.Request) -> Notifier:
+def _app(request: web.Request) -> Service:
     return request.app[_APP_KEY]
 
 
@@ -157,7 +154,7 @@ async def _unsubscribe(request: web.Request) -> web.Response:
     return _page("Unsubscribed", body)
 
 
-def make_app(notifier: Notifier, guard: ConnectionGuard | None = None) -> web.Application:
+def make_app(notifier: Service, guard: ConnectionGuard | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[] if guard is None else [guard.middleware])
     app[_APP_KEY] = notifier
     app.router.add_get("/", _status)
@@ -175,7 +172,7 @@ class HttpServer:
 
     def __init__(
         self,
-        notifier: Notifier,
+        notifier: Service,
         host: str,
         port: int,
         *,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import jinja2
 
@@ -18,9 +17,7 @@ from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config.subscribers import Subscriber
 from notifier.outbox.planner import Planner
 from notifier.store.sql import SubscriberState
-
-if TYPE_CHECKING:
-    from notifier.daemon import Notifier
+from notifier.web.service import Service
 
 HIDDEN = "[hidden]"  # a recipient, in a reason, while addresses are not shown
 MAX_ROWS = 200  # deliveries listed per state; the rest are counted
@@ -84,13 +81,13 @@ def next_due_text(subscriber: Subscriber, state: SubscriberState | None, now: da
     return _time(due)
 
 
-def gather(app: Notifier) -> StatusView:
+def gather(app: Service) -> StatusView:
     """What the page shows, read from ``app``'s store and config now."""
     now = app.clock()
     store, config = app.store, app.config
     feeds = []
     for category in config.categories:
-        health = app.poller.health(category, now)
+        health = app.feed_health(category, now)
         feeds.append(
             FeedRow(
                 category,
