@@ -10,10 +10,20 @@ one space, stripped. Matching normalises further (case, accents, LaTeX, punctuat
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+
+
+def feed_key(categories: Iterable[str]) -> str:
+    """The key of a category set's feed, and its URL suffix: the categories deduplicated, sorted and joined by '+'
+    (``cs.CL+cs.LG``), so that one set has one key (and one ETag) whatever order it is written in."""
+    chosen = sorted(set(categories))
+    if not chosen or any(not c or "+" in c or "/" in c for c in chosen):
+        raise ValueError(f"invalid category set {chosen!r}")
+    return "+".join(chosen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 from functools import cache
 from pathlib import Path
 
-from notifier.matching.text import clean_display
+from notifier.arxiv.display import clean_display
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -171,7 +171,7 @@ async def test_conditional_get_and_day_rollover(gate_and_server):
     first = await fetch_feed(gate, server.rss_base_url, ["eess.AS", "cs.SD"], None)
     assert (first.status, first.feed_key, first.item_count, first.pub_date) == (
         "ok",
-        "eess.AS+cs.SD",
+        "cs.SD+eess.AS",
         108,
         date(2025, 6, 3),
     )

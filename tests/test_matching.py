@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from notifier.arxiv.display import clean_display
 from notifier.errors import QuerySyntaxError
 from notifier.matching.query import MAX_TERMS
 from notifier.matching.rules import RuleSet
-from notifier.matching.text import clean_display, plural_variants, tokenize, tokenize_spans
+from notifier.matching.text import plural_variants, tokenize, tokenize_spans
 from notifier.models import Field, Hit, Match, Paper
 
 _ids = itertools.count(1)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from notifier.arxiv.display import clean_display
 from notifier.matching.rules import RuleSet
-from notifier.matching.text import clean_display
 from notifier.models import Paper
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"

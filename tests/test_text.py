@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from notifier.matching.text import clean_display
+from notifier.arxiv.display import clean_display
 
 
 @pytest.mark.parametrize(

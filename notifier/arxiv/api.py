@@ -3,7 +3,7 @@
 ``fetch_metadata`` looks ids up in batches (``id_list``) to add comments, journal references and categories to
 papers first seen in an RSS feed. ``fetch_listing`` pages through ``cat:X AND submittedDate:[...]`` to recover
 papers that an RSS feed missed (an item cap, downtime). Both go through the shared :class:`PoliteGate`; the Atom is
-screened by :func:`notifier.arxiv.rss.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
+screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
 
+from notifier.arxiv.display import clean_display
 from notifier.arxiv.gate import PoliteGate, parse_retry_after
-from notifier.arxiv.rss import ARXIV_ID, safe_xml_root
+from notifier.arxiv.rss import ARXIV_ID
+from notifier.arxiv.xml import safe_xml_root
 from notifier.errors import FeedHTTPError, FeedParseError
-from notifier.matching.text import clean_display
 from notifier.models import Paper
 
 logger = logging.getLogger(__name__)

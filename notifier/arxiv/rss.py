@@ -4,8 +4,8 @@ A feed is named by its categories joined with "+" (``cs.CL+cs.LG``); the poller 
 
 ``fetch_feed`` does the conditional GET (ETag / 304); ``parse_feed`` is pure (bytes in, :class:`ParsedFeed` out)
 and reads both the current RSS 2.0 feeds of rss.arxiv.org and the legacy RSS 1.0/RDF feeds. Every body is first
-screened by :func:`safe_xml_root`: a size limit, no DTD or entity declarations (no entity-expansion bombs), no
-HTML error page served with status 200, and well-formed XML with a feed root element.
+screened by :func:`~notifier.arxiv.xml.safe_xml_root`: a size limit, no DTD or entity declarations (no
+entity-expansion bombs), no HTML error page served with status 200, and well-formed XML with a feed root element.
 """
 
 from __future__ import annotations
@@ -18,26 +18,20 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
-from xml.etree.ElementTree import Element, ParseError
 from zoneinfo import ZoneInfo
 
-import defusedxml
-import defusedxml.ElementTree as SafeET
 import feedparser
 
-from notifier.arxiv.gate import DEFAULT_MAX_BYTES, PoliteGate, parse_retry_after
+from notifier.arxiv.display import clean_display
+from notifier.arxiv.gate import PoliteGate, parse_retry_after
+from notifier.arxiv.xml import MalformedXML, safe_xml_root
 from notifier.errors import FeedHTTPError, FeedParseError
-from notifier.matching.text import clean_display
-from notifier.models import ANNOUNCE_TYPES, Paper
+from notifier.models import ANNOUNCE_TYPES, Paper, feed_key
 
 logger = logging.getLogger(__name__)
 
 EASTERN = ZoneInfo("America/New_York")
 FEED_ITEM_CAP = 2000  # rss.arxiv.org truncates a feed (one category or a combined set) at this many items
-RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-ATOM_NS = "http://www.w3.org/2005/Atom"
-FEED_ROOTS = frozenset({"rss", f"{{{RDF_NS}}}RDF", f"{{{ATOM_NS}}}feed"})
-
 # New-style ids (0704.0001 onwards) and old-style ids (math/0601001, math.AG/0601001), with a version.
 _ID = r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Za-z]{2})?/\d{7})v(?P<version>\d+)"
 ARXIV_ID = re.compile(_ID)
@@ -47,9 +41,6 @@ _RDF_SUFFIX = re.compile(r"\(arXiv:" + _ID + r"\s*\[(?P<cat>[^\]]+)\]\s*(?P<flag
 # Subject classes listed under another archive's feed (math-ph papers are math.MP in the math feed).
 _LEGACY_ALIASES = {"math-ph": "math.MP"}
 _TAG = re.compile(r"<[^>]*>")
-_HTML_SNIFF = re.compile(rb"<!doctype\s+html|<html[\s>]", re.IGNORECASE)
-_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_DECLARATION = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +73,6 @@ class FeedResult:
     capped: bool
 
 
-def feed_key(categories: Sequence[str]) -> str:
-    """The feed key (and URL suffix) for a category set, in the caller's order: ``cs.CL+cs.LG``."""
-    if not categories or any(not c or "+" in c or "/" in c for c in categories):
-        raise ValueError(f"invalid category set {list(categories)!r}")
-    return "+".join(categories)
-
-
 async def fetch_feed(gate: PoliteGate, base_url: str, categories: Sequence[str], etag: str | None) -> FeedResult:
     """GET ``base_url + "+".join(categories)`` with ``If-None-Match``; 304 gives status "not_modified"."""
     key = feed_key(categories)
@@ -115,45 +99,13 @@ async def fetch_feed(gate: PoliteGate, base_url: str, categories: Sequence[str],
     )
 
 
-class _MalformedXML(FeedParseError):
-    """The body is not well-formed XML (kept apart so the RSS parser can tolerate a complete but sloppy feed)."""
-
-
-def safe_xml_root(body: bytes, *, what: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Element:
-    """Screen untrusted XML and return its root element, or raise :class:`FeedParseError` saying what is wrong.
-
-    Rejects bodies over ``max_bytes``, empty bodies, HTML pages, any DTD or entity declaration (so entities are
-    never expanded), malformed XML, and roots that are not RSS, RDF or Atom.
-    """
-    if len(body) > max_bytes:
-        raise FeedParseError(f"{what}: body of {len(body)} bytes exceeds the {max_bytes}-byte limit")
-    if not body.strip():
-        raise FeedParseError(f"{what}: empty body where a feed was expected")
-    head = body[:4096]
-    if _HTML_SNIFF.search(head):
-        title = _HTML_TITLE.search(body[:65536])
-        detail = f" ({clean_display(title.group(1).decode('utf-8', 'replace'))})" if title else ""
-        raise FeedParseError(f"{what}: arXiv sent an HTML page instead of a feed{detail}")
-    if _DECLARATION.search(body):
-        raise FeedParseError(f"{what}: the XML declares a DTD or entities; refused (possible entity-expansion bomb)")
-    try:
-        root: Element = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except defusedxml.DefusedXmlException as exc:
-        raise FeedParseError(f"{what}: the XML declares a DTD or entities; refused ({exc})") from exc
-    except ParseError as exc:
-        raise _MalformedXML(f"{what}: malformed XML ({exc})") from exc
-    if root.tag not in FEED_ROOTS:
-        raise FeedParseError(f"{what}: root element <{root.tag}> is not an RSS, RDF or Atom feed")
-    return root
-
-
 def parse_feed(body: bytes, feed_key: str) -> ParsedFeed:
     """Parse one RSS 2.0 (or legacy RSS 1.0/RDF) feed body into papers; raises :class:`FeedParseError`."""
     what = f"feed {feed_key}"
     try:
         safe_xml_root(body, what=what)
-        malformed: _MalformedXML | None = None
-    except _MalformedXML as exc:
+        malformed: MalformedXML | None = None
+    except MalformedXML as exc:
         malformed = exc
     parsed: Any = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     entries: list[Any] = list(parsed.entries)

@@ -33,6 +33,7 @@ from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching.query import MAX_QUERY_LENGTH, Node, iter_terms, lowercase_operators, query_warnings
 from notifier.matching.rules import RuleSet
 from notifier.models import Field as PaperField
+from notifier.models import feed_key
 from notifier.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -228,10 +229,6 @@ class Config:
         """Every category some subscriber follows, sorted: what is polled, one feed each, so the number of requests
         is bounded by arXiv's taxonomy, however many subscribers combine them."""
         return sorted({category for s in self.subscribers for category in s.categories})
-
-
-def feed_key(categories: tuple[str, ...] | list[str]) -> str:
-    return "+".join(sorted(set(categories)))
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
