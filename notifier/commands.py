@@ -25,7 +25,7 @@ from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
 from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
-from notifier.models import Outgoing, RenderedEmail
+from notifier.models import ChannelKind, Outgoing, RenderedEmail
 from notifier.store import StoreLike, open_store
 from notifier.web.status_page import next_due_text
 
@@ -268,7 +268,9 @@ async def send_test(settings: Settings, config: Config, name: str) -> int:
     return ExitCode.DELIVERY_FAILED if failed else ExitCode.OK
 
 
-def _test_message(settings: Settings, subscriber: Subscriber, channel: str, recipient: str, now: datetime) -> Outgoing:
+def _test_message(
+    settings: Settings, subscriber: Subscriber, channel: ChannelKind, recipient: str, now: datetime
+) -> Outgoing:
     rules = ", ".join(rule.name for rule in subscriber.rules)
     text = (
         f"This is a test message from arxiv-notifier for the subscriber {subscriber.name}, sent by "

@@ -13,8 +13,12 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Literal
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
+
+ScheduleKind = Literal["daily", "weekly", "instant"]
+ChannelKind = Literal["email", "slack"]
 
 
 def feed_key(categories: Iterable[str]) -> str:
@@ -122,7 +126,7 @@ class Digest:
     period_start: datetime
     period_end: datetime
     sections: tuple[DigestSection, ...]
-    kind: str = "daily"  # "daily" | "weekly" | "instant"
+    kind: ScheduleKind = "daily"
     empty_reason: str | None = None  # set when a digest with no papers is sent on purpose (send_empty)
     config_path: str = "subscribers.yaml"
 
@@ -170,7 +174,7 @@ class Outgoing:
 
     delivery_id: str
     subscriber: str
-    channel: str  # "email" | "slack"
+    channel: ChannelKind
     recipient: str  # an address, a Slack channel, or a webhook URL
     message_id: str  # stable across retries: Message-ID for email, client key for Slack
     payload: bytes

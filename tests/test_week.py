@@ -150,7 +150,7 @@ async def test_a_week_with_a_holiday_and_a_two_day_outage(tmp_path):
 
     # Politeness: the minimum spacing between any two requests, in real time.
     gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
-    assert min(gaps) >= MIN_INTERVAL - 0.005
+    assert min(gaps) >= MIN_INTERVAL - 0.01, "spaced by the gate; seen at the server with up to 10 ms of network jitter"
 
     # Quiet hours: nothing at all between a successful poll and the next announcement being due.
     rss = [r for r in requests if r.path.startswith("/rss/")]

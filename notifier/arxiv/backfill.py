@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from typing import Literal
 
 from notifier.arxiv import calendar
 from notifier.arxiv.api import fetch_listing
@@ -48,7 +49,7 @@ _MINUTE = timedelta(minutes=1)
 class BackfillOutcome:
     feed_key: str
     day: date
-    status: str  # done | error | expired
+    status: Literal["done", "error", "expired"]
     added: int = 0
     error: str | None = None
 

@@ -44,6 +44,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 import aiohttp
 
@@ -63,10 +64,14 @@ STALE_INTERVAL = timedelta(hours=1)
 BACKFILL_RETRY = timedelta(hours=1)
 
 
+PollStatus = Literal["ok", "repeat", "not_modified", "empty", "error"]
+HealthState = Literal["ok", "late", "stale", "never polled"]
+
+
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
     feed_key: str
-    status: str  # ok | repeat | not_modified | empty | error
+    status: PollStatus
     new_items: int = 0
     error: str | None = None
     announced: date | None = None  # the announcement day this poll brought, when it brought a new one
@@ -78,7 +83,7 @@ class PollOutcome:
 @dataclass(frozen=True, slots=True)
 class FeedHealth:
     feed_key: str
-    state: str  # ok | late | stale | never polled
+    state: HealthState
     last_announced: date | None
     expected: date | None
     next_expected: datetime
@@ -159,6 +164,7 @@ class Poller:
             return PollOutcome(feed_key, "not_modified", previous=previous)
         digest = items_hash(paper.versioned_id for paper in result.papers)
         day = result.pub_date
+        status: PollStatus
         if not result.papers:
             status = "empty"
             # An empty feed is an announcement only on a day arXiv does not announce; dated an announcement day
@@ -218,6 +224,7 @@ class Poller:
         if state is None or state.last_polled is None:
             return FeedHealth(category, "never polled", None, expected, next_expected, None, None)
         seen = state.last_announced
+        condition: HealthState
         if expected is None or (seen is not None and seen >= expected):
             condition = "ok"
         else:

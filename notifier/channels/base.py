@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-from notifier.models import Outgoing
+from notifier.models import ChannelKind, Outgoing
 
 Progress = Callable[[int], Awaitable[None]]
 """Called with the number of parts of a multi-part payload accepted so far, after each accepted part."""
@@ -21,7 +21,7 @@ Progress = Callable[[int], Awaitable[None]]
 class Channel(Protocol):
     """A way to deliver an :class:`Outgoing` message."""
 
-    kind: str  # "email" | "slack"
+    kind: ChannelKind
 
     async def send(self, message: Outgoing, progress: Progress | None = None) -> None:
         """Deliver ``message``; resume a multi-part payload at ``message.part`` and report each accepted part."""

@@ -30,7 +30,7 @@ from notifier.channels.headers import (
     text_field,
 )
 from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
-from notifier.models import Outgoing, RenderedEmail
+from notifier.models import ChannelKind, Outgoing, RenderedEmail
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class SmtpChannel:
     connection lost after the message was started is a temporary failure (the outbox retries; the Message-ID stays).
     """
 
-    kind = "email"
+    kind: ChannelKind = "email"
 
     def __init__(
         self,

@@ -13,12 +13,11 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from notifier.channels.base import Progress
 from notifier.channels.webhooks import display_recipient
 from notifier.errors import TemporaryDeliveryError
-from notifier.models import Outgoing
+from notifier.models import ChannelKind, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +34,10 @@ def safe_name(message_id: str) -> str:
 class FileChannel:
     """Writes each message to ``root/<kind>/<message id>.eml|.json``."""
 
-    def __init__(self, root: Path, kind: Literal["email", "slack"]) -> None:
+    def __init__(self, root: Path, kind: ChannelKind) -> None:
         if kind not in _SUFFIX:
             raise ValueError(f"kind must be 'email' or 'slack', not {kind!r}")
-        self.kind: str = kind
+        self.kind: ChannelKind = kind
         self.folder = Path(root) / kind
 
     def path_for(self, message: Outgoing) -> Path:

@@ -32,7 +32,7 @@ from notifier.channels.base import Progress
 from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, is_webhook, scrub, webhook_refusal
 from notifier.config.settings import split_host_port
 from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
-from notifier.models import Outgoing
+from notifier.models import ChannelKind, Outgoing
 
 log = logging.getLogger(__name__)
 # slack-sdk logs each request's URL (a webhook's secret) at debug and info level; its clients log through this one.
@@ -110,7 +110,7 @@ class SlackChannel:
     Webhooks go to https://hooks.slack.com and to the hosts in ``webhook_hosts`` (``host`` or ``host:port``).
     """
 
-    kind = "slack"
+    kind: ChannelKind = "slack"
 
     def __init__(
         self,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from notifier.models import ScheduleKind
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SCHEDULE = re.compile(
     r"^\s*(?:(?P<instant>instant)|(?P<kind>daily|weekly)\s+(?:(?P<day>[a-z]{3})[a-z]*\s+)?"
@@ -19,7 +21,7 @@ _SCHEDULE = re.compile(
 class Schedule:
     """When a subscriber's digest is due. ``weekday`` is 0 (Monday) to 6, only for weekly schedules."""
 
-    kind: str  # "daily" | "weekly" | "instant"
+    kind: ScheduleKind
     at: time = time(8, 0)
     zone: str = "UTC"
     weekday: int | None = None
@@ -34,7 +36,7 @@ class Schedule:
             )
         if found["instant"]:
             return cls(kind="instant")
-        kind = found["kind"].lower()
+        kind: ScheduleKind = "weekly" if found["kind"].lower() == "weekly" else "daily"
         hour, minute = int(found["hh"]), int(found["mm"])
         if hour > 23 or minute > 59:
             raise ValueError(f"invalid time {found['hh']}:{found['mm']} in schedule {text!r}")

@@ -32,8 +32,8 @@ from notifier.config.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, Yaml
 from notifier.errors import ConfigError, QuerySyntaxError
 from notifier.matching.query import MAX_QUERY_LENGTH, Node, iter_terms, lowercase_operators, query_warnings
 from notifier.matching.rules import RuleSet
+from notifier.models import ChannelKind, feed_key
 from notifier.models import Field as PaperField
-from notifier.models import feed_key
 from notifier.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Subscriber:
         store composes it from the categories' feeds (:meth:`notifier.store.sql.SqlStore.candidates`)."""
         return feed_key(self.categories)
 
-    def recipients(self) -> list[tuple[str, str]]:
+    def recipients(self) -> list[tuple[ChannelKind, str]]:
         """(channel, recipient) pairs, each its own delivery."""
         return [("email", address) for address in self.emails] + [("slack", target) for target in self.slack]
 
