@@ -15,7 +15,6 @@ from pathlib import Path
 
 import aiohttp
 
-from notifier.channels.email import build_email, make_message_id
 from notifier.channels.files import FileChannel
 from notifier.channels.router import Channels
 from notifier.channels.webhooks import display_recipient, scrub
@@ -25,7 +24,9 @@ from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
 from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
-from notifier.models import Outgoing, RenderedEmail
+from notifier.models import Outgoing, RenderedEmail, SlackMessage
+from notifier.render.mime import build_email, make_message_id
+from notifier.render.slack import encode_payload
 from notifier.store import StoreLike, open_store
 from notifier.web.status_page import next_due_text
 
@@ -291,8 +292,8 @@ def _test_message(settings: Settings, subscriber: Subscriber, channel: str, reci
             unsubscribe_url=None,
         )
     else:
-        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-        payload = json.dumps([{"text": text, "blocks": [block]}]).encode()
+        block: dict[str, object] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        payload = encode_payload([SlackMessage(text=text, blocks=(block,))])
     return Outgoing(
         delivery_id=f"send-test-{message_id.strip('<>')}",
         subscriber=subscriber.name,

@@ -20,7 +20,7 @@ from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Sla
 from notifier.render.email import CONTRAST_PAIRS, PALETTE, subject, wrap
 from notifier.render.highlight import Segment, author_list, shorten, spans_for, term_label
 from notifier.render.renderer import Renderer, _TraversableLoader
-from notifier.render.slack import bold_segments, escape
+from notifier.render.slack import bold_segments, decode_payload, encode_payload, escape
 from tests.digest_factory import (
     GOLDEN_RULES,
     SD_0603,
@@ -48,8 +48,10 @@ def large() -> Digest:
 
 
 def slack_json(messages: list[SlackMessage]) -> str:
-    data = [{"text": m.text, "blocks": list(m.blocks)} for m in messages]
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    """The payload of ``messages`` as the Slack channel posts it, indented for review."""
+    payload = encode_payload(messages)
+    assert decode_payload(payload) == messages
+    return json.dumps(json.loads(payload), indent=2, ensure_ascii=False) + "\n"
 
 
 def check_golden(name: str, actual: str) -> None:

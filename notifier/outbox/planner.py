@@ -28,7 +28,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from notifier.addresses import address_key
-from notifier.channels.email import build_email, make_message_id
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import StoreError
@@ -37,6 +36,7 @@ from notifier.metrics import Metrics
 from notifier.models import Digest, DigestSection, Match, Paper
 from notifier.outbox.digest import build_digest, papers_of, sections_for
 from notifier.progress import Progress
+from notifier.render.mime import make_message_id
 from notifier.render.renderer import Renderer
 from notifier.store import StoreLike
 from notifier.store.sql import PlanFailure, SubscriberState, recipient_key
@@ -482,20 +482,17 @@ class Planner:
         delivery_id = _hash(digest_id, channel, recipient)
         message_id = make_message_id(f"{subscriber.name}|{channel}|{recipient}|{digest_id}", self.settings.mail_domain)
         if channel == "email":
-            unsubscribe = self.unsubscribe_url(subscriber.name, recipient)
-            rendered = self.renderer.email(digest, unsubscribe_url=unsubscribe)
-            payload = build_email(
-                rendered,
+            payload = self.renderer.email_message(
+                digest,
                 sender=self.settings.mail_from,
                 recipient=recipient,
                 message_id=message_id,
                 date=now,
                 list_id=f"{subscriber.name}.{self.settings.mail_domain}",
-                unsubscribe_url=unsubscribe,
+                unsubscribe_url=self.unsubscribe_url(subscriber.name, recipient),
             )
         else:
-            messages = self.renderer.slack(digest)
-            payload = json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages]).encode()
+            payload = self.renderer.slack_payload(digest)
         return NewDelivery(
             delivery_id=delivery_id,
             channel=channel,
