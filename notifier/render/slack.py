@@ -7,7 +7,7 @@ A digest that needs more than 50 blocks is split into several messages, each wit
 
 The messages of a delivery travel as one payload, a JSON list of ``{"text": ..., "blocks": [...]}``:
 :func:`encode_payload` writes it (the outbox stores it, the Slack channel posts it, the outbox folder keeps it as
-a ``.json`` file) and :func:`decode_payload` reads it back.
+a ``.json`` file), :func:`decode_payload` reads it back, and :func:`indented_payload` shows it to people.
 """
 
 from __future__ import annotations
@@ -246,6 +246,11 @@ def decode_payload(payload: bytes) -> list[SlackMessage]:
     if not isinstance(parts, list) or not all(_is_message(part) for part in parts):
         raise ValueError(_PAYLOAD_SHAPE)
     return [SlackMessage(text=part["text"], blocks=tuple(part.get("blocks") or ())) for part in parts]
+
+
+def indented_payload(payload: bytes) -> str:
+    """``payload`` as indented JSON, with its characters as they are (not ``\\u`` escapes): for people to read."""
+    return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
 
 
 def _is_message(part: object) -> bool:
