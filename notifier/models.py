@@ -10,7 +10,7 @@ one space, stripped. Matching normalises further (case, accents, LaTeX, punctuat
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
@@ -166,4 +166,3 @@ class Outgoing:
     message_id: str  # stable across retries: Message-ID for email, client key for Slack
     payload: bytes
     part: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
