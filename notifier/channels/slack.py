@@ -29,8 +29,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.channels.base import Progress
-from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, is_webhook, scrub, webhook_refusal
+from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, scrub, webhook_refusal
 from notifier.config.settings import split_host_port
+from notifier.config.subscribers import is_webhook
 from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing, SlackMessage
 from notifier.render.slack import decode_payload

@@ -24,6 +24,7 @@ from notifier.render.highlight import (
     Segments,
     author_list,
     badges,
+    blank_controls,
     by_day,
     count_label,
     matched_line,
@@ -57,13 +58,12 @@ _ESCAPES = str.maketrans(
 Block = dict[str, object]
 _WORD_HEAD = re.compile(r"^\w+")
 _WORD_TAIL = re.compile(r"\w+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 _PAYLOAD_SHAPE = "must be a list of messages, each with a non-empty text and a list of blocks (JSON objects)"
 
 
 def escape(text: str) -> str:
     """``text`` made inert for Slack mrkdwn (see the module docstring); line breaks become spaces."""
-    return _CONTROL.sub(" ", text).translate(_ESCAPES)
+    return blank_controls(text).translate(_ESCAPES)
 
 
 def _clip(text: str, limit: int) -> str:
