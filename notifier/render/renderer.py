@@ -8,8 +8,6 @@ A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing 
 from __future__ import annotations
 
 from datetime import datetime
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import jinja2
@@ -24,29 +22,9 @@ from notifier.render.slack import SlackRenderer, encode_payload
 __all__ = ["Renderer", "builtin_templates"]
 
 
-class _TraversableLoader(jinja2.BaseLoader):
-    """Loads templates from an installed package folder that may not be a plain directory."""
-
-    def __init__(self, root: Traversable) -> None:
-        self.root = root
-
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, None]:
-        node = self.root
-        for piece in template.split("/"):
-            if piece in ("", ".", ".."):
-                raise jinja2.TemplateNotFound(template)
-            node = node.joinpath(piece)
-        if not node.is_file():
-            raise jinja2.TemplateNotFound(template)
-        return node.read_text(encoding="utf-8"), None, None
-
-
 def builtin_templates() -> jinja2.BaseLoader:
-    """Our templates: the ``templates/`` folder of a source checkout, else the installed ``notifier.templates``."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return jinja2.FileSystemLoader(checkout)
-    return _TraversableLoader(resources.files("notifier.templates"))
+    """Our templates: package data of ``notifier`` (``notifier/templates``, in a checkout a link to ``templates/``)."""
+    return jinja2.PackageLoader("notifier", "templates")
 
 
 class Renderer:
