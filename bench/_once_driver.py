@@ -203,7 +203,10 @@ def _templates() -> str:
         loader = render.builtin_templates()
     except (ImportError, AttributeError):
         return "?"
-    return str(getattr(loader, "searchpath", None) or getattr(loader, "root", None) or loader)
+    for name in ("searchpath", "root", "_template_root"):  # FileSystemLoader, older trees' loader, PackageLoader
+        if getattr(loader, name, None):
+            return str(getattr(loader, name))
+    return str(loader)
 
 
 def _profile_threads(profiles: list[cProfile.Profile]) -> None:

@@ -110,9 +110,11 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         (),
     ),
     "preview": (
-        "render a subscriber's next digest without sending or recording anything",
-        "Render a subscriber's next digest from the stored papers, without sending or recording anything: the"
-        " email's text on standard output, the HTML to --html FILE, or the Slack Block Kit JSON with --slack.",
+        "render a subscriber's next digest for each recipient without sending or recording anything",
+        "Plan a subscriber's next digest from the stored papers as a real plan would, for each of its recipients,"
+        " without sending or recording anything: each email's subject, address and text on standard output (the"
+        " HTML to --html FILE; FILE-2, ... for further addresses), or each Slack payload's Block Kit JSON with"
+        " --slack. A recipient that would get nothing (unsubscribed, nothing new) is named on standard error.",
         ("store", "render"),
     ),
     "status": (
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     made["once"].add_argument("--no-poll", action="store_true", help="skip polling; plan and send from stored papers")
     made["preview"].add_argument("name", help="the subscriber's name")
     made["preview"].add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
-    made["preview"].add_argument("--slack", action="store_true", help="print the Slack Block Kit JSON instead")
+    made["preview"].add_argument("--slack", action="store_true", help="print the Slack payloads' JSON instead")
     made["retry"].add_argument("name", nargs="?", help="only this subscriber's deliveries")
     made["rename"].add_argument("old", help="the name the store knows")
     made["rename"].add_argument("new", help="the new name, as written in subscribers.yaml")

@@ -7,15 +7,16 @@ Each prints what a person reads and returns an :class:`~notifier.exit_codes.Exit
 from __future__ import annotations
 
 import asyncio
-import json
+import email
+import email.policy
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 from pathlib import Path
 
 import aiohttp
 
-from notifier.channels.email import build_email, make_message_id
 from notifier.channels.files import FileChannel
 from notifier.channels.router import Channels
 from notifier.channels.webhooks import display_recipient, scrub
@@ -25,8 +26,11 @@ from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
 from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
-from notifier.models import ChannelKind, Outgoing, RenderedEmail
+from notifier.models import ChannelKind, Outgoing, RenderedEmail, SlackMessage
+from notifier.render.mime import build_email, make_message_id
+from notifier.render.slack import decode_payload, encode_payload, indented_payload
 from notifier.store import StoreLike, open_store
+from notifier.store.sqlite import NewDelivery
 from notifier.web.status_page import next_due_text
 
 DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
@@ -87,27 +91,64 @@ def print_cycle(report: CycleReport) -> None:
 
 
 async def preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:
+    """Show what the next plan would write for ``name`` (:meth:`~notifier.outbox.planner.Planner.preview`), read
+    back from the payloads it would store, and say which recipients would get nothing and why."""
     subscriber = config.subscriber(name)
     async with Notifier(settings, config) as app:
-        digest = app.planner.preview(config, subscriber, utcnow())
-        renderer = app.planner.renderer
-        if slack:
-            messages = renderer.slack(digest)
-            print(
-                json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages], indent=2, ensure_ascii=False)
-            )
-        else:
-            rendered = renderer.email(digest)
-            print(f"Subject: {rendered.subject}\n")
-            print(rendered.text)
-            if html is not None:
-                html.write_text(rendered.html, encoding="utf-8")  # noqa: ASYNC240 (one small file, once)
-                print(f"HTML written to {html}", file=sys.stderr)
-    if digest.is_empty:
-        print(
-            f"(nothing new matches {name}'s rules in the stored papers; run 'notifier once' to poll)", file=sys.stderr
-        )
+        planned = app.planner.preview(config, subscriber, utcnow())
+    deliveries = planned.record.deliveries
+    if slack:
+        _print_slack_payloads(deliveries)
+        if not subscriber.slack:
+            print(f"({name} has no Slack channel)", file=sys.stderr)
+    else:
+        _print_deliveries(deliveries)
+        if html is not None:
+            _write_html(deliveries, html)
+    for skipped in planned.skipped:
+        print(f"(no digest for {display_recipient(skipped.recipient)}: {skipped.reason})", file=sys.stderr)
+    if not deliveries and any(skipped.reason == "nothing new" for skipped in planned.skipped):
+        print(f"(nothing new for {name} in the stored papers; run 'notifier once' to poll)", file=sys.stderr)
     return ExitCode.OK
+
+
+def _print_deliveries(deliveries: Sequence[NewDelivery]) -> None:
+    """Each delivery as its reader meets it: an email's subject, recipient and text part; a Slack one in a line."""
+    for number, delivery in enumerate(deliveries):
+        shown = display_recipient(delivery.recipient)
+        if number:
+            print()
+        if delivery.channel == "email":
+            subject, text, _html = _email_parts(delivery.payload)
+            print(f"Subject: {subject}\nTo: {shown}\n")
+            print(text, end="")
+        else:
+            count = len(decode_payload(delivery.payload))
+            print(f"Slack {shown}: {count} message{'' if count == 1 else 's'} (--slack shows the Block Kit JSON)")
+
+
+def _print_slack_payloads(deliveries: Sequence[NewDelivery]) -> None:
+    """Each Slack delivery's payload as JSON, indented; which recipient it is for goes to standard error."""
+    for delivery in deliveries:
+        if delivery.channel == "slack":
+            print(f"(Slack payload for {display_recipient(delivery.recipient)})", file=sys.stderr, flush=True)
+            print(indented_payload(delivery.payload), flush=True)
+
+
+def _write_html(deliveries: Sequence[NewDelivery], path: Path) -> None:
+    """The HTML part of each email to ``path``; a second email's to ``path`` with ``-2`` before its suffix, ..."""
+    for number, delivery in enumerate(d for d in deliveries if d.channel == "email"):
+        target = path.with_name(f"{path.stem}-{number + 1}{path.suffix}") if number else path
+        target.write_text(_email_parts(delivery.payload)[2], encoding="utf-8")
+        print(f"HTML written to {target} (the email to {delivery.recipient})", file=sys.stderr)
+
+
+def _email_parts(payload: bytes) -> tuple[str, str, str]:
+    """The subject, text part and HTML part of an email, as a mail program shows them (line ends as ``\\n``)."""
+    message = email.message_from_bytes(payload, policy=email.policy.default)
+    parts = [message.get_body((kind,)) for kind in ("plain", "html")]
+    text, html = (part.get_content().replace("\r\n", "\n") if part is not None else "" for part in parts)
+    return str(message["Subject"]), text, html
 
 
 async def status(settings: Settings, config: Config) -> int:
@@ -293,8 +334,8 @@ def _test_message(
             unsubscribe_url=None,
         )
     else:
-        block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-        payload = json.dumps([{"text": text, "blocks": [block]}]).encode()
+        block: dict[str, object] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        payload = encode_payload([SlackMessage(text=text, blocks=(block,))])
     return Outgoing(
         delivery_id=f"send-test-{message_id.strip('<>')}",
         subscriber=subscriber.name,

@@ -14,6 +14,7 @@ error also derives from the built-in it resembles, so ``except ConnectionError``
     │   ├── TemporaryDeliveryError          worth retrying later (4xx SMTP, 429/5xx Slack, dropped connection)
     │   └── PermanentDeliveryError          retrying cannot help (5xx SMTP for a recipient, channel_not_found)
     │       └── AddressError (ValueError)   an address that no message can carry (unparsable, control characters)
+    ├── PlanError                           a digest could not be planned (papers unreadable, a template broken)
     ├── StoreError                          the database could not be read or written
     └── DataDirBusyError                    another notifier holds the data directory's lock (exit code 5)
 """
@@ -107,6 +108,11 @@ class PermanentDeliveryError(DeliveryError):
 class AddressError(PermanentDeliveryError, ValueError):
     """A recipient or sender address cannot be written into a message: it does not parse, or it holds characters
     a mail header cannot carry. Permanent (only a config change helps), and a ``ValueError`` like any bad value."""
+
+
+class PlanError(NotifierError):
+    """A subscriber's digest could not be planned: its papers could not be read or matched, or it could not be
+    rendered (a template error)."""
 
 
 class StoreError(NotifierError):

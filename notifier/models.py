@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
@@ -179,4 +179,3 @@ class Outgoing:
     message_id: str  # stable across retries: Message-ID for email, client key for Slack
     payload: bytes
     part: int = 0
-    extra: dict[str, str] = field(default_factory=dict)

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from notifier.channels.base import Channel
-from notifier.channels.email import SmtpChannel, build_email, make_message_id
-from notifier.channels.headers import clean_header_text
+from notifier.channels.email import SmtpChannel
 from notifier.errors import AddressError, PermanentDeliveryError, TemporaryDeliveryError
 from notifier.models import Outgoing, RenderedEmail
+from notifier.render.headers import clean_header_text
+from notifier.render.mime import build_email, make_message_id
 from tests.smtp_server import SmtpServer, make_self_signed, server_tls_context
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,11 @@ from email.policy import strict
 import pytest
 
 from notifier.channels.base import Channel
-from notifier.channels.email import build_email
 from notifier.channels.files import FileChannel, safe_name
 from notifier.errors import TemporaryDeliveryError
-from notifier.models import Outgoing, RenderedEmail
+from notifier.models import Outgoing, RenderedEmail, SlackMessage
+from notifier.render.mime import build_email
+from notifier.render.slack import encode_payload
 
 
 def outgoing(channel: str, message_id: str, payload: bytes) -> Outgoing:
@@ -41,7 +42,7 @@ async def test_email_is_written_as_eml(tmp_path):
 
 
 async def test_slack_is_written_as_json_and_rewriting_is_harmless(tmp_path):
-    payload = json.dumps([{"text": "hello", "blocks": []}]).encode()
+    payload = encode_payload([SlackMessage(text="hello", blocks=())])
     ch = FileChannel(tmp_path, "slack")
     message = outgoing("slack", "digest-1/ada/slack", payload)
     await ch.send(message)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import sys
 import time
@@ -18,23 +17,24 @@ from notifier.channels.slack import SlackChannel
 from notifier.channels.webhooks import display_recipient, webhook_refusal
 from notifier.config.settings import load_settings
 from notifier.errors import ConfigError, PermanentDeliveryError, TemporaryDeliveryError
-from notifier.models import Outgoing
+from notifier.models import Outgoing, SlackMessage
+from notifier.render.slack import encode_payload
 from tests.slack_server import DEFAULT_TOKEN, SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def parts(n: int) -> list[dict]:
+def parts(n: int) -> list[SlackMessage]:
     return [
-        {
-            "text": f"({i + 1}/{n}) New papers for ada",
-            "blocks": [
+        SlackMessage(
+            text=f"({i + 1}/{n}) New papers for ada",
+            blocks=(
                 {
                     "type": "section",
                     "text": {"type": "mrkdwn", "text": f"*Paper {i}* <https://arxiv.org/abs/2506.0000{i}>"},
-                }
-            ],
-        }
+                },
+            ),
+        )
         for i in range(n)
     ]
 
@@ -46,7 +46,7 @@ def outgoing(recipient: str, n: int = 1, part: int = 0, payload: bytes | None = 
         channel="slack",
         recipient=recipient,
         message_id="digest-1/ada/slack",
-        payload=json.dumps(parts(n)).encode() if payload is None else payload,
+        payload=encode_payload(parts(n)) if payload is None else payload,
         part=part,
     )
 
@@ -83,7 +83,7 @@ async def test_posts_with_unfurling_off(slack, session):
     (post,) = slack.posts
     assert post.channel == "#papers"
     assert post.text == "(1/1) New papers for ada"
-    assert post.blocks == parts(1)[0]["blocks"]
+    assert post.blocks == list(parts(1)[0].blocks)
     assert post.unfurl_links is False and post.unfurl_media is False
     await ch.aclose()
     assert not session.closed  # the caller's session stays open
@@ -177,12 +177,31 @@ async def test_missing_token_with_a_channel_is_permanent(slack, session):
     assert slack.calls == 0
 
 
-@pytest.mark.parametrize("payload", [b"not json", b'{"text": "x"}', b'[{"blocks": []}]', b'[{"text": "  "}]'])
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b'{"text": "x"}', b'[{"blocks": []}]', b'[{"text": "  "}]', b'[{"text": "x", "blocks": "y"}]'],
+)
 async def test_malformed_payload_is_permanent(slack, session, payload):
     ch = channel(slack, session)
-    with pytest.raises(PermanentDeliveryError):
+    with pytest.raises(PermanentDeliveryError, match=r"^Slack payload of digest-1/ada/slack "):
         await ch.send(outgoing("#papers", payload=payload))
     assert slack.calls == 0
+
+
+async def test_a_payload_stored_by_earlier_versions_still_posts(slack, session):
+    """Payloads already in a database were written by json.dumps of the message dicts; they post as they are."""
+    stored = (
+        b'[{"text": "arXiv digest \\u00b7 Tue 3 Jun \\u00b7 1 paper", "blocks": [{"type": "section", "text": '
+        b'{"type": "mrkdwn", "text": "*<https://arxiv.org/abs/2506.00001|A paper>*"}}]}, {"text": "part two"}]'
+    )
+    ch = channel(slack, session)
+    await ch.send(outgoing("#papers", payload=stored))
+    first, second = slack.posts
+    assert first.text == "arXiv digest · Tue 3 Jun · 1 paper"
+    assert first.blocks == [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*<https://arxiv.org/abs/2506.00001|A paper>*"}}
+    ]
+    assert (second.text, second.blocks) == ("part two", None)
 
 
 async def test_multipart_posts_in_order_and_reports_progress(slack, session):

@@ -8,12 +8,14 @@ import email.policy
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from notifier.config.settings import ENV_VARS
 from notifier.exit_codes import TABLE
+from notifier.store.sqlite import Store
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
@@ -172,6 +174,44 @@ def test_preview_into_a_pipe_that_closes_early_ends_quietly(config, demo_data):
     assert process.wait(timeout=60) == 0
     assert first.startswith(b"Subject: [arXiv weekly] ")
     assert errors == b""
+
+
+def test_preview_shows_every_recipient_and_leaves_out_one_that_unsubscribed(config, demo_data):
+    """`preview` plans as a real plan does, for each email address and Slack channel, and records nothing."""
+    config.write_text(CONFIG.replace("name: audio-lab", "name: listening-lab"), encoding="utf-8")
+    options = ("--subscribers", str(config), "--data-dir", str(demo_data))
+
+    def shown(done: subprocess.CompletedProcess[str]) -> list[str]:
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stdout.splitlines() if line.startswith(("Subject: ", "To: ", "Slack "))]
+
+    first = shown(notifier("preview", "listening-lab", *options))
+    assert [line for line in first if not line.startswith("Subject: ")] == [
+        "To: ann@lab.example",
+        "To: bob@lab.example",
+        "Slack #papers: 1 message (--slack shows the Block Kit JSON)",
+    ]
+    assert first[0].startswith("Subject: [arXiv] ") and first[0] == first[2], "each address gets the same digest"
+    store = Store(demo_data / "notifier.sqlite3")
+    try:
+        counts = store.delivery_counts()
+        store.unsubscribe("listening-lab", "Bob@Lab.example", datetime.now(UTC))
+    finally:
+        store.close()
+    done = notifier("preview", "listening-lab", *options)
+    assert shown(done) == [first[0], "To: ann@lab.example", first[4]]
+    assert done.stderr == "(no digest for bob@lab.example: unsubscribed)\n"
+    slack = notifier("preview", "listening-lab", "--slack", *options)
+    assert slack.returncode == 0
+    assert slack.stderr == "(Slack payload for #papers)\n(no digest for bob@lab.example: unsubscribed)\n"
+    assert json.loads(slack.stdout)[0]["blocks"]
+    store = Store(demo_data / "notifier.sqlite3")
+    try:
+        assert store.delivery_counts() == counts, "preview records nothing"
+        state = store.subscriber_state("listening-lab")
+        assert state is not None and state.cursor is None and state.last_digest_at is None, "and moves no cursor"
+    finally:
+        store.close()
 
 
 def test_list_shows_each_subscriber_s_rules_channels_schedule_and_next_due_time(config, tmp_path, demo_data):

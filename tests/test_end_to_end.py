@@ -148,7 +148,10 @@ class Servers:
 async def servers(tmp_path):
     config = tmp_path / "subscribers.yaml"
     config.write_text(CONFIG)
-    async with ArxivStandIn(day="2025-06-03") as arxiv, SlackServer(channels={"#papers", "#security"}) as slack:
+    async with (
+        ArxivStandIn(day="2025-06-03") as arxiv,
+        SlackServer(channels={"#papers", "#security", "#late"}) as slack,
+    ):
         arxiv.add_feed("2025-06-03", "cs.CR", HOSTILE_FEED)
         with SmtpServer() as smtp:
             yield Servers(arxiv, smtp, slack, config, tmp_path / "data")
@@ -275,7 +278,7 @@ async def test_preview_shows_what_the_next_digest_will_hold_and_records_nothing(
     sent = len(servers.smtp.messages)
     # A subscriber added after the poll: preview shows its next digest from the stored papers.
     late = (
-        "  - name: late\n    email: late@lab.example\n    categories: [cs.SD, eess.AS]\n"
+        "  - name: late\n    email: late@lab.example\n    slack: '#late'\n    categories: [cs.SD, eess.AS]\n"
         "    rules: [{name: music, query: music}]\n"
     )
     servers.config.write_text(CONFIG + late)
@@ -287,11 +290,14 @@ async def test_preview_shows_what_the_next_digest_will_hold_and_records_nothing(
     assert len(servers.smtp.messages) == sent, "preview sends nothing"
     code, out, err = await notifier(servers, "preview", "late", "--slack")
     assert code == 0, err
-    assert json.loads(out)[0]["blocks"]
+    slack_preview = json.loads(out)
+    assert slack_preview[0]["blocks"]
     code, _out, err = await notifier(servers, "once", "--no-poll")
     assert code == 0, err
     (message,) = mail_by_recipient(servers.smtp, sent)["late@lab.example"]
     assert paper_ids(message) == previewed, "preview recorded nothing, so the real digest holds the same papers"
+    posts = [post for post in servers.slack.posts if post.channel == "#late"]
+    assert [post.blocks for post in posts] == [part["blocks"] for part in slack_preview], "as previewed"
     code, _out, err = await notifier(servers, "preview", "nobody")
     assert code == 1 and "no subscriber named 'nobody'" in err
 

@@ -24,9 +24,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notifier.channels.email import UNSUBSCRIBE_URL_MAX, SmtpChannel, build_email, make_message_id
+from notifier.channels.email import SmtpChannel
 from notifier.errors import AddressError, PermanentDeliveryError
 from notifier.models import Outgoing, Paper, RenderedEmail
+from notifier.render.mime import UNSUBSCRIBE_URL_MAX, build_email, make_message_id
 from notifier.render.renderer import Renderer
 from tests.digest_factory import build_digest, load_papers
 from tests.smtp_server import SmtpServer

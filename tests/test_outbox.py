@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
+from notifier.render.slack import decode_payload
 from tests.clock import Clock
 
 CONFIG = """\
@@ -179,8 +179,8 @@ async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
         await app.plan(force=True)
         slack = [m for m in app.store.due_deliveries(clock()) if m.channel == "slack"]
     (message,) = slack
-    parts = json.loads(message.payload)
-    assert parts and all(part["blocks"] for part in parts)
+    parts = decode_payload(message.payload)
+    assert parts and all(part.blocks for part in parts)
     assert "<!channel>" not in message.payload.decode()
 
 

@@ -209,7 +209,13 @@ async def test_once_delivers_everyone_else_and_status_lists_the_failure(tmp_path
             recipients = sorted(to for message in smtp.messages for to in message.rcpt_tos)
             status = await start_cli("status", env=env)
             shown, status_err = await asyncio.wait_for(status.communicate(), 60)
+            preview = await start_cli("preview", "broken", env=env)
+            _previewed, preview_err = await asyncio.wait_for(preview.communicate(), 60)
     assert recipients == ["a@lab.example", "u@lab.example"]
+    assert preview.returncode == 2, "preview plans as the plan does, and fails as it failed"
+    assert preview_err.decode().startswith(
+        "error: the digest for broken could not be planned: rendering its email digest: UndefinedError:"
+    )
     log = err.decode()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "broken" in errors[0] and "no_such_value" in errors[0], log

@@ -19,8 +19,8 @@ import pytest
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage
 from notifier.render.email import CONTRAST_PAIRS, PALETTE, subject, wrap
 from notifier.render.highlight import Segment, author_list, shorten, spans_for, term_label
-from notifier.render.renderer import Renderer, _TraversableLoader
-from notifier.render.slack import bold_segments, escape
+from notifier.render.renderer import Renderer, builtin_templates
+from notifier.render.slack import bold_segments, decode_payload, encode_payload, escape
 from tests.digest_factory import (
     GOLDEN_RULES,
     SD_0603,
@@ -48,8 +48,10 @@ def large() -> Digest:
 
 
 def slack_json(messages: list[SlackMessage]) -> str:
-    data = [{"text": m.text, "blocks": list(m.blocks)} for m in messages]
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    """The payload of ``messages`` as the Slack channel posts it, indented for review."""
+    payload = encode_payload(messages)
+    assert decode_payload(payload) == messages
+    return json.dumps(json.loads(payload), indent=2, ensure_ascii=False) + "\n"
 
 
 def check_golden(name: str, actual: str) -> None:
@@ -331,12 +333,14 @@ def test_user_templates_override_ours(tmp_path: Path) -> None:
     assert '<html lang="en">' in email.html  # email.html falls back to ours
 
 
-def test_packaged_template_loader_reads_our_folder() -> None:
+def test_builtin_templates_are_the_package_data_of_notifier() -> None:
     import jinja2
 
     folder = Path(__file__).resolve().parents[1] / "templates"
-    env = jinja2.Environment(loader=_TraversableLoader(folder))
-    assert "{% macro head(paper) %}" in env.loader.get_source(env, "_paper.html")[0]  # type: ignore[union-attr]
+    env = jinja2.Environment(loader=builtin_templates())
+    source, filename, _uptodate = env.loader.get_source(env, "_paper.html")  # type: ignore[union-attr]
+    assert "{% macro head(paper) %}" in source
+    assert filename is not None and Path(filename).resolve() == folder / "_paper.html", "notifier/templates links here"
     with pytest.raises(jinja2.TemplateNotFound):
         env.loader.get_source(env, "../pyproject.toml")  # type: ignore[union-attr]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from notifier.channels.email import build_email
 from notifier.models import Digest
+from notifier.render.mime import build_email
 from notifier.render.renderer import Renderer
 from tests.digest_factory import empty_digest, golden_digest, large_digest, weekly_digest
 

@@ -10,8 +10,8 @@ from notifier.channels.base import Channel
 from notifier.channels.email import SmtpChannel
 from notifier.channels.files import FileChannel
 from notifier.channels.slack import SlackChannel
-from notifier.channels.webhooks import is_webhook
 from notifier.config.settings import Settings
+from notifier.config.subscribers import is_webhook
 from notifier.models import Outgoing
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """Slack: post digests with ``chat.postMessage`` or to an incoming webhook.
 
-Only this module knows slack-sdk; its errors are translated here. The payload of an :class:`Outgoing` is a JSON
-list of messages (``[{"text": ..., "blocks": [...]}, ...]``). They are posted in order as top-level messages,
-starting at ``message.part``; ``progress`` is awaited after each accepted part, so a retry resumes after them.
+Only this module knows slack-sdk; its errors are translated here. The payload of an :class:`Outgoing` is the list
+of messages that :func:`~notifier.render.slack.encode_payload` wrote. They are posted in order as top-level
+messages, starting at ``message.part``; ``progress`` is awaited after each accepted part, so a retry resumes after
+them.
 
 A webhook URL is a secret and goes only to an allowed host (:mod:`notifier.channels.webhooks`); it is shown by its
 host alone, in logs and in errors.
@@ -10,7 +11,6 @@ host alone, in logs and in errors.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -29,10 +29,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from notifier.channels.base import Progress
-from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, is_webhook, scrub, webhook_refusal
+from notifier.channels.webhooks import WEBHOOK_HOSTS_SETTING, display_recipient, scrub, webhook_refusal
 from notifier.config.settings import split_host_port
+from notifier.config.subscribers import is_webhook
 from notifier.errors import PermanentDeliveryError, TemporaryDeliveryError
-from notifier.models import ChannelKind, Outgoing
+from notifier.models import ChannelKind, Outgoing, SlackMessage
+from notifier.render.slack import decode_payload
 
 log = logging.getLogger(__name__)
 # slack-sdk logs each request's URL (a webhook's secret) at debug and info level; its clients log through this one.
@@ -175,12 +177,12 @@ class SlackChannel:
             if progress is not None:
                 await progress(index + 1)
 
-    async def _post_api(self, channel: str, part: dict[str, Any]) -> None:
+    async def _post_api(self, channel: str, part: SlackMessage) -> None:
         try:
             await self._web().chat_postMessage(
                 channel=channel,
-                text=part["text"],
-                blocks=part.get("blocks"),
+                text=part.text,
+                blocks=list(part.blocks) or None,
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -189,11 +191,11 @@ class SlackChannel:
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
             raise TemporaryDeliveryError(f"cannot reach the Slack API: {exc!r}") from exc
 
-    async def _post_webhook(self, url: str, part: dict[str, Any], where: str) -> None:
+    async def _post_webhook(self, url: str, part: SlackMessage, where: str) -> None:
         client = AsyncWebhookClient(url, session=self._get_session(), retry_handlers=self._handlers, logger=_sdk_log)
         try:
             response = await client.send(
-                text=part["text"], blocks=part.get("blocks"), unfurl_links=False, unfurl_media=False
+                text=part.text, blocks=list(part.blocks) or None, unfurl_links=False, unfurl_media=False
             )
         except (aiohttp.ClientError, TimeoutError, SlackClientError) as exc:
             raise TemporaryDeliveryError(f"cannot reach the Slack webhook {where}: {scrub(repr(exc), url)}") from None
@@ -217,18 +219,11 @@ class SlackChannel:
             log.info("slack http session closed")
 
 
-def _parse_payload(message: Outgoing) -> list[dict[str, Any]]:
+def _parse_payload(message: Outgoing) -> list[SlackMessage]:
     try:
-        parts = json.loads(message.payload)
+        return decode_payload(message.payload)
     except ValueError as exc:
-        raise PermanentDeliveryError(f"Slack payload of {message.message_id} is not JSON: {exc}") from exc
-    if not isinstance(parts, list) or not all(
-        isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"].strip() for p in parts
-    ):
-        raise PermanentDeliveryError(
-            f"Slack payload of {message.message_id} must be a list of messages, each with a non-empty text"
-        )
-    return parts
+        raise PermanentDeliveryError(f"Slack payload of {message.message_id} {exc}") from None
 
 
 def _api_error(exc: SlackApiError, channel: str) -> TemporaryDeliveryError | PermanentDeliveryError:

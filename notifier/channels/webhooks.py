@@ -1,4 +1,5 @@
-"""Incoming-webhook recipients: recognising them, where they may post, and how they are shown.
+"""Incoming-webhook recipients (:func:`~notifier.config.subscribers.is_webhook` tells them from channels): where
+they may post, and how they are shown.
 
 A webhook URL is a secret: whoever has it can post to its channel. It is never logged or shown whole:
 :func:`display_recipient` gives its scheme, host and port and a short fingerprint that tells two webhooks apart, and
@@ -16,15 +17,11 @@ from collections.abc import Iterable
 from yarl import URL
 
 from notifier.config.settings import split_host_port
+from notifier.config.subscribers import is_webhook
 
 SLACK_WEBHOOK_HOST = "hooks.slack.com"
 WEBHOOK_HOSTS_SETTING = "NOTIFIER_WEBHOOK_HOSTS"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def is_webhook(recipient: str) -> bool:
-    """True when a Slack recipient is a webhook URL (http or https), not a channel name or ID."""
-    return recipient[:8].lower().startswith(("https://", "http://"))
 
 
 def display_recipient(recipient: str) -> str:

@@ -107,7 +107,7 @@ class SubscriberFields(_Strict):
     @classmethod
     def _slack(cls, value: list[str]) -> list[str]:
         for target in value:
-            if target[:8].lower().startswith(("https://", "http://")):
+            if is_webhook(target):
                 _check_webhook(target)
             elif not _SLACK_CHANNEL.match(target):
                 raise ValueError(
@@ -136,6 +136,12 @@ class SubscriberFields(_Strict):
     def _schedule(cls, value: str) -> str:
         Schedule.parse(value)
         return value
+
+
+def is_webhook(target: str) -> bool:
+    """Whether a Slack target is an incoming-webhook URL (http or https), not a channel name or ID. Where a
+    webhook may post is the daemon's decision when it sends (``notifier.channels.webhooks``)."""
+    return target[:8].lower().startswith(("https://", "http://"))
 
 
 def _check_webhook(url: str) -> None:

@@ -28,15 +28,15 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from notifier.addresses import address_key
-from notifier.channels.email import build_email, make_message_id
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber
-from notifier.errors import StoreError
+from notifier.errors import PlanError, StoreError
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
-from notifier.models import Digest, DigestSection, Match, Paper
+from notifier.models import Digest, Match, Paper
 from notifier.outbox.digest import build_digest, papers_of, sections_for
 from notifier.progress import Progress
+from notifier.render.mime import make_message_id
 from notifier.render.renderer import Renderer
 from notifier.store import StoreLike
 from notifier.store.sql import PlanFailure, SubscriberState, recipient_key
@@ -52,9 +52,19 @@ UnsubscribeUrl = Callable[[str, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """A recipient a digest sends nothing to, and why: ``unsubscribed``, or ``nothing new`` for it."""
+
+    channel: str
+    recipient: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedDigest:
     record: NewDigest
     papers: int  # distinct papers across its deliveries
+    skipped: tuple[Skipped, ...] = ()
 
 
 @dataclass
@@ -264,6 +274,11 @@ class Planner:
                             config, subscriber, group.matches(subscriber), group.cursor, now, reason
                         )
                         if problem is not None:
+                            log.error(
+                                "digest for %s not planned; its papers wait for the next attempt: %s",
+                                subscriber.name,
+                                problem,
+                            )
                             failed.append((subscriber, problem))
                         elif planned is not None:
                             pending.append(planned)
@@ -424,24 +439,29 @@ class Planner:
         empty_reason: str | None,
     ) -> tuple[PlannedDigest | None, str | None]:
         """Plan ``subscriber``'s digest, to be recorded with others in one transaction; or, when it cannot be
-        planned, log and return the reason (and record nothing: its cursor stays)."""
+        planned, return the reason (and record nothing: its cursor stays)."""
         digest_id = _hash(subscriber.name, now.isoformat(), length=20)
         unsubscribed = self.store.unsubscribed(subscriber.name)
         deliveries: list[NewDelivery] = []
+        skipped: list[Skipped] = []
         seen: set[tuple[str, str]] = set()
         step = "planning its digest"
         try:
             for channel, recipient in subscriber.recipients():
                 key = recipient_key(channel, recipient)
-                if (channel == "email" and address_key(recipient) in unsubscribed) or (channel, key) in seen:
+                if (channel, key) in seen:
                     continue
                 seen.add((channel, key))
+                if channel == "email" and address_key(recipient) in unsubscribed:
+                    skipped.append(Skipped(channel, recipient, "unsubscribed"))
+                    continue
                 reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
                 step = "matching and sorting its papers"
                 sections = sections_for(subscriber, matches, reserved)
                 reason = None
                 if not any(section.matches for section in sections):
                     if not subscriber.send_empty or subscriber.schedule.kind == "instant" or empty_reason is None:
+                        skipped.append(Skipped(channel, recipient, "nothing new"))
                         continue
                     reason = empty_reason
                 step = f"rendering its {channel} digest"
@@ -457,10 +477,8 @@ class Planner:
         except StoreError:
             raise
         except Exception as exc:
-            problem = f"{step}: {describe_failure(exc)}"
-            log.error("digest for %s not planned; its papers wait for the next attempt: %s", subscriber.name, problem)
             log.debug("digest for %s not planned", subscriber.name, exc_info=exc)
-            return None, problem
+            return None, f"{step}: {describe_failure(exc)}"
         record = NewDigest(
             digest_id=digest_id,
             subscriber=subscriber.name,
@@ -474,7 +492,7 @@ class Planner:
         papers = len({paper for delivery in deliveries for paper in delivery.papers})
         if deliveries:
             log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
-        return PlannedDigest(record, papers), None
+        return PlannedDigest(record, papers, tuple(skipped)), None
 
     def _render(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime
@@ -482,20 +500,17 @@ class Planner:
         delivery_id = _hash(digest_id, channel, recipient)
         message_id = make_message_id(f"{subscriber.name}|{channel}|{recipient}|{digest_id}", self.settings.mail_domain)
         if channel == "email":
-            unsubscribe = self.unsubscribe_url(subscriber.name, recipient)
-            rendered = self.renderer.email(digest, unsubscribe_url=unsubscribe)
-            payload = build_email(
-                rendered,
+            payload = self.renderer.email_message(
+                digest,
                 sender=self.settings.mail_from,
                 recipient=recipient,
                 message_id=message_id,
                 date=now,
                 list_id=f"{subscriber.name}.{self.settings.mail_domain}",
-                unsubscribe_url=unsubscribe,
+                unsubscribe_url=self.unsubscribe_url(subscriber.name, recipient),
             )
         else:
-            messages = self.renderer.slack(digest)
-            payload = json.dumps([{"text": m.text, "blocks": list(m.blocks)} for m in messages]).encode()
+            payload = self.renderer.slack_payload(digest)
         return NewDelivery(
             delivery_id=delivery_id,
             channel=channel,
@@ -505,12 +520,17 @@ class Planner:
             papers=papers_of(digest.sections),
         )
 
-    def preview(self, config: Config, subscriber: Subscriber, now: datetime) -> Digest:
-        """The digest ``subscriber`` would get next, from stored papers; writes nothing."""
-        cursor = self.cursor_of(subscriber, now)
-        listed = {category: self.store.candidates(category, cursor, now) for category in set(subscriber.categories)}
-        group = _match(config, cursor, [subscriber], listed)
-        recipients = subscriber.recipients()
-        reserved = self.store.reserved_versions(subscriber.name, *recipients[0]) if recipients else {}
-        sections: tuple[DigestSection, ...] = sections_for(subscriber, group.matches(subscriber), reserved)
-        return build_digest(subscriber, sections, period_start=cursor, period_end=now, config_path=config.path.name)
+    def preview(self, config: Config, subscriber: Subscriber, now: datetime) -> PlannedDigest:
+        """What :meth:`plan` would write for ``subscriber`` at ``now``, due or not, planned by the same code from
+        the stored papers: a delivery for each recipient that would get one, and the others in ``skipped``. The
+        store is only read. Raises :class:`~notifier.errors.PlanError` when the digest could not be planned."""
+
+        def unreadable(what: str, _subscribers: list[Subscriber], exc: Exception) -> None:
+            raise PlanError(f"the papers of {what} could not be read or matched: {describe_failure(exc)}") from exc
+
+        due = {self.cursor_of(subscriber, now): [subscriber]}
+        (group,) = self._groups(config, due, now, on_failure=unreadable)
+        planned, problem = self._plan_one(config, subscriber, group.matches(subscriber), group.cursor, now, None)
+        if planned is None:
+            raise PlanError(f"the digest for {subscriber.name} could not be planned: {problem}")
+        return planned

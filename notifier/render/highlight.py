@@ -18,8 +18,7 @@ ELLIPSIS = "…"
 MAX_AUTHORS = 6
 
 _FIELD_PREFIX = re.compile(r"^(?:ti|abs|au|cat|co|all):", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
-_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")  # control characters and line breaks
 _SPACES = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -56,7 +55,12 @@ def one_line(text: str) -> str:
     """``text`` with control characters and line breaks replaced, whitespace runs collapsed to one space."""
     if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
         return text  # printable text has no white space but the ASCII space: it is one line already
-    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+    return _SPACES.sub(" ", blank_controls(text)).strip()
+
+
+def blank_controls(text: str) -> str:
+    """``text`` with each control character and line break as a space: as long as it was, so spans still fit."""
+    return _CONTROL.sub(" ", text)
 
 
 def plain(segments: Iterable[Segment]) -> str:
@@ -98,7 +102,7 @@ def segments(text: str, spans: Sequence[tuple[int, int]], start: int = 0, end: i
     """Split ``text[start:end]`` into plain and highlighted segments."""
     stop = len(text) if end is None else end
     if not text.isprintable():
-        text = _CONTROL_CHAR.sub(" ", text)  # same length, so the spans still fit
+        text = blank_controls(text)
     out: list[Segment] = []
     pos = start
     for span_start, span_end in spans:

@@ -1,4 +1,5 @@
-"""Digest -> rendered message. Templates live in ``templates/``; a :class:`Renderer` compiles them once.
+"""Digest -> exactly what a channel sends: an email's RFC 5322 bytes, a Slack payload. Templates live in
+``templates/``; a :class:`Renderer` compiles them once.
 
 Rendering is pure: it reads templates and nothing else, and every date it shows comes from the digest.
 A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing there come from ours.
@@ -6,8 +7,7 @@ A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing 
 
 from __future__ import annotations
 
-from importlib import resources
-from importlib.resources.abc import Traversable
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
@@ -16,34 +16,15 @@ from markupsafe import Markup
 from notifier.models import Digest, RenderedEmail, SlackMessage
 from notifier.render.email import EmailRenderer, install_filters
 from notifier.render.html import InlinedLoader, Stylesheet, escape_text
-from notifier.render.slack import SlackRenderer
+from notifier.render.mime import build_email
+from notifier.render.slack import SlackRenderer, encode_payload
 
 __all__ = ["Renderer", "builtin_templates"]
 
 
-class _TraversableLoader(jinja2.BaseLoader):
-    """Loads templates from an installed package folder that may not be a plain directory."""
-
-    def __init__(self, root: Traversable) -> None:
-        self.root = root
-
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, None]:
-        node = self.root
-        for piece in template.split("/"):
-            if piece in ("", ".", ".."):
-                raise jinja2.TemplateNotFound(template)
-            node = node.joinpath(piece)
-        if not node.is_file():
-            raise jinja2.TemplateNotFound(template)
-        return node.read_text(encoding="utf-8"), None, None
-
-
 def builtin_templates() -> jinja2.BaseLoader:
-    """Our templates: the ``templates/`` folder of a source checkout, else the installed ``notifier.templates``."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return jinja2.FileSystemLoader(checkout)
-    return _TraversableLoader(resources.files("notifier.templates"))
+    """Our templates: package data of ``notifier`` (``notifier/templates``, in a checkout a link to ``templates/``)."""
+    return jinja2.PackageLoader("notifier", "templates")
 
 
 class Renderer:
@@ -75,9 +56,39 @@ class Renderer:
         """Subject, text part and HTML part (HTML under ``max_html_bytes`` where the papers allow)."""
         return self._current().email.render(digest, unsubscribe_url, max_html_bytes)
 
+    def email_message(
+        self,
+        digest: Digest,
+        *,
+        sender: str,
+        recipient: str,
+        message_id: str,
+        date: datetime,
+        list_id: str,
+        unsubscribe_url: str | None = None,
+        max_html_bytes: int = 100_000,
+    ) -> bytes:
+        """The digest email as the SMTP channel sends it: :meth:`email` built into a message by
+        :func:`~notifier.render.mime.build_email` (which says what each header argument may be)."""
+        rendered = self.email(digest, unsubscribe_url=unsubscribe_url, max_html_bytes=max_html_bytes)
+        return build_email(
+            rendered,
+            sender=sender,
+            recipient=recipient,
+            message_id=message_id,
+            date=date,
+            list_id=list_id,
+            unsubscribe_url=unsubscribe_url,
+        )
+
     def slack(self, digest: Digest) -> list[SlackMessage]:
         """Block Kit messages, split so that each respects Slack's limits; no paper is left out."""
         return self._slack.render(digest)
+
+    def slack_payload(self, digest: Digest) -> bytes:
+        """The digest's Slack messages in the payload the Slack channel posts (see
+        :func:`~notifier.render.slack.encode_payload`)."""
+        return encode_payload(self.slack(digest))
 
     def _current(self) -> _Loaded:
         loaded = self._loaded

@@ -1,16 +1,21 @@
-"""The Slack view of a digest: Block Kit messages.
+"""The Slack view of a digest: Block Kit messages, and the one serialized form they are stored and posted in.
 
 All paper and rule text is escaped for Slack mrkdwn: ``&``, ``<`` and ``>`` become entities, so no text can
 mention ``<!channel>`` or a user or inject a link; ``*``, ``_``, ``~`` and backticks become look-alike characters
 so no text can open or close formatting; ``@`` gets an invisible word joiner so ``@here`` stays plain text.
 A digest that needs more than 50 blocks is split into several messages, each with its own fallback text.
+
+The messages of a delivery travel as one payload, a JSON list of ``{"text": ..., "blocks": [...]}``:
+:func:`encode_payload` writes it (the outbox stores it, the Slack channel posts it, the outbox folder keeps it as
+a ``.json`` file), :func:`decode_payload` reads it back, and :func:`indented_payload` shows it to people.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from notifier.models import Digest, Hit, Match, Paper, SlackMessage
@@ -19,6 +24,7 @@ from notifier.render.highlight import (
     Segments,
     author_list,
     badges,
+    blank_controls,
     by_day,
     count_label,
     matched_line,
@@ -52,12 +58,12 @@ _ESCAPES = str.maketrans(
 Block = dict[str, object]
 _WORD_HEAD = re.compile(r"^\w+")
 _WORD_TAIL = re.compile(r"\w+$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_PAYLOAD_SHAPE = "must be a list of messages, each with a non-empty text and a list of blocks (JSON objects)"
 
 
 def escape(text: str) -> str:
     """``text`` made inert for Slack mrkdwn (see the module docstring); line breaks become spaces."""
-    return _CONTROL.sub(" ", text).translate(_ESCAPES)
+    return blank_controls(text).translate(_ESCAPES)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -220,3 +226,36 @@ def render_slack(digest: Digest, texts: PaperTexts = paper_text) -> list[SlackMe
         fallback = f"arXiv {kind} · {when} · {total}: {counts}{part}"
         out.append(SlackMessage(text=escape(_clip(fallback, MAX_TEXT_CHARS)), blocks=tuple(blocks)))
     return out
+
+
+def encode_payload(messages: Sequence[SlackMessage]) -> bytes:
+    """The payload that carries ``messages``, in order: what the outbox stores and the Slack channel posts."""
+    return json.dumps([{"text": message.text, "blocks": list(message.blocks)} for message in messages]).encode()
+
+
+def decode_payload(payload: bytes) -> list[SlackMessage]:
+    """The messages of a payload that :func:`encode_payload` wrote (``blocks`` left out or null: no blocks).
+
+    Raises :class:`ValueError` saying what is wrong when it is not a JSON list of messages, each with a non-empty
+    text and a list of blocks (JSON objects).
+    """
+    try:
+        parts = json.loads(payload)
+    except ValueError as exc:
+        raise ValueError(f"is not JSON: {exc}") from None
+    if not isinstance(parts, list) or not all(_is_message(part) for part in parts):
+        raise ValueError(_PAYLOAD_SHAPE)
+    return [SlackMessage(text=part["text"], blocks=tuple(part.get("blocks") or ())) for part in parts]
+
+
+def indented_payload(payload: bytes) -> str:
+    """``payload`` as indented JSON, with its characters as they are (not ``\\u`` escapes): for people to read."""
+    return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+
+
+def _is_message(part: object) -> bool:
+    if not isinstance(part, dict):
+        return False
+    text, blocks = part.get("text"), part.get("blocks") or []
+    well_formed = isinstance(blocks, list) and all(isinstance(block, dict) for block in blocks)
+    return isinstance(text, str) and bool(text.strip()) and well_formed
