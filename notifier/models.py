@@ -12,9 +12,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Literal, get_args
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 DEFAULT_ANNOUNCE_TYPES = ("new", "cross")
+
+# Where a delivery is in the outbox: pending -> sending -> sent, or retry (a temporary failure, sent again when due),
+# failed (a permanent one, until `notifier retry`), cancelled (unsubscribed, or its subscriber left the config).
+DeliveryState = Literal["pending", "sending", "sent", "retry", "failed", "cancelled"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
 
 
 @dataclass(frozen=True, slots=True)

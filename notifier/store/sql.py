@@ -67,7 +67,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from notifier.addresses import address_key
 from notifier.errors import StoreError
-from notifier.models import Outgoing, Paper
+from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,6 @@ CREATE TABLE IF NOT EXISTS plan_failures (
     last_failed {time} NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
 """
 
-DELIVERY_STATES = ("pending", "sending", "sent", "retry", "failed", "cancelled")
 # Not sent yet, nor given up: the rows of the index deliveries_by_age (a query names this very term to use it).
 _UNSENT = "state IN ('pending', 'retry', 'sending')"
 # Of a subscriber of the config in use (see register_subscribers).
@@ -244,7 +243,7 @@ class DeliveryRow:
     subscriber: str
     channel: str
     recipient: str
-    state: str
+    state: DeliveryState
     attempts: int
     next_attempt_at: datetime | None
     last_error: str | None
@@ -1056,7 +1055,7 @@ class SqlStore(ABC, Generic[ConnT]):
             if changed < _PRUNE_BATCH:
                 return total
 
-    def deliveries(self, states: Sequence[str] = DELIVERY_STATES, limit: int = 200) -> list[DeliveryRow]:
+    def deliveries(self, states: Sequence[DeliveryState] = DELIVERY_STATES, limit: int = 200) -> list[DeliveryRow]:
         among, params = self._in("state", "state", states)
         rows = self._query(
             f"""SELECT d.*, (SELECT count(*) FROM delivery_papers p WHERE p.delivery_id = d.id) AS paper_count
@@ -1079,7 +1078,7 @@ class SqlStore(ABC, Generic[ConnT]):
             for row in rows
         ]
 
-    def delivery_counts(self) -> dict[str, int]:
+    def delivery_counts(self) -> dict[DeliveryState, int]:
         rows = self._query("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
         return {row["state"]: int(row["n"]) for row in rows}
 

@@ -19,7 +19,7 @@ the one reported.
 With one daemon on the file there is nothing to share: it always leads, a claim is a plain select and update, and at
 start-up the deliveries a crash left ``sending`` go back to ``pending``.
 
-The row dataclasses and :data:`DELIVERY_STATES`, defined in :mod:`notifier.store.sql`, are importable from here too.
+The row dataclasses, defined in :mod:`notifier.store.sql`, are importable from here too.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any
 from notifier.errors import StoreError
 from notifier.store.sql import (
     CLAIM,
-    DELIVERY_STATES,
     FULL,
     OUTGOING_COLUMNS,
     SCHEMA,
@@ -54,7 +53,6 @@ from notifier.store.sql import (
 )
 
 __all__ = [
-    "DELIVERY_STATES",
     "SCHEMA_VERSION",
     "BackfillRow",
     "DeliveryRow",

@@ -16,6 +16,7 @@ import jinja2
 
 from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config.subscribers import Subscriber
+from notifier.models import DeliveryState
 from notifier.outbox.planner import Planner
 from notifier.store.sql import SubscriberState
 
@@ -24,7 +25,12 @@ if TYPE_CHECKING:
 
 HIDDEN = "[hidden]"  # a recipient, in a reason, while addresses are not shown
 MAX_ROWS = 200  # deliveries listed per state; the rest are counted
-_STATES = (("pending", "pending"), ("sending", "sending"), ("retry", "retrying"), ("failed", "failed"))
+_STATES: tuple[tuple[DeliveryState, str], ...] = (
+    ("pending", "pending"),
+    ("sending", "sending"),
+    ("retry", "retrying"),
+    ("failed", "failed"),
+)
 
 
 @dataclass(frozen=True, slots=True)
