@@ -18,6 +18,7 @@ from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
+from notifier.store.sql import NewDigest
 from notifier.store.sqlite import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
 from tests.clock import Clock
@@ -569,26 +570,32 @@ async def test_after_an_upgrade_from_set_feeds_the_first_per_category_poll_sends
             )
             for subscriber in app.config.subscribers:
                 address = subscriber.emails[0]
-                app.store.record_digest(
-                    digest_id=f"before-{subscriber.name}",
-                    subscriber=subscriber.name,
-                    kind="daily",
-                    period_start=clock() - timedelta(days=1),
-                    period_end=clock(),
-                    now=clock(),
-                    deliveries=[
-                        NewDelivery(
-                            delivery_id=f"before-{subscriber.name}",
-                            channel="email",
-                            recipient=address,
-                            message_id=f"<before-{subscriber.name}@lab.example>",
-                            payload=b"Subject: before the upgrade\r\n\r\nsent\r\n",
-                            papers=tuple(
-                                (p.arxiv_id, p.version) for p in old if p.announce_type in subscriber.announce_types
+                app.store.record_digests(
+                    [
+                        NewDigest(
+                            digest_id=f"before-{subscriber.name}",
+                            subscriber=subscriber.name,
+                            kind="daily",
+                            period_start=clock() - timedelta(days=1),
+                            period_end=clock(),
+                            now=clock(),
+                            deliveries=(
+                                NewDelivery(
+                                    delivery_id=f"before-{subscriber.name}",
+                                    channel="email",
+                                    recipient=address,
+                                    message_id=f"<before-{subscriber.name}@lab.example>",
+                                    payload=b"Subject: before the upgrade\r\n\r\nsent\r\n",
+                                    papers=tuple(
+                                        (p.arxiv_id, p.version)
+                                        for p in old
+                                        if p.announce_type in subscriber.announce_types
+                                    ),
+                                ),
                             ),
+                            cursor=clock(),
                         )
-                    ],
-                    cursor=clock(),
+                    ]
                 )
             reserved = {
                 s.name: app.store.reserved_versions(s.name, "email", s.emails[0]) for s in app.config.subscribers

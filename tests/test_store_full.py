@@ -24,6 +24,7 @@ from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import StoreError
 from notifier.models import Paper
+from notifier.store.sql import NewDigest
 from notifier.store.sqlite import NewDelivery, Store
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
@@ -98,15 +99,19 @@ def test_driver_errors_from_reads_and_writes_become_store_errors(store):
     with pytest.raises(StoreError, match="no such table: delivery_papers"):
         store.reserved_versions("lab", "email", "a@lab.example")
     with pytest.raises(StoreError, match="no such table: delivery_papers"):
-        store.record_digest(
-            digest_id="d1",
-            subscriber="lab",
-            kind="daily",
-            period_start=T0,
-            period_end=T0,
-            now=T0,
-            deliveries=[delivery],
-            cursor=T0,
+        store.record_digests(
+            [
+                NewDigest(
+                    digest_id="d1",
+                    subscriber="lab",
+                    kind="daily",
+                    period_start=T0,
+                    period_end=T0,
+                    now=T0,
+                    deliveries=(delivery,),
+                    cursor=T0,
+                )
+            ]
         )
     assert store.delivery_counts() == {}, "the digest's transaction was rolled back"
 

@@ -355,10 +355,6 @@ class SqlStore(ABC, Generic[ConnT]):
     def try_lead(self, name: str) -> bool:
         """Whether this process leads ``name``: polls and plans."""
 
-    @abstractmethod
-    def release_lead(self) -> None:
-        """Give up the lead; idempotent."""
-
     def _problem(self, exc: Exception) -> str | None:
         """What ``exc`` means in words, when the dialect recognises it (:data:`FULL`); None otherwise."""
         return None
@@ -680,10 +676,6 @@ class SqlStore(ABC, Generic[ConnT]):
             self._exec(db, f"UPDATE subscribers SET active = :no WHERE active AND NOT {given}", {"no": False})
             self._exec(db, f"UPDATE subscribers SET active = :yes WHERE NOT active AND {given}", {"yes": True})
 
-    def active_subscribers(self) -> set[str]:
-        """The names of the subscribers of the config in use, as last registered."""
-        return {row["name"] for row in self._query("SELECT name FROM subscribers WHERE active")}
-
     def subscriber_state(self, name: str) -> SubscriberState | None:
         rows = self._query("SELECT * FROM subscribers WHERE name = ?", (name,))
         return self._subscriber_state(rows[0]) if rows else None
@@ -751,23 +743,6 @@ class SqlStore(ABC, Generic[ConnT]):
         )
         return {row["arxiv_id"]: int(row["version"]) for row in rows}
 
-    def record_digest(
-        self,
-        *,
-        digest_id: str,
-        subscriber: str,
-        kind: str,
-        period_start: datetime,
-        period_end: datetime,
-        now: datetime,
-        deliveries: Sequence[NewDelivery],
-        cursor: datetime,
-    ) -> None:
-        """Write a digest, its deliveries (pending) and their papers, and move the subscriber's cursor: atomically."""
-        self.record_digests(
-            [NewDigest(digest_id, subscriber, kind, period_start, period_end, now, tuple(deliveries), cursor)]
-        )
-
     def record_digests(self, digests: Sequence[NewDigest]) -> None:
         """Write digests, their deliveries (pending) and papers, and move their subscribers' cursors, all in one
         transaction: all of them are recorded, or none."""
@@ -834,16 +809,6 @@ class SqlStore(ABC, Generic[ConnT]):
                 [(d.cursor, d.now, d.subscriber) for d in digests],
             )
 
-    def due_deliveries(self, now: datetime) -> list[Outgoing]:
-        """Deliveries of active subscribers to attempt now: pending, retries whose time has come, and sends whose
-        lease has expired."""
-        rows = self._query(
-            f"""SELECT {OUTGOING_COLUMNS} FROM {self._UNSENT_BY_AGE} WHERE {_DUE}
-                ORDER BY created_at, id{self._BY_CODE_POINT}""",
-            {"now": now},
-        )
-        return [_outgoing(row) for row in rows]
-
     def claim_due(self, now: datetime, *, owner: str, lease: timedelta, limit: int) -> list[Outgoing]:
         """Claim up to ``limit`` due deliveries of active subscribers for ``owner``, oldest first: they become
         ``sending`` under a lease.
@@ -870,10 +835,6 @@ class SqlStore(ABC, Generic[ConnT]):
                     WHERE {among} AND state = 'sending' AND lease_owner = :owner""",
                 {**params, "now": now, "owner": owner},
             )
-
-    def next_retry_at(self) -> datetime | None:
-        rows = self._query("SELECT min(next_attempt_at) AS at FROM deliveries WHERE state = 'retry'")
-        return self._time(rows[0]["at"]) if rows else None
 
     def _set_state(self, delivery_id: str, state: str, now: datetime, **columns: object) -> None:
         """Record an outcome of a send. One the database cannot take now is kept, not raised: it is written with
@@ -926,14 +887,6 @@ class SqlStore(ABC, Generic[ConnT]):
                 exc,
             )
             self._unrecorded.clear()
-
-    def mark_sending(self, delivery_id: str, now: datetime) -> None:
-        with self.transaction() as db:
-            self._exec(
-                db,
-                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (now, delivery_id),
-            )
 
     def mark_part(self, delivery_id: str, part: int, now: datetime) -> None:
         self._set_state(delivery_id, "sending", now, part=part)

@@ -243,9 +243,6 @@ class Store(SqlStore[sqlite3.Connection]):
         """Whether this process polls and plans: always, as SQLite serves one daemon."""
         return True
 
-    def release_lead(self) -> None:
-        """Nothing to release: SQLite serves one daemon."""
-
 
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back the open transaction, if SQLite has not ended it already; never masks the error being handled."""
