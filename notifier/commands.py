@@ -26,7 +26,7 @@ from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
 from notifier.lock import DataDirLock, data_dir_lock
 from notifier.models import Outgoing, RenderedEmail
-from notifier.store import StoreLike, open_store
+from notifier.store import Store, open_store
 from notifier.web.status_page import next_due_text
 
 DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
@@ -163,7 +163,7 @@ def rename(settings: Settings, old: str, new: str) -> int:
             f"no subscriber named {new!r} in {settings.subscribers} (known: {known}); rename {old!r} to {new!r}"
             " there first, then run `notifier rename` again"
         )
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         store.rename_subscriber(old, new)
     finally:
@@ -187,7 +187,7 @@ def retry(settings: Settings, config: Config, name: str | None) -> int:
 
 
 def _queue_for(lock: DataDirLock, settings: Settings, name: str | None) -> int:
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         count = store.retry_failed(utcnow(), name)
     finally:
@@ -214,7 +214,7 @@ async def _retry_now(settings: Settings, config: Config, name: str | None) -> in
 
 def list_subscribers(settings: Settings, config: Config) -> int:
     """A table of the subscribers: rules, channels, categories, schedule and when the next digest is due."""
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         rows = [_list_row(subscriber, store, utcnow()) for subscriber in config.subscribers]
     finally:
@@ -226,7 +226,7 @@ def list_subscribers(settings: Settings, config: Config) -> int:
     return ExitCode.OK
 
 
-def _list_row(subscriber: Subscriber, store: StoreLike, now: datetime) -> tuple[str, ...]:
+def _list_row(subscriber: Subscriber, store: Store, now: datetime) -> tuple[str, ...]:
     channels = [f"email ({len(subscriber.emails)})"] if subscriber.emails else []
     channels += [f"slack ({len(subscriber.slack)})"] if subscriber.slack else []
     rules = ", ".join(rule.name for rule in subscriber.rules)

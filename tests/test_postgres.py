@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,9 +23,10 @@ from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError, StoreError
-from notifier.store import StoreLike
-from notifier.store.sql import NewDigest
-from notifier.store.sqlite import SCHEMA_VERSION, NewDelivery, Store
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.schema import SCHEMA_VERSION
+from notifier.store.sql import SqlStore
+from notifier.store.sqlite import SqliteStore
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
 from tests.smtp_server import SmtpServer
@@ -39,7 +41,7 @@ def delivery(delivery_id: str, recipient: str, papers: tuple[tuple[str, int], ..
     return NewDelivery(delivery_id, "email", recipient, f"<{delivery_id}@lab.example>", b"mail " + b"\x00\xff", papers)
 
 
-def digest(store: StoreLike, digest_id: str, deliveries: list[NewDelivery], now: datetime = T0) -> None:
+def digest(store: SqlStore[Any], digest_id: str, deliveries: list[NewDelivery], now: datetime = T0) -> None:
     store.record_digests(
         [
             NewDigest(
@@ -56,7 +58,7 @@ def digest(store: StoreLike, digest_id: str, deliveries: list[NewDelivery], now:
     )
 
 
-def active(store: StoreLike) -> set[str]:
+def active(store: SqlStore[Any]) -> set[str]:
     """The subscribers marked active in the database."""
     return {row["name"] for row in store._query("SELECT name FROM subscribers WHERE active")}
 
@@ -248,9 +250,9 @@ def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opene
         store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', 'ann@lab.example', ?)", (T0,))
         store._exec(db, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", ())
     store.close()
-    reopened: StoreLike
-    if isinstance(store, Store):
-        reopened = Store(store.path)
+    reopened: SqlStore[Any]
+    if isinstance(store, SqliteStore):
+        reopened = SqliteStore(store.path)
     else:
         from notifier.store.postgres import PostgresStore
 
@@ -272,9 +274,9 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
         store._exec(db, "ALTER TABLE subscribers DROP COLUMN active", ())
         store._exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", ())
     store.close()
-    reopened: StoreLike
-    if isinstance(store, Store):
-        reopened = Store(store.path)
+    reopened: SqlStore[Any]
+    if isinstance(store, SqliteStore):
+        reopened = SqliteStore(store.path)
     else:
         from notifier.store.postgres import PostgresStore
 
@@ -416,7 +418,7 @@ def test_an_sqlite_database_from_before_leases_gains_their_columns(tmp_path):
                part INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL, created_at TEXT NOT NULL,
                updated_at TEXT NOT NULL, sent_at TEXT)"""
         )
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         store.register_subscribers(["lab"], T0)
         digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])

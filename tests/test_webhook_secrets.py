@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.store.sql import NewDelivery, NewDigest
+from notifier.store.rows import NewDelivery, NewDigest
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 

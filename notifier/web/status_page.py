@@ -18,7 +18,7 @@ from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config.subscribers import Subscriber
 from notifier.models import DeliveryState
 from notifier.outbox.planner import Planner
-from notifier.store.sql import SubscriberState
+from notifier.store.rows import SubscriberState
 
 if TYPE_CHECKING:
     from notifier.daemon import Notifier
