@@ -50,7 +50,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "match": ("notifier.matching.rules.RuleSet.evaluate",),
     "hits": ("notifier.matching.rules.MatchBatch.matches",),
     "render": ("notifier.render.renderer.Renderer.email", "notifier.render.renderer.Renderer.slack"),
-    "store": ("notifier.store.sql.SqlStore.record_digest", "notifier.store.sql.SqlStore.record_digests"),
+    "store": ("notifier.store.deliveries.DeliveryQueries.record_digests", "notifier.store.sql.SqlStore.record_digests"),
     "send": ("notifier.daemon.Notifier.send",),
     "deliver": ("notifier.outbox.sender.Sender.deliver_due",),
 }

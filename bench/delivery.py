@@ -192,30 +192,47 @@ async def with_channel(port: int, messages: list[Outgoing], total: int, pool: in
         await channel.aclose()
 
 
+def open_sqlite(path: Path) -> Any:
+    """The SQLite store of the tree measured, at ``path`` (``SqliteStore``; ``Store`` in older trees)."""
+    from notifier.store import sqlite
+
+    store_class = getattr(sqlite, "SqliteStore", None) or sqlite.Store
+    return store_class(path)
+
+
 def fill_store(path: Path, messages: list[Outgoing], total: int) -> list[str]:
     """A SQLite store at ``path`` with ``total`` active subscribers and one pending delivery each, written through
     the store's calls as the daemon and the planner make them; the subscribers' names."""
-    from notifier.store.sqlite import NewDelivery, Store
+    try:
+        from notifier.store.rows import NewDelivery, NewDigest
+    except ImportError:  # an older tree
+        from notifier.store.sql import NewDelivery, NewDigest  # type: ignore[no-redef]
 
     now = datetime.now(UTC)
     names = [f"subscriber{i:06d}" for i in range(total)]
-    store = Store(path)
+    store = open_sqlite(path)
     try:
         store.register_subscribers(names, now)
         for start in range(0, total, 1000):
             for i in range(start, min(start + 1000, total)):
                 message = messages[i % len(messages)]
-                store.record_digest(
-                    digest_id=f"g{i}",
-                    subscriber=names[i],
-                    kind="daily",
-                    period_start=now,
-                    period_end=now,
-                    now=now,
-                    deliveries=[
-                        NewDelivery(f"d{i}", "email", message.recipient, message.message_id, message.payload, ())
-                    ],
-                    cursor=now,
+                store.record_digests(
+                    [
+                        NewDigest(
+                            digest_id=f"g{i}",
+                            subscriber=names[i],
+                            kind="daily",
+                            period_start=now,
+                            period_end=now,
+                            now=now,
+                            deliveries=(
+                                NewDelivery(
+                                    f"d{i}", "email", message.recipient, message.message_id, message.payload, ()
+                                ),
+                            ),
+                            cursor=now,
+                        )
+                    ]
                 )
     finally:
         store.close()
@@ -232,7 +249,6 @@ async def through_sender(path: Path, names: list[str], port: int, pool: int) -> 
     from notifier.channels.router import Channels
     from notifier.config.settings import load_settings
     from notifier.outbox.sender import Sender
-    from notifier.store.sqlite import Store
 
     settings = load_settings(
         {},
@@ -245,7 +261,7 @@ async def through_sender(path: Path, names: list[str], port: int, pool: int) -> 
             "mail_from": SENDER,
         },
     )
-    store = Store(path)
+    store = open_sqlite(path)
     try:
         async with aiohttp.ClientSession() as session:
             channels = Channels(settings, session)

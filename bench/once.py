@@ -25,7 +25,7 @@ What the figures mean:
 - load config: ``load_config`` (parse, validate, compile), of which compile: ``RuleSet.compile``;
 - poll: ``Notifier.poll`` (feeds and backfill); enrich: ``Notifier.enrich`` (API look-ups);
 - plan: ``Notifier.plan``, of which match: ``RuleSet.evaluate``, hits: ``MatchBatch.matches``, render:
-  ``Renderer.email`` and ``Renderer.slack``, store: ``record_digest``/``record_digests``;
+  ``Renderer.email`` and ``Renderer.slack``, store: ``record_digests``;
 - send: ``Notifier.send``, of which deliver: ``Sender.deliver_due`` (claims, outbox writes, outcomes);
 - match and hits outside plan: the same functions called elsewhere (choosing the papers to enrich);
 - a stage the tree does not have shows "-"; stages run on several threads at once add up their threads' time;

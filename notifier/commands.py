@@ -29,8 +29,8 @@ from notifier.lock import DataDirLock, data_dir_lock
 from notifier.models import ChannelKind, Outgoing, RenderedEmail, SlackMessage
 from notifier.render.mime import build_email, make_message_id
 from notifier.render.slack import decode_payload, encode_payload, indented_payload
-from notifier.store import StoreLike, open_store
-from notifier.store.sqlite import NewDelivery
+from notifier.store import Store, open_store
+from notifier.store.rows import NewDelivery
 from notifier.web.status_page import next_due_text
 
 DEMO_HINT = "to try the notifier offline on a bundled day of arXiv, run `notifier demo`"
@@ -204,7 +204,7 @@ def rename(settings: Settings, old: str, new: str) -> int:
             f"no subscriber named {new!r} in {settings.subscribers} (known: {known}); rename {old!r} to {new!r}"
             " there first, then run `notifier rename` again"
         )
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         store.rename_subscriber(old, new)
     finally:
@@ -228,7 +228,7 @@ def retry(settings: Settings, config: Config, name: str | None) -> int:
 
 
 def _queue_for(lock: DataDirLock, settings: Settings, name: str | None) -> int:
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         count = store.retry_failed(utcnow(), name)
     finally:
@@ -255,7 +255,7 @@ async def _retry_now(settings: Settings, config: Config, name: str | None) -> in
 
 def list_subscribers(settings: Settings, config: Config) -> int:
     """A table of the subscribers: rules, channels, categories, schedule and when the next digest is due."""
-    store = open_store(settings)
+    store = open_store(settings.database_url or settings.database)
     try:
         rows = [_list_row(subscriber, store, utcnow()) for subscriber in config.subscribers]
     finally:
@@ -267,7 +267,7 @@ def list_subscribers(settings: Settings, config: Config) -> int:
     return ExitCode.OK
 
 
-def _list_row(subscriber: Subscriber, store: StoreLike, now: datetime) -> tuple[str, ...]:
+def _list_row(subscriber: Subscriber, store: Store, now: datetime) -> tuple[str, ...]:
     channels = [f"email ({len(subscriber.emails)})"] if subscriber.emails else []
     channels += [f"slack ({len(subscriber.slack)})"] if subscriber.slack else []
     rules = ", ".join(rule.name for rule in subscriber.rules)

@@ -41,8 +41,8 @@ from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
 from notifier.outbox.sender import Sender, SendReport
 from notifier.render.renderer import Renderer
-from notifier.store import StoreLike, open_store
-from notifier.store.sql import PruneReport
+from notifier.store import Store, open_store
+from notifier.store.rows import PruneReport
 from notifier.web.server import HttpServer
 from notifier.web.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
@@ -111,7 +111,7 @@ class Notifier:
         self.config_error: str | None = None
         self.metrics = Metrics()
         self._config_mtime = _mtime(settings)
-        self._store: StoreLike | None = None
+        self._store: Store | None = None
         self._leading: bool | None = None  # None until the first tick asks
         self._session: aiohttp.ClientSession | None = None
         self._channels: Channels | None = None
@@ -120,7 +120,7 @@ class Notifier:
 
     async def __aenter__(self) -> Notifier:
         try:
-            self._store = open_store(self.settings)
+            self._store = open_store(self.settings.database_url or self.settings.database)
             if self.recover_interrupted:
                 self._store.recover_interrupted(self.clock())
             self._session = aiohttp.ClientSession()
@@ -174,7 +174,7 @@ class Notifier:
         return self.poller.health(feed_key, now)
 
     @property
-    def store(self) -> StoreLike:
+    def store(self) -> Store:
         assert self._store is not None, "use Notifier as an async context manager"
         return self._store
 
@@ -229,7 +229,7 @@ class Notifier:
         return await self.sender.deliver_due(stop=stop)
 
     def prune(self) -> PruneReport | None:
-        """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`SqlStore.prune`), as the leader, at most
+        """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`Store.prune`), as the leader, at most
         once every :data:`PRUNE_EVERY` in one process; None when it was not time, or the store failed (logged: the
         next cycle tries again, and nothing else waits for it)."""
         now = self.clock()
@@ -252,7 +252,7 @@ class Notifier:
         return report
 
     def lead(self) -> bool:
-        """Whether this daemon polls and plans now (see :meth:`StoreLike.try_lead`); logs when that changes."""
+        """Whether this daemon polls and plans now (see :meth:`Store.try_lead`); logs when that changes."""
         leading = self.store.try_lead(LEAD)
         if leading != self._leading:
             if not leading:

@@ -8,16 +8,15 @@ time each feed last brought new papers and how many subscribers' digests are fai
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from notifier.arxiv.poller import PollOutcome
 from notifier.errors import StoreError
-from notifier.store import StoreLike
-from notifier.store.sqlite import DELIVERY_STATES
+from notifier.models import DELIVERY_STATES, DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +24,33 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 
 
+class Readings(Protocol):
+    """What the gauges read from the store at each scrape (:class:`notifier.store.Store` has them)."""
+
+    def delivery_counts(self) -> Mapping[DeliveryState, int]: ...
+
+    def last_new_items(self) -> Mapping[str, datetime]: ...
+
+    def plan_failures(self) -> Mapping[str, object]: ...
+
+
+class PollCounts(Protocol):
+    """What the poll counters read from one poll's outcome (:class:`notifier.arxiv.poller.PollOutcome` has it)."""
+
+    @property
+    def feed_key(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def new_items(self) -> int: ...
+
+
 class _StoreGauges:
     """Gauges computed at scrape time from the store."""
 
-    def __init__(self, store: StoreLike):
+    def __init__(self, store: Readings):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -90,14 +112,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, store: StoreLike) -> None:
+    def watch(self, store: Readings) -> None:
         """Read the outbox depth and feed freshness from ``store`` at each scrape."""
         if self._store_gauges is not None:
             self.registry.unregister(self._store_gauges)
         self._store_gauges = _StoreGauges(store)
         self.registry.register(self._store_gauges)
 
-    def record_polls(self, outcomes: Iterable[PollOutcome]) -> None:
+    def record_polls(self, outcomes: Iterable[PollCounts]) -> None:
         for outcome in outcomes:
             self.feed_polls.labels(outcome.feed_key, outcome.status).inc()
             self.papers_ingested.inc(outcome.new_items)

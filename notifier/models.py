@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, get_args
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 
@@ -28,6 +28,12 @@ def feed_key(categories: Iterable[str]) -> str:
     if not chosen or any(not c or "+" in c or "/" in c for c in chosen):
         raise ValueError(f"invalid category set {chosen!r}")
     return "+".join(chosen)
+
+
+# Where a delivery is in the outbox: pending -> sending -> sent, or retry (a temporary failure, sent again when due),
+# failed (a permanent one, until `notifier retry`), cancelled (unsubscribed, or its subscriber left the config).
+DeliveryState = Literal["pending", "sending", "sent", "retry", "failed", "cancelled"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = get_args(DeliveryState)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from notifier.store import StoreLike
-from notifier.store.sqlite import Store
+from notifier.store.sql import SqlStore
+from notifier.store.sqlite import SqliteStore
 from tests.postgres_server import PostgresServer, find_bin_dir
 
 _databases = itertools.count(1)
@@ -36,11 +37,11 @@ def pg_url(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLike]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore[Any]]:
     """An empty store of each kind: SQLite in ``tmp_path``, then PostgreSQL (skipped where it is not installed).
     A module may define a ``store`` of its own instead."""
     if request.param == "sqlite":
-        opened: StoreLike = Store(tmp_path / "notifier.sqlite3")
+        opened: SqlStore[Any] = SqliteStore(tmp_path / "notifier.sqlite3")
     else:
         from notifier.store.postgres import PostgresStore
 

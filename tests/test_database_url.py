@@ -27,7 +27,7 @@ def test_a_refused_connection_names_the_server_and_hides_the_password(tmp_path, 
     url = f"postgresql://bob:{password}@127.0.0.1:{port}/papers"
     settings = load_settings({}, {"data_dir": str(tmp_path), "database_url": url})
     with pytest.raises(StoreError) as info:
-        open_store(settings)
+        open_store(settings.database_url or settings.database)
     message = str(info.value)
     assert f"postgresql://bob:***@127.0.0.1:{port}/papers" in message
     assert "refused" in message, "the password reached the server intact, so the host is the right one"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from notifier.channels.files import FileChannel
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
@@ -108,15 +109,15 @@ async def test_a_send_interrupted_by_a_crash_is_sent_again_with_the_same_message
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
         await app.plan(force=True)
-        (first, *_) = app.store.due_deliveries(clock())
-        app.store.mark_sending(first.delivery_id, clock())  # the process dies here, before the channel answers
+        (first,) = app.store.claim_due(clock(), owner="crashing", lease=timedelta(hours=1), limit=1)
+        # the process dies here, before the channel answers
     async with make_app(tmp_path, clock) as app:
-        due = {message.delivery_id: message for message in app.store.due_deliveries(clock())}
-        assert first.delivery_id in due
-        assert due[first.delivery_id].message_id == first.message_id
         report = await app.send()
         assert report.sent == 4
         assert app.store.delivery_counts() == {"sent": 4}
+        assert app.store.attempts(first.delivery_id)[0] == 2, "the interrupted attempt, then the one that sent it"
+    resent = FileChannel(tmp_path / "data" / "outbox", first.channel).path_for(first)  # named by its Message-ID
+    assert resent.read_bytes() == first.payload
 
 
 async def test_removing_a_subscriber_cancels_its_unsent_deliveries(tmp_path):
@@ -156,8 +157,10 @@ async def test_an_address_written_differently_is_the_same_recipient_and_gets_not
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
         await app.plan(force=True)
-        (to_a,) = [m for m in app.store.due_deliveries(clock()) if m.recipient == "a@lab.example"]
+        claimed = app.store.claim_due(clock(), owner="test", lease=timedelta(hours=1), limit=10)
+        (to_a,) = [m for m in claimed if m.recipient == "a@lab.example"]
         app.store.mark_sent(to_a.delivery_id, clock())  # a@ has it; the rest is cancelled when lab goes
+        app.store.release([m.delivery_id for m in claimed if m is not to_a], owner="test", now=clock())
     clock.now += timedelta(minutes=10)
     only_updates = "subscribers:\n  - name: updates" + CONFIG.split("  - name: updates", 1)[1]
     async with make_app(tmp_path, clock, only_updates) as app:
@@ -177,7 +180,8 @@ async def test_slack_payload_is_stored_as_block_kit_json(tmp_path):
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler <!channel>")], clock())
         await app.plan(force=True)
-        slack = [m for m in app.store.due_deliveries(clock()) if m.channel == "slack"]
+        claimed = app.store.claim_due(clock(), owner="test", lease=timedelta(hours=1), limit=10)
+        slack = [m for m in claimed if m.channel == "slack"]
     (message,) = slack
     parts = decode_payload(message.payload)
     assert parts and all(part.blocks for part in parts)
@@ -238,7 +242,7 @@ async def test_a_failed_delivery_is_listed_and_sent_again_by_retry(tmp_path):
     async with make_app(tmp_path, clock) as app:
         app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
         await app.plan(force=True)
-        (first, *_) = app.store.due_deliveries(clock())
+        (first,) = app.store.claim_due(clock(), owner="test", lease=timedelta(hours=1), limit=1)
         app.store.mark_failed(first.delivery_id, clock(), "550 no such user")
         await app.send()
         assert app.store.delivery_counts() == {"sent": 3, "failed": 1}

@@ -18,7 +18,8 @@ from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
-from notifier.store.sqlite import NewDelivery, Store
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.sqlite import SqliteStore
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
 from tests.clock import Clock
 
@@ -63,7 +64,7 @@ class Rig:
         self.server = server
         self.clock = clock
         self.settings = settings_for(tmp_path, server)
-        self.store = Store(self.settings.database)
+        self.store = SqliteStore(self.settings.database)
         self.gate = PoliteGate(
             session, user_agent="test", min_interval=0.05, timeout=1.0, max_attempts=2, backoff_base=0.05
         )
@@ -203,7 +204,7 @@ async def test_an_empty_feed_when_an_announcement_is_due_is_late_then_stale(rig)
 
 def test_cadence_follows_the_calendar(tmp_path):
     settings = load_settings({}, {"subscribers": str(tmp_path / "s.yaml"), "data_dir": str(tmp_path)})
-    store = Store(settings.database)
+    store = SqliteStore(settings.database)
     poller = Poller(store, None, settings, lambda: utc(2025, 6, 3))  # type: ignore[arg-type]
     try:
         assert poller.next_poll_at([SOUND], utc(2025, 6, 3, 1)) == utc(2025, 6, 3, 1), "never polled: now"
@@ -496,7 +497,7 @@ async def test_each_category_is_polled_once_and_each_set_reads_the_union_of_its_
 
 
 async def test_a_set_holds_each_paper_version_once_with_the_type_its_primary_category_gives(tmp_path):
-    store = Store(tmp_path / "notifier.sqlite3")
+    store = SqliteStore(tmp_path / "notifier.sqlite3")
     try:
         at = utc(2025, 6, 3, 4, 10)
         store.ingest(AUDIO, [paper("2506.1", announce_type="cross"), paper("2506.2")], at)
@@ -569,26 +570,32 @@ async def test_after_an_upgrade_from_set_feeds_the_first_per_category_poll_sends
             )
             for subscriber in app.config.subscribers:
                 address = subscriber.emails[0]
-                app.store.record_digest(
-                    digest_id=f"before-{subscriber.name}",
-                    subscriber=subscriber.name,
-                    kind="daily",
-                    period_start=clock() - timedelta(days=1),
-                    period_end=clock(),
-                    now=clock(),
-                    deliveries=[
-                        NewDelivery(
-                            delivery_id=f"before-{subscriber.name}",
-                            channel="email",
-                            recipient=address,
-                            message_id=f"<before-{subscriber.name}@lab.example>",
-                            payload=b"Subject: before the upgrade\r\n\r\nsent\r\n",
-                            papers=tuple(
-                                (p.arxiv_id, p.version) for p in old if p.announce_type in subscriber.announce_types
+                app.store.record_digests(
+                    [
+                        NewDigest(
+                            digest_id=f"before-{subscriber.name}",
+                            subscriber=subscriber.name,
+                            kind="daily",
+                            period_start=clock() - timedelta(days=1),
+                            period_end=clock(),
+                            now=clock(),
+                            deliveries=(
+                                NewDelivery(
+                                    delivery_id=f"before-{subscriber.name}",
+                                    channel="email",
+                                    recipient=address,
+                                    message_id=f"<before-{subscriber.name}@lab.example>",
+                                    payload=b"Subject: before the upgrade\r\n\r\nsent\r\n",
+                                    papers=tuple(
+                                        (p.arxiv_id, p.version)
+                                        for p in old
+                                        if p.announce_type in subscriber.announce_types
+                                    ),
+                                ),
                             ),
+                            cursor=clock(),
                         )
-                    ],
-                    cursor=clock(),
+                    ]
                 )
             reserved = {
                 s.name: app.store.reserved_versions(s.name, "email", s.emails[0]) for s in app.config.subscribers
@@ -613,7 +620,7 @@ async def test_when_arxiv_cannot_be_reached_the_poll_asks_no_other_feed_and_the_
         settings = settings_for(tmp_path, server)
     # The stand-in is closed: its port refuses connections.
     clock = RunningClock(utc(2025, 6, 3, 4, 10))
-    store = Store(settings.database)
+    store = SqliteStore(settings.database)
     try:
         asked: list[str] = []
         trace = aiohttp.TraceConfig()

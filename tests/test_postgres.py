@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,10 @@ from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError, StoreError
-from notifier.store import StoreLike
-from notifier.store.sqlite import SCHEMA_VERSION, NewDelivery, Store
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.schema import SCHEMA_VERSION
+from notifier.store.sql import SqlStore
+from notifier.store.sqlite import SqliteStore
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment
 from tests.smtp_server import SmtpServer
@@ -38,17 +41,26 @@ def delivery(delivery_id: str, recipient: str, papers: tuple[tuple[str, int], ..
     return NewDelivery(delivery_id, "email", recipient, f"<{delivery_id}@lab.example>", b"mail " + b"\x00\xff", papers)
 
 
-def digest(store: StoreLike, digest_id: str, deliveries: list[NewDelivery], now: datetime = T0) -> None:
-    store.record_digest(
-        digest_id=digest_id,
-        subscriber="lab",
-        kind="instant",
-        period_start=now - timedelta(days=1),
-        period_end=now,
-        now=now,
-        deliveries=deliveries,
-        cursor=now,
+def digest(store: SqlStore[Any], digest_id: str, deliveries: list[NewDelivery], now: datetime = T0) -> None:
+    store.record_digests(
+        [
+            NewDigest(
+                digest_id=digest_id,
+                subscriber="lab",
+                kind="instant",
+                period_start=now - timedelta(days=1),
+                period_end=now,
+                now=now,
+                deliveries=tuple(deliveries),
+                cursor=now,
+            )
+        ]
     )
+
+
+def active(store: SqlStore[Any]) -> set[str]:
+    """The subscribers marked active in the database."""
+    return {row["name"] for row in store._query("SELECT name FROM subscribers WHERE active")}
 
 
 # -- the store contract, on both stores ---------------------------------------------------------------------------
@@ -150,7 +162,8 @@ def test_outcomes_are_recorded_and_failed_deliveries_retried(store):
     store.mark_retry("x1", T0, T0 + timedelta(minutes=5), "451 try later")
     store.mark_failed("x2", T0, "550 no such user")
     assert store.delivery_counts() == {"sent": 1, "retry": 1, "failed": 1, "sending": 1}
-    assert store.next_retry_at() == T0 + timedelta(minutes=5)
+    (retrying,) = store.deliveries(("retry",))
+    assert retrying.next_attempt_at == T0 + timedelta(minutes=5)
     assert [m.delivery_id for m in store.claim_due(T0 + timedelta(minutes=5), owner="o", lease=LEASE, limit=9)] == [
         "x1"
     ]
@@ -158,7 +171,8 @@ def test_outcomes_are_recorded_and_failed_deliveries_retried(store):
     assert failed.last_error == "550 no such user"
     assert store.retry_failed(T0, "someone else") == 0
     assert store.retry_failed(T0, "lab") == 1
-    assert [m.delivery_id for m in store.due_deliveries(T0)] == ["x2"], "x3 is still leased"
+    claimed = store.claim_due(T0, owner="o", lease=LEASE, limit=9)
+    assert [m.delivery_id for m in claimed] == ["x2"], "x3 is still leased"
 
 
 def test_unsubscribing_cancels_unsent_mail_and_frees_its_papers(store):
@@ -173,9 +187,8 @@ def test_only_active_subscribers_deliveries_are_claimed_and_removed_ones_are_can
     store.register_subscribers(["lab", "other"], T0)
     digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(3)])
     store.register_subscribers(["other"], T0)  # lab leaves the config: its deliveries wait, unclaimed
-    assert store.active_subscribers() == {"other"}
+    assert active(store) == {"other"}
     assert store.claim_due(T0, owner="one", lease=LEASE, limit=10) == []
-    assert store.due_deliveries(T0) == []
     store.register_subscribers(["other", "lab"], T0)  # and comes back before they were cancelled
     assert [m.delivery_id for m in store.claim_due(T0, owner="one", lease=LEASE, limit=1)] == ["x0"]
     store.register_subscribers(["other"], T0)
@@ -188,7 +201,7 @@ def test_registering_100000_subscribers_marks_exactly_them_active(store):
     names = [f"subscriber{i:06d}" for i in range(100_000)]
     store.register_subscribers(names, T0)
     store.register_subscribers([*names[50_000:], "newcomer", "newcomer"], T0 + LEASE)
-    assert store.active_subscribers() == {*names[50_000:], "newcomer"}
+    assert active(store) == {*names[50_000:], "newcomer"}
     states = store.subscriber_states()
     assert len(states) == 100_001
     assert states["subscriber000000"].created_at == T0 and states["newcomer"].created_at == T0 + LEASE
@@ -200,7 +213,7 @@ def test_removed_subscribers_lose_their_unsent_deliveries_and_renames_keep_histo
     assert store.cancel_removed(T0) == 0
     assert store.rename_subscriber("lab", "group") == 1
     assert store.reserved_versions("group", "email", "a@lab.example") == {"2506.1": 1}
-    assert store.active_subscribers() == {"group"}, "a renamed subscriber stays active"
+    assert active(store) == {"group"}, "a renamed subscriber stays active"
     store.register_subscribers([], T0)
     assert store.cancel_removed(T0) == 1
 
@@ -237,9 +250,9 @@ def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opene
         store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', 'ann@lab.example', ?)", (T0,))
         store._exec(db, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", ())
     store.close()
-    reopened: StoreLike
-    if isinstance(store, Store):
-        reopened = Store(store.path)
+    reopened: SqlStore[Any]
+    if isinstance(store, SqliteStore):
+        reopened = SqliteStore(store.path)
     else:
         from notifier.store.postgres import PostgresStore
 
@@ -261,15 +274,15 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
         store._exec(db, "ALTER TABLE subscribers DROP COLUMN active", ())
         store._exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", ())
     store.close()
-    reopened: StoreLike
-    if isinstance(store, Store):
-        reopened = Store(store.path)
+    reopened: SqlStore[Any]
+    if isinstance(store, SqliteStore):
+        reopened = SqliteStore(store.path)
     else:
         from notifier.store.postgres import PostgresStore
 
         reopened = PostgresStore(store.url)
     try:
-        assert reopened.active_subscribers() == {"lab"}, "known subscribers count as active until registered"
+        assert active(reopened) == {"lab"}, "known subscribers count as active until registered"
         assert [m.delivery_id for m in reopened.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
         assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "4"
     finally:
@@ -280,7 +293,6 @@ def test_service_calls(store):
     store.ping()
     assert store.secret("k") == store.secret("k") != store.secret("other")
     assert store.try_lead("poll") is True
-    store.release_lead()
 
 
 # -- PostgreSQL only: several stores on one database ------------------------------------------------------------
@@ -406,7 +418,7 @@ def test_an_sqlite_database_from_before_leases_gains_their_columns(tmp_path):
                part INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL, created_at TEXT NOT NULL,
                updated_at TEXT NOT NULL, sent_at TEXT)"""
         )
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         store.register_subscribers(["lab"], T0)
         digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.store import StoreLike
-from notifier.store.sql import PRUNED, NewDigest
-from notifier.store.sqlite import NewDelivery, Store
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.sql import PRUNED, SqlStore
+from notifier.store.sqlite import SqliteStore
 from tests.test_outbox import Clock, make_app, outbox_files, paper
 
 T0 = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
@@ -42,7 +43,7 @@ def digest(
     )
 
 
-def payloads(store: StoreLike) -> dict[str, bytes]:
+def payloads(store: SqlStore[Any]) -> dict[str, bytes]:
     rows = store._query("SELECT id, payload FROM deliveries")
     return {row["id"]: bytes(row["payload"]) for row in rows}
 
@@ -144,7 +145,7 @@ def test_pruned_payloads_make_room_for_the_next_days_in_the_sqlite_file(tmp_path
     what is kept for good (the delivery rows, the papers each recipient had, and the room a pruned row leaves in
     its page, about 4 KB a delivery), a fraction of the payloads."""
     path = tmp_path / "notifier.sqlite3"
-    store = Store(path)
+    store = SqliteStore(path)
     sizes: list[int] = []
     try:
         store.register_subscribers(["lab"], T0)

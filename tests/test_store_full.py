@@ -24,7 +24,8 @@ from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import StoreError
 from notifier.models import Paper
-from notifier.store.sqlite import NewDelivery, Store
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.sqlite import SqliteStore
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.smtp_server import SmtpServer
@@ -72,8 +73,8 @@ def papers(count: int) -> list[Paper]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(tmp_path / "notifier.sqlite3")
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "notifier.sqlite3")
     try:
         yield opened
     finally:
@@ -98,15 +99,19 @@ def test_driver_errors_from_reads_and_writes_become_store_errors(store):
     with pytest.raises(StoreError, match="no such table: delivery_papers"):
         store.reserved_versions("lab", "email", "a@lab.example")
     with pytest.raises(StoreError, match="no such table: delivery_papers"):
-        store.record_digest(
-            digest_id="d1",
-            subscriber="lab",
-            kind="daily",
-            period_start=T0,
-            period_end=T0,
-            now=T0,
-            deliveries=[delivery],
-            cursor=T0,
+        store.record_digests(
+            [
+                NewDigest(
+                    digest_id="d1",
+                    subscriber="lab",
+                    kind="daily",
+                    period_start=T0,
+                    period_end=T0,
+                    now=T0,
+                    deliveries=(delivery,),
+                    cursor=T0,
+                )
+            ]
         )
     assert store.delivery_counts() == {}, "the digest's transaction was rolled back"
 
@@ -115,7 +120,7 @@ def test_a_file_that_is_not_a_database_is_a_store_error_naming_it(tmp_path):
     path = tmp_path / "notifier.sqlite3"
     path.write_bytes(b"this is not a database, " * 100)
     with pytest.raises(StoreError, match=r"cannot open the database .*notifier\.sqlite3: file is not a database"):
-        Store(path)
+        SqliteStore(path)
 
 
 async def test_a_full_disk_while_planning_writes_nothing_and_the_next_cycle_delivers_everything_once(tmp_path):

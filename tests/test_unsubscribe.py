@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
+import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -103,13 +105,12 @@ def paper(arxiv_id: str, title: str) -> Paper:
 
 
 async def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
+    """The emails a plan wrote to the outbox, as the database holds them."""
     app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
     await app.plan(force=True)
-    return [
-        email.message_from_bytes(message.payload, policy=email.policy.default)
-        for message in app.store.due_deliveries(clock())
-        if message.channel == "email"
-    ]
+    with contextlib.closing(sqlite3.connect(app.settings.database)) as db:
+        rows = db.execute("SELECT payload FROM deliveries WHERE channel = 'email' ORDER BY created_at, id").fetchall()
+    return [email.message_from_bytes(payload, policy=email.policy.default) for (payload,) in rows]
 
 
 async def test_each_email_carries_one_click_headers_whose_token_verifies_after_a_restart(tmp_path):

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.store.sql import NewDelivery
+from notifier.store.rows import NewDelivery, NewDigest
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 
@@ -61,15 +61,19 @@ async def test_webhook_secrets_stay_out_of_logs_and_status(tmp_path, caplog):
         deliveries = [webhook_delivery(key, slack.webhook_url(hook)) for key, hook in sorted(hooks.items())]
         deliveries.append(webhook_delivery("d5", "https://hooks.example.net/services/T01/B05/s3cr3t-elsewhere"))
         async with Notifier(settings, load_config(settings.subscribers, {}), clock=lambda: NOW) as app:
-            app.store.record_digest(
-                digest_id="digest-1",
-                subscriber="team",
-                kind="daily",
-                period_start=NOW,
-                period_end=NOW,
-                now=NOW,
-                deliveries=deliveries,
-                cursor=NOW,
+            app.store.record_digests(
+                [
+                    NewDigest(
+                        digest_id="digest-1",
+                        subscriber="team",
+                        kind="daily",
+                        period_start=NOW,
+                        period_end=NOW,
+                        now=NOW,
+                        deliveries=tuple(deliveries),
+                        cursor=NOW,
+                    )
+                ]
             )
             report = await app.send()
         posts = [post.channel for post in slack.posts]

@@ -36,8 +36,8 @@ from notifier.arxiv.poller import PollOutcome
 from notifier.config.settings import Settings
 from notifier.errors import FeedError
 from notifier.models import Paper
-from notifier.store import StoreLike
-from notifier.store.sqlite import BackfillRow
+from notifier.store import Store
+from notifier.store.rows import BackfillRow
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def earliest_day(settings: Settings, now: datetime) -> date:
     return now.astimezone(calendar.EASTERN).date() - timedelta(days=settings.backfill_days)
 
 
-def request_backfills(store: StoreLike, settings: Settings, outcomes: Iterable[PollOutcome], now: datetime) -> int:
+def request_backfills(store: Store, settings: Settings, outcomes: Iterable[PollOutcome], now: datetime) -> int:
     """Record the windows these poll outcomes show are missing; returns how many were new."""
     if settings.backfill_days <= 0:
         return 0
@@ -86,7 +86,7 @@ def request_backfills(store: StoreLike, settings: Settings, outcomes: Iterable[P
 
 
 async def run_backfills(
-    store: StoreLike, gate: PoliteGate, settings: Settings, feed_keys: Iterable[str], clock: Callable[[], datetime]
+    store: Store, gate: PoliteGate, settings: Settings, feed_keys: Iterable[str], clock: Callable[[], datetime]
 ) -> list[BackfillOutcome]:
     """Fetch and store every pending window of ``feed_keys``; failures stay pending (fail-open)."""
     outcomes: list[BackfillOutcome] = []
@@ -105,7 +105,7 @@ async def run_backfills(
 
 
 async def backfill(
-    store: StoreLike,
+    store: Store,
     gate: PoliteGate,
     settings: Settings,
     outcomes: Sequence[PollOutcome],
@@ -131,7 +131,7 @@ def as_announced(papers: Iterable[Paper], categories: Sequence[str], day: date) 
 
 
 async def _run_one(
-    store: StoreLike, gate: PoliteGate, settings: Settings, row: BackfillRow, clock: Callable[[], datetime]
+    store: Store, gate: PoliteGate, settings: Settings, row: BackfillRow, clock: Callable[[], datetime]
 ) -> BackfillOutcome:
     categories = row.feed_key.split("+")
     start = row.window_start + _MINUTE

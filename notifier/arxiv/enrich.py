@@ -13,13 +13,13 @@ from datetime import datetime
 from notifier.arxiv.api import fetch_metadata
 from notifier.arxiv.gate import PoliteGate
 from notifier.errors import FeedError
-from notifier.store import StoreLike
+from notifier.store import Store
 
 log = logging.getLogger(__name__)
 
 
 async def enrich_papers(
-    store: StoreLike, gate: PoliteGate, api_url: str, arxiv_ids: Collection[str], clock: Callable[[], datetime]
+    store: Store, gate: PoliteGate, api_url: str, arxiv_ids: Collection[str], clock: Callable[[], datetime]
 ) -> int:
     """Look up the papers among ``arxiv_ids`` not enriched yet; returns how many were updated."""
     wanted = store.not_enriched(arxiv_ids)

@@ -3,7 +3,7 @@
 Each category subscribers follow is its own feed (``rss/cs.LG``), polled once however many subscribers combine it
 with others, so the requests of a poll are bounded by arXiv's taxonomy, not by subscribers. A subscriber's
 category set is composed locally from its categories' stored papers (for a whole set:
-:meth:`notifier.store.sql.SqlStore.candidates`), and its health is the worst of its categories'
+:meth:`notifier.store.Store.candidates`), and its health is the worst of its categories'
 (:meth:`Poller.health`).
 
 A poll fetches the feed (conditional GET), recognises a repeated announcement by its items (not by
@@ -32,9 +32,9 @@ migration. The first poll of each category finds no feed state under the categor
 ETag and stores the day's items again, under the category, seen now; as a first poll of that key, it requests no
 backfill. Those papers fall again in the window of subscribers whose last digest already carried them, but the
 planner skips every paper version a recipient has reserved (sent or on its way:
-:meth:`notifier.store.sql.SqlStore.reserved_versions`), so nobody gets a paper twice; what the rules did not match
+:meth:`notifier.store.Store.reserved_versions`), so nobody gets a paper twice; what the rules did not match
 then, they do not match now. The rows under set keys stay readable as part of their set
-(:meth:`notifier.store.sql.SqlStore.candidates`).
+(:meth:`notifier.store.Store.candidates`).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from notifier.arxiv.gate import PoliteGate
 from notifier.arxiv.rss import fetch_feed
 from notifier.config.settings import Settings
 from notifier.errors import FeedError, TimeBudgetError
-from notifier.store import StoreLike
-from notifier.store.sql import FeedState
+from notifier.store import Store
+from notifier.store.rows import FeedState
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def items_hash(ids: Iterable[str]) -> str:
 
 
 class Poller:
-    def __init__(self, store: StoreLike, gate: PoliteGate, settings: Settings, clock: Callable[[], datetime]):
+    def __init__(self, store: Store, gate: PoliteGate, settings: Settings, clock: Callable[[], datetime]):
         self.store = store
         self.gate = gate
         self.settings = settings

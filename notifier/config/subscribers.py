@@ -202,7 +202,7 @@ class Subscriber:
     @property
     def feed_key(self) -> str:
         """The category set this subscriber reads: its categories, deduplicated and sorted, joined by '+'; the
-        store composes it from the categories' feeds (:meth:`notifier.store.sql.SqlStore.candidates`)."""
+        store composes it from the categories' feeds (:meth:`notifier.store.Store.candidates`)."""
         return feed_key(self.categories)
 
     def recipients(self) -> list[tuple[ChannelKind, str]]:

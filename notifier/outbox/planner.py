@@ -38,9 +38,8 @@ from notifier.outbox.digest import build_digest, papers_of, sections_for
 from notifier.progress import Progress
 from notifier.render.mime import make_message_id
 from notifier.render.renderer import Renderer
-from notifier.store import StoreLike
-from notifier.store.sql import PlanFailure, SubscriberState, recipient_key
-from notifier.store.sqlite import NewDelivery, NewDigest
+from notifier.store import Store
+from notifier.store.rows import NewDelivery, NewDigest, PlanFailure, SubscriberState, recipient_key
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +186,7 @@ def _match(
 class Planner:
     def __init__(
         self,
-        store: StoreLike,
+        store: Store,
         renderer: Renderer,
         settings: Settings,
         unsubscribe_url: UnsubscribeUrl | None = None,

@@ -29,7 +29,7 @@ from notifier.errors import DeliveryError, PermanentDeliveryError, TemporaryDeli
 from notifier.metrics import Metrics
 from notifier.models import Outgoing
 from notifier.progress import Progress
-from notifier.store import StoreLike
+from notifier.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
 class Sender:
     def __init__(
         self,
-        store: StoreLike,
+        store: Store,
         router: ChannelRouter,
         clock: Callable[[], datetime],
         *,
@@ -97,7 +97,7 @@ class Sender:
 
     async def deliver_due(self, *, stop: asyncio.Event | None = None) -> SendReport:
         """Claim and send the due deliveries of active subscribers (see
-        :meth:`~notifier.store.sql.SqlStore.register_subscribers`), batch after batch, until none is left or
+        :meth:`~notifier.store.Store.register_subscribers`), batch after batch, until none is left or
         ``stop`` is set."""
         report = SendReport()
         with Progress("sending", None, unit="deliveries") as progress:

@@ -1,24 +1,189 @@
-"""Which store a process uses: SQLite in the data directory, or PostgreSQL when ``database_url`` is set.
+"""The store: what the rest of the program is written against (:class:`Store`), and :func:`open_store`.
 
-:data:`StoreLike` is what the rest of the program is written against: a :class:`~notifier.store.sql.SqlStore` of
-either dialect.
+Everything above this package depends on :class:`Store`, a protocol of exactly the calls it makes, and on the row
+types of :mod:`notifier.store.rows`; never on a dialect. Two implement it: :class:`~notifier.store.sqlite.SqliteStore`
+(one file in the data directory, one daemon) and :class:`~notifier.store.postgres.PostgresStore` (several daemons on
+one database), both :class:`~notifier.store.sql.SqlStore` over their dialect.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
 
-from notifier.config.settings import Settings
-from notifier.store.sql import SqlStore
-from notifier.store.sqlite import Store
+from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper
+from notifier.store.rows import (
+    BackfillRow,
+    DeliveryRow,
+    FeedState,
+    NewDigest,
+    PlanFailure,
+    PruneReport,
+    SubscriberState,
+)
+from notifier.store.sqlite import SqliteStore
 
-StoreLike: TypeAlias = SqlStore[Any]
+__all__ = ["Store", "open_store"]
 
 
-def open_store(settings: Settings) -> StoreLike:
-    """PostgreSQL when ``settings.database_url`` is set (psycopg is imported only then), SQLite otherwise."""
-    if settings.database_url:
-        from notifier.store.postgres import PostgresStore
+class Store(Protocol):
+    """The store, as the poller, planner, sender, daemon, commands and web pages use it.
 
-        return PostgresStore(settings.database_url)
-    return Store(settings.database)
+    Every call may raise :class:`~notifier.errors.StoreError`. Calls that write are one transaction each.
+    """
+
+    # -- the process ------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections (writing any outcome kept in memory first); idempotent."""
+
+    def recover_interrupted(self, now: datetime) -> int:
+        """At start: deal with deliveries left ``sending`` by a daemon that is gone; how many go back to pending."""
+
+    def try_lead(self, name: str) -> bool:
+        """Whether this process leads ``name`` (polls and plans); call it every tick."""
+
+    def ping(self) -> None:
+        """A trivial query: raises when the database cannot be reached or read."""
+
+    def secret(self, key: str) -> str:
+        """A random secret kept under ``key``: made on first use, the same ever after."""
+
+    # -- papers, feeds and backfills --------------------------------------------------------------------------
+
+    def ingest(self, feed_key: str, papers: Iterable[Paper], seen_at: datetime) -> int:
+        """Remember ``papers`` as announced in ``feed_key``; how many feed items were new."""
+
+    def enrich(
+        self, arxiv_id: str, now: datetime, *, comment: str | None, journal_ref: str | None, categories: Sequence[str]
+    ) -> None:
+        """Add what the API knows and the feed does not: comment, journal reference, all categories."""
+
+    def not_enriched(self, arxiv_ids: Iterable[str]) -> list[str]:
+        """Those of ``arxiv_ids`` stored and not enriched yet, sorted."""
+
+    def candidates(self, feed_key: str, after: datetime, until: datetime) -> list[Paper]:
+        """The papers of ``feed_key`` (a category, or a set of them) first seen in (after, until]."""
+
+    def paper_count(self) -> int: ...
+
+    def feed_state(self, feed_key: str) -> FeedState | None: ...
+
+    def feed_states(self) -> list[FeedState]:
+        """Every feed's state, by key."""
+
+    def record_poll(
+        self,
+        feed_key: str,
+        *,
+        at: datetime,
+        status: str,
+        error: str | None = None,
+        etag: str | None = None,
+        announced: date | None = None,
+        items_hash: str | None = None,
+        item_count: int | None = None,
+    ) -> None:
+        """Record one poll; an error keeps the last good state."""
+
+    def last_new_items(self) -> dict[str, datetime]:
+        """feed_key -> when a poll last brought new items (backfilled items not counted)."""
+
+    def request_backfill(
+        self, feed_key: str, day: date, window: tuple[datetime, datetime], reason: str, now: datetime
+    ) -> bool:
+        """Remember that ``day`` of ``feed_key`` must be recovered; False when it was requested before."""
+
+    def backfills(
+        self, feed_key: str | None = None, states: Sequence[str] = ("pending", "done")
+    ) -> list[BackfillRow]: ...
+
+    def record_backfill(
+        self,
+        feed_key: str,
+        day: date,
+        now: datetime,
+        *,
+        added: int = 0,
+        error: str | None = None,
+        give_up: bool = False,
+    ) -> None: ...
+
+    # -- subscribers ------------------------------------------------------------------------------------------
+
+    def register_subscribers(self, names: Iterable[str], now: datetime) -> None:
+        """The subscribers of the config in use: registered and marked active; every other one inactive."""
+
+    def subscriber_state(self, name: str) -> SubscriberState | None: ...
+
+    def subscriber_states(self) -> dict[str, SubscriberState]: ...
+
+    def rename_subscriber(self, old: str, new: str) -> int:
+        """Move a subscriber's history to a new name."""
+
+    def unsubscribe(self, subscriber: str, address: str, now: datetime) -> None:
+        """Send ``address`` no more of ``subscriber``'s digests; cancel those unsent."""
+
+    def unsubscribed(self, subscriber: str) -> set[str]:
+        """The address keys unsubscribed from ``subscriber``."""
+
+    def record_plan_failures(self, failures: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        """Remember that the digests of these (subscriber, fingerprint, reason) could not be planned."""
+
+    def clear_plan_failure(self, subscriber: str) -> None: ...
+
+    def plan_failures(self) -> dict[str, PlanFailure]:
+        """Subscriber -> why its digest could not be planned, by name."""
+
+    # -- the outbox -------------------------------------------------------------------------------------------
+
+    def reserved_versions(self, subscriber: str, channel: str, recipient: str) -> dict[str, int]:
+        """arxiv_id -> highest version already sent or on its way to this recipient."""
+
+    def record_digests(self, digests: Sequence[NewDigest]) -> None:
+        """Write digests, their deliveries (pending) and papers, and their cursors: all of them, or none."""
+
+    def claim_due(self, now: datetime, *, owner: str, lease: timedelta, limit: int) -> list[Outgoing]:
+        """Claim up to ``limit`` due deliveries for ``owner`` under a lease, oldest first."""
+
+    def release(self, delivery_ids: Iterable[str], *, owner: str, now: datetime) -> int:
+        """Hand claimed deliveries that were not attempted back to pending."""
+
+    def mark_part(self, delivery_id: str, part: int, now: datetime) -> None: ...
+
+    def mark_sent(self, delivery_id: str, now: datetime) -> None: ...
+
+    def mark_retry(self, delivery_id: str, now: datetime, next_attempt_at: datetime, error: str) -> None: ...
+
+    def mark_failed(self, delivery_id: str, now: datetime, error: str) -> None: ...
+
+    def attempts(self, delivery_id: str) -> tuple[int, datetime]:
+        """A delivery's attempts so far, and when it was created."""
+
+    def cancel_removed(self, now: datetime) -> int:
+        """Cancel unsent deliveries of subscribers no longer active; how many."""
+
+    def retry_failed(self, now: datetime, subscriber: str | None = None) -> int:
+        """Queue failed deliveries (all, or ``subscriber``'s) again; how many."""
+
+    def deliveries(self, states: Sequence[DeliveryState] = DELIVERY_STATES, limit: int = 200) -> list[DeliveryRow]:
+        """The newest deliveries in ``states``."""
+
+    def delivery_counts(self) -> dict[DeliveryState, int]: ...
+
+    def prune(self, now: datetime, retention: timedelta) -> PruneReport:
+        """Drop what nothing needs after ``retention``; what deduplication needs stays for good."""
+
+
+def open_store(database: str | Path) -> Store:
+    """The PostgreSQL store for a ``postgresql://`` URL (psycopg is imported only then), the SQLite store for a path.
+
+    Callers pass ``settings.database_url or settings.database``.
+    """
+    if isinstance(database, Path):
+        return SqliteStore(database)
+    from notifier.store.postgres import PostgresStore
+
+    return PostgresStore(database)

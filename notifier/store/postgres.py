@@ -1,11 +1,11 @@
-"""The PostgreSQL store: the same interface as :class:`~notifier.store.sqlite.Store`, for several daemons on one
-database.
+"""The PostgreSQL store: the same interface as :class:`~notifier.store.sqlite.SqliteStore`, for several daemons on
+one database.
 
 Selected by ``NOTIFIER_DATABASE_URL=postgresql://...``. The queries are :class:`notifier.store.sql.SqlStore`'s;
 this module is the PostgreSQL dialect. What differs from SQLite is what sharing needs:
 
-- **Schema.** Created and migrated at open, under a session advisory lock, so daemons starting together migrate
-  once; ``meta.schema_version`` records the version.
+- **Schema.** Created and migrated at open (:mod:`notifier.store.schema`), in one transaction under a session
+  advisory lock, so daemons starting together migrate once.
 - **Leading.** One daemon at a time polls and plans: the holder of a session advisory lock, taken on a connection
   of its own that lives as long as the daemon (:meth:`PostgresStore.try_lead`). When the holder dies, its
   connection closes, the server releases the lock, and another daemon takes it at its next tick.
@@ -29,27 +29,21 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg.rows import dict_row
 
 from notifier.config.settings import redact_secrets, redact_url
 from notifier.errors import StoreError
-from notifier.store.sql import CLAIM, FULL, OUTGOING_COLUMNS, SCHEMA, Params, SqlStore
+from notifier.store.deliveries import CLAIM, OUTGOING_COLUMNS
+from notifier.store.dialect import FULL, Params
+from notifier.store.schema import migrate
+from notifier.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-
-# The shared tables with PostgreSQL's types.
-_SCHEMA = SCHEMA.format(time="timestamptz", day="date", flag="boolean", false="false", blob="bytea")
-
-# Later versions append (version, SQL) steps here; each runs once, in order, under the schema lock, before the
-# data steps of SqlStore._upgrade.
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (4, "ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS active boolean NOT NULL DEFAULT false"),
-)
 
 # What psycopg reads specially in a query: a string literal, a cast, '%', and the placeholders '?' and ':name'.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|::|%|\?|:([A-Za-z_]\w*)")
@@ -79,6 +73,13 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
     """PostgreSQL-backed store. One instance owns one connection (plus the leader's); ``close()`` is idempotent."""
 
     _ERROR = psycopg.Error
+    _TYPES: ClassVar[Mapping[str, str]] = {
+        "time": "timestamptz",
+        "day": "date",
+        "flag": "boolean",
+        "false": "false",
+        "blob": "bytea",
+    }
     _BY_CODE_POINT = ' COLLATE "C"'  # the database's default collation follows its locale
     _UNSENT_BY_AGE = "deliveries"  # the planner picks deliveries_by_age by itself
 
@@ -94,7 +95,8 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
         try:
             db.execute("SELECT pg_advisory_lock(%s)", (lock_key("schema"),))
             try:
-                self._migrate(db)
+                with db.transaction():
+                    migrate(self, db)
             finally:
                 db.execute("SELECT pg_advisory_unlock(%s)", (lock_key("schema"),))
         except StoreError:
@@ -111,17 +113,6 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the database {self.where}: {redact_secrets(str(exc), self.url)}") from None
         return db
-
-    def _migrate(self, db: psycopg.Connection[Row]) -> None:
-        with db.transaction():
-            db.execute(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row["value"]) if row else 0
-            for step, sql in _MIGRATIONS:
-                if step > version:
-                    db.execute(sql)
-                    log.info("store: migrated the schema to version %d", step)
-            self._upgrade(db)
 
     def _problem(self, exc: Exception) -> str | None:
         return FULL if isinstance(exc, psycopg.errors.DiskFull) else None
@@ -169,6 +160,15 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
     def _exec_many(self, db: psycopg.Connection[Row], sql: str, params: Iterable[Params]) -> None:
         with db.cursor() as cursor:
             cursor.executemany(_psycopg(sql), params)
+
+    def _columns(self, db: psycopg.Connection[Row], table: str) -> set[str]:
+        rows = self._fetch(
+            db,
+            """SELECT column_name FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = ?""",
+            (table,),
+        )
+        return {row["column_name"] for row in rows}
 
     @staticmethod
     def _insert_ignore(into: str) -> str:

@@ -8,18 +8,16 @@ transactions, and then the store is still consistent: a digest's deliveries and 
 planned again), and a delivery whose ``sent`` was undone is sent again, as one in flight is after a crash. FULL would
 add an fsync to every commit: two per message sent, which halved the sending rate (``bench/delivery.py``).
 
-Times and days are kept as ISO text (UTC, microseconds), which sorts as it should. A database made before leases
-gains their columns when it is opened.
+Times and days are kept as ISO text (UTC, microseconds), which sorts as it should. The schema is set up, or brought
+up to date (:mod:`notifier.store.schema`), in one ``BEGIN IMMEDIATE`` transaction when the file is opened.
 
-Every ``sqlite3`` error becomes a :class:`StoreError` in :meth:`Store.transaction` or the shared read helper. A full
-disk (SQLITE_FULL, or an I/O error with the disk out of space) is named as such. SQLite ends a transaction itself
-on some errors (SQLITE_FULL among them); it is rolled back only if it is still open, so the error that ended it is
-the one reported.
+Every ``sqlite3`` error becomes a :class:`StoreError` in :meth:`SqliteStore.transaction` or the shared read helper.
+A full disk (SQLITE_FULL, or an I/O error with the disk out of space) is named as such. SQLite ends a transaction
+itself on some errors (SQLITE_FULL among them); it is rolled back only if it is still open, so the error that ended
+it is the one reported.
 
 With one daemon on the file there is nothing to share: it always leads, a claim is a plain select and update, and at
 start-up the deliveries a crash left ``sending`` go back to ``pending``.
-
-The row dataclasses and :data:`DELIVERY_STATES`, defined in :mod:`notifier.store.sql`, are importable from here too.
 """
 
 from __future__ import annotations
@@ -32,48 +30,16 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from notifier.errors import StoreError
-from notifier.store.sql import (
-    CLAIM,
-    DELIVERY_STATES,
-    FULL,
-    OUTGOING_COLUMNS,
-    SCHEMA,
-    SCHEMA_VERSION,
-    BackfillRow,
-    DeliveryRow,
-    FeedState,
-    NewDelivery,
-    NewDigest,
-    Params,
-    PlanFailure,
-    SqlStore,
-    SubscriberState,
-)
-
-__all__ = [
-    "DELIVERY_STATES",
-    "SCHEMA_VERSION",
-    "BackfillRow",
-    "DeliveryRow",
-    "FeedState",
-    "NewDelivery",
-    "NewDigest",
-    "PlanFailure",
-    "Store",
-    "SubscriberState",
-]
+from notifier.store.deliveries import CLAIM, OUTGOING_COLUMNS
+from notifier.store.dialect import FULL, Params
+from notifier.store.schema import migrate
+from notifier.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = SCHEMA.format(time="TEXT", day="TEXT", flag="INTEGER", false="0", blob="BLOB")
-# Columns added after version 1, each with its definition: added with ALTER TABLE to a database that lacks them.
-_ADDED_COLUMNS = {
-    "deliveries": {"lease_owner": "TEXT", "lease_until": "TEXT"},
-    "subscribers": {"active": "INTEGER NOT NULL DEFAULT 0"},
-}
 # How many ids one query of not_enriched binds: SQLite before 3.32 takes at most 999 parameters in a statement.
 _LIST_CHUNK = 500
 # An I/O error with less than this free on the database's file system is taken for a full disk.
@@ -99,10 +65,17 @@ def _bind(params: Params) -> Params:
     return tuple(_text(value) for value in params)
 
 
-class Store(SqlStore[sqlite3.Connection]):
+class SqliteStore(SqlStore[sqlite3.Connection]):
     """SQLite-backed store. One instance owns one connection; ``close()`` is idempotent."""
 
     _ERROR = sqlite3.Error
+    _TYPES: ClassVar[Mapping[str, str]] = {
+        "time": "TEXT",
+        "day": "TEXT",
+        "flag": "INTEGER",
+        "false": "0",
+        "blob": "BLOB",
+    }
     _BY_CODE_POINT = ""  # SQLite's default collation, BINARY, already compares by code point
     # Without statistics SQLite would rather gather every unsent row by state and sort them, for each claim.
     _UNSENT_BY_AGE = "deliveries INDEXED BY deliveries_by_age"
@@ -118,28 +91,17 @@ class Store(SqlStore[sqlite3.Connection]):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             self.close()
             if self._problem(exc) is not None:
                 raise self._error(exc) from exc
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         try:
-            self._migrate()
+            with self.transaction() as db:
+                migrate(self, db)
         except StoreError:
             self.close()
             raise
-
-    def _migrate(self) -> None:
-        """Bring a database made by an older version up to :data:`SCHEMA_VERSION`."""
-        with self.transaction() as db:
-            for table, columns in _ADDED_COLUMNS.items():
-                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                for name, definition in columns.items():
-                    if name not in present:
-                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
-                        log.info("store: added %s.%s", table, name)
-            self._upgrade(db)
 
     def close(self) -> None:
         if self._db is not None:
@@ -195,6 +157,9 @@ class Store(SqlStore[sqlite3.Connection]):
     def _exec_many(self, db: sqlite3.Connection, sql: str, params: Iterable[Params]) -> None:
         db.executemany(sql, (_bind(each) for each in params))
 
+    def _columns(self, db: sqlite3.Connection, table: str) -> set[str]:
+        return {row["name"] for row in self._fetch(db, f"PRAGMA table_info({table})", ())}
+
     @staticmethod
     def _insert_ignore(into: str) -> str:
         return f"INSERT OR IGNORE INTO {into}"
@@ -244,9 +209,6 @@ class Store(SqlStore[sqlite3.Connection]):
     def try_lead(self, name: str) -> bool:
         """Whether this process polls and plans: always, as SQLite serves one daemon."""
         return True
-
-    def release_lead(self) -> None:
-        """Nothing to release: SQLite serves one daemon."""
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -10,7 +10,7 @@ from notifier.arxiv.poller import FeedHealth
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config
 from notifier.metrics import Metrics
-from notifier.store import StoreLike
+from notifier.store import Store
 from notifier.web.unsubscribe import UnsubscribeLinks
 
 
@@ -32,7 +32,7 @@ class Service(Protocol):
     def clock(self) -> Callable[[], datetime]: ...
 
     @property
-    def store(self) -> StoreLike: ...
+    def store(self) -> Store: ...
 
     @property
     def metrics(self) -> Metrics: ...

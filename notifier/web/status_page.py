@@ -15,13 +15,19 @@ import jinja2
 
 from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config.subscribers import Subscriber
+from notifier.models import DeliveryState
 from notifier.outbox.planner import Planner
-from notifier.store.sql import SubscriberState
+from notifier.store.rows import SubscriberState
 from notifier.web.service import Service
 
 HIDDEN = "[hidden]"  # a recipient, in a reason, while addresses are not shown
 MAX_ROWS = 200  # deliveries listed per state; the rest are counted
-_STATES = (("pending", "pending"), ("sending", "sending"), ("retry", "retrying"), ("failed", "failed"))
+_STATES: tuple[tuple[DeliveryState, str], ...] = (
+    ("pending", "pending"),
+    ("sending", "sending"),
+    ("retry", "retrying"),
+    ("failed", "failed"),
+)
 
 
 @dataclass(frozen=True, slots=True)
