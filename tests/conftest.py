@@ -36,7 +36,7 @@ def pg_url(postgres: PostgresServer) -> str:
     return postgres.create_database(f"test_{next(_databases)}")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore[Any]]:
     """An empty store of each kind: SQLite in ``tmp_path``, then PostgreSQL (skipped where it is not installed).
     A module may define a ``store`` of its own instead."""

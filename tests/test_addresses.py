@@ -45,6 +45,7 @@ def reference(address: str) -> str | None:
 
 @settings(max_examples=400, derandomize=True, deadline=None)
 @given(local=LOCAL, domain=DOMAIN)
+@pytest.mark.slow
 def test_the_quick_check_agrees_with_email_validator(local, domain):
     address = f"{local}@{domain}"
     expected = reference(address)

@@ -99,6 +99,7 @@ async def test_own_session_is_closed_by_aclose(slack):
         await ch.send(outgoing("C0123"))
 
 
+@pytest.mark.slow
 async def test_429_then_success_honours_retry_after(slack, session):
     slack.faults.rate_limit_next = 1
     slack.faults.retry_after = 1
@@ -109,6 +110,7 @@ async def test_429_then_success_honours_retry_after(slack, session):
     assert slack.calls == 2 and len(slack.posts) == 1
 
 
+@pytest.mark.slow
 async def test_429_after_retries_is_temporary_with_retry_after(slack, session):
     slack.faults.rate_limit_next = 5
     slack.faults.retry_after = 0

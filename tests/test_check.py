@@ -47,6 +47,7 @@ def test_a_category_in_the_wrong_case_is_read_as_arxiv_spells_it(tmp_path):
     assert load_config(path, environ={}).subscribers[0].categories == ("cs.DC", "cs.LG", "astro-ph.GA", "math")
 
 
+@pytest.mark.slow
 def test_an_unknown_category_gets_the_closest_real_one(tmp_path):
     done = check(tmp_path, subscriber("[cs.DCC]"))
     assert done.returncode == 1
@@ -66,6 +67,7 @@ def test_an_unknown_category_like_no_real_one_points_at_the_taxonomy(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_lower_case_operators_between_terms_get_a_warning_with_the_upper_case_form(tmp_path):
     rules = "      - name: gpu\n        query: 'compiler or gpu and not survey'\n"
     done = check(tmp_path, subscriber(rules=rules))
@@ -87,6 +89,7 @@ def test_only_operator_words_between_terms_are_flagged():
     assert lowercase_operators("or gpu") is None, "nothing before it"
 
 
+@pytest.mark.slow
 def test_an_empty_subscribers_file_is_an_error_naming_the_file(tmp_path):
     for text in ("", "# just a comment\n"):
         done = check(tmp_path, text)

@@ -20,6 +20,8 @@ from tests.cli import start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRETS = {"smtp_password", "slack_token"}  # from the environment only: an option would show in the process list
 

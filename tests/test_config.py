@@ -123,6 +123,7 @@ def test_secrets_come_from_the_environment(tmp_path):
     assert missing.line == 6
 
 
+@pytest.mark.slow
 def test_check_command_exits_1_with_file_line_on_stderr(tmp_path):
     path = write(tmp_path, GOOD.replace("    categories: [cs.LG, cs.DC]", "    categoriez: [cs.LG, cs.DC]"))
     result = subprocess.run(

@@ -156,6 +156,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @settings(BOUND, max_examples=250)
 @given(content=files)
+@pytest.mark.slow
 def test_check_gives_a_config_or_a_config_error_with_its_line(folder, content):
     path = folder / "subscribers.yaml"
     path.write_bytes(content)
@@ -184,6 +185,7 @@ def daemon(folder: Path) -> Iterator[tuple[Notifier, asyncio.Runner]]:
 
 @settings(BOUND, max_examples=80)
 @given(content=files)
+@pytest.mark.slow
 def test_the_daemon_keeps_running_on_its_last_good_config_whatever_the_edit(daemon, content):
     app, runner = daemon
     app.settings.subscribers.write_bytes(content)

@@ -164,6 +164,7 @@ def run_check(path: Path, *, memory: int | None = None, timeout: float = 60) -> 
     ],
     ids=["alias bomb", "tag", "recursive alias", "deep query"],
 )
+@pytest.mark.slow
 def test_check_reports_a_hostile_edit_as_file_line_column_within_1_gb(tmp_path, text, line):
     path = write(tmp_path, text)
     result = run_check(path, memory=2**30, timeout=30)
@@ -285,6 +286,7 @@ def test_a_huge_value_is_cut_short_in_the_message(tmp_path):
     assert len(error.message) <= 400 and error.message.endswith("…")
 
 
+@pytest.mark.slow
 def test_a_subscribers_path_that_never_ends_is_read_only_up_to_the_size_limit(tmp_path):
     path = tmp_path / "subscribers.yaml"
     path.symlink_to("/dev/zero")

@@ -11,6 +11,7 @@ import socket
 import time
 
 import aiohttp
+import pytest
 
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
@@ -70,6 +71,7 @@ async def eventually(check, seconds: float = 20.0) -> object:
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_the_daemon_survives_hostile_edits_and_says_which_line_it_rejected(tmp_path):
     config = tmp_path / "subscribers.yaml"
     config.write_text(GOOD)

@@ -17,6 +17,8 @@ from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.smtp_server import SmtpServer
 
+pytestmark = pytest.mark.slow  # each test runs the CLI or the daemon in a child process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from notifier.demo.stand_in import DATA, ArxivStandIn
 
@@ -71,6 +72,7 @@ def test_demo_prints_each_file_it_produced_and_an_index_that_links_every_email_d
         )
 
 
+@pytest.mark.slow
 def test_demo_digests_hold_only_what_arxiv_announced(tmp_path):
     """The bundled capture has no categories, comments or journal references: the demo shows none of them."""
     folder = tmp_path / "demo"
@@ -87,6 +89,7 @@ def test_demo_digests_hold_only_what_arxiv_announced(tmp_path):
     assert shown and shown <= captured
 
 
+@pytest.mark.slow
 def test_demo_refuses_a_folder_that_holds_something(tmp_path):
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
     done = run_demo("--dir", str(tmp_path))
@@ -95,6 +98,7 @@ def test_demo_refuses_a_folder_that_holds_something(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_demo_ignores_the_settings_of_the_environment(tmp_path):
     """A shell set up for production (a real SMTP host) sends nothing from the demo."""
     done = subprocess.run(

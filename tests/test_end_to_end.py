@@ -23,6 +23,8 @@ from tests.cli import cli_environment, start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
 
+pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "cs.SD+eess.AS"
 BIG = "cs.CL+cs.CV+cs.MM+cs.LG+cs.SI"

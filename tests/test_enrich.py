@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
@@ -76,6 +78,7 @@ async def test_comments_and_journal_references_reach_the_digest(tmp_path):
     assert not unmatched, "only matched papers are looked up"
 
 
+@pytest.mark.slow
 async def test_the_digest_goes_out_without_comments_when_the_api_fails(tmp_path):
     async with ArxivStandIn(day="2025-06-03") as server:
         server.fail_next("/api", "503", count=50)

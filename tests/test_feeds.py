@@ -117,6 +117,7 @@ def test_duplicates_keep_the_highest_version_and_old_style_ids_parse():
     assert paper.authors == ("A. Author", "B. Author")
 
 
+@pytest.mark.slow
 def test_capped_feed_is_flagged():
     items = "".join(_item(f"2506.{i:05d}v1", f"T{i}") for i in range(FEED_ITEM_CAP))
     body = (
@@ -189,6 +190,7 @@ async def test_conditional_get_and_day_rollover(gate_and_server):
     assert holiday.etag == server.requests[-1].headers.get("If-None-Match", holiday.etag)
 
 
+@pytest.mark.slow
 async def test_one_category_conditional_get_is_its_share_of_the_combined_feed(gate_and_server):
     gate, server = gate_and_server
     whole = await fetch_feed(gate, server.rss_base_url, BIG.split("+"), None)
@@ -251,6 +253,7 @@ async def test_injected_empty_answer_is_zero_papers(gate_and_server):
     assert (result.status, result.papers, result.item_count) == ("ok", [], 0)
 
 
+@pytest.mark.slow
 async def test_big_combined_feed_over_http(gate_and_server):
     gate, server = gate_and_server
     result = await fetch_feed(gate, server.rss_base_url, BIG.split("+"), None)

@@ -54,6 +54,7 @@ def test_retry_after_seconds_and_http_date():
     assert parse_retry_after(None) is None
 
 
+@pytest.mark.slow
 async def test_requests_are_spaced_serialised_and_identified(server, session):
     gate = make_gate(session)
     for _ in range(2):

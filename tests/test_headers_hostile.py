@@ -409,6 +409,7 @@ def assert_inert_html(page: str) -> None:
     sender_name=REPLY_TO_WORD,
     list_name=END_OF_HEADERS_WORD,
 )
+@pytest.mark.slow
 def test_hostile_text_anywhere_leaves_exactly_the_intended_headers(
     smtp, title, authors, abstract, rule, subscriber, subject, sender_name, list_name
 ):

@@ -81,6 +81,7 @@ def close_all(clients: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) 
         writer.close()
 
 
+@pytest.mark.slow
 async def test_stalled_clients_never_keep_healthz_out_and_are_closed_after_the_header_timeout(server):
     clients = await stalled_clients(server.port, 5 * CAP)
     try:
@@ -96,6 +97,7 @@ async def test_stalled_clients_never_keep_healthz_out_and_are_closed_after_the_h
         close_all(clients)
 
 
+@pytest.mark.slow
 async def test_an_idle_kept_alive_connection_is_closed_after_the_header_timeout(server):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
@@ -108,6 +110,7 @@ async def test_an_idle_kept_alive_connection_is_closed_after_the_header_timeout(
         writer.close()
 
 
+@pytest.mark.slow
 async def test_a_body_that_never_arrives_is_answered_408_and_the_connection_closed(server):
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
@@ -135,6 +138,7 @@ LOW_FILE_LIMIT = (
 )
 
 
+@pytest.mark.slow
 async def test_a_daemon_with_256_open_files_answers_healthz_through_372_stalled_requests(tmp_path):
     (tmp_path / "subscribers.yaml").write_text(CONFIG)
     port = free_port()

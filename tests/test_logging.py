@@ -46,6 +46,7 @@ def secret_forms() -> list[str]:
 
 
 @pytest.mark.parametrize("accepted", [True, False], ids=["credentials-accepted", "credentials-refused"])
+@pytest.mark.slow
 async def test_json_debug_logs_parse_line_by_line_and_never_show_a_secret(tmp_path, accepted):
     (tmp_path / "subscribers.yaml").write_text(CONFIG)
     cert, key = make_self_signed(tmp_path)

@@ -92,6 +92,7 @@ def with_ids(found: list[Paper]) -> list[Paper]:
 
 @CHECK
 @given(st.lists(papers, min_size=1, max_size=6).map(with_ids), st.lists(queries, min_size=1, max_size=8))
+@pytest.mark.slow
 def test_fast_and_reference_matchers_select_the_same_papers(batch, query_list):
     rules = [(f"r{n}", query) for n, query in enumerate(query_list)]
     fast = RuleSet.compile([(key, key, query) for key, query in rules]).match(batch)
@@ -100,6 +101,7 @@ def test_fast_and_reference_matchers_select_the_same_papers(batch, query_list):
 
 @CHECK
 @given(st.lists(papers, min_size=1, max_size=6).map(with_ids), st.lists(queries, min_size=1, max_size=8))
+@pytest.mark.slow
 def test_batch_indices_and_lazy_matches_agree_with_match(batch, query_list):
     rules = RuleSet.compile([(f"r{n}", f"r{n}", query) for n, query in enumerate(query_list)])
     evaluated = rules.evaluate(batch)
@@ -116,6 +118,7 @@ def test_batch_indices_and_lazy_matches_agree_with_match(batch, query_list):
     st.lists(queries, min_size=1, max_size=8),
     st.lists(st.sets(st.integers(0, 5)), min_size=1, max_size=3),
 )
+@pytest.mark.slow
 def test_matches_within_some_papers_are_the_whole_rules_matches_among_them(batch, query_list, subsets):
     """Whatever subsets are asked about first, and in what order, each gets the matches (hits included) that the
     whole rule has among those papers."""
@@ -141,6 +144,7 @@ def spread(found: list[Paper], size: int = 150) -> list[Paper]:
     st.lists(queries, min_size=1, max_size=8),
     st.sets(st.integers(0, 7)),
 )
+@pytest.mark.slow
 def test_blocks_threads_and_rule_subsets_change_nothing(batch, query_list, subset):
     """Tiny blocks (one 64-bit word each) on three threads, and evaluating only some rules, select what the
     reference selects."""
@@ -163,6 +167,7 @@ def test_blocks_threads_and_rule_subsets_change_nothing(batch, query_list, subse
 
 @CHECK
 @given(st.lists(papers, min_size=1, max_size=4).map(with_ids), queries)
+@pytest.mark.slow
 def test_every_text_hit_spans_the_words_of_its_term(batch, query):
     terms = {}
     for node in _terms(parse_query(query)):
@@ -200,6 +205,7 @@ def test_plural_variants_are_symmetric_and_follow_the_singular_plural_rule(word)
 
 @CHECK
 @given(st.lists(text() | text().map(lambda source: source + SEPARATOR + "x"), max_size=8))
+@pytest.mark.slow
 def test_tokenizing_many_texts_at_once_gives_each_texts_tokens_in_turn(sources):
     expected = [token for source in sources for token in [*tokenize(source), SEPARATOR]]
     assert tokenize_all(sources) == expected

@@ -13,6 +13,8 @@ import logging
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
@@ -195,6 +197,7 @@ async def test_a_feed_whose_papers_cannot_be_read_fails_only_its_own_subscribers
     assert len(errors_about(caplog, "sound")) == 1
 
 
+@pytest.mark.slow
 async def test_once_delivers_everyone_else_and_status_lists_the_failure(tmp_path):
     folder = templates(tmp_path / "templates")
     (tmp_path / "subscribers.yaml").write_text(

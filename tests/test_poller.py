@@ -87,6 +87,7 @@ async def rig(tmp_path):
 # -- announcements and repeats -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_repeated_announcement_is_nothing_new_and_nothing_is_sent_again(tmp_path):
     clock = Clock(utc(2025, 6, 3, 4, 10))
     async with ArxivStandIn(day="2025-06-03") as server:
@@ -123,6 +124,7 @@ async def test_a_repeated_announcement_is_nothing_new_and_nothing_is_sent_again(
         ("stall", "did not answer .* within 1s"),
     ],
 )
+@pytest.mark.slow
 async def test_a_hostile_answer_is_an_error_that_touches_nothing_and_the_next_poll_recovers(rig, mode, message):
     assert [o.status for o in await rig.poller.poll([SOUND, AUDIO])] == ["ok", "ok"]
     before_state, before_items = rig.store.feed_state(SOUND), rig.items(SOUND)
@@ -307,6 +309,7 @@ async def test_after_downtime_the_missed_day_is_backfilled_once(rig):
     ]
 
 
+@pytest.mark.slow
 async def test_a_failed_backfill_keeps_what_is_stored_and_is_tried_again(rig):
     rig.server.clock = rig.clock
     week_feeds(rig.server, {"2025-06-16": slice(0, 30), "2025-06-17": slice(30, 70), "2025-06-18": slice(70, 108)})
@@ -412,6 +415,7 @@ class RunningClock:
         return self.start + timedelta(seconds=time.monotonic() - self.began)
 
 
+@pytest.mark.slow
 async def test_a_poll_out_of_time_records_the_feeds_it_never_reached_and_starts_with_them_next_time(rig):
     rig.poller.clock = RunningClock(utc(2025, 6, 3, 4, 10))
     assert [o.status for o in await rig.poller.poll([SOUND, LEARNING])] == ["ok", "ok"]
@@ -474,6 +478,7 @@ def announced(key: str, day: str, types: tuple[str, ...] = ("new", "cross")) -> 
     return {m[1].decode() for m in re.finditer(pattern, body, re.DOTALL) if m[2].decode() in types}
 
 
+@pytest.mark.slow
 async def test_each_category_is_polled_once_and_each_set_reads_the_union_of_its_categories(tmp_path):
     clock = Clock(utc(2025, 6, 3, 4, 10))
     async with ArxivStandIn(day="2025-06-03") as server:
@@ -517,6 +522,7 @@ async def test_a_set_holds_each_paper_version_once_with_the_type_its_primary_cat
         store.close()
 
 
+@pytest.mark.slow
 async def test_a_category_that_fails_holds_back_only_its_own_subscribers(tmp_path):
     clock = Clock(utc(2025, 6, 3, 4, 10))
     async with ArxivStandIn(day="2025-06-03") as server:
@@ -556,6 +562,7 @@ async def test_a_category_that_fails_holds_back_only_its_own_subscribers(tmp_pat
         assert sum(m.count(f"arxiv.org/abs/{arxiv_id}\n") for m in mails if "both@lab.example" in m) == 1
 
 
+@pytest.mark.slow
 async def test_after_an_upgrade_from_set_feeds_the_first_per_category_poll_sends_nothing_twice(tmp_path):
     clock = Clock(utc(2025, 6, 3, 4, 10))
     async with ArxivStandIn(day="2025-06-03") as server:

@@ -197,6 +197,7 @@ def test_only_active_subscribers_deliveries_are_claimed_and_removed_ones_are_can
     assert store.subscriber_state("lab") is not None, "its history stays"
 
 
+@pytest.mark.slow
 def test_registering_100000_subscribers_marks_exactly_them_active(store):
     names = [f"subscriber{i:06d}" for i in range(100_000)]
     store.register_subscribers(names, T0)
@@ -298,6 +299,7 @@ def test_service_calls(store):
 # -- PostgreSQL only: several stores on one database ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_store_at_a_time_leads_and_the_lead_passes_on_when_its_holder_goes(pg_url):
     from notifier.store.postgres import PostgresStore
 
@@ -316,6 +318,7 @@ def test_one_store_at_a_time_leads_and_the_lead_passes_on_when_its_holder_goes(p
         second.close()
 
 
+@pytest.mark.slow
 def test_stores_opened_together_set_up_the_schema_once(pg_url):
     from notifier.store.postgres import PostgresStore
 
@@ -343,6 +346,7 @@ def test_stores_opened_together_set_up_the_schema_once(pg_url):
             opened.close()
 
 
+@pytest.mark.slow
 def test_concurrent_claims_never_share_a_delivery(pg_url):
     from notifier.store.postgres import PostgresStore
 
@@ -370,6 +374,7 @@ def test_concurrent_claims_never_share_a_delivery(pg_url):
     setup.close()
 
 
+@pytest.mark.slow
 async def test_the_daemon_runs_its_outbox_on_postgresql(tmp_path, pg_url):
     clock = Clock()
     path = tmp_path / "subscribers.yaml"
@@ -387,6 +392,7 @@ async def test_the_daemon_runs_its_outbox_on_postgresql(tmp_path, pg_url):
     assert len(outbox_files(tmp_path, "email")) == 3
 
 
+@pytest.mark.slow
 async def test_once_beside_a_leading_daemon_only_sends(tmp_path, pg_url, monkeypatch):
     monkeypatch.setattr("notifier.daemon.LEAD_WAIT", 0.2)
     clock = Clock()

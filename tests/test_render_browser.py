@@ -17,7 +17,7 @@ from notifier.models import Digest
 from notifier.render.renderer import Renderer
 from tests.digest_factory import golden_digest, large_digest, weekly_digest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "screenshots"

@@ -110,6 +110,7 @@ def test_text_escapes_markup_and_attributes_escape_quotes_too() -> None:
     assert "<script" not in html
 
 
+@pytest.mark.slow
 def test_papers_rendered_for_other_digests_are_reused_exactly() -> None:
     warm = Renderer()
     for digest in (large_digest(300), weekly_digest(), golden_digest(), empty_digest()):

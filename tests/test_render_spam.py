@@ -15,7 +15,7 @@ from notifier.render.mime import build_email
 from notifier.render.renderer import Renderer
 from tests.digest_factory import empty_digest, golden_digest, large_digest, weekly_digest
 
-pytestmark = pytest.mark.spam
+pytestmark = [pytest.mark.spam, pytest.mark.slow]
 
 SPAMASSASSIN = shutil.which("spamassassin")
 if SPAMASSASSIN is None:

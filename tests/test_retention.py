@@ -10,6 +10,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
@@ -140,6 +142,7 @@ async def test_retention_0_keeps_everything(tmp_path):
         assert PRUNED not in payloads(app.store).values()
 
 
+@pytest.mark.slow
 def test_pruned_payloads_make_room_for_the_next_days_in_the_sqlite_file(tmp_path):
     """100 deliveries of 20 KB a day for 30 days, kept 7 days: after the first week the file grows each day by
     what is kept for good (the delivery rows, the papers each recipient had, and the room a pruned row leaves in

@@ -125,6 +125,7 @@ def rows_of(page: str) -> list[list[str]]:
     return cells.rows
 
 
+@pytest.mark.slow
 async def test_the_page_shows_each_feed_s_last_announcement_next_expected_and_state(page):
     rows = rows_of(page)
     assert rows[0] == ["Category", "State", "Last announcement", "Next expected", "Last error"]
@@ -181,6 +182,7 @@ async def test_addresses_are_shown_only_when_asked_for_and_webhooks_never(tmp_pa
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@pytest.mark.slow
 async def test_the_page_reads_right_in_chromium_at_1024_px(tmp_path, page):
     source = tmp_path / "status.html"
     source.write_text(page, encoding="utf-8")

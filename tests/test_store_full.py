@@ -242,6 +242,7 @@ def fill_disk(mount: Path, leave: int) -> Path:
     return ballast
 
 
+@pytest.mark.slow
 async def test_the_daemon_stays_up_on_a_full_disk_and_delivers_once_there_is_room(tmp_path, small_disk):
     (tmp_path / "subscribers.yaml").write_text(DAEMON_CONFIG)
     async with ArxivStandIn(day="2025-06-03") as arxiv:

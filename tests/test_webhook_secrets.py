@@ -8,6 +8,8 @@ import logging
 import os
 from datetime import UTC, datetime
 
+import pytest
+
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
@@ -38,6 +40,7 @@ def webhook_delivery(delivery_id: str, url: str) -> NewDelivery:
     )
 
 
+@pytest.mark.slow
 async def test_webhook_secrets_stay_out_of_logs_and_status(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     (tmp_path / "subscribers.yaml").write_text(CONFIG)

@@ -18,11 +18,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from notifier.arxiv import calendar
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from tests.arxiv_server import ArxivStandIn, day_feed, fixtures_dir
+
+pytestmark = pytest.mark.slow  # a simulated week of polling, planning and sending
 
 SMALL = "cs.SD+eess.AS"
 EASTERN = calendar.EASTERN
