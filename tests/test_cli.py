@@ -15,7 +15,7 @@ import pytest
 
 from notifier.config.settings import ENV_VARS
 from notifier.exit_codes import TABLE
-from notifier.store.sqlite import Store
+from notifier.store.sqlite import SqliteStore
 from tests.cli import start_cli
 from tests.slack_server import SlackServer
 from tests.smtp_server import SmtpServer
@@ -194,7 +194,7 @@ def test_preview_shows_every_recipient_and_leaves_out_one_that_unsubscribed(conf
         "Slack #papers: 1 message (--slack shows the Block Kit JSON)",
     ]
     assert first[0].startswith("Subject: [arXiv] ") and first[0] == first[2], "each address gets the same digest"
-    store = Store(demo_data / "notifier.sqlite3")
+    store = SqliteStore(demo_data / "notifier.sqlite3")
     try:
         counts = store.delivery_counts()
         store.unsubscribe("listening-lab", "Bob@Lab.example", datetime.now(UTC))
@@ -207,7 +207,7 @@ def test_preview_shows_every_recipient_and_leaves_out_one_that_unsubscribed(conf
     assert slack.returncode == 0
     assert slack.stderr == "(Slack payload for #papers)\n(no digest for bob@lab.example: unsubscribed)\n"
     assert json.loads(slack.stdout)[0]["blocks"]
-    store = Store(demo_data / "notifier.sqlite3")
+    store = SqliteStore(demo_data / "notifier.sqlite3")
     try:
         assert store.delivery_counts() == counts, "preview records nothing"
         state = store.subscriber_state("listening-lab")
