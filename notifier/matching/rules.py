@@ -27,26 +27,25 @@ import numpy as np
 
 from notifier.errors import QuerySyntaxError
 from notifier.matching import bitsets
-from notifier.matching.bitsets import Ints
+from notifier.matching.bitsets import Ints, Op
 from notifier.matching.index import PaperIndex
 from notifier.matching.lexicon import TermLexicon
 from notifier.matching.query import And, Node, Not, Or, Term, parse_query
 from notifier.models import Hit, Match, Paper
 
-# Operations of the graph. Nodes below the number of terms are the terms themselves.
-_AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
 _MATRIX_BYTES = 32 * 2**20  # papers are evaluated in blocks that keep the bit matrices under this size
 _WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 # Hits remembered per (rule, paper) and per (term, paper) while a batch is planned; past this many, they start over
 # (a batch of 100,000 subscribers would otherwise keep gigabytes of them for papers no later digest shows).
 HITS_KEPT = 100_000
+_COMMUTATIVE = frozenset({Op.AND, Op.OR})  # operands put in one order, so that a OR b and b OR a are one node
 
 
 @dataclass(frozen=True, slots=True)
 class _Level:
     """Nodes ``first .. first + len(left) - 1``, all computed by ``op`` from their ``left``/``right`` nodes."""
 
-    op: int
+    op: Op
     first: int
     left: Ints
     right: Ints
@@ -61,14 +60,14 @@ class _GraphBuilder:
 
     def __init__(self) -> None:
         self.terms: dict[Term, int] = {}
-        self.nodes: dict[tuple[int, int, int], int] = {}
-        self.ops: list[tuple[int, int, int]] = []
+        self.nodes: dict[tuple[Op, int, int], int] = {}
+        self.ops: list[tuple[Op, int, int]] = []
 
     def term(self, term: Term) -> int:
         return self.terms.setdefault(term, len(self.terms))
 
-    def node(self, op: int, left: int, right: int) -> int:
-        if op in (_AND, _OR) and right < left:
+    def node(self, op: Op, left: int, right: int) -> int:
+        if op in _COMMUTATIVE and right < left:
             left, right = right, left
         key = (op, left, right)
         found = self.nodes.get(key)
@@ -93,7 +92,7 @@ class _GraphBuilder:
                 pending.append((node, True))
                 pending.extend((child, False) for child in reversed(_operands(node)))
             elif isinstance(node, Not):
-                done.append(self.node(_NOT, done.pop(), -1))
+                done.append(self.node(Op.NOT, done.pop(), -1))
             else:
                 count = len(node.children)
                 ids = done[-count:]
@@ -106,15 +105,15 @@ class _GraphBuilder:
         if isinstance(node, Or):
             acc = ids[0]
             for other in ids[1:]:
-                acc = self.node(_OR, acc, other)
+                acc = self.node(Op.OR, acc, other)
             return acc
         positives = sum(1 for child in node.children if not isinstance(child, Not))
         positive, negative = ids[:positives], ids[positives:]
-        acc = positive[0] if positive else self.node(_NOT, negative.pop(0), -1)
+        acc = positive[0] if positive else self.node(Op.NOT, negative.pop(0), -1)
         for other in positive[1:]:
-            acc = self.node(_AND, acc, other)
+            acc = self.node(Op.AND, acc, other)
         for other in negative:
-            acc = self.node(_AND_NOT, acc, other)
+            acc = self.node(Op.AND_NOT, acc, other)
         return acc
 
     def finish(self, roots: list[int]) -> tuple[list[Term], _Graph, Ints]:
@@ -126,7 +125,7 @@ class _GraphBuilder:
 
         depth = [0] * (term_count + len(self.ops))
         for number, (op, left, right) in enumerate(self.ops):  # children always come before their parents
-            below = depth[resolve(left)] if op == _NOT else max(depth[resolve(left)], depth[resolve(right)])
+            below = depth[resolve(left)] if op == Op.NOT else max(depth[resolve(left)], depth[resolve(right)])
             depth[term_count + number] = below + 1
         order = sorted(range(len(self.ops)), key=lambda n: (depth[term_count + n], self.ops[n][0]))
         final = list(range(term_count)) + [0] * len(self.ops)
@@ -139,7 +138,7 @@ class _GraphBuilder:
             if (depth[term_count + number], op) != previous:
                 previous = (depth[term_count + number], op)
                 graph.starts.append((op, term_count + position))
-            graph.add(op, final[resolve(left)], final[resolve(right)] if op != _NOT else 0)
+            graph.add(op, final[resolve(left)], final[resolve(right)] if op != Op.NOT else 0)
         graph.freeze()
         terms = sorted(self.terms, key=self.terms.__getitem__)
         return terms, graph, np.fromiter((final[resolve(root)] for root in roots), np.int64, len(roots))
@@ -156,17 +155,18 @@ def _operands(node: Not | And | Or) -> list[Node]:
 
 
 class _Graph:
-    """The compiled operations: flat arrays for look-ups, and levels for evaluating everything at once."""
+    """The compiled operations: flat arrays for look-ups, and levels for evaluating everything at once. Nodes
+    ``0 .. term_count - 1`` are the terms themselves; the operations are numbered after them."""
 
     def __init__(self, term_count: int) -> None:
         self.term_count = term_count
         self.ops = array("b")
         self.left = array("i")
         self.right = array("i")
-        self.starts: list[tuple[int, int]] = []  # (op, first node) of each level, while building
+        self.starts: list[tuple[Op, int]] = []  # (op, first node) of each level, while building
         self.levels: list[_Level] = []
 
-    def add(self, op: int, left: int, right: int) -> None:
+    def add(self, op: Op, left: int, right: int) -> None:
         self.ops.append(op)
         self.left.append(left)
         self.right.append(right)
@@ -177,7 +177,7 @@ class _Graph:
         right = np.frombuffer(self.right, dtype=np.int32).astype(np.int64)
         bounds = [first - self.term_count for _, first in self.starts] + [len(self.ops)]
         self.levels = [
-            _Level(op, first, left[start:end], right[start:end])
+            _Level(Op(op), first, left[start:end], right[start:end])
             for (op, first), start, end in zip(self.starts, bounds, bounds[1:], strict=False)
         ]
         self.starts = []
@@ -190,7 +190,7 @@ class _Graph:
             wanted = needed[level.first : level.first + len(level.left)]
             if wanted.any():
                 needed[level.left[wanted]] = True
-                if level.op != _NOT:
+                if level.op != Op.NOT:
                     needed[level.right[wanted]] = True
         return needed
 
@@ -198,7 +198,7 @@ class _Graph:
         return self.term_count + len(self.ops)
 
     def node(self, node: int) -> tuple[int, int, int]:
-        """(op, left, right) of an operation node."""
+        """(op, left, right) of an operation node: the op's :class:`Op` code, as stored."""
         offset = node - self.term_count
         return self.ops[offset], self.left[offset], self.right[offset]
 
@@ -337,9 +337,9 @@ class RuleSet:
                 found.append(current)
                 continue
             op, left, right = self._graph.node(current)
-            if op == _AND_NOT:
+            if op == Op.AND_NOT:
                 pending.append(left)
-            elif op != _NOT:
+            elif op != Op.NOT:
                 pending += (right, left)
         return found
 
