@@ -175,8 +175,11 @@ def test_authors_match_one_name_at_a_time_with_initials_and_without_accents():
 def test_author_names_may_have_middle_names_between_the_query_tokens():
     p = paper(authors=["Yongle M. Zhang"])
     assert selected('au:"Y Zhang"', p) == [p]
+    assert selected('au:"Yongle M Zhang"', p) == selected('au:"Y M Zh*"', p) == [p]
+    assert selected('au:"M Yongle Zhang"', p) == selected('au:"Y Zhang M"', p) == []
     assert selected("au:zh*", p) == [p]
     assert selected("au:zha", p) == []
+    assert evidence('au:"Y M Zh*"', p) == [('au:"Y M Zh*"', Field.AUTHORS, "Yongle M. Zhang")]
 
 
 def test_not_excludes_papers_and_a_lone_not_selects_all_others():

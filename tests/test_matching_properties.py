@@ -36,7 +36,10 @@ PHRASES = [
     '"o n"', '"expert multi*"', '"agent, graph"', '"new box"', '"multi agent graph"', '"policies, graph learning"',
     '"graph learning multi agent policy"', '"multi-agent graph comp*"',
 ]  # fmt: skip
-AUTHOR_TERMS = ["au:Zhang", 'au:"Y Zhang"', 'au:"Yongle Zhang"', "au:muller", 'au:"J Muller"', "au:li", "au:schm*"]
+AUTHOR_TERMS = [
+    "au:Zhang", 'au:"Y Zhang"', 'au:"Yongle Zhang"', "au:muller", 'au:"J Muller"', "au:li", "au:schm*", "au:y",
+    'au:"Anna Lena Schmidt"', 'au:"A Schmidt"', 'au:"A L Schm*"', 'au:"Lena Anna"', 'au:"Y Zh*"',
+]  # fmt: skip
 OTHER_TERMS = ["cat:cs.LG", "cat:cs.*", "cat:stat.ml", "co:accepted", "ti:graph", "abs:(compiler OR agent)"]
 
 
