@@ -20,7 +20,7 @@ import gc
 import itertools
 import os
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -382,19 +382,6 @@ class MatchBatch:
         """Keys of the evaluated rules that selected at least one paper, in rule order."""
         matched = self._offsets[self._rows + 1] > self._offsets[self._rows]
         return list(itertools.compress(self._selected, matched.tolist()))
-
-    def paper_sets(self) -> Iterator[tuple[str, Ints]]:
-        """``(key, paper_indices(key))`` for each of :meth:`keys`, in bulk."""
-        starts, ends = self._offsets[self._rows], self._offsets[self._rows + 1]
-        matched = ends > starts
-        papers = self._papers
-        for key, start, end in zip(
-            itertools.compress(self._selected, matched.tolist()),
-            starts[matched].tolist(),
-            ends[matched].tolist(),
-            strict=True,
-        ):
-            yield key, papers[start:end]
 
     def paper_indices(self, key: str) -> Ints:
         """Positions in the batch of the papers that rule ``key`` selects, ascending, as a read-only array
