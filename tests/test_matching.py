@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import doctest
 import inspect
 import itertools
 import sys
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+import notifier.matching.lexicon
+import notifier.matching.rules
 from notifier.errors import QuerySyntaxError
 from notifier.matching.query import MAX_TERMS
 from notifier.matching.rules import RuleSet
@@ -271,6 +274,15 @@ def test_phrases_longer_than_the_looked_up_runs_are_checked_by_position():
     assert selected('"one two three four five six"', hit, gap) == [hit]
     assert selected('"two three four five"', hit, gap) == [hit]
     assert evidence('"two three four five"', hit) == [('"two three four five"', Field.TITLE, "two three four five")]
+
+
+@pytest.mark.parametrize(
+    "module", [notifier.matching.lexicon, notifier.matching.rules], ids=["term keys", "rule graph bits"]
+)
+def test_the_worked_examples_in_the_module_docstrings_are_what_the_code_computes(module):
+    outcome = doctest.testmod(module)
+    assert outcome.attempted > 0
+    assert outcome.failed == 0
 
 
 # -- the batch API ---------------------------------------------------------------------------------------------

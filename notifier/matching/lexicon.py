@@ -19,6 +19,47 @@ A term is answered by *keys*: a key found in a paper means that the term holds t
 :meth:`TermLexicon.compile` numbers the keys (run keys first, then the others as they come) and maps each key to the
 terms it answers. :meth:`TermLexicon.occurrences` finds every kind of key in a batch with vectorised look-ups, and
 turns the (key, paper) pairs into (term, paper) pairs, the bits that :mod:`notifier.matching.rules` starts from.
+
+**A worked example.** The terms 0 ``ti:transformer`` and 1 ``"graph neural"``. Each word's spellings are numbered as
+they are met:
+
+>>> from notifier.matching.query import parse_query
+>>> lexicon = TermLexicon.compile([parse_query("ti:transformer"), parse_query('"graph neural"')])
+>>> lexicon._tokens
+{'transformer': 0, 'transformers': 1, 'graph': 2, 'graphs': 3, 'neural': 4, 'neurals': 5}
+
+A run of one token is numbered by its token. A run of *n* > 1 tokens is coded ``r << 32 | t``, where ``r`` is the
+run of its first *n* - 1 tokens and ``t`` its last token, and numbered in the table of its length: ``"graph neural"``
+is four runs of two, ``graph neural`` (2 << 32 | 4) to ``graphs neurals`` (3 << 32 | 5):
+
+>>> runs = lexicon._runs[2]
+>>> runs.codes.tolist(), runs.numbers.tolist()
+([8589934596, 8589934597, 12884901892, 12884901893], [0, 1, 2, 3])
+
+Each (run, length, scope) that answers a term is packed as ``run * 20 + length * 4 + scope`` (``_CODE_RUN`` = 20:
+``MAX_GRAM + 1`` lengths of 4 scopes), so that the keys shared by several terms are found with one ``np.unique``:
+
+>>> _run_codes([0, 1], 1, _SCOPES[Field.TITLE]), _run_codes([0, 1, 2, 3], 2, _SCOPES[None])
+([5, 25], [8, 28, 48, 68])
+
+The sorted codes 5, 8, 25, 28, 48, 68 are the run keys 0 to 5. Unpacked, they are one table per scope and length, of
+run -> key (-1: none): ti:, one token (transformer, transformers, ...); no prefix, two tokens (runs 0 to 3):
+
+>>> lexicon._scope_keys[1][1].tolist(), lexicon._scope_keys[0][2].tolist()
+([0, 2, -1, -1, -1, -1], [1, 3, 4, 5])
+>>> lexicon._key_terms.tolist()  # key -> term, one each here (compressed rows: see ``_key_offsets``)
+[0, 1, 0, 1, 1, 1]
+
+In a batch, the title "Graph neural networks" of paper 0 reads as the lexicon's tokens 2, 4 and none. Token 2 starts
+runs of two; with the token after it, it is code 2 << 32 | 4 = 8589934596: run 0 of length 2, key 1, term 1. The
+title "Transformers on graphs" of paper 1 holds token 1, key 2 in scope ti:, term 0:
+
+>>> from notifier.models import Paper
+>>> papers = [Paper("2506.00001", 1, "Graph neural networks", "A transformer.", ()),
+...           Paper("2506.00002", 1, "Transformers on graphs", "Neural nets.", ())]
+>>> terms, found = lexicon.occurrences(PaperIndex(papers))
+>>> sorted(zip(terms.tolist(), found.tolist()))  # (term, paper)
+[(0, 1), (1, 0)]
 """
 
 from __future__ import annotations
@@ -161,8 +202,7 @@ class TermLexicon:
                 for length, word in enumerate(words[1:], start=2):
                     table = runs[length]
                     heads = [table.setdefault(h << _SHIFT | t, len(table)) for h in heads for t in spellings_of(word)]
-                tail = len(words) * len(_SCOPES) + _SCOPES[field]
-                text_codes.extend([run * _CODE_RUN + tail for run in heads])
+                text_codes.extend(_run_codes(heads, len(words), _SCOPES[field]))
                 text_terms.extend([number] * len(heads))
 
         vocabulary = len(tokens)
@@ -327,6 +367,12 @@ class TermLexicon:
             keep = wanted[terms]
             terms, papers = terms[keep], papers[keep]
         return terms, papers
+
+
+def _run_codes(runs: list[int], length: int, scope: int) -> list[int]:
+    """The codes of a term's run keys: ``run * _CODE_RUN + length * len(_SCOPES) + scope`` for each of ``runs``."""
+    tail = length * len(_SCOPES) + scope
+    return [run * _CODE_RUN + tail for run in runs]
 
 
 def _chosen(found: list[_Entry], useful: Mask | None) -> list[_Entry]:

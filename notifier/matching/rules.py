@@ -12,6 +12,32 @@ rules need with the lexicon's array look-ups, and evaluates the graph over rows 
 papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time and only in
 the papers asked about (a digest's). Its cost grows with papers, distinct terms, rules and matches, not with rules
 times papers. :meth:`RuleSet.match` is both steps for every rule.
+
+**A worked example.** The rule ``(gpu OR tpu) AND NOT survey`` has the terms 0 ``gpu``, 1 ``tpu`` and 2 ``survey``;
+node 3 is ``0 OR 1`` (depth 1), node 4 is ``3 AND_NOT 2`` (depth 2), each a level of its own (the operations are
+:class:`~notifier.matching.bitsets.Op`):
+
+>>> rules = RuleSet.compile([("k", "my rule", "(gpu OR tpu) AND NOT survey")])
+>>> [term.label for term in rules._terms]
+['gpu', 'tpu', 'survey']
+>>> [(Op(level.op).name, level.first, level.left.tolist(), level.right.tolist()) for level in rules._graph.levels]
+[('OR', 3, [0], [1]), ('AND_NOT', 4, [3], [2])]
+
+Over five papers, each node is a row of bits, bit *p* for paper *p* (printed with paper 0 on the right). The lexicon
+sets the terms' bits (row 0: papers 0, 2, 3 hold "gpu"), and each level is one operation on whole rows:
+row 3 = row 0 | row 1, row 4 = row 3 & ~row 2. The rule's papers are row 4's bits: 0 and 3.
+
+>>> from notifier.models import Paper
+>>> titles = ["GPU kernels", "A TPU survey", "Surveys of GPUs", "TPUs and GPUs", "Sparse attention"]
+>>> papers = [Paper(f"2506.0000{n}", 1, title, "", ()) for n, title in enumerate(titles)]
+>>> rows, steps, outputs, bits = rules._program(PaperIndex(papers), rules._roots)
+>>> evaluator = bitsets.Evaluator(rows, steps, outputs, words=1)
+>>> evaluator.run(*bits, bitsets.Block(start=0, size=5, words=1))  # (papers per output row, the papers)
+(array([2]), array([0, 3]))
+>>> [format(int(row[0]), "05b") for row in evaluator.matrix]  # rows 0 to 4
+['01101', '01010', '00110', '01111', '01001']
+>>> [match.paper.title for match in rules.match(papers)["k"]]
+['GPU kernels', 'TPUs and GPUs']
 """
 
 from __future__ import annotations
@@ -301,11 +327,16 @@ class RuleSet:
 
     def _postings(self, index: PaperIndex, roots: Ints) -> tuple[Ints, Ints]:
         """The papers of each of ``roots``: evaluate the nodes below them, level by level, block by block."""
+        rows, steps, outputs, bits = self._program(index, roots)
+        return bitsets.evaluate(rows, steps, outputs, bits, len(index.papers), _MATRIX_BYTES, _WORKERS)
+
+    def _program(self, index: PaperIndex, roots: Ints) -> tuple[int, list[bitsets.Step], Ints, tuple[Ints, Ints]]:
+        """What evaluating ``roots`` over the batch takes: a matrix of so many rows (one per node needed, terms
+        first), the steps (one per level), the rows of the roots, and the (row, paper) bits of the terms found."""
         graph = self._graph
         needed = graph.needed(roots)
         row = np.cumsum(needed) - 1  # node -> its row in the matrix, for the needed nodes
         terms, papers = self._lexicon.occurrences(index, needed[: graph.term_count])
-        term_rows = row[terms]
         steps: list[bitsets.Step] = []
         for level in graph.levels:
             wanted = needed[level.first : level.first + len(level.left)]
@@ -314,9 +345,7 @@ class RuleSet:
                 first = int(row[level.first + int(np.argmax(wanted))])
                 left, right = row[level.left[wanted]], row[level.right[wanted]]
                 steps.append(bitsets.Step(level.op, first, first + count, left, right))
-        return bitsets.evaluate(
-            int(row[-1]) + 1, steps, row[roots], (term_rows, papers), len(index.papers), _MATRIX_BYTES, _WORKERS
-        )
+        return int(row[-1]) + 1, steps, row[roots], (row[terms], papers)
 
     def _positive_terms(self, node: int) -> list[int]:
         """Distinct terms of ``node`` not under a NOT, in query order: the ones that can explain a match.
