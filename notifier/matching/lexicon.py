@@ -189,13 +189,14 @@ class TermLexicon:
             other_of_entry.append(number)
             other_terms.append(term)
 
+        authors, categories = Field.AUTHORS, Field.CATEGORIES  # locals: the loop runs once per distinct term
         for number, term in enumerate(terms):
             field, words = term.field, term.words
-            if field is Field.CATEGORIES or (len(words) == 1 and (term.prefix or field is Field.AUTHORS)):
+            if field is categories or (len(words) == 1 and (term.prefix or field is authors)):
                 other(range_keys, (field, words[0], term.prefix), number)
-            elif field is Field.AUTHORS and len(words) == 2 and not term.prefix:
+            elif field is authors and len(words) == 2 and not term.prefix:
                 other(name_keys, (words[0], words[1]), number)
-            elif field is Field.AUTHORS or term.prefix or len(words) > MAX_GRAM:
+            elif field is authors or term.prefix or len(words) > MAX_GRAM:
                 other(sequence_keys, (field, words, term.prefix), number)
             else:
                 heads = spellings_of(words[0])

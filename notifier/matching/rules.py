@@ -149,22 +149,25 @@ class _GraphBuilder:
         def resolve(node: int) -> int:  # builder id -> provisional id: terms 0.., other nodes after them
             return node if node >= 0 else term_count + (-1 - node)
 
+        unary = Op.NOT  # a local: looking a member up on the enum costs more than anything else in these loops
         depth = [0] * (term_count + len(self.ops))
         for number, (op, left, right) in enumerate(self.ops):  # children always come before their parents
-            below = depth[resolve(left)] if op == Op.NOT else max(depth[resolve(left)], depth[resolve(right)])
+            below = depth[resolve(left)] if op == unary else max(depth[resolve(left)], depth[resolve(right)])
             depth[term_count + number] = below + 1
-        order = sorted(range(len(self.ops)), key=lambda n: (depth[term_count + n], self.ops[n][0]))
+        levels = len(Op) + 1  # (depth, op) as one int, depth * levels + op (codes run 1 .. len(Op)): ints sort fastest
+        level = [depth[term_count + number] * levels + op for number, (op, _, _) in enumerate(self.ops)]
+        order = sorted(range(len(self.ops)), key=level.__getitem__)
         final = list(range(term_count)) + [0] * len(self.ops)
         for position, number in enumerate(order):
             final[term_count + number] = term_count + position
         graph = _Graph(term_count)
-        previous: tuple[int, int] | None = None
+        previous = -1
         for position, number in enumerate(order):
             op, left, right = self.ops[number]
-            if (depth[term_count + number], op) != previous:
-                previous = (depth[term_count + number], op)
+            if level[number] != previous:
+                previous = level[number]
                 graph.starts.append((op, term_count + position))
-            graph.add(op, final[resolve(left)], final[resolve(right)] if op != Op.NOT else 0)
+            graph.add(op, final[resolve(left)], final[resolve(right)] if op != unary else 0)
         graph.freeze()
         terms = sorted(self.terms, key=self.terms.__getitem__)
         return terms, graph, np.fromiter((final[resolve(root)] for root in roots), np.int64, len(roots))
