@@ -222,7 +222,8 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         gc.collect()
         started = time.perf_counter()
         batch = ruleset.evaluate(papers)
-        matched = dict(batch.paper_sets())
+        keys = batch.keys()  # what the planner reads: the rules that matched, then each rule's papers
+        matched = {key: batch.paper_indices(key) for key in keys}
         times.append(time.perf_counter() - started)
         for setup, (tokenizer, queries) in job["fts"].items():
             sets, build_s, query_s = fts5_sets(papers, queries, tokenizer)

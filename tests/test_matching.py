@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import doctest
 import inspect
 import itertools
 import sys
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+import notifier.matching.lexicon
+import notifier.matching.rules
 from notifier.arxiv.display import clean_display
 from notifier.errors import QuerySyntaxError
 from notifier.matching.query import MAX_TERMS
@@ -176,8 +179,11 @@ def test_authors_match_one_name_at_a_time_with_initials_and_without_accents():
 def test_author_names_may_have_middle_names_between_the_query_tokens():
     p = paper(authors=["Yongle M. Zhang"])
     assert selected('au:"Y Zhang"', p) == [p]
+    assert selected('au:"Yongle M Zhang"', p) == selected('au:"Y M Zh*"', p) == [p]
+    assert selected('au:"M Yongle Zhang"', p) == selected('au:"Y Zhang M"', p) == []
     assert selected("au:zh*", p) == [p]
     assert selected("au:zha", p) == []
+    assert evidence('au:"Y M Zh*"', p) == [('au:"Y M Zh*"', Field.AUTHORS, "Yongle M. Zhang")]
 
 
 def test_not_excludes_papers_and_a_lone_not_selects_all_others():
@@ -269,6 +275,15 @@ def test_phrases_longer_than_the_looked_up_runs_are_checked_by_position():
     assert selected('"one two three four five six"', hit, gap) == [hit]
     assert selected('"two three four five"', hit, gap) == [hit]
     assert evidence('"two three four five"', hit) == [('"two three four five"', Field.TITLE, "two three four five")]
+
+
+@pytest.mark.parametrize(
+    "module", [notifier.matching.lexicon, notifier.matching.rules], ids=["term keys", "rule graph bits"]
+)
+def test_the_worked_examples_in_the_module_docstrings_are_what_the_code_computes(module):
+    outcome = doctest.testmod(module)
+    assert outcome.attempted > 0
+    assert outcome.failed == 0
 
 
 # -- the batch API ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import TypeAlias
 
 import numpy as np
@@ -22,8 +23,14 @@ BITS = 64
 _ONE = np.uint64(1)
 
 
-# Operations of :class:`Step`.
-AND, OR, AND_NOT, NOT = 1, 2, 3, 4
+class Op(IntEnum):
+    """The operations of the rule graph (:mod:`notifier.matching.rules`) and of its :class:`Step`: what row ``r``
+    becomes from rows ``left`` and ``right``, as bits (a bit is one paper)."""
+
+    AND = 1  # left & right
+    OR = 2  # left | right
+    AND_NOT = 3  # left & ~right
+    NOT = 4  # ~left, within the block's papers (right unused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ class Block:
 class Step:
     """Rows ``first .. end - 1`` are ``op`` of rows ``left`` and ``right`` (``right`` unused by NOT)."""
 
-    op: int
+    op: Op
     first: int
     end: int
     left: Ints
@@ -105,13 +112,13 @@ class Evaluator:
             count = step.end - step.first
             left = np.take(matrix, step.left, axis=0, out=self._left[:count], mode="clip")
             target = matrix[step.first : step.end]
-            if step.op == NOT:
+            if step.op == Op.NOT:
                 np.bitwise_xor(left, everything, out=target)
                 continue
             right = np.take(matrix, step.right, axis=0, out=self._right[:count], mode="clip")
-            if step.op == AND:
+            if step.op == Op.AND:
                 np.bitwise_and(left, right, out=target)
-            elif step.op == OR:
+            elif step.op == Op.OR:
                 np.bitwise_or(left, right, out=target)
             else:
                 np.bitwise_and(left, np.invert(right, out=right), out=target)

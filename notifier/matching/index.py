@@ -1,14 +1,12 @@
-"""An index over one batch of papers: its normalised tokens, where each token occurs, and the terms that
-:mod:`notifier.matching.lexicon` cannot look up by key.
+"""One batch of papers, tokenised and numbered once; and where a term occurs in one paper (the hit spans).
 
-Each paper's text fields and author names are tokenised once, here, in bulk; the lexicon reads the result. The
-batch's tokens are numbered in sorted order (:attr:`PaperIndex.vocabulary`), so a prefix's tokens are one range of
-numbers, found by bisecting. Each text field, and the author names, are one array of token numbers
-(:class:`FieldTokens`) with positional postings made on first use. A phrase the lexicon leaves here (a prefix
-inside it, or more words than it looks up) starts from the positions of its rarest word and checks the other words
-at their offsets; an author term reads only the names that hold its rarest word, where a one-letter word is an
-initial. Either way the cost grows with that word's occurrences, never with the batch. :meth:`PaperIndex.hits`
-gives the spans of a term in one paper's display text, for the digests, reading only that paper.
+Each paper's text fields, author names and categories are tokenised once, here, in bulk. The batch's tokens are
+numbered in sorted order (:attr:`PaperIndex.vocabulary`), so a prefix's tokens are one range of numbers, found by
+bisecting. Each field is one array of token numbers (:class:`FieldTokens`) with positional postings made on first
+use. :mod:`notifier.matching.lexicon` resolves every term to papers from these arrays, with
+:meth:`FieldTokens.sequences` for the terms that are sequences of tokens (phrases no key fits, names of several
+words). :meth:`PaperIndex.hits` gives the spans of a term in one paper's display text, for the digests, reading only
+that paper.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import bisect
 import dataclasses
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeAlias
@@ -33,7 +31,9 @@ DEFAULT_FIELDS = (Field.TITLE, Field.ABSTRACT)
 TEXT_FIELDS = (Field.TITLE, Field.ABSTRACT, Field.COMMENT)
 
 Group: TypeAlias = range | tuple[int, ...]  # token numbers a query word matches: a prefix's range, or variants
-_NO_PAPERS: Ints = np.empty(0, dtype=np.int64)
+# Rows of the candidates' state in FieldTokens.sequences: the sequence, its anchor's position and entry, how many
+# words lie before and after the anchor, and the earliest and the latest position found so far.
+_SEQUENCE, _AT, _ANCHOR, _BEFORE, _AFTER, _EARLIEST, _LATEST = range(7)
 
 
 def _is(vocabulary: list[str], number: int, token: str) -> bool:
@@ -73,47 +73,17 @@ def _first_name_match(words: tuple[str, ...], prefix: bool, name: list[str]) -> 
     return None
 
 
-class _Postings:
-    """Key -> the ascending numbers of the papers holding it."""
-
-    def __init__(self) -> None:
-        self.papers: dict[str, list[int]] = {}
-        self._sorted: list[str] | None = None
-
-    def add(self, paper: int, keys: Iterable[str]) -> None:
-        papers = self.papers
-        for key in keys:
-            found = papers.get(key)
-            if found is None:
-                papers[key] = [paper]
-            elif found[-1] != paper:
-                found.append(paper)
-
-    def answer(self, keys: Sequence[str]) -> list[int]:
-        """The papers holding any of ``keys``, ascending (shared when one key holds them all: do not modify)."""
-        present = [self.papers[key] for key in keys if key in self.papers]
-        if len(present) <= 1:
-            return present[0] if present else []
-        return sorted(set().union(*present))
-
-    def starting_with(self, prefix: str) -> list[str]:
-        if self._sorted is None:
-            self._sorted = sorted(self.papers)
-        start = bisect.bisect_left(self._sorted, prefix)
-        end = bisect.bisect_left(self._sorted, prefix + "\U0010ffff", start)
-        return self._sorted[start:end]
-
-
 @dataclass(frozen=True, slots=True)
 class FieldTokens:
-    """One text field of every paper of a batch (or every author name), as one array of batch token numbers.
+    """One field of every paper of a batch (a text field, the author names, or the categories), as one array of
+    batch token numbers.
 
     ``ids[0]`` is the separator (0, the number of :data:`~notifier.matching.text.SEPARATOR`, never a token), and each
-    paper's (or name's) tokens are followed by another, so that no token run crosses from one paper into the next
-    and a look-up clipped at either end lands on a separator. ``paper_of`` gives each position's paper. The
-    positional postings (:meth:`postings`) are made on first use: one stable sort puts every token's positions,
-    ascending, side by side, and because the batch's tokens are numbered in sorted order, the tokens that start
-    with a prefix are one contiguous slice.
+    paper's (or author name's) tokens are followed by another, so that no token run crosses from one paper (or name)
+    into the next and a look-up clipped at either end lands on a separator. ``paper_of`` gives each position's
+    paper. The positional postings (:meth:`postings`) are made on first use: one stable sort puts every token's
+    positions, ascending, side by side, and because the batch's tokens are numbered in sorted order, the tokens that
+    start with a prefix are one contiguous slice.
     """
 
     ids: Ints
@@ -136,41 +106,40 @@ class FieldTokens:
             self._bounds.extend(np.flatnonzero(self.ids == 0).tolist())
         return self._bounds
 
-    def positions(self, group: Group) -> Ints:
-        """The positions of the tokens of ``group``."""
-        offsets, order = self.postings()
-        size = len(offsets) - 1
-        if isinstance(group, range):
-            return order[offsets[min(group.start, size)] : offsets[min(group.stop, size)]]
-        slices = [order[offsets[token] : offsets[token + 1]] for token in group if token < size]
-        return np.concatenate([_NO_PAPERS, *slices])
-
-    def phrases(self, wanted: Sequence[tuple[int, Sequence[Group]]]) -> tuple[Ints, Ints]:
+    def sequences(self, wanted: Sequence[tuple[int, Sequence[Group]]], gaps: bool) -> tuple[Ints, Ints]:
         """(number, paper) pairs, one or more per paper where a token of each group follows one of the previous
-        group, for each ``(number, groups)`` of ``wanted``; all the phrases at once, with array operations.
+        group, for each ``(number, groups)`` of ``wanted``; all the sequences at once, with array operations.
 
-        Each phrase starts from its group with the fewest positions and checks the others at their offsets from
-        it: the work grows with that group's occurrences, never with the batch. A group is held as a few ranges
-        of token numbers (a prefix is one range, each plural variant a range of one).
+        Without ``gaps`` the tokens must be consecutive within one paper's field (a phrase); with ``gaps`` other
+        tokens may sit between them within one author's name (a name with middle names). Each sequence starts from its
+        group with the fewest positions, the *anchor*, and looks for the other groups' tokens outwards from it, one
+        word a step: the previous word at the nearest position before the earliest found so far, the next word at
+        the nearest after the latest. Nearest is right: if any tokens in order fit around the anchor, the nearest
+        ones do. The work grows with the anchors' occurrences (times the longest name, with ``gaps``), never with
+        the batch. A group is held as a few ranges of token numbers (a prefix is one range, each plural variant a
+        range of one).
         """
         offsets, order = self.postings()
         size = len(offsets) - 1
         ranges = max(len(group) if isinstance(group, tuple) else 1 for _, groups in wanted for group in groups)
-        low = np.zeros((sum(len(groups) for _, groups in wanted), ranges), dtype=np.int64)
-        high = np.zeros_like(low)
-        entry = 0
+        lows: list[int] = []  # each group's ranges, ``ranges`` of them (empty ones to fill), one entry after another
+        highs: list[int] = []
         firsts: list[int] = []
         for _, groups in wanted:
-            firsts.append(entry)
+            firsts.append(len(lows) // ranges)
             for group in groups:
                 if isinstance(group, range):
-                    low[entry, 0], high[entry, 0] = group.start, group.stop
+                    lows.append(group.start)
+                    highs.append(group.stop)
+                    empty = ranges - 1
                 else:
-                    low[entry, : len(group)] = group
-                    high[entry, : len(group)] = np.add(group, 1)
-                entry += 1
-        np.minimum(low, size, out=low)
-        np.minimum(high, size, out=high)
+                    lows += group
+                    highs += [token + 1 for token in group]
+                    empty = ranges - len(group)
+                lows += [0] * empty
+                highs += [0] * empty
+        low = np.minimum(np.array(lows, dtype=np.int64).reshape(-1, ranges), size)
+        high = np.minimum(np.array(highs, dtype=np.int64).reshape(-1, ranges), size)
         counts = (offsets[high] - offsets[low]).sum(axis=1).tolist()
         anchors: list[int] = []
         for first, (_, groups) in zip(firsts, wanted, strict=True):
@@ -179,24 +148,54 @@ class FieldTokens:
         anchor_entries = np.add(firsts, anchors)
         slice_first = offsets[low[anchor_entries]].reshape(-1)
         slice_size = offsets[high[anchor_entries]].reshape(-1) - slice_first
-        phrase = np.repeat(np.arange(len(wanted)), ranges)
-        total = int(slice_size.sum())
-        within = np.arange(total) - np.repeat(np.cumsum(slice_size) - slice_size, slice_size)
-        candidate = np.repeat(phrase, slice_size)
-        starts = order[np.repeat(slice_first, slice_size) + within] - np.asarray(anchors, dtype=np.int64)[candidate]
-        first_entry = np.asarray(firsts, dtype=np.int64)
-        lengths = np.array([len(groups) for _, groups in wanted], dtype=np.int64)
-        for offset in range(int(lengths.max())):
-            if not len(starts):
-                break
-            entries = np.minimum(first_entry[candidate] + offset, len(low) - 1)
-            found = np.take(self.ids, starts + offset, mode="clip")  # out of range: a separator, never a token
-            keep = (lengths[candidate] <= offset) | (entries == anchor_entries[candidate])
-            for j in range(ranges):
-                keep |= (low[entries, j] <= found) & (found < high[entries, j])
-            starts, candidate = starts[keep], candidate[keep]
+        within = np.arange(int(slice_size.sum())) - np.repeat(np.cumsum(slice_size) - slice_size, slice_size)
+        at = order[np.repeat(slice_first, slice_size) + within]  # each candidate's anchor position
+        sequence = np.repeat(np.repeat(np.arange(len(wanted)), ranges), slice_size)
+        before = np.asarray(anchors, dtype=np.int64)[sequence]  # words before the anchor
+        after = np.array([len(groups) for _, groups in wanted], dtype=np.int64)[sequence] - 1 - before
+        anchor = np.repeat(np.repeat(anchor_entries, ranges), slice_size)
+        state = np.stack([sequence, at, anchor, before, after, at, at])  # one column per candidate; rows: _SEQUENCE..
+        reach = int(np.diff(np.flatnonzero(self.ids == 0)).max()) - 1 if gaps else 1
+        done = [state[:2, :0]]
+        step = 0
+        while state.shape[1]:
+            finished = np.maximum(state[_BEFORE], state[_AFTER]) <= step
+            if finished.any():
+                done.append(state[:2, finished])
+                state = state[:, ~finished]
+            step += 1
+            for words, end, direction in ((_BEFORE, _EARLIEST, -1), (_AFTER, _LATEST, 1)):
+                asked = np.flatnonzero(state[words] >= step)
+                if len(asked):
+                    entries = state[_ANCHOR, asked] + direction * step
+                    found = self._nearest(state[end, asked], entries, low, high, direction, reach)
+                    state[end, asked] = found
+                    if (found < 0).any():
+                        state = state[:, state[end] >= 0]
+        held = np.concatenate(done, axis=1)
         numbers = np.array([number for number, _ in wanted], dtype=np.int64)
-        return numbers[candidate], self.paper_of[starts]
+        return numbers[held[_SEQUENCE]], self.paper_of[held[_AT]]
+
+    def _nearest(self, starts: Ints, entries: Ints, low: Ints, high: Ints, direction: int, reach: int) -> Ints:
+        """From each of ``starts``, the nearest position in ``direction`` (at most ``reach`` away, in the same paper
+        or name) whose token lies in a range of its entry of ``low``/``high``; -1 where there is none."""
+        found = np.full(len(starts), -1, dtype=np.int64)
+        alive = np.arange(len(starts))
+        probe = starts + direction
+        for distance in range(1, reach + 1):
+            tokens = np.take(self.ids, probe, mode="clip")  # a clipped look-up lands on a separator
+            rows = entries if distance == 1 else entries[alive]
+            hit = (low[rows, 0] <= tokens) & (tokens < high[rows, 0])
+            for j in range(1, low.shape[1]):
+                hit |= (low[rows, j] <= tokens) & (tokens < high[rows, j])
+            found[alive[hit]] = probe[hit]
+            if distance == reach:
+                break
+            going = ~hit & (tokens != 0)  # no token of a group is the separator that ends a paper or a name
+            alive, probe = alive[going], probe[going] + direction
+            if not len(alive):
+                break
+        return found
 
 
 def _phrase_starts(text: _Text, groups: Sequence[Group]) -> list[int]:
@@ -248,17 +247,13 @@ class PaperIndex:
         self.papers = papers
         self._vocabulary: list[str] = []
         self._fields: dict[Field, FieldTokens] = {}
-        self._authors: FieldTokens
+        self._categories = [[category.casefold() for category in paper.categories] for paper in papers]
         self._author_flat: list[str]
-        self._name_of: Ints
         self._name_ends: list[int]
         self._first_name: list[int]
         self._number_tokens()
         self._options: dict[tuple[str, bool], Group] = {}
         self._term_groups: dict[tuple[tuple[str, ...], bool], list[Group]] = {}
-        self._categories = [[category.casefold() for category in paper.categories] for paper in papers]
-        self._category_index: _Postings | None = None
-        self._answers: dict[tuple[int, tuple[str, ...], bool], list[int]] = {}  # id(field): enums hash slowly
         self._texts: dict[tuple[int, int], _Text] = {}  # keyed by id(field), paper
         self._author_spans: dict[int, list[tuple[int, int]]] = {}  # by name number
 
@@ -266,17 +261,21 @@ class PaperIndex:
 
     @property
     def vocabulary(self) -> list[str]:
-        """Every token of the batch's text fields and author names, sorted, after :data:`SEPARATOR` (number 0)."""
+        """Every token of the batch's text fields and author names, and every category (case-folded), sorted, after
+        :data:`SEPARATOR` (number 0)."""
         return self._vocabulary
 
     def field_tokens(self, field: Field) -> FieldTokens:
-        """The tokens of one text field of every paper, numbered by :attr:`vocabulary`."""
+        """The tokens of one field of every paper, numbered by :attr:`vocabulary`: of a text field, of the author
+        names (each name followed by the separator; ``paper_of`` gives the name's paper), or the categories."""
         return self._fields[field]
 
     def _number_tokens(self) -> None:
-        """Tokenise every text field and author name of the batch, and number the tokens in sorted order."""
+        """Tokenise every text field and author name of the batch, and number the tokens and categories in sorted
+        order."""
         flats = {field: [SEPARATOR, *tokenize_all(display_text(paper, field) for paper in self.papers)]
                  for field in TEXT_FIELDS}  # fmt: skip
+        flats[Field.CATEGORIES] = [SEPARATOR, *(c for categories in self._categories for c in (*categories, SEPARATOR))]
         names = [SEPARATOR, *tokenize_all(author for paper in self.papers for author in paper.authors)]
         number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
         number[SEPARATOR]  # 0 for now, and first once sorted: every token sorts after it
@@ -296,12 +295,12 @@ class PaperIndex:
             self._fields[field] = FieldTokens(ids, np.minimum(paper_of, last))
         ids = rank[seen_names]
         self._name_ends = np.flatnonzero(ids == 0).tolist()  # name k: the tokens between separators k and k + 1
-        self._name_of = np.minimum(np.cumsum(ids == 0) - 1, max(len(self._name_ends) - 2, 0))
+        name_of = np.minimum(np.cumsum(ids == 0) - 1, max(len(self._name_ends) - 2, 0))
         counts = [len(paper.authors) for paper in self.papers]
         self._first_name = list(itertools.accumulate(counts, initial=0))  # paper p's names: from this number on
         paper_of_name = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        paper_of = paper_of_name[self._name_of] if len(paper_of_name) else np.zeros(len(ids), dtype=np.int64)
-        self._authors = FieldTokens(ids, paper_of)
+        paper_of = paper_of_name[name_of] if len(paper_of_name) else np.zeros(len(ids), dtype=np.int64)
+        self._fields[Field.AUTHORS] = FieldTokens(ids, paper_of)
         self._author_flat = names
 
     def options(self, word: str, prefix: bool) -> Group:
@@ -324,94 +323,15 @@ class PaperIndex:
         start = bisect.bisect_left(vocabulary, word)
         return range(start, bisect.bisect_left(vocabulary, word + "\U0010ffff", start))
 
-    def phrase_occurrences(self, terms: Sequence[tuple[int, Term]]) -> tuple[Ints, Ints]:
-        """(number, paper) pairs, each once, for the papers where each ``(number, term)``'s words (title,
-        abstract or comment terms) occur consecutively within one field; all the terms at once, from the
-        positional postings (:meth:`FieldTokens.phrases`)."""
-        by_field: dict[Field, list[tuple[int, list[Group]]]] = {}
-        for number, term in terms:
-            last = len(term.words) - 1
-            groups = [self.options(word, term.prefix and i == last) for i, word in enumerate(term.words)]
-            if all(groups):
-                for field in DEFAULT_FIELDS if term.field is None else (term.field,):
-                    by_field.setdefault(field, []).append((number, groups))
-        found = [self.field_tokens(field).phrases(wanted) for field, wanted in by_field.items()]
-        if not found:
-            return _NO_PAPERS, _NO_PAPERS
-        numbers = np.concatenate([numbers for numbers, _ in found])
-        papers = np.concatenate([papers for _, papers in found])
-        width = len(self.papers)
-        pairs = np.unique(numbers * width + papers)
-        return pairs // width, pairs % width
+    def name_options(self, word: str, prefix: bool) -> range:
+        """The batch's token numbers that a word of an ``au:`` term matches (as :func:`name_token_matches`): the
+        tokens it starts if it is a prefix or one letter (an initial), else the token itself."""
+        return self.prefixed(word) if prefix or len(word) == 1 else self.exact(word)
 
-    # -- which papers ------------------------------------------------------------------------------------------
-
-    @property
-    def _category_postings(self) -> _Postings:
-        if self._category_index is None:
-            self._category_index = _Postings()
-            for paper, categories in enumerate(self._categories):
-                self._category_index.add(paper, set(categories))
-        return self._category_index
-
-    def papers_holding(self, term: Term) -> list[int]:
-        """The numbers of the papers that hold ``term``, ascending (computed once per batch per distinct term)."""
-        key = (id(term.field), term.words, term.prefix)
-        found = self._answers.get(key)
-        if found is None:
-            if term.field is Field.AUTHORS:
-                found = self._author_papers(term)
-            elif term.field is Field.CATEGORIES:
-                found = self._category_postings.answer(self._category_options(term))
-            else:
-                found = self.phrase_occurrences([(0, term)])[1].tolist()
-            self._answers[key] = found
-        return list(found)
-
-    # -- what matching reads -----------------------------------------------------------------------------------
-
-    @property
-    def authors(self) -> tuple[FieldTokens, Ints]:
-        """The tokens of every author's name, numbered by :attr:`vocabulary`, name after name, each name
-        followed by the separator (the ``paper_of`` of :class:`FieldTokens` is the name's paper); and the number
-        of the name that each position belongs to."""
-        return self._authors, self._name_of
-
-    def _author_papers(self, term: Term) -> list[int]:
-        """Papers with an author whose name holds the term's words in order (a one-letter word an initial): the
-        names holding its rarest full word (or, with initials only, its rarest initial) are read one by one."""
-        words, last = term.words, len(term.words) - 1
-        narrowing = [i for i, word in enumerate(words) if len(word) > 1 or (term.prefix and i == last)]
-        groups: list[Group] = []
-        for i in narrowing or range(len(words)):
-            word = words[i]
-            if len(word) == 1 or (term.prefix and i == last):
-                groups.append(self.prefixed(word))
-            else:
-                at = bisect.bisect_left(self._vocabulary, word)
-                groups.append((at,) if _is(self._vocabulary, at, word) else ())
-        if not all(groups):
-            return []
-        rarest = min((self._authors.positions(group) for group in groups), key=len)
-        ends, flat = self._name_ends, self._author_flat
-        papers = self._authors.paper_of
-        return sorted(
-            {
-                int(papers[ends[name] + 1])
-                for name in np.unique(self._name_of[rarest]).tolist()
-                if _first_name_match(words, term.prefix, flat[ends[name] + 1 : ends[name + 1]])
-            }
-        )
-
-    @property
-    def categories(self) -> list[list[str]]:
-        """Per paper, its categories, case-folded (shared: do not modify)."""
-        return self._categories
-
-    def _category_options(self, term: Term) -> list[str]:
-        if term.prefix:
-            return self._category_postings.starting_with(term.words[0])
-        return [term.words[0]] if term.words[0] in self._category_postings.papers else []
+    def exact(self, word: str) -> range:
+        """The number of the token ``word`` as a range of one, or an empty range if the batch has no such token."""
+        at = bisect.bisect_left(self.vocabulary, word)
+        return range(at, at + 1 if _is(self.vocabulary, at, word) else at)
 
     # -- where -------------------------------------------------------------------------------------------------
 
@@ -428,11 +348,11 @@ class PaperIndex:
         if term.field is Field.AUTHORS:
             return self._name_hits(term, paper)
         if term.field is Field.CATEGORIES:
-            tokens = set(self._category_options(term))
+            word = term.words[0]
             return tuple(
                 Hit(term.label, Field.CATEGORIES, 0, len(self.papers[paper].categories[i]), i)
                 for i, category in enumerate(self._categories[paper])
-                if category in tokens
+                if category == word or (term.prefix and category.startswith(word))
             )
         found: list[Hit] = []
         width = len(term.words) - 1

@@ -12,6 +12,32 @@ rules need with the lexicon's array look-ups, and evaluates the graph over rows 
 papers, and gives *why* (the :class:`~notifier.models.Hit` spans) only when asked, one rule at a time and only in
 the papers asked about (a digest's). Its cost grows with papers, distinct terms, rules and matches, not with rules
 times papers. :meth:`RuleSet.match` is both steps for every rule.
+
+**A worked example.** The rule ``(gpu OR tpu) AND NOT survey`` has the terms 0 ``gpu``, 1 ``tpu`` and 2 ``survey``;
+node 3 is ``0 OR 1`` (depth 1), node 4 is ``3 AND_NOT 2`` (depth 2), each a level of its own (the operations are
+:class:`~notifier.matching.bitsets.Op`):
+
+>>> rules = RuleSet.compile([("k", "my rule", "(gpu OR tpu) AND NOT survey")])
+>>> [term.label for term in rules._terms]
+['gpu', 'tpu', 'survey']
+>>> [(Op(level.op).name, level.first, level.left.tolist(), level.right.tolist()) for level in rules._graph.levels]
+[('OR', 3, [0], [1]), ('AND_NOT', 4, [3], [2])]
+
+Over five papers, each node is a row of bits, bit *p* for paper *p* (printed with paper 0 on the right). The lexicon
+sets the terms' bits (row 0: papers 0, 2, 3 hold "gpu"), and each level is one operation on whole rows:
+row 3 = row 0 | row 1, row 4 = row 3 & ~row 2. The rule's papers are row 4's bits: 0 and 3.
+
+>>> from notifier.models import Paper
+>>> titles = ["GPU kernels", "A TPU survey", "Surveys of GPUs", "TPUs and GPUs", "Sparse attention"]
+>>> papers = [Paper(f"2506.0000{n}", 1, title, "", ()) for n, title in enumerate(titles)]
+>>> rows, steps, outputs, bits = rules._program(PaperIndex(papers), rules._roots)
+>>> evaluator = bitsets.Evaluator(rows, steps, outputs, words=1)
+>>> evaluator.run(*bits, bitsets.Block(start=0, size=5, words=1))  # (papers per output row, the papers)
+(array([2]), array([0, 3]))
+>>> [format(int(row[0]), "05b") for row in evaluator.matrix]  # rows 0 to 4
+['01101', '01010', '00110', '01111', '01001']
+>>> [match.paper.title for match in rules.match(papers)["k"]]
+['GPU kernels', 'TPUs and GPUs']
 """
 
 from __future__ import annotations
@@ -20,33 +46,32 @@ import gc
 import itertools
 import os
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from notifier.errors import QuerySyntaxError
 from notifier.matching import bitsets
-from notifier.matching.bitsets import Ints
+from notifier.matching.bitsets import Ints, Op
 from notifier.matching.index import PaperIndex
 from notifier.matching.lexicon import TermLexicon
 from notifier.matching.query import And, Node, Not, Or, Term, parse_query
 from notifier.models import Hit, Match, Paper
 
-# Operations of the graph. Nodes below the number of terms are the terms themselves.
-_AND, _OR, _AND_NOT, _NOT = 1, 2, 3, 4
 _MATRIX_BYTES = 32 * 2**20  # papers are evaluated in blocks that keep the bit matrices under this size
 _WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 # Hits remembered per (rule, paper) and per (term, paper) while a batch is planned; past this many, they start over
 # (a batch of 100,000 subscribers would otherwise keep gigabytes of them for papers no later digest shows).
 HITS_KEPT = 100_000
+_COMMUTATIVE = frozenset({Op.AND, Op.OR})  # operands put in one order, so that a OR b and b OR a are one node
 
 
 @dataclass(frozen=True, slots=True)
 class _Level:
     """Nodes ``first .. first + len(left) - 1``, all computed by ``op`` from their ``left``/``right`` nodes."""
 
-    op: int
+    op: Op
     first: int
     left: Ints
     right: Ints
@@ -61,14 +86,14 @@ class _GraphBuilder:
 
     def __init__(self) -> None:
         self.terms: dict[Term, int] = {}
-        self.nodes: dict[tuple[int, int, int], int] = {}
-        self.ops: list[tuple[int, int, int]] = []
+        self.nodes: dict[tuple[Op, int, int], int] = {}
+        self.ops: list[tuple[Op, int, int]] = []
 
     def term(self, term: Term) -> int:
         return self.terms.setdefault(term, len(self.terms))
 
-    def node(self, op: int, left: int, right: int) -> int:
-        if op in (_AND, _OR) and right < left:
+    def node(self, op: Op, left: int, right: int) -> int:
+        if op in _COMMUTATIVE and right < left:
             left, right = right, left
         key = (op, left, right)
         found = self.nodes.get(key)
@@ -93,7 +118,7 @@ class _GraphBuilder:
                 pending.append((node, True))
                 pending.extend((child, False) for child in reversed(_operands(node)))
             elif isinstance(node, Not):
-                done.append(self.node(_NOT, done.pop(), -1))
+                done.append(self.node(Op.NOT, done.pop(), -1))
             else:
                 count = len(node.children)
                 ids = done[-count:]
@@ -106,15 +131,15 @@ class _GraphBuilder:
         if isinstance(node, Or):
             acc = ids[0]
             for other in ids[1:]:
-                acc = self.node(_OR, acc, other)
+                acc = self.node(Op.OR, acc, other)
             return acc
         positives = sum(1 for child in node.children if not isinstance(child, Not))
         positive, negative = ids[:positives], ids[positives:]
-        acc = positive[0] if positive else self.node(_NOT, negative.pop(0), -1)
+        acc = positive[0] if positive else self.node(Op.NOT, negative.pop(0), -1)
         for other in positive[1:]:
-            acc = self.node(_AND, acc, other)
+            acc = self.node(Op.AND, acc, other)
         for other in negative:
-            acc = self.node(_AND_NOT, acc, other)
+            acc = self.node(Op.AND_NOT, acc, other)
         return acc
 
     def finish(self, roots: list[int]) -> tuple[list[Term], _Graph, Ints]:
@@ -124,22 +149,25 @@ class _GraphBuilder:
         def resolve(node: int) -> int:  # builder id -> provisional id: terms 0.., other nodes after them
             return node if node >= 0 else term_count + (-1 - node)
 
+        unary = Op.NOT  # a local: looking a member up on the enum costs more than anything else in these loops
         depth = [0] * (term_count + len(self.ops))
         for number, (op, left, right) in enumerate(self.ops):  # children always come before their parents
-            below = depth[resolve(left)] if op == _NOT else max(depth[resolve(left)], depth[resolve(right)])
+            below = depth[resolve(left)] if op == unary else max(depth[resolve(left)], depth[resolve(right)])
             depth[term_count + number] = below + 1
-        order = sorted(range(len(self.ops)), key=lambda n: (depth[term_count + n], self.ops[n][0]))
+        levels = len(Op) + 1  # (depth, op) as one int, depth * levels + op (codes run 1 .. len(Op)): ints sort fastest
+        level = [depth[term_count + number] * levels + op for number, (op, _, _) in enumerate(self.ops)]
+        order = sorted(range(len(self.ops)), key=level.__getitem__)
         final = list(range(term_count)) + [0] * len(self.ops)
         for position, number in enumerate(order):
             final[term_count + number] = term_count + position
         graph = _Graph(term_count)
-        previous: tuple[int, int] | None = None
+        previous = -1
         for position, number in enumerate(order):
             op, left, right = self.ops[number]
-            if (depth[term_count + number], op) != previous:
-                previous = (depth[term_count + number], op)
+            if level[number] != previous:
+                previous = level[number]
                 graph.starts.append((op, term_count + position))
-            graph.add(op, final[resolve(left)], final[resolve(right)] if op != _NOT else 0)
+            graph.add(op, final[resolve(left)], final[resolve(right)] if op != unary else 0)
         graph.freeze()
         terms = sorted(self.terms, key=self.terms.__getitem__)
         return terms, graph, np.fromiter((final[resolve(root)] for root in roots), np.int64, len(roots))
@@ -156,17 +184,18 @@ def _operands(node: Not | And | Or) -> list[Node]:
 
 
 class _Graph:
-    """The compiled operations: flat arrays for look-ups, and levels for evaluating everything at once."""
+    """The compiled operations: flat arrays for look-ups, and levels for evaluating everything at once. Nodes
+    ``0 .. term_count - 1`` are the terms themselves; the operations are numbered after them."""
 
     def __init__(self, term_count: int) -> None:
         self.term_count = term_count
         self.ops = array("b")
         self.left = array("i")
         self.right = array("i")
-        self.starts: list[tuple[int, int]] = []  # (op, first node) of each level, while building
+        self.starts: list[tuple[Op, int]] = []  # (op, first node) of each level, while building
         self.levels: list[_Level] = []
 
-    def add(self, op: int, left: int, right: int) -> None:
+    def add(self, op: Op, left: int, right: int) -> None:
         self.ops.append(op)
         self.left.append(left)
         self.right.append(right)
@@ -177,7 +206,7 @@ class _Graph:
         right = np.frombuffer(self.right, dtype=np.int32).astype(np.int64)
         bounds = [first - self.term_count for _, first in self.starts] + [len(self.ops)]
         self.levels = [
-            _Level(op, first, left[start:end], right[start:end])
+            _Level(Op(op), first, left[start:end], right[start:end])
             for (op, first), start, end in zip(self.starts, bounds, bounds[1:], strict=False)
         ]
         self.starts = []
@@ -190,7 +219,7 @@ class _Graph:
             wanted = needed[level.first : level.first + len(level.left)]
             if wanted.any():
                 needed[level.left[wanted]] = True
-                if level.op != _NOT:
+                if level.op != Op.NOT:
                     needed[level.right[wanted]] = True
         return needed
 
@@ -198,7 +227,7 @@ class _Graph:
         return self.term_count + len(self.ops)
 
     def node(self, node: int) -> tuple[int, int, int]:
-        """(op, left, right) of an operation node."""
+        """(op, left, right) of an operation node: the op's :class:`Op` code, as stored."""
         offset = node - self.term_count
         return self.ops[offset], self.left[offset], self.right[offset]
 
@@ -301,11 +330,16 @@ class RuleSet:
 
     def _postings(self, index: PaperIndex, roots: Ints) -> tuple[Ints, Ints]:
         """The papers of each of ``roots``: evaluate the nodes below them, level by level, block by block."""
+        rows, steps, outputs, bits = self._program(index, roots)
+        return bitsets.evaluate(rows, steps, outputs, bits, len(index.papers), _MATRIX_BYTES, _WORKERS)
+
+    def _program(self, index: PaperIndex, roots: Ints) -> tuple[int, list[bitsets.Step], Ints, tuple[Ints, Ints]]:
+        """What evaluating ``roots`` over the batch takes: a matrix of so many rows (one per node needed, terms
+        first), the steps (one per level), the rows of the roots, and the (row, paper) bits of the terms found."""
         graph = self._graph
         needed = graph.needed(roots)
         row = np.cumsum(needed) - 1  # node -> its row in the matrix, for the needed nodes
         terms, papers = self._lexicon.occurrences(index, needed[: graph.term_count])
-        term_rows = row[terms]
         steps: list[bitsets.Step] = []
         for level in graph.levels:
             wanted = needed[level.first : level.first + len(level.left)]
@@ -314,9 +348,7 @@ class RuleSet:
                 first = int(row[level.first + int(np.argmax(wanted))])
                 left, right = row[level.left[wanted]], row[level.right[wanted]]
                 steps.append(bitsets.Step(level.op, first, first + count, left, right))
-        return bitsets.evaluate(
-            int(row[-1]) + 1, steps, row[roots], (term_rows, papers), len(index.papers), _MATRIX_BYTES, _WORKERS
-        )
+        return int(row[-1]) + 1, steps, row[roots], (row[terms], papers)
 
     def _positive_terms(self, node: int) -> list[int]:
         """Distinct terms of ``node`` not under a NOT, in query order: the ones that can explain a match.
@@ -337,9 +369,9 @@ class RuleSet:
                 found.append(current)
                 continue
             op, left, right = self._graph.node(current)
-            if op == _AND_NOT:
+            if op == Op.AND_NOT:
                 pending.append(left)
-            elif op != _NOT:
+            elif op != Op.NOT:
                 pending += (right, left)
         return found
 
@@ -382,19 +414,6 @@ class MatchBatch:
         """Keys of the evaluated rules that selected at least one paper, in rule order."""
         matched = self._offsets[self._rows + 1] > self._offsets[self._rows]
         return list(itertools.compress(self._selected, matched.tolist()))
-
-    def paper_sets(self) -> Iterator[tuple[str, Ints]]:
-        """``(key, paper_indices(key))`` for each of :meth:`keys`, in bulk."""
-        starts, ends = self._offsets[self._rows], self._offsets[self._rows + 1]
-        matched = ends > starts
-        papers = self._papers
-        for key, start, end in zip(
-            itertools.compress(self._selected, matched.tolist()),
-            starts[matched].tolist(),
-            ends[matched].tolist(),
-            strict=True,
-        ):
-            yield key, papers[start:end]
 
     def paper_indices(self, key: str) -> Ints:
         """Positions in the batch of the papers that rule ``key`` selects, ascending, as a read-only array
