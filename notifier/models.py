@@ -13,7 +13,6 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from types import MappingProxyType
 from typing import Literal, get_args
 
 ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
@@ -136,7 +135,6 @@ class Summary:
 
 
 SummaryKey = tuple[str, int]  # (arxiv_id, version)
-_NO_SUMMARIES: Mapping[SummaryKey, Summary] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +159,7 @@ class Digest:
     kind: ScheduleKind = "daily"
     empty_reason: str | None = None  # set when a digest with no papers is sent on purpose (send_empty)
     config_path: str = "subscribers.yaml"
-    summaries: Mapping[SummaryKey, Summary] = field(default=_NO_SUMMARIES)  # stored summaries of its rich papers
+    summaries: Mapping[SummaryKey, Summary] = field(default_factory=dict)  # stored summaries of its rich papers
 
     @property
     def has_rich(self) -> bool:
