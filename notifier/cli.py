@@ -347,6 +347,8 @@ _FIELD_HELP = {
     "schedule": '"daily HH:MM ZONE", "weekly mon HH:MM ZONE" (IANA zone) or "instant"',
     "announce_types": "Which announcements to send; add replace / replace-cross to get new versions",
     "send_empty": "Also send a short digest saying why there are no papers",
+    "summaries": "Rich entries: each paper with an LLM summary and tags (needs NOTIFIER_LLM_URL); a rule may say"
+    " otherwise for itself",
     "rules": "Each rule is one section of the digest",
 }
 
@@ -371,6 +373,9 @@ def subscribers_schema() -> dict[str, Any]:
         for name, text in _FIELD_HELP.items():
             if name in properties:
                 properties[name]["description"] = text
+    definitions["RuleModel"]["properties"]["summaries"]["description"] = (
+        "Rich entries for this rule's section (true) or one line per paper (false); unset: the subscriber's choice"
+    )
     return schema
 
 

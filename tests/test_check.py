@@ -136,7 +136,7 @@ def test_a_misplaced_value_shows_where_the_mapping_it_breaks_began(tmp_path):
         ),
         (
             "      - name: gpu\n        qeury: gpu\n",
-            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query",
+            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query, summaries",
         ),
         (
             "      - name: gpu\n",
