@@ -53,6 +53,11 @@ class Paper:
     backfilled: bool = False  # came from the API after an overflow or downtime, not from the RSS feed
 
     @property
+    def key(self) -> tuple[str, int]:
+        """(arxiv_id, version): what a summary is stored under."""
+        return (self.arxiv_id, self.version)
+
+    @property
     def versioned_id(self) -> str:
         return f"{self.arxiv_id}v{self.version}"
 
