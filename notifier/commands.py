@@ -44,6 +44,14 @@ def check(settings: Settings) -> int:
         return ExitCode.CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    rich = [s.name for s in config.subscribers if any(rule.summaries for rule in s.rules)]
+    if rich and not settings.summaries_enabled:
+        names = ", ".join(rich[:3]) + (", ..." if len(rich) > 3 else "")
+        print(
+            f"warning: {len(rich)} subscribers ({names}) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL):"
+            " their digests show every paper as usual, without summaries",
+            file=sys.stderr,
+        )
     rules = sum(len(s.rules) for s in config.subscribers)
     categories = ", ".join(config.categories)
     print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, categories {categories}")
