@@ -8,6 +8,7 @@ import email.message
 import json
 import re
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -257,3 +258,47 @@ async def test_preview_shows_stored_summaries_and_asks_the_llm_only_when_told(se
 
     code, _out, err = await notifier(servers, "preview", "later", "--summarise", llm=False)
     assert code == 1 and "--summarise needs an LLM" in err
+
+
+async def run_daemon_until_mail(
+    servers: Servers, data: str, **settings: str
+) -> tuple[email.message.EmailMessage, float]:
+    """Start ``notifier run`` on its own data directory, return the first digest it mails and how long it took,
+    then stop it with SIGTERM."""
+    env = cli_environment(
+        servers.config.parent,
+        servers.arxiv,
+        servers.smtp,
+        NOTIFIER_DATA_DIR=str(servers.config.parent / data),
+        NOTIFIER_LLM_URL=servers.llm.url,
+        NOTIFIER_LLM_MODEL="stand-in-1",
+        **settings,
+    )
+    sent = len(servers.smtp.messages)
+    started = time.monotonic()
+    process = await start_cli("run", env=env)
+    try:
+        while len(servers.smtp.messages) == sent:
+            assert process.returncode is None, "the daemon stopped"
+            assert time.monotonic() - started < 60, "no digest within a minute"
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    (message,) = mail_by_recipient(servers.smtp, sent)["sam@lab.example"]
+    return message, took
+
+
+async def test_the_daemon_waits_for_summaries_but_never_past_the_grace(servers):
+    servers.config.write_text(CONFIG.replace("daily 08:00 UTC", "instant"))
+    rich = speech_papers()
+    message, _took = await run_daemon_until_mail(servers, "answering")
+    assert text_of(message).count(LABEL) == len(rich), "a due digest waits for the summaries being made"
+
+    servers.llm.mode = "stall"
+    message, took = await run_daemon_until_mail(servers, "stalled", NOTIFIER_LLM_GRACE="3")
+    assert LABEL not in text_of(message)
+    assert paper_ids(message) >= rich
+    assert took < 40, f"the digest came {took:.0f}s after the start; the grace is 3s"
