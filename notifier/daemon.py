@@ -290,11 +290,13 @@ class Notifier:
             return None
         self._pruned_at = now
         log.info(
-            "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers",
+            "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers,"
+            " %d summaries",
             days,
             report.payloads,
             report.feed_items,
             report.papers,
+            report.summaries,
         )
         return report
 
