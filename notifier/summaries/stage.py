@@ -20,8 +20,8 @@ from notifier.metrics import Metrics
 from notifier.models import Paper, Summary, SummaryKey
 from notifier.outbox.wants import SummaryWants
 from notifier.store import Store
-from notifier.summaries.client import LlmClient
-from notifier.summaries.summariser import Summariser, SummaryRun, Usage
+from notifier.summaries.client import LlmClient, Usage
+from notifier.summaries.summariser import Summariser, SummaryRun
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class SummaryStage:
         self._client: LlmClient | None = None
         self._summariser: Summariser | None = None
         if settings.summaries_enabled:
-            self._client = LlmClient(settings)
+            self._client = LlmClient.from_settings(settings)
             self._summariser = Summariser(self._client, concurrency=settings.llm_concurrency, metrics=self.metrics)
         self._given_up: dict[SummaryKey, date] = {}  # papers the LLM failed on, and the UTC day it did
         self._limit_logged: date | None = None
@@ -96,10 +96,12 @@ class SummaryStage:
             on_failure=self._failed,
         )
         log.info(
-            "summaries: %d made, %d failed, %d left for lack of budget (%d prompt and %d completion tokens)",
+            "summaries: %d made, %d failed, %d left for lack of budget, %d not reached in time (%d prompt and %d"
+            " completion tokens)",
             len(run.made),
             len(run.failed),
             run.skipped,
+            run.unreached,
             run.prompt_tokens,
             run.completion_tokens,
         )
