@@ -227,8 +227,9 @@ class LlmStandIn:
         except ValueError:
             return _error(400, "the body is not JSON", "invalid_request_error")
         self.requests.append(body)
-        if not self._authorized(request):
-            return _error(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+        if not self._authorized(request):  # echoing the key given, as a careless server might
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return _error(401, f"Incorrect API key provided: {given}.", "invalid_request_error", code="invalid_api_key")
         messages = body.get("messages")
         if not isinstance(messages, list) or not body.get("model"):
             return _error(400, "model and messages are required", "invalid_request_error")

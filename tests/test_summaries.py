@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from notifier.config.settings import load_settings
 from notifier.errors import (
     InvalidSummaryError,
     LlmConnectionError,
@@ -132,9 +133,10 @@ async def test_each_failure_is_a_typed_error(llm, client, mode, error, retryable
 
 async def test_a_wrong_key_is_refused_for_good(llm):
     async with LlmClient(url=llm.url, model="m", api_key="sk-wrong") as client:
-        with pytest.raises(LlmRefusedError, match=r"refused \(401\): Incorrect API key") as raised:
+        with pytest.raises(LlmRefusedError, match=r"refused \(401\): Incorrect API key provided: \*\*\*") as raised:
             await client.summarise(PAPER)
     assert not raised.value.retryable and raised.value.affects_all
+    assert "sk-wrong" not in str(raised.value)  # the server echoed the key; the error does not
 
 
 async def test_a_server_that_reports_no_usage_costs_zero_tokens(llm, client):
@@ -315,7 +317,7 @@ async def test_a_wrong_key_stops_the_run_after_one_refusal(llm, caplog):
             run = await summariser(client, concurrency=1).run(PAPERS[:5], {}, allowance=10, deadline=None)
     assert llm.chats == 1 and len(run.failed) == 1 and run.unreached == 4
     assert give_ups(caplog) == [
-        "summary of 2506.00001v1 given up after 1 attempt: refused (401): Incorrect API key provided."
+        "summary of 2506.00001v1 given up after 1 attempt: refused (401): Incorrect API key provided: ***."
     ]
 
 
@@ -351,3 +353,19 @@ async def test_metrics_count_made_failed_skipped_latency_and_tokens(llm, client)
     assert sample("notifier_llm_tokens_total", {"kind": "completion"}) == run.completion_tokens
     assert run.prompt_tokens > 0 and count_tokens("x" * 8) == 2
     assert b"notifier_summaries_total" in metrics.render()
+
+
+async def test_the_client_of_the_settings_uses_their_url_model_key_and_timeout(llm, tmp_path):
+    settings = load_settings({
+        "NOTIFIER_DATA_DIR": str(tmp_path), "NOTIFIER_LLM_URL": llm.url, "NOTIFIER_LLM_MODEL": "llama3.1:8b",
+        "NOTIFIER_LLM_API_KEY": KEY, "NOTIFIER_LLM_TIMEOUT": "0.3",
+    })  # fmt: skip
+    async with LlmClient.from_settings(settings) as client:
+        summary, _ = await client.summarise(PAPER)
+        llm.mode = "stall"
+        with pytest.raises(LlmTimeoutError):
+            await client.summarise(PAPER)
+    assert summary.model == "llama3.1:8b"
+    assert llm.authorizations == [f"Bearer {KEY}"] * 2
+    with pytest.raises(ValueError, match="no LLM is configured"):
+        LlmClient.from_settings(load_settings({"NOTIFIER_DATA_DIR": str(tmp_path)}))

@@ -59,6 +59,7 @@ class LlmClient:
         self.url = url
         self.model = model
         self.max_tokens = max_tokens
+        self._api_key = api_key
         self._openai = openai.AsyncOpenAI(base_url=url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
 
     @classmethod
@@ -118,7 +119,7 @@ class LlmClient:
                 response_format={"type": "json_object"} if json_mode else openai.omit,
             )
         except openai.OpenAIError as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, secret=self._api_key) from exc
 
     async def aclose(self) -> None:
         await self._openai.close()
@@ -140,15 +141,15 @@ def _usage(completion: ChatCompletion) -> Usage:
     )
 
 
-def _translate(exc: openai.OpenAIError) -> SummaryError:
-    """The :class:`SummaryError` that says what ``exc`` means for this paper."""
+def _translate(exc: openai.OpenAIError, *, secret: str | None) -> SummaryError:
+    """The :class:`SummaryError` that says what ``exc`` means for this paper (``secret`` never in its message)."""
     if isinstance(exc, openai.APITimeoutError):
         return LlmTimeoutError("timed out")
     if isinstance(exc, openai.APIConnectionError):
         return LlmConnectionError(f"connection failed: {exc.__cause__ or exc}")
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        detail = _detail(exc)
+        detail = _detail(exc, secret)
         if status == 429:
             headers = exc.response.headers
             retry_after = parse_retry_after(headers.get("retry-after"))
@@ -162,11 +163,13 @@ def _translate(exc: openai.OpenAIError) -> SummaryError:
     return InvalidSummaryError(f"invalid answer: {exc}")
 
 
-def _detail(exc: openai.APIStatusError) -> str:
-    """``: <the server's message>``, short and on one line, when it sent one."""
+def _detail(exc: openai.APIStatusError, secret: str | None) -> str:
+    """``: <the server's message>``, short, on one line and without ``secret``, when it sent one."""
     body = exc.body
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, str) or not message.strip():
         return ""
     text = " ".join(message.split())
+    if secret:
+        text = text.replace(secret, "***")
     return f": {text[:157]}..." if len(text) > 160 else f": {text}"
