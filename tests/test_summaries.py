@@ -294,8 +294,9 @@ async def test_an_allowance_of_zero_asks_nothing(llm, client):
 
 
 async def test_a_paper_listed_twice_is_asked_for_once(llm, client):
-    run = await summariser(client).run([PAPER, PAPERS[0], PAPER], {}, allowance=10, deadline=None)
-    assert llm.chats == 2 and len(run.made) == 2
+    run = await summariser(client, concurrency=1).run([PAPER, PAPERS[0], PAPER], {}, allowance=2, deadline=None)
+    assert [s.key for s in run.made] == [("2506.00003", 1), ("2506.00001", 1)]
+    assert llm.chats == 2 and run.skipped == 0
 
 
 async def test_concurrency_is_never_exceeded(llm, client):

@@ -107,7 +107,10 @@ class Summariser:
         """Summarise the first ``allowance`` of ``papers`` (most-wanted first; ``affiliations`` by arXiv id) before
         ``deadline`` (clock time, None for none). ``on_summary`` is called as each summary is made, ``on_failure``
         as each paper is given up. Cancelling the run cancels its requests."""
-        distinct = list({(paper.arxiv_id, paper.version): paper for paper in reversed(papers)}.values())[::-1]
+        wanted: dict[SummaryKey, Paper] = {}
+        for paper in papers:
+            wanted.setdefault((paper.arxiv_id, paper.version), paper)
+        distinct = list(wanted.values())
         chosen = distinct[: max(allowance, 0)]
         result = SummaryRun(skipped=len(distinct) - len(chosen))
         if result.skipped:
