@@ -252,7 +252,7 @@ def setup_logging(verbose: bool, fmt: str, *, quiet: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log"):
+    for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log", "openai", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
