@@ -23,7 +23,8 @@ from tests.smtp_server import SmtpServer
 pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRETS = {"smtp_password", "slack_token", "llm_api_key"}  # from the environment only: an option would show in the process list
+# From the environment only: an option would show in the process list.
+SECRETS = {"smtp_password", "slack_token", "llm_api_key"}
 
 CONFIG = """\
 subscribers:
