@@ -45,7 +45,8 @@ from notifier.render.html import html_text
 
 ABSTRACT_CHARS = 600
 # Abstract lengths tried, in order, while the HTML part is too large; after the last one papers go compact. A digest
-# with LLM summaries then tries one more step: the abstracts of the papers that have one are left out.
+# with rich sections then tries two more steps: the abstracts of the papers with a summary are left out, then its
+# one-line entries show their titles only.
 ABSTRACT_STEPS = (ABSTRACT_CHARS, 320, 160)
 TEXT_WIDTH = 78
 SUBJECT_MAX = 200
@@ -169,7 +170,8 @@ class PaperRow:
     also_in: tuple[str, ...] = ()  # other rules that list this paper
     first_rule: str | None = None  # set when the paper was shown in full under an earlier rule
     compact: bool = False  # title and links only (and its summary), to keep the message under the size limit
-    line: bool = False  # one line (title, first author, id): in a digest with rich sections, outside them
+    line: bool = False  # one line (title, first author, id; compact: title only): a paper of a section that is not
+    # rich, in a digest with rich sections
 
     @property
     def arxiv_id(self) -> str:
@@ -329,9 +331,11 @@ def groups(
     abstract_chars: int = ABSTRACT_CHARS,
     full_papers: int | None = None,
     summarised_chars: int | None = None,
+    bare_lines: bool = False,
 ) -> list[GroupView]:
     """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full; the
-    abstracts of papers with a summary are cut to ``summarised_chars`` (by default ``abstract_chars``)."""
+    abstracts of papers with a summary are cut to ``summarised_chars`` (by default ``abstract_chars``); with
+    ``bare_lines``, one-line entries show their title and link only."""
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
@@ -343,7 +347,7 @@ def groups(
     def row(rule: str, match: Match, rich: bool) -> PaperRow:
         paper_id = match.paper.arxiv_id
         if has_rich and not rich:
-            return PaperRow(cards(match.paper, match.hits, 0, None), line=True)
+            return PaperRow(cards(match.paper, match.hits, 0, None), compact=bare_lines, line=True)
         summary = summary_view(digest.summary_of(match.paper)) if rich else None
         chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
         card = cards(match.paper, match.hits, chars, summary)
@@ -524,18 +528,21 @@ class EmailRenderer:
     def _layout(self, digest: Digest, context: dict[str, object], limit: int) -> _Layout:
         """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout.
 
-        Abstracts are shortened step by step (those of papers with a summary, at the last step, left out); then the
-        last papers go compact, as many as needed. How many is predicted from the sizes of the papers' cards, then
-        settled by rendering around the prediction.
+        Abstracts are shortened step by step (in a digest with rich sections, those of papers with a summary then
+        left out, and one-line entries cut to their titles); then the last papers go compact, as many as needed.
+        How many is predicted from the sizes of the papers' cards, then settled by rendering around the prediction.
         """
         firsts = full_matches(digest)
-        steps = [(chars, chars) for chars in ABSTRACT_STEPS]
-        if any(summary is not None for _, summary in firsts):
-            steps.append((ABSTRACT_STEPS[-1], 0))
-        for step, (chars, summarised) in enumerate(steps):
+        steps = [(chars, chars, False) for chars in ABSTRACT_STEPS]
+        if digest.has_rich:
+            if any(summary is not None for _, summary in firsts):
+                steps.append((ABSTRACT_STEPS[-1], 0, False))
+            steps.append((*steps[-1][:2], True))
+        for step, (chars, summarised, bare) in enumerate(steps):
             if _at_least(firsts, chars, summarised) > limit or _cards(firsts, self.card, chars, summarised) > limit:
                 continue  # no need to render it to know (the cards are made once, for the page too)
-            layout = self._render(context, groups(digest, self.card, chars, None, summarised), 0, short=step > 0)
+            views = groups(digest, self.card, chars, None, summarised, bare)
+            layout = self._render(context, views, 0, short=step > 0)
             if layout.size <= limit:
                 return layout
         total = len(firsts)
@@ -543,7 +550,7 @@ class EmailRenderer:
 
         def attempt(full: int) -> _Layout:
             if full not in tried:
-                views = groups(digest, self.card, chars, full, summarised)
+                views = groups(digest, self.card, chars, full, summarised, bare)
                 tried[full] = self._render(context, views, total - full, short=True)
             return tried[full]
 

@@ -156,12 +156,22 @@ def summary_text(summary: SummaryView) -> str:
     """The mrkdwn lines of an LLM summary: tags, institution and the TL;DR, each shown only when known."""
     lines = []
     if summary.tags:
-        lines.append("Tags: " + escape(_clip(summary.tags, TAGS_CHARS)))
+        lines.append("Tags: " + _escaped(summary.tags, TAGS_CHARS))
     if summary.institution:
-        lines.append("Institution: " + escape(_clip(summary.institution, INSTITUTION_CHARS)))
+        lines.append("Institution: " + _escaped(summary.institution, INSTITUTION_CHARS))
     if summary.summary:
-        lines.append("_Summary (LLM):_ " + escape(_clip(summary.summary, SUMMARY_CHARS)))
+        lines.append("_Summary (LLM):_ " + _escaped(summary.summary, SUMMARY_CHARS))
     return "\n".join(lines)
+
+
+def _escaped(text: str, limit: int) -> str:
+    """``text`` escaped, clipped so that it is at most ``limit`` characters once escaped."""
+    clipped = _clip(text, limit)
+    out = escape(clipped)
+    while len(out) > limit:  # entities made it longer: cut the text in proportion, and again if need be
+        clipped = _clip(text, max(len(clipped) * limit // len(out) - 1, 1))
+        out = escape(clipped)
+    return out
 
 
 def paper_block(text: PaperText, also_in: tuple[str, ...] = (), summary: str = "") -> Block:
