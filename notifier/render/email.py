@@ -335,19 +335,24 @@ def groups(
 ) -> list[GroupView]:
     """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full; the
     abstracts of papers with a summary are cut to ``summarised_chars`` (by default ``abstract_chars``); with
-    ``bare_lines``, one-line entries show their title and link only."""
+    ``bare_lines``, one-line entries show their title and link only, once: a paper listed above goes by its id."""
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
             rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
-    shown: dict[str, str] = {}
+    shown: dict[str, str] = {}  # papers shown in full, and under which rule
+    listed: dict[str, str] = {}  # papers shown in full or in one line, and under which rule
     has_rich = digest.has_rich
     rich_rules = {section.rule for section in digest.sections if section.rich}
 
     def row(rule: str, match: Match, rich: bool) -> PaperRow:
         paper_id = match.paper.arxiv_id
         if has_rich and not rich:
-            return PaperRow(cards(match.paper, match.hits, 0, None), compact=bare_lines, line=True)
+            card = cards(match.paper, match.hits, 0, None)
+            if bare_lines and paper_id in listed:
+                return PaperRow(card, first_rule=listed[paper_id], compact=True, line=True)
+            listed.setdefault(paper_id, rule)
+            return PaperRow(card, compact=bare_lines, line=True)
         summary = summary_view(digest.summary_of(match.paper)) if rich else None
         chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
         card = cards(match.paper, match.hits, chars, summary)
@@ -355,6 +360,7 @@ def groups(
         if paper_id in shown:
             return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
         shown[paper_id] = rule
+        listed.setdefault(paper_id, rule)
         return PaperRow(card, also_in, compact=full_papers is not None and len(shown) > full_papers)
 
     def section_view(rule: str, matches: tuple[Match, ...]) -> SectionView:
