@@ -240,6 +240,23 @@ def test_large_rich_weekly_fits_gmail_and_keeps_every_summary(renderer: Renderer
     assert email.text.count("Summary (LLM):") == 70
 
 
+def test_when_summaries_alone_are_too_big_the_first_papers_keep_theirs_and_the_email_still_fits(
+    renderer: Renderer,
+) -> None:
+    digest = large_rich_weekly_digest(rich_papers=160)
+    assert len(digest.summaries) > 150
+    email = renderer.email(digest)
+    assert len(email.html.encode("utf-8")) <= 100_000
+    for paper in digest.papers:
+        assert paper.abs_url in email.html and paper.abs_url in email.text, paper.arxiv_id
+    kept = email.html.count("Summary (LLM):")
+    assert 0 < kept < len(digest.summaries)
+    assert kept == email.text.count("Summary (LLM):"), "both parts keep the same summaries"
+    shown = [m.paper for m in digest.first_matches if m.paper.key in digest.summaries]
+    escaped = [p for p in shown if digest.summaries[p.key].summary.replace("<", "&lt;") in email.html]
+    assert escaped == shown[:kept], "the summaries kept are those of the papers shown first"
+
+
 def test_abstracts_shorten_before_summaries(renderer: Renderer) -> None:
     digest = rich_weekly_digest()
     full = renderer.email(digest, max_html_bytes=10**7).html

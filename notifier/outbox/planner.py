@@ -369,7 +369,8 @@ class Planner:
         subscriber when ``force``, of ``only`` alone when given): what :meth:`plan` would put in them, each
         recipient's already-sent papers left out, so that nothing is summarised that no one will read."""
         wants = SummaryWants()
-        if not self.settings.summaries_enabled:
+        asking = [only] if only is not None else config.subscribers
+        if not self.settings.summaries_enabled or not any(r.summaries for s in asking for r in s.rules):
             return wants
 
         def skipped(what: str, _subscribers: list[Subscriber], exc: Exception) -> None:

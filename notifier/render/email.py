@@ -523,8 +523,30 @@ class EmailRenderer:
             "subject": subject_line,
         }
         layout = self._layout(digest, base, max_html_bytes)
+        if layout.size > max_html_bytes and digest.summaries:
+            layout = self._fewer_summaries(digest, base, max_html_bytes)
         text = valid_unicode(self._text.render(base, **layout.context))
         return RenderedEmail(subject=valid_unicode(subject_line), text=text.rstrip() + "\n", html=layout.html)
+
+    def _fewer_summaries(self, digest: Digest, base: dict[str, object], limit: int) -> _Layout:
+        """When even the shortest layout is too big, the summaries of the papers shown first are kept, as many
+        as fit in ``limit``, and the others are left out (their papers show as without an LLM)."""
+        shown = [match.paper.key for match in digest.first_matches if match.paper.key in digest.summaries]
+
+        def keeping(count: int) -> _Layout:
+            kept = replace(digest, summaries={key: digest.summaries[key] for key in shown[:count]})
+            return self._layout(kept, {**base, "digest": kept}, limit)
+
+        low, high = 0, len(shown) - 1  # with every summary it did not fit
+        best = keeping(0)
+        while low < high:
+            middle = (low + high + 1) // 2
+            layout = keeping(middle)
+            if layout.size <= limit:
+                best, low = layout, middle
+            else:
+                high = middle - 1
+        return best
 
     def _render(self, context: dict[str, object], views: list[GroupView], compact: int, short: bool) -> _Layout:
         extra = {"groups": views, "compact_count": compact, "shortened": short}
