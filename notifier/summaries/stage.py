@@ -124,20 +124,19 @@ class SummaryStage:
 
     def _made(self, summary: Summary, usage: Usage) -> None:
         self.store.save_summaries([summary], self.clock())
-        self.store.record_llm_usage(
-            self.today(),
-            asked=1,
-            made=1,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        )
+        self._count(usage, made=1)
 
     def _failed(self, paper: Paper, _reason: str, usage: Usage) -> None:
         self._given_up[paper.key] = self.today()
+        self._count(usage, failed=1)
+
+    def _count(self, usage: Usage, *, made: int = 0, failed: int = 0) -> None:
+        """Add one paper asked, and what it cost, to the day's usage in the store (the daily limit reads it)."""
         self.store.record_llm_usage(
             self.today(),
             asked=1,
-            failed=1,
+            made=made,
+            failed=failed,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         )
