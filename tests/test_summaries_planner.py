@@ -297,3 +297,15 @@ def test_waiting_subscribers_are_left_unplanned_with_their_cursor_and_the_next_p
     assert set(setup.store.reserved_versions("speech", "email", "sam@lab.example")) >= day_papers("speech recognition")
     state = setup.store.subscriber_state("speech")
     assert state is not None and state.cursor == setup.clock()
+
+
+def test_the_papers_of_a_recipient_who_unsubscribed_are_not_wanted(make):
+    setup = make(CONFIG.replace("email: sam@lab.example", "email: [sam@lab.example, sue@lab.example]"))
+    setup.ingest()
+    setup.store.unsubscribe("speech", "Sam@Lab.example", setup.clock())
+    assert ids(setup.wants(force=True)) == day_papers("speech recognition"), "sue still reads them"
+    setup.store.unsubscribe("speech", "sue@lab.example", setup.clock())
+    assert len(setup.wants(force=True)) == 0, "no one will read them"
+    assert len(setup.wants(only="speech")) == 0
+    planned = setup.planner.preview(setup.config, setup.subscriber("speech"), setup.clock())
+    assert not planned.record.deliveries and planned.rich == 0
