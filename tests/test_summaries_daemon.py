@@ -248,3 +248,32 @@ async def test_a_cycle_summarises_before_it_plans(rig):
     assert list(report.seconds)[:4] == ["poll", "enrich", "summarise", "plan"]
     assert rig.llm.chats == len(SPEECH)
     assert mail_text(rig.tmp_path, "sam@lab.example").count(LABEL) == len(SPEECH)
+
+
+async def test_summarising_ahead_makes_every_next_digests_summaries_before_it_is_due(rig):
+    async with rig.app() as app:
+        await wanted(app)
+        assert app.waiting_for_summaries() == frozenset(), "no digest is due yet"
+        app.summarise_ahead()
+        task = app.summaries.task
+        assert task is not None
+        run = await asyncio.wait_for(task, 30)
+        assert run is not None and {summary.arxiv_id for summary in run.made} == SPEECH
+        rig.clock.now = DUE
+        assert app.waiting_for_summaries() == frozenset(), "nothing is missing"
+        report = await app.plan(force=False, wait=app.waiting_for_summaries())
+        assert sorted(report.subscribers) == ["plain", "speech"]
+        await app.send()
+    assert rig.llm.chats == len(SPEECH)
+    assert mail_text(rig.tmp_path, "sam@lab.example").count(LABEL) == len(SPEECH)
+
+
+@pytest.mark.slow
+async def test_once_waits_for_a_stalled_llm_no_longer_than_the_grace(rig):
+    async with rig.app(llm_grace=0.3) as app:
+        rig.llm.mode = "stall"
+        report = await app.cycle(force_send=True)
+        assert report.plan is not None and sorted(report.plan.subscribers) == ["plain", "speech"]
+        assert app.store.llm_usage(POLLED.date()).made == 0
+    assert rig.llm.chats > 0
+    assert LABEL not in mail_text(rig.tmp_path, "sam@lab.example")
