@@ -15,7 +15,7 @@ from notifier.arxiv.rss import parse_feed
 from notifier.config.settings import Settings, load_settings
 from notifier.config.subscribers import Config, Subscriber, load_config
 from notifier.demo.stand_in import category_feed
-from notifier.models import Summary
+from notifier.models import Paper, Summary
 from notifier.outbox.planner import Planner
 from notifier.outbox.wants import SummaryWants
 from notifier.render.renderer import Renderer
@@ -309,3 +309,32 @@ def test_the_papers_of_a_recipient_who_unsubscribed_are_not_wanted(make):
     assert len(setup.wants(only="speech")) == 0
     planned = setup.planner.preview(setup.config, setup.subscriber("speech"), setup.clock())
     assert not planned.record.deliveries and planned.rich == 0
+
+
+def test_a_replaced_paper_wants_a_summary_of_its_new_version(make):
+    setup = make(CONFIG.replace("email: sam@lab.example", "email: sam@lab.example\n    announce_types: [new, replace]"))
+
+    def announce(version: int, announce_type: str) -> Paper:
+        paper = Paper(
+            arxiv_id="2506.99999",
+            version=version,
+            title=f"Speech recognition for everyone, take {version}",
+            abstract="We study speech recognition.",
+            authors=("Ada Lovelace",),
+            categories=("cs.SD",),
+            announce_type=announce_type,
+            announced=setup.clock().date(),
+        )
+        setup.store.ingest("cs.SD", [paper], setup.clock())
+        return paper
+
+    first = announce(1, "new")
+    assert set(setup.wants(force=True).papers) == {first.key}
+    setup.summarise([first.arxiv_id])
+    assert "speech" in setup.planner.plan(setup.config, setup.clock(), force=True).subscribers
+
+    setup.clock.now += timedelta(days=1)
+    second = announce(2, "replace")
+    assert set(setup.wants(force=True).papers) == {second.key}, "the summary of version 1 is not version 2's"
+    planned = setup.planner.preview(setup.config, setup.subscriber("speech"), setup.clock())
+    assert (planned.rich, planned.summarised) == (1, 0)
