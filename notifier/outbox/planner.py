@@ -367,7 +367,8 @@ class Planner:
     ) -> SummaryWants:
         """The papers the rich sections of the next digests will carry (of every due subscriber, of every
         subscriber when ``force``, of ``only`` alone when given): what :meth:`plan` would put in them, each
-        recipient's already-sent papers left out, so that nothing is summarised that no one will read."""
+        recipient's already-sent papers left out, and unsubscribed addresses too, so that nothing is summarised
+        that no one will read."""
         wants = SummaryWants()
         asking = [only] if only is not None else config.subscribers
         if not self.settings.summaries_enabled or not any(r.summaries for s in asking for r in s.rules):
@@ -385,8 +386,11 @@ class Planner:
         for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
             for subscriber in group.subscribers:
                 matches = group.matches(subscriber)
+                unsubscribed = self.store.unsubscribed(subscriber.name)
                 papers: list[Paper] = []
                 for channel, recipient in subscriber.recipients():
+                    if channel == "email" and address_key(recipient) in unsubscribed:
+                        continue
                     reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
                     sections = sections_for(subscriber, matches, reserved, rich=True)
                     papers.extend(match.paper for section in sections if section.rich for match in section.matches)
