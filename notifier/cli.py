@@ -72,6 +72,14 @@ _GROUPS: dict[str, dict[str, str]] = {
         "templates": "folder with templates overriding the built-in ones",
         "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
     },
+    "llm": {
+        "llm_url": "OpenAI-compatible base URL for summaries (the key comes from NOTIFIER_LLM_API_KEY only)",
+        "llm_model": "the model that writes summaries, such as gpt-4o-mini or llama3.1:8b",
+        "llm_concurrency": "requests to the LLM at once",
+        "llm_daily_limit": "papers summarised per UTC day, by every process together",
+        "llm_timeout": "seconds one LLM request may take",
+        "llm_grace": "seconds a due digest may wait for its summaries before it goes without them",
+    },
     "http": {
         "http_addr": "host:port to serve the status page, /healthz, /readyz, /metrics and /unsubscribe on",
         "poll_interval": "seconds between polls while an expected announcement has not appeared",
@@ -86,6 +94,7 @@ _TITLES = {
     "mail": "email",
     "slack": "Slack",
     "render": "rendering",
+    "llm": "LLM summaries",
     "http": "daemon",
 }
 
@@ -95,13 +104,13 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "run the daemon until SIGTERM/SIGINT",
         "Run the daemon: poll arXiv shortly after each announcement, send digests when they are due, retry failed"
         " deliveries, reload subscribers.yaml when it changes (or on SIGHUP), stop cleanly on SIGTERM/SIGINT.",
-        ("store", "sender", "arxiv", "mail", "slack", "render", "http"),
+        ("store", "sender", "arxiv", "mail", "slack", "render", "llm", "http"),
     ),
     "once": (
         "poll, match, and send every pending digest now (for cron)",
         "One full cycle now: poll arXiv, match, then send every pending digest whatever its schedule. Exits 3 when"
         " arXiv could not be reached and 4 when some deliveries failed for good (see `notifier --help`).",
-        ("store", "sender", "arxiv", "mail", "slack", "render"),
+        ("store", "sender", "arxiv", "mail", "slack", "render", "llm"),
     ),
     "check": (
         "validate the config; exit 1 with file:line:column errors",
@@ -114,8 +123,9 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Plan a subscriber's next digest from the stored papers as a real plan would, for each of its recipients,"
         " without sending or recording anything: each email's subject, address and text on standard output (the"
         " HTML to --html FILE; FILE-2, ... for further addresses), or each Slack payload's Block Kit JSON with"
-        " --slack. A recipient that would get nothing (unsubscribed, nothing new) is named on standard error.",
-        ("store", "render"),
+        " --slack. A recipient that would get nothing (unsubscribed, nothing new) is named on standard error, and"
+        " so is how many rich entries have a summary. The LLM is asked only with --summarise.",
+        ("store", "render", "llm"),
     ),
     "status": (
         "show feeds, plan failures and pending, retrying and failed deliveries",
@@ -198,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     made["preview"].add_argument("name", help="the subscriber's name")
     made["preview"].add_argument("--html", type=Path, metavar="FILE", help="also write the HTML email to FILE")
     made["preview"].add_argument("--slack", action="store_true", help="print the Slack payloads' JSON instead")
+    made["preview"].add_argument(
+        "--summarise", action="store_true", help="first ask the LLM for the missing summaries (and store them)"
+    )
     made["retry"].add_argument("name", nargs="?", help="only this subscriber's deliveries")
     made["rename"].add_argument("old", help="the name the store knows")
     made["rename"].add_argument("new", help="the new name, as written in subscribers.yaml")
@@ -239,7 +252,7 @@ def setup_logging(verbose: bool, fmt: str, *, quiet: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log"):
+    for noisy in ("aiosmtplib", "slack_sdk", "asyncio", "mail.log", "openai", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -306,7 +319,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         with hold_data_dir(settings):
             return asyncio.run(commands.once(settings, config, poll=not args.no_poll))
     if command == "preview":
-        return asyncio.run(commands.preview(settings, config, args.name, args.html, args.slack))
+        return asyncio.run(
+            commands.preview(settings, config, args.name, args.html, args.slack, summarise=args.summarise)
+        )
     if command == "status":
         return asyncio.run(commands.status(settings, config))
     if command == "retry":
@@ -347,6 +362,8 @@ _FIELD_HELP = {
     "schedule": '"daily HH:MM ZONE", "weekly mon HH:MM ZONE" (IANA zone) or "instant"',
     "announce_types": "Which announcements to send; add replace / replace-cross to get new versions",
     "send_empty": "Also send a short digest saying why there are no papers",
+    "summaries": "Rich entries: each paper with an LLM summary and tags (needs NOTIFIER_LLM_URL); a rule may say"
+    " otherwise for itself",
     "rules": "Each rule is one section of the digest",
 }
 
@@ -371,6 +388,9 @@ def subscribers_schema() -> dict[str, Any]:
         for name, text in _FIELD_HELP.items():
             if name in properties:
                 properties[name]["description"] = text
+    definitions["RuleModel"]["properties"]["summaries"]["description"] = (
+        "Rich entries for this rule's section (true) or one line per paper (false); unset: the subscriber's choice"
+    )
     return schema
 
 

@@ -44,6 +44,14 @@ def check(settings: Settings) -> int:
         return ExitCode.CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    rich = [s.name for s in config.subscribers if any(rule.summaries for rule in s.rules)]
+    if rich and not settings.summaries_enabled:
+        names = ", ".join(rich[:3]) + (", ..." if len(rich) > 3 else "")
+        print(
+            f"warning: {len(rich)} subscribers ({names}) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL):"
+            " their digests show every paper as usual, without summaries",
+            file=sys.stderr,
+        )
     rules = sum(len(s.rules) for s in config.subscribers)
     categories = ", ".join(config.categories)
     print(f"{settings.subscribers}: ok: {len(config.subscribers)} subscribers, {rules} rules, categories {categories}")
@@ -90,11 +98,18 @@ def print_cycle(report: CycleReport) -> None:
     )
 
 
-async def preview(settings: Settings, config: Config, name: str, html: Path | None, slack: bool) -> int:
+async def preview(
+    settings: Settings, config: Config, name: str, html: Path | None, slack: bool, *, summarise: bool = False
+) -> int:
     """Show what the next plan would write for ``name`` (:meth:`~notifier.outbox.planner.Planner.preview`), read
-    back from the payloads it would store, and say which recipients would get nothing and why."""
+    back from the payloads it would store, and say which recipients would get nothing and why. Rich entries show
+    the summaries already stored; only with ``summarise`` are the missing ones asked of the LLM (and stored)."""
     subscriber = config.subscriber(name)
+    if summarise and not settings.summaries_enabled:
+        raise ConfigError("--summarise needs an LLM: set NOTIFIER_LLM_URL and NOTIFIER_LLM_MODEL")
     async with Notifier(settings, config) as app:
+        if summarise:
+            await app.summarise(force=True, only=subscriber)
         planned = app.planner.preview(config, subscriber, utcnow())
     deliveries = planned.record.deliveries
     if slack:
@@ -109,6 +124,14 @@ async def preview(settings: Settings, config: Config, name: str, html: Path | No
         print(f"(no digest for {display_recipient(skipped.recipient)}: {skipped.reason})", file=sys.stderr)
     if not deliveries and any(skipped.reason == "nothing new" for skipped in planned.skipped):
         print(f"(nothing new for {name} in the stored papers; run 'notifier once' to poll)", file=sys.stderr)
+    if planned.rich:
+        missing = planned.rich - planned.summarised
+        line = f"(summaries: {planned.summarised} of {planned.rich} rich entries have one"
+        if missing and settings.summaries_enabled:
+            line += f"; {missing} still missing: 'notifier preview {name} --summarise' makes them"
+        elif missing:
+            line += f"; {missing} missing, and no LLM is set (NOTIFIER_LLM_URL)"
+        print(line + ")", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -178,6 +201,13 @@ async def status(settings: Settings, config: Config) -> int:
             print(
                 f"  {failure.subscriber}: failed {failure.attempts} {times} since {failure.first_failed:%Y-%m-%d %H:%M}"
                 f" UTC, last at {failure.last_failed:%Y-%m-%d %H:%M}; its papers wait: {failure.reason}"
+            )
+        if settings.summaries_enabled:
+            usage = app.store.llm_usage(now.date())
+            print(
+                f"summaries today (UTC): {usage.made} made and {usage.failed} failed of {usage.asked} papers asked,"
+                f" daily limit {settings.llm_daily_limit}; {usage.prompt_tokens} prompt and"
+                f" {usage.completion_tokens} completion tokens ({settings.llm_model})"
             )
         counts = app.store.delivery_counts()
         print("deliveries: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none"))

@@ -1,14 +1,19 @@
 """The daemon: owns the store, the HTTP session and the channels, and runs the cycle and the loop.
 
-One cycle is poll -> plan (match, render, write the outbox) -> send. ``run`` repeats it: it polls shortly after
-each expected arXiv announcement (more often while one is overdue), plans digests as their schedules come due,
-retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on SIGHUP) and keeps the
-last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT (as ``once`` does:
-:func:`until_signalled`).
+One cycle is poll -> enrich -> summarise -> plan (match, render, write the outbox) -> send. ``run`` repeats it: it
+polls shortly after each expected arXiv announcement (more often while one is overdue), plans digests as their
+schedules come due, retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on
+SIGHUP) and keeps the last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT (as ``once``
+does: :func:`until_signalled`).
 
 A poll, with its backfills and API look-ups, stays within ``NOTIFIER_POLL_TIMEOUT`` seconds in all (a time budget of
 the politeness gate). ``run`` polls in a task of its own, one poll at a time, and keeps sending while it runs, so a
 stalled arXiv never holds up digests that are due; it plans again as soon as the poll is over.
+
+With an LLM configured, the papers the next digests show as rich entries are summarised right after each poll,
+in a task of their own. A due digest whose summaries are still being made waits for them, but never more than
+``NOTIFIER_LLM_GRACE`` seconds: then it goes out with the summaries there are, and the rest are never sent as a
+second message.
 
 Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
 and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
@@ -25,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -35,7 +40,7 @@ from notifier.arxiv.gate import PoliteGate, user_agent
 from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
 from notifier.config.settings import Settings
-from notifier.config.subscribers import Config, load_config
+from notifier.config.subscribers import Config, Subscriber, load_config
 from notifier.errors import ConfigError, NotifierError, StoreError
 from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
@@ -43,6 +48,8 @@ from notifier.outbox.sender import Sender, SendReport
 from notifier.render.renderer import Renderer
 from notifier.store import Store, open_store
 from notifier.store.rows import PruneReport
+from notifier.summaries.stage import SummaryStage
+from notifier.summaries.summariser import SummaryRun
 from notifier.web.server import HttpServer
 from notifier.web.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
@@ -117,6 +124,7 @@ class Notifier:
         self._channels: Channels | None = None
         self._polling: asyncio.Task[datetime] | None = None  # the poll ``run`` runs beside its ticks
         self._pruned_at: datetime | None = None  # when this process last pruned the store
+        self._holding: dict[str, datetime] = {}  # subscriber -> since when its due digest waits for summaries
 
     async def __aenter__(self) -> Notifier:
         try:
@@ -152,6 +160,7 @@ class Notifier:
             metrics=self.metrics,
             lease=timedelta(seconds=self.settings.lease_seconds),
         )
+        self.summaries = SummaryStage(self.settings, self._store, self.clock, self.metrics)
         self._store.register_subscribers((s.name for s in self.config.subscribers), self.clock())
         return self
 
@@ -159,6 +168,8 @@ class Notifier:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if getattr(self, "summaries", None) is not None:
+            await self.summaries.aclose()
         if self._channels is not None:
             await self._channels.aclose()
             self._channels = None
@@ -200,14 +211,50 @@ class Notifier:
         ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
         return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
-    async def plan(self, *, force: bool, stop: asyncio.Event | None = None) -> PlanReport:
+    async def summarise(self, *, force: bool, only: Subscriber | None = None) -> SummaryRun | None:
+        """Summarise the papers the rich sections of the due digests (every digest when ``force``; ``only``'s
+        when given) will carry, waiting at most ``NOTIFIER_LLM_GRACE`` seconds (``once`` and ``preview``)."""
+        if not self.summaries.enabled:
+            return None
+        wants = self.planner.papers_to_summarise(self.config, self.clock(), force=force, only=only)
+        return await self.summaries.summarise(self.summaries.missing(wants), within=self.settings.llm_grace)
+
+    def summarise_ahead(self) -> None:
+        """Start summarising, in the background, the papers every subscriber's next digest will show as rich
+        entries (right after a poll, so that the summaries are made before the digests are due)."""
+        if self.summaries.enabled and not self.summaries.running:
+            wants = self.planner.papers_to_summarise(self.config, self.clock(), force=True)
+            self.summaries.start(self.summaries.missing(wants))
+
+    def waiting_for_summaries(self) -> frozenset[str]:
+        """The due subscribers whose digests wait for summaries being made: summarising them has started (here,
+        if it had not) and their grace (``NOTIFIER_LLM_GRACE`` from when they first waited) has not run out."""
+        if not self.summaries.enabled:
+            return frozenset()
+        now = self.clock()
+        wants = self.planner.papers_to_summarise(self.config, now)
+        missing = self.summaries.missing(wants)
+        if missing and not self.summaries.running and self.summaries.allowance() > 0:
+            self.summaries.start(missing)
+        if not self.summaries.running:
+            self._holding.clear()
+            return frozenset()
+        grace = timedelta(seconds=self.settings.llm_grace)
+        waiting = wants.subscribers_waiting_for(paper.key for paper in missing)
+        self._holding = {name: self._holding.get(name, now) for name in waiting}
+        return frozenset(name for name, since in self._holding.items() if now < since + grace)
+
+    async def plan(
+        self, *, force: bool, stop: asyncio.Event | None = None, wait: frozenset[str] = frozenset()
+    ) -> PlanReport:
         """Plan the due digests (every digest when ``force``), handing the event loop back every
         :data:`PLAN_SLICE` seconds, so that the endpoints answer and a signal is heard while 100,000 digests are
-        planned. Once ``stop`` is set, the plan writes what it has planned and stops; the rest waits its turn."""
+        planned. Once ``stop`` is set, the plan writes what it has planned and stops; the rest waits its turn.
+        The subscribers named in ``wait`` (:meth:`waiting_for_summaries`) are planned later."""
         now = self.clock()
         reasons = self.poller.empty_reasons(self.config.feed_keys, now)
         report = PlanReport()
-        steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons)
+        steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons, wait=wait)
         loop = asyncio.get_running_loop()
         handback = loop.time() + PLAN_SLICE
         try:
@@ -243,11 +290,13 @@ class Notifier:
             return None
         self._pruned_at = now
         log.info(
-            "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers",
+            "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers,"
+            " %d summaries",
             days,
             report.payloads,
             report.feed_items,
             report.papers,
+            report.summaries,
         )
         return report
 
@@ -273,7 +322,7 @@ class Notifier:
     async def cycle(
         self, *, force_send: bool = False, poll: bool = True, stop: asyncio.Event | None = None
     ) -> CycleReport:
-        """Poll (optionally), plan due digests (all of them when ``force_send``), and send what is due.
+        """Poll (optionally), summarise, plan due digests (all of them when ``force_send``), and send what is due.
 
         Polling and planning need the lead; when another daemon keeps it for a few seconds, this cycle only sends.
         Once ``stop`` is set, the cycle starts no new stage and claims no more deliveries (see :meth:`send`).
@@ -289,6 +338,9 @@ class Notifier:
                     if not stopping():
                         with timer("enrich"):
                             await self.enrich(force=force_send)
+            if not stopping() and self.summaries.enabled:
+                with timer("summarise"):
+                    await self.summarise(force=force_send)
             if not stopping():
                 with timer("plan"):
                     report.plan = await self.plan(force=force_send, stop=stop)
@@ -349,7 +401,8 @@ class Notifier:
                     log.error("cycle failed, will try again: %s", exc)
                 # While a poll runs, the next pass comes after a tick, or as soon as the poll is over.
                 wait = TICK if self._polling else min(TICK, max(next_poll - self.clock(), timedelta(seconds=1)))
-                await _wait_any((stop, reload_requested), wait.total_seconds(), self._polling)
+                summarising = self.summaries.task if self.summaries.running else None
+                await _wait_any((stop, reload_requested), wait.total_seconds(), self._polling, summarising)
         finally:
             await self._stop_polling()
         log.info("daemon stopping")
@@ -382,13 +435,15 @@ class Notifier:
             next_poll = await polling
             polled = True
         try:
+            if polled:
+                self.summarise_ahead()
             if self._polling is None:
                 if not polled:
                     with self.poll_budget():
                         await self.enrich(force=False)
-                await self.plan(force=False, stop=stop)
+                await self.plan(force=False, stop=stop, wait=self.waiting_for_summaries())
             elif not self.store.not_enriched(self.planner.papers_to_enrich(self.config, self.clock())):
-                await self.plan(force=False, stop=stop)
+                await self.plan(force=False, stop=stop, wait=self.waiting_for_summaries())
             await self.send(stop)
             self.prune()
         except NotifierError as exc:
@@ -419,13 +474,12 @@ class Notifier:
             log.error("poll failed: %s", polling.exception())
 
 
-async def _wait_any(
-    events: tuple[asyncio.Event, ...], seconds: float, task: asyncio.Task[datetime] | None = None
-) -> None:
-    """Return when any of ``events`` is set, ``task`` (if any) is done, or after ``seconds``."""
+async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float, *tasks: asyncio.Task[Any] | None) -> None:
+    """Return when any of ``events`` is set, one of ``tasks`` (those not None) is done, or after ``seconds``."""
     waiters = [asyncio.create_task(event.wait()) for event in events]
     try:
-        await asyncio.wait([*waiters, *([task] if task else [])], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        running = [task for task in tasks if task is not None]
+        await asyncio.wait([*waiters, *running], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

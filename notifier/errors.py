@@ -16,6 +16,13 @@ error also derives from the built-in it resembles, so ``except ConnectionError``
     │       └── AddressError (ValueError)   an address that no message can carry (unparsable, control characters)
     ├── PlanError                           a digest could not be planned (papers unreadable, a template broken)
     ├── StoreError                          the database could not be read or written
+    ├── SummaryError                        an LLM did not summarise a paper (``retryable``: asking again may help)
+    │   ├── LlmRateLimitError               429 Too Many Requests (carries Retry-After seconds)
+    │   ├── LlmServerError                  a 5xx (or 408/409): the server failed this time
+    │   ├── LlmConnectionError (ConnectionError)  the server could not be reached
+    │   │   └── LlmTimeoutError (TimeoutError)    no answer within NOTIFIER_LLM_TIMEOUT
+    │   ├── InvalidSummaryError (ValueError)      the answer is not a JSON object of the expected fields
+    │   └── LlmRefusedError                 retrying cannot help (401, 403, 404, a 400 for this request)
     └── DataDirBusyError                    another notifier holds the data directory's lock (exit code 5)
 """
 
@@ -125,3 +132,63 @@ class DataDirBusyError(NotifierError):
     def __init__(self, message: str, *, pid: int | None):
         self.pid = pid
         super().__init__(message)
+
+
+class SummaryError(NotifierError):
+    """An LLM did not summarise a paper. ``retryable`` tells whether asking again may give a summary.
+
+    ``prompt_tokens`` and ``completion_tokens`` are what the failed request cost (an invalid answer is paid for).
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, prompt_tokens: int = 0, completion_tokens: int = 0):
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        super().__init__(message)
+
+
+class LlmRateLimitError(SummaryError):
+    """The LLM server answered 429 Too Many Requests; ``retry_after`` (seconds) is set when it said how long to
+    wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class LlmServerError(SummaryError):
+    """The LLM server failed this request (5xx, 408, 409); it may work a moment later."""
+
+    def __init__(self, message: str, *, status: int):
+        self.status = status
+        super().__init__(message)
+
+
+class LlmConnectionError(SummaryError, ConnectionError):
+    """The LLM server could not be reached, or dropped the connection."""
+
+
+class LlmTimeoutError(LlmConnectionError, TimeoutError):
+    """The LLM server did not answer within the request timeout (NOTIFIER_LLM_TIMEOUT)."""
+
+
+class InvalidSummaryError(SummaryError, ValueError):
+    """The LLM answered, but not with a JSON object of the expected fields (or with no summary)."""
+
+
+class LlmRefusedError(SummaryError):
+    """The LLM server refused the request for a reason that asking again cannot fix: a wrong key (401), no access
+    (403), an unknown model or URL (404), or a request it will not take (another 4xx). ``status`` is the HTTP
+    status."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, status: int):
+        self.status = status
+        super().__init__(message)
+
+    @property
+    def affects_all(self) -> bool:
+        """Whether every request would be refused alike (a key, access or model problem), not just this one."""
+        return self.status in (401, 403, 404)

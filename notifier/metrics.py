@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 # From a few seconds (instant subscribers, a healthy server) to the 24 hours after which a delivery is given up.
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
+# From a quick local model to a paper that waited out a Retry-After and retried.
+SUMMARY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+SUMMARY_OUTCOMES = ("made", "failed", "skipped")
 
 
 class Readings(Protocol):
@@ -111,6 +114,29 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.summaries = Counter(
+            "notifier_summaries",
+            "Papers wanted with an LLM summary, by outcome: made, failed (given up), skipped (not asked: over the "
+            "daily budget, or the deadline came first)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in SUMMARY_OUTCOMES:
+            self.summaries.labels(outcome)
+        self.summary_latency = Histogram(
+            "notifier_summary_latency_seconds",
+            "Time from a paper's first LLM request to its summary, retries included",
+            buckets=SUMMARY_BUCKETS,
+            registry=self.registry,
+        )
+        self.llm_tokens = Counter(
+            "notifier_llm_tokens",
+            "Tokens the LLM server reported for summary requests (failed ones included), by kind: prompt, completion",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in ("prompt", "completion"):
+            self.llm_tokens.labels(kind)
 
     def watch(self, store: Readings) -> None:
         """Read the outbox depth and feed freshness from ``store`` at each scrape."""
@@ -135,6 +161,22 @@ class Metrics:
         self.deliveries.labels(channel, state).inc()
         if latency is not None:
             self.delivery_latency.observe(max(latency.total_seconds(), 0.0))
+
+    def record_summary(
+        self,
+        outcome: str,
+        *,
+        count: int = 1,
+        latency: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """``count`` papers with ``outcome`` (made, failed or skipped), and what their requests cost."""
+        self.summaries.labels(outcome).inc(count)
+        if latency is not None:
+            self.summary_latency.observe(max(latency, 0.0))
+        self.llm_tokens.labels("prompt").inc(prompt_tokens)
+        self.llm_tokens.labels("completion").inc(completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

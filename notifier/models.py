@@ -10,8 +10,8 @@ one space, stripped. Matching normalises further (case, accents, LaTeX, punctuat
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, get_args
 
@@ -51,6 +51,11 @@ class Paper:
     comment: str | None = None  # arXiv comment ("accepted at ..."), known after API enrichment
     journal_ref: str | None = None
     backfilled: bool = False  # came from the API after an overflow or downtime, not from the RSS feed
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(arxiv_id, version): what a summary is stored under."""
+        return (self.arxiv_id, self.version)
 
     @property
     def versioned_id(self) -> str:
@@ -116,12 +121,36 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """What an LLM wrote about one version of a paper: machine-written, shown as such, and escaped like any paper
+    text. Every field is validated and capped in length before it gets here."""
+
+    arxiv_id: str
+    version: int
+    summary: str  # one paragraph, the TL;DR
+    topic: str  # a broad field, e.g. "mlsys"
+    subtopic: str  # narrower, e.g. "llm training"
+    keywords: tuple[str, ...]  # a few, e.g. ("asynchronous optimization", "sparse averaging")
+    institution: str | None = None  # from the arXiv API's affiliations, else the abstract, else unknown
+    model: str = ""  # the model that wrote it
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.arxiv_id, self.version)
+
+
+SummaryKey = tuple[str, int]  # (arxiv_id, version)
+
+
+@dataclass(frozen=True, slots=True)
 class DigestSection:
-    """One rule's part of a digest."""
+    """One rule's part of a digest. A rich section shows each paper in full with its LLM summary and tags; the
+    others, in a digest that has rich sections, one line per paper."""
 
     rule: str
     query: str
     matches: tuple[Match, ...]
+    rich: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +164,16 @@ class Digest:
     kind: ScheduleKind = "daily"
     empty_reason: str | None = None  # set when a digest with no papers is sent on purpose (send_empty)
     config_path: str = "subscribers.yaml"
+    summaries: Mapping[SummaryKey, Summary] = field(default_factory=dict)  # stored summaries of its rich papers
+
+    @property
+    def has_rich(self) -> bool:
+        """Whether some section asked for rich entries (then the others are shown one line per paper)."""
+        return any(section.rich for section in self.sections)
+
+    def summary_of(self, paper: Paper) -> Summary | None:
+        """The stored summary of this version of ``paper``, or None (none asked for, or not made in time)."""
+        return self.summaries.get((paper.arxiv_id, paper.version))
 
     @property
     def papers(self) -> tuple[Paper, ...]:

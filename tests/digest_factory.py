@@ -7,6 +7,11 @@ can be mixed in to test escaping.
     papers = load_papers()                              # 108 real cs.SD+eess.AS papers of Tue 3 Jun 2025
     digest = build_digest(papers, {"speech enhancement": ['"speech enhancement"']})
     golden_digest(), weekly_digest(), large_digest(300), empty_digest("nothing matched your rules")
+
+Rich digests carry LLM summaries. :func:`fake_summary` writes one from the paper itself (its abstract's first
+sentences, words of its title as keywords), deterministic and plausible, as the summarizer would store it:
+
+    rich_weekly_digest(), large_rich_weekly_digest(), with_summaries(digest, ...), hostile_summary(paper)
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from functools import cache
 from pathlib import Path
 
 from notifier.arxiv.display import clean_display
-from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper
+from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "arxiv"
 SD_0603 = FIXTURES / "rss-cs.SD+eess.AS-2025-06-03.DERIVED.xml"
 SD_0604 = FIXTURES / "rss-cs.SD+eess.AS-2025-06-04.DERIVED.xml"
 BIG_0603 = FIXTURES / "rss-cs.CL+cs.CV+cs.MM+cs.LG+cs.SI-2025-06-03.DERIVED.xml"
+BIG_0604 = FIXTURES / "rss-cs.CL+cs.CV+cs.MM+cs.LG+cs.SI-2025-06-04.DERIVED.xml"
 
 EASTERN = timezone(timedelta(hours=-4))  # EDT, the zone of arXiv's announcement days in June
 _NS = {"arxiv": "http://arxiv.org/schemas/atom", "dc": "http://purl.org/dc/elements/1.1/"}
@@ -192,3 +198,120 @@ def large_digest(count: int = 300) -> Digest:
 def empty_digest(reason: str = "arXiv did not announce on Wed 31 Dec (holiday)") -> Digest:
     end = datetime(2025, 12, 31, 20, 0, tzinfo=EASTERN)
     return replace(build_digest((), GOLDEN_RULES, period_end=end), empty_reason=reason)
+
+
+# Rich digests: LLM summaries
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_TOPICS = {"cs.SD": "audio", "eess.AS": "speech", "cs.CL": "nlp", "cs.CV": "vision", "cs.LG": "machine learning"}
+_SUBTOPICS = ("speech enhancement", "voice conversion", "music", "speech recognition", "language model", "diffusion")
+_STOPWORDS = frozenset("about across based between through towards toward using their these those without".split())
+
+
+def fake_summary(paper: Paper, institution: str | None = None, chars: int = 420) -> Summary:
+    """A summary of ``paper`` as the summarizer would store it, made from the paper itself: its abstract's first
+    last sentences (at most about ``chars`` characters), a topic from its primary category, a subtopic from its title,
+    and up to four long words of its title as keywords."""
+    sentences = _SENTENCE.split(paper.abstract)
+    text = sentences[-1]
+    for sentence in reversed(sentences[:-1]):
+        if len(text) + 1 + len(sentence) > chars:
+            break
+        text = sentence + " " + text
+    title = paper.title.lower()
+    words = [w.strip(":,.;()") for w in title.split()]
+    keywords = tuple(dict.fromkeys(w for w in words if len(w) >= 7 and w not in _STOPWORDS))[:4]
+    return Summary(
+        arxiv_id=paper.arxiv_id,
+        version=paper.version,
+        summary=text[:chars],
+        topic=_TOPICS.get(paper.primary_category or "", "audio"),
+        subtopic=next((s for s in _SUBTOPICS if s in title or s in paper.abstract.lower()), "others"),
+        keywords=keywords,
+        institution=institution,
+        model="fake-llm-1",
+    )
+
+
+def hostile_summary(paper: Paper) -> Summary:
+    """A summary whose every field tries to break out of its place: markup, Slack mentions, links, line breaks."""
+    return Summary(
+        arxiv_id=paper.arxiv_id,
+        version=paper.version,
+        summary="<script>alert(1)</script><img src=x onerror=alert(2)> <!channel> @here <@U123>\r\nBcc: x@example.org",
+        topic="<b>x</b>",
+        subtopic="*bold* _it_ `code`",
+        keywords=('<a href="javascript:alert(3)">k</a>', "<https://evil.example|click>"),
+        institution="<i>Evil</i> University\r\nSubject: hi",
+        model="fake-llm-1",
+    )
+
+
+def with_summaries(
+    digest: Digest,
+    rich: Iterable[str],
+    *,
+    without: Iterable[str] = (),
+    institutions: Mapping[str, str] | None = None,
+) -> Digest:
+    """``digest`` with the rules ``rich`` marked rich and a :func:`fake_summary` for each of their papers, but for
+    the papers ``without`` (by arXiv id: not made in time); ``institutions`` gives some papers an institution."""
+    rich, without, institutions = set(rich), set(without), institutions or {}
+    sections = tuple(replace(section, rich=section.rule in rich) for section in digest.sections)
+    summaries = {
+        (m.paper.arxiv_id, m.paper.version): fake_summary(m.paper, institutions.get(m.paper.arxiv_id))
+        for section in sections
+        if section.rich
+        for m in section.matches
+        if m.paper.arxiv_id not in without
+    }
+    return replace(digest, sections=sections, summaries=summaries)
+
+
+def _with_categories(paper: Paper, feed: tuple[str, str]) -> Paper:
+    """``paper`` with a primary category of its feed (the fixtures' items carry none), chosen by its id."""
+    first, second = feed if int(paper.arxiv_id[-1]) % 2 == 0 else feed[::-1]
+    return replace(paper, categories=(first, second))
+
+
+RICH_RULES: dict[str, list[str]] = {
+    "speech enhancement": ['"speech enhancement"', '"denoising"'],
+    "music": ["music"],
+    "voice conversion": ['"voice conversion"'],
+}
+
+
+def rich_weekly_digest() -> Digest:
+    """A weekly digest in the shape of the one people read today: three announcement days of real papers (the
+    first half of 3 Jun's cs.SD+eess.AS papers moved to Mon 2 Jun), per-day category and rule counts, the rule
+    "speech enhancement" rich with summaries (two papers without one, one with an institution), the others one line
+    per paper."""
+    first = load_papers(SD_0603)
+    moved = tuple(replace(p, announced=date(2025, 6, 2)) if i < 54 else p for i, p in enumerate(first))
+    papers = tuple(_with_categories(p, ("cs.SD", "eess.AS")) for p in moved + load_papers(SD_0604))
+    end = datetime(2025, 6, 8, 20, 0, tzinfo=EASTERN)
+    digest = build_digest(papers, RICH_RULES, kind="weekly", period_end=end, days=7)
+    rich = [m.paper.arxiv_id for m in digest.sections[0].matches]
+    return with_summaries(
+        digest,
+        ["speech enhancement"],
+        without=(rich[1], rich[-1]),
+        institutions={rich[0]: "University of Edinburgh, Centre for Speech Technology Research"},
+    )
+
+
+def large_rich_weekly_digest(rich_papers: int = 70) -> Digest:
+    """A large weekly digest of the big 3 and 4 Jun 2025 feeds spread over five days: the rule "language models"
+    rich, with summaries for its first ``rich_papers`` papers, and "reinforcement learning" one line per paper."""
+    days = [date(2025, 6, d) for d in (2, 3, 4, 5, 6)]
+    papers = tuple(
+        _with_categories(replace(p, announced=days[i % 5]), ("cs.CL", "cs.LG"))
+        for i, p in enumerate(load_papers(BIG_0603) + load_papers(BIG_0604))
+    )
+    rules = {"language models": ['"language model"'], "reinforcement learning": ['"reinforcement learning"']}
+    end = datetime(2025, 6, 8, 20, 0, tzinfo=EASTERN)
+    digest = build_digest(papers, rules, kind="weekly", period_end=end, days=7)
+    rich = digest.sections[0]
+    digest = replace(digest, sections=(replace(rich, matches=rich.matches[:rich_papers]), *digest.sections[1:]))
+    return with_summaries(digest, ["language models"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import aiohttp
 import pytest
 
 from notifier.arxiv.api import enrich, fetch_listing, fetch_metadata, parse_atom, repair_mojibake
@@ -39,6 +40,41 @@ def test_34_authors_with_mojibake_repaired():
     assert entry.arxiv_id == "1707.08567" and len(entry.authors) == 34
     assert "Dirk Wübben" in entry.authors
     assert entry.categories[0] == "cs.IT"
+
+
+def with_affiliations(body: str, places: dict[str, str]) -> bytes:
+    """``body`` with ``arxiv:affiliation`` elements after the named authors' names, as the API writes them."""
+    for name, elements in places.items():
+        body = body.replace(f"<name>{name}</name>", f"<name>{name}</name>\n      {elements}", 1)
+    return body.encode()
+
+
+def test_affiliations_are_each_authors_in_author_order_once_as_display_text():
+    body = (FIXTURES / "api-atom-2026-04-12-search_testing-10entries.body.xml").read_text(encoding="utf-8")
+    page = parse_atom(
+        with_affiliations(
+            body,
+            {
+                "Mohit Kumar Ahuja": "<arxiv:affiliation>Simula Research Laboratory</arxiv:affiliation>",
+                "Arnaud Gotlieb": "<arxiv:affiliation>  Simula Research\n        Laboratory </arxiv:affiliation>\n"
+                "      <arxiv:affiliation>Universit&#233; de Rennes &amp; Inria</arxiv:affiliation>",
+                "Helge Spieker": '<arxiv:affiliation xmlns:arxiv="http://arxiv.org/schemas/atom">'
+                "University of Oslo</arxiv:affiliation>\n      <arxiv:affiliation>UniversitÃ© de Rennes &amp; Inria"
+                "</arxiv:affiliation>\n      <arxiv:affiliation> </arxiv:affiliation>",
+            },
+        )
+    )
+    first, *others = page.entries
+    assert first.authors == ("Mohit Kumar Ahuja", "Arnaud Gotlieb", "Helge Spieker")
+    assert first.affiliations == ("Simula Research Laboratory", "Université de Rennes & Inria", "University of Oslo")
+    assert all(entry.affiliations == () for entry in others), "authors without any have none"
+
+
+def test_recorded_answers_name_no_affiliations():
+    (entry,) = parse_atom(cassette("api-atom-2026-04-12-id_1707.08567-34authors-mojibake.cassette.json")[1]).entries
+    assert entry.affiliations == ()
+    legacy = parse_atom((FIXTURES / "api-atom-legacy-2016-10-09-search_au_del_maestro-10entries.xml").read_bytes())
+    assert all(e.affiliations == () for e in legacy.entries)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +159,24 @@ async def test_metadata_recorded_answers(api):
         await fetch_metadata(gate, server.api_url, ["abc"])
     assert caught.value.status == 400
     assert await fetch_metadata(gate, server.api_url, []) == {}
+
+
+async def test_the_stand_in_serves_the_affiliations_it_is_given(api):
+    gate, server = api
+    first, second, third = list(server.api_papers())[:3]
+    authors = server.api_papers()[first].authors
+    assert len(authors) >= 2
+    server.set_affiliations(first, [["Inria", "ENS Paris"], "Inria", []])
+    async with (  # as a test drives the stand-in run as a process
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.url}/_control/affiliations", params={"id": second}, json=["MIT CSAIL"]) as response,
+    ):
+        assert response.status == 200
+    found = await fetch_metadata(gate, server.api_url, [first, second, third])
+    assert found[first].affiliations == ("Inria", "ENS Paris")
+    assert len(found[first].authors) == len(authors), "the authors are as before"
+    assert found[second].affiliations == ("MIT CSAIL",)
+    assert found[third].affiliations == ()
 
 
 async def test_listing_pages_and_marks_backfilled(api):

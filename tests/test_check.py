@@ -136,7 +136,7 @@ def test_a_misplaced_value_shows_where_the_mapping_it_breaks_began(tmp_path):
         ),
         (
             "      - name: gpu\n        qeury: gpu\n",
-            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query",
+            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query, summaries",
         ),
         (
             "      - name: gpu\n",
@@ -175,4 +175,15 @@ def test_subscriber_field_errors_are_in_our_words(tmp_path):
     )
     assert error_of(tmp_path, "subscribers:\n" + nameless.split("subscribers:\n")[1]) == (
         "2:5: subscriber 1: missing required key 'name'"
+    )
+
+
+@pytest.mark.slow
+def test_summaries_without_an_llm_are_a_warning_not_an_error(tmp_path):
+    rules = "      - name: gpu\n        query: gpu\n        summaries: true\n"
+    done = check(tmp_path, subscriber(rules=rules))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "warning: 1 subscribers (lab) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL): their digests show"
+        " every paper as usual, without summaries\n"
     )

@@ -23,7 +23,8 @@ from tests.smtp_server import SmtpServer
 pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRETS = {"smtp_password", "slack_token"}  # from the environment only: an option would show in the process list
+# From the environment only: an option would show in the process list.
+SECRETS = {"smtp_password", "slack_token", "llm_api_key"}
 
 CONFIG = """\
 subscribers:
@@ -191,7 +192,7 @@ def test_preview_shows_every_recipient_and_leaves_out_one_that_unsubscribed(conf
     assert [line for line in first if not line.startswith("Subject: ")] == [
         "To: ann@lab.example",
         "To: bob@lab.example",
-        "Slack #papers: 1 message (--slack shows the Block Kit JSON)",
+        "Slack #papers: 2 messages (--slack shows the Block Kit JSON)",
     ]
     assert first[0].startswith("Subject: [arXiv] ") and first[0] == first[2], "each address gets the same digest"
     store = SqliteStore(demo_data / "notifier.sqlite3")

@@ -147,3 +147,48 @@ def test_check_command_accepts_a_good_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "2 subscribers, 3 rules" in result.stdout
+
+
+SUMMARIES = """\
+defaults:
+  summaries: true
+subscribers:
+  - name: lab
+    email: lab@lab.example
+    categories: [cs.DC]
+    rules:
+      - name: main topic
+        query: gpu
+      - name: the rest
+        query: cluster
+        summaries: false
+  - name: quiet
+    email: quiet@lab.example
+    categories: [cs.DC]
+    summaries: false
+    rules:
+      - name: one rule rich
+        query: scheduler
+        summaries: true
+      - name: plain
+        query: storage
+"""
+
+
+def test_summaries_are_asked_per_subscriber_and_a_rule_may_say_otherwise(tmp_path):
+    lab, quiet = load_config(write(tmp_path, SUMMARIES), {}).subscribers
+    assert [(rule.name, rule.summaries) for rule in lab.rules] == [("main topic", True), ("the rest", False)]
+    assert [(rule.name, rule.summaries) for rule in quiet.rules] == [("one rule rich", True), ("plain", False)]
+
+
+def test_summaries_are_off_unless_asked(tmp_path):
+    lab, solo = load_config(write(tmp_path, GOOD), {}).subscribers
+    assert not any(rule.summaries for rule in (*lab.rules, *solo.rules))
+
+
+def test_a_summaries_value_that_is_not_true_or_false_is_refused_at_its_line(tmp_path):
+    text = SUMMARIES.replace("        summaries: false\n  - name: quiet", "        summaries: often\n  - name: quiet")
+    error = error_of(tmp_path, text)
+    assert str(error) == (
+        f"{tmp_path / 'subscribers.yaml'}:12:20: subscriber 'lab', rule 2 'the rest': summaries: must be true or false"
+    )

@@ -1,5 +1,6 @@
-"""Enrichment: comments and journal references from the arXiv API reach the digest, and an API outage does not
-stop it (fail-open). The stand-in's API gives fixture papers synthetic comments and journal references."""
+"""Enrichment: comments and journal references from the arXiv API reach the digest, the authors' affiliations are
+stored for the summaries, and an API outage does not stop it (fail-open). The stand-in's API gives fixture papers
+synthetic comments and journal references, and the affiliations a test gives them."""
 
 from __future__ import annotations
 
@@ -76,6 +77,26 @@ async def test_comments_and_journal_references_reach_the_digest(tmp_path):
         assert f"Journal ref: {extra['journal_ref']}" in text
     unmatched = [p for p in stored if p.arxiv_id not in looked_up and p.comment]
     assert not unmatched, "only matched papers are looked up"
+
+
+async def test_the_affiliations_of_matched_papers_are_stored_as_the_api_gives_them(tmp_path):
+    async with ArxivStandIn(day="2025-06-03") as server:
+        api = server.api_papers()
+        audio = sorted(i for i, p in api.items() if {"cs.SD", "eess.AS"} & set(p.categories))
+        given = audio[::2]  # every other paper has affiliations: a shared one, then the second author's own
+        for arxiv_id in given:
+            server.set_affiliations(arxiv_id, [["Shared Institute"], ["Shared Institute", f"Lab {arxiv_id}"]])
+        async with make_app(tmp_path, server) as app:
+            await app.cycle(force_send=True)
+            stored = app.store.affiliations(api)
+        lookups = [r for r in server.requests_to("/api/") if "id_list" in r.query]
+    looked_up = {i for r in lookups for i in r.query["id_list"].split(",")}
+    expected = {
+        arxiv_id: ("Shared Institute", f"Lab {arxiv_id}") if len(api[arxiv_id].authors) > 1 else ("Shared Institute",)
+        for arxiv_id in looked_up.intersection(given)
+    }
+    assert expected and looked_up - set(given), "the matched papers are some with affiliations and some without"
+    assert stored == expected
 
 
 @pytest.mark.slow

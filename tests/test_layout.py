@@ -1,7 +1,7 @@
 """The package's layout is its flow: each stage imports only the stages below it, never one above, never in a cycle.
 
 From the bottom: the shared core (models, errors, addresses, progress, metrics), then matching, config, store,
-arxiv, render, channels, outbox, web, and the application on top (cli, commands, daemon, lock, demo).
+arxiv, render, channels, outbox, summaries, web, and the application on top (cli, commands, daemon, lock, demo).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ LAYERS = (
     {"render"},
     {"channels"},
     {"outbox"},
+    {"summaries"},
     {"web"},
     {"cli", "commands", "daemon", "lock", "demo", "__main__"},
 )

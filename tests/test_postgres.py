@@ -285,7 +285,7 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
     try:
         assert active(reopened) == {"lab"}, "known subscribers count as active until registered"
         assert [m.delivery_id for m in reopened.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
-        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == "4"
+        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
     finally:
         reopened.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 
@@ -15,7 +16,15 @@ import pytest
 
 from notifier.models import Digest
 from notifier.render.renderer import Renderer
-from tests.digest_factory import golden_digest, large_digest, weekly_digest
+from tests.digest_factory import (
+    fake_summary,
+    golden_digest,
+    hostile_summary,
+    large_digest,
+    rich_weekly_digest,
+    weekly_digest,
+    with_summaries,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,7 +98,7 @@ def screenshot(tmp_path: Path, html: str, name: str, width: int, *extra: str) ->
     return target
 
 
-DIGESTS = {"daily": golden_digest, "weekly": weekly_digest}
+DIGESTS = {"daily": golden_digest, "weekly": weekly_digest, "rich-weekly": rich_weekly_digest}
 
 
 @pytest.mark.parametrize("width", [375, 1024])
@@ -121,3 +130,38 @@ def test_dark_mode_and_large_digest_screenshots(tmp_path: Path) -> None:
     large = renderer.email(large_digest(300)).html
     screenshot(tmp_path, large, "large", 375)
     assert measure(tmp_path, large, 375)["scroll"] <= 375
+
+
+def rich_entry_digest() -> Digest:
+    """Two rich entries, the first with a hostile summary, the second with a plain one and an institution."""
+    digest = with_summaries(weekly_digest(), ["speech enhancement"])
+    first, second = (m.paper for m in digest.sections[0].matches[:2])
+    summaries = {
+        first.arxiv_id: hostile_summary(first),
+        second.arxiv_id: fake_summary(second, "University of Edinburgh, Centre for Speech Technology Research"),
+    }
+    section = replace(digest.sections[0], matches=digest.sections[0].matches[:2])
+    return replace(
+        digest,
+        sections=(section, *digest.sections[1:]),
+        summaries={(p.arxiv_id, p.version): summaries[p.arxiv_id] for p in (first, second)},
+    )
+
+
+def test_rich_entry_with_a_hostile_summary(tmp_path: Path) -> None:
+    html = Renderer().email(rich_entry_digest()).html
+    page = tmp_path / "rich-entry.html"
+    page.write_text(html, encoding="utf-8")
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    body = dom[dom.index("<body") :]
+    # The hostile text is text: shown escaped, and no element it names exists in the page Chromium built.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt; &lt;!channel&gt; @here" in body
+    assert "[&lt;b&gt;x&lt;/b&gt;]" in body and '&lt;a href="javascript:alert(3)"&gt;k&lt;/a&gt;' in body
+    assert not re.search(r"<(script|img|i)[\s>]", body)
+    assert not re.search(r"<a [^>]*href=\"javascript:", body, re.IGNORECASE)
+    assert "onerror=" not in re.sub(r"&lt;img src=x onerror=alert\(2\)&gt;", "", body)
+    assert "<b>Summary (LLM):</b>" in re.sub(r' style="[^"]*"', "", body)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / "rich-entry.png"
+    chromium(tmp_path, "--window-size=720,1400", f"--screenshot={target}", page.as_uri())
+    assert target.stat().st_size > 1000

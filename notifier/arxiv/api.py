@@ -1,9 +1,10 @@
 """arXiv export API (``/api/query``): metadata for known ids, and category listings for a backfill.
 
-``fetch_metadata`` looks ids up in batches (``id_list``) to add comments, journal references and categories to
-papers first seen in an RSS feed. ``fetch_listing`` pages through ``cat:X AND submittedDate:[...]`` to recover
-papers that an RSS feed missed (an item cap, downtime). Both go through the shared :class:`PoliteGate`; the Atom is
-screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
+``fetch_metadata`` looks ids up in batches (``id_list``) to add comments, journal references, categories and the
+authors' affiliations to papers first seen in an RSS feed. ``fetch_listing`` pages through
+``cat:X AND submittedDate:[...]`` to recover papers that an RSS feed missed (an item cap, downtime). Both go through
+the shared :class:`PoliteGate`; the Atom is screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with
+ElementTree (``parse_atom`` is pure).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ApiEntry:
     doi: str | None
     published: datetime | None  # first version submitted
     updated: datetime | None  # this version submitted
+    affiliations: tuple[str, ...] = ()  # the authors' (arxiv:affiliation), distinct, in author order
 
     @property
     def primary_category(self) -> str | None:
@@ -211,7 +213,14 @@ def _entry(node: Element, entry_id: str) -> ApiEntry | None:
     primary = primary_node.get("term") if primary_node is not None else None
     terms = [t for c in node.findall("atom:category", _NS) if (t := c.get("term"))]
     categories = list(dict.fromkeys(([primary] if primary else []) + terms))
-    authors = tuple(repair_mojibake(name) for a in node.findall("atom:author", _NS) if (name := _text(a, "atom:name")))
+    author_nodes = node.findall("atom:author", _NS)
+    authors = tuple(repair_mojibake(name) for a in author_nodes if (name := _text(a, "atom:name")))
+    affiliations = (
+        repair_mojibake(text)
+        for a in author_nodes
+        for place in a.findall("arxiv:affiliation", _NS)
+        if (text := clean_display(place.text))
+    )
     return ApiEntry(
         arxiv_id=match.group("id"),
         version=int(match.group("version")),
@@ -224,6 +233,7 @@ def _entry(node: Element, entry_id: str) -> ApiEntry | None:
         doi=_optional(node, "arxiv:doi"),
         published=_datetime(_text(node, "atom:published")),
         updated=_datetime(_text(node, "atom:updated")),
+        affiliations=tuple(dict.fromkeys(affiliations)),
     )
 
 

@@ -1,4 +1,4 @@
-"""Enrichment, fail-open: comments, journal references and categories from the arXiv API for matched papers.
+"""Enrichment, fail-open: comments, journal references, categories and affiliations of matched papers from the API.
 
 The RSS item carries none of these. Only papers some rule matched are looked up, 100 per request through the
 politeness gate; when the API is down the digest goes out without them.
@@ -37,7 +37,12 @@ async def enrich_papers(
             store.enrich(arxiv_id, now, comment=None, journal_ref=None, categories=())
         else:
             store.enrich(
-                arxiv_id, now, comment=entry.comment, journal_ref=entry.journal_ref, categories=entry.categories
+                arxiv_id,
+                now,
+                comment=entry.comment,
+                journal_ref=entry.journal_ref,
+                categories=entry.categories,
+                affiliations=entry.affiliations,
             )
     log.info("enriched %d of %d matched papers from the arXiv API", len(entries), len(wanted))
     return len(entries)

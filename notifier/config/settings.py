@@ -59,6 +59,18 @@ class Settings:
     webhook_hosts: tuple[str, ...] = ()  # hosts (host or host:port) webhooks may post to, besides hooks.slack.com
     retention_days: int = 30  # days sent messages and old papers are kept (ids and Message-IDs for good); 0: all
     status_show_addresses: bool = False  # the status page shows recipients' addresses, not only subscriber names
+    llm_url: str | None = None  # an OpenAI-compatible base URL (https://api.openai.com/v1, http://localhost:11434/v1)
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_concurrency: int = 4  # requests to the LLM at once
+    llm_daily_limit: int = 500  # papers summarised per UTC day
+    llm_timeout: float = 60.0  # seconds one LLM request may take
+    llm_grace: float = 120.0  # seconds a due digest may wait for its summaries
+
+    @property
+    def summaries_enabled(self) -> bool:
+        """Whether an LLM is configured, so that rules asking for summaries get them."""
+        return self.llm_url is not None
 
     @property
     def database(self) -> Path:
@@ -89,7 +101,7 @@ class Settings:
         shown: dict[str, object] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in ("smtp_password", "slack_token") and value:
+            if item.name in ("smtp_password", "slack_token", "llm_api_key") and value:
                 value = "***"
             elif item.name == "database_url" and value:
                 value = redact_url(value)
@@ -128,8 +140,26 @@ _ENV = {
     "webhook_hosts": "NOTIFIER_WEBHOOK_HOSTS",
     "retention_days": "NOTIFIER_RETENTION_DAYS",
     "status_show_addresses": "NOTIFIER_STATUS_SHOW_ADDRESSES",
+    "llm_url": "NOTIFIER_LLM_URL",
+    "llm_model": "NOTIFIER_LLM_MODEL",
+    "llm_api_key": "NOTIFIER_LLM_API_KEY",
+    "llm_concurrency": "NOTIFIER_LLM_CONCURRENCY",
+    "llm_daily_limit": "NOTIFIER_LLM_DAILY_LIMIT",
+    "llm_timeout": "NOTIFIER_LLM_TIMEOUT",
+    "llm_grace": "NOTIFIER_LLM_GRACE",
 }
 ENV_VARS = _ENV
+
+
+_INTEGERS = (
+    "smtp_port",
+    "smtp_pool_size",
+    "backfill_days",
+    "max_feed_bytes",
+    "retention_days",
+    "llm_concurrency",
+    "llm_daily_limit",
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None) -> Settings:
@@ -164,7 +194,7 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
         try:
             if item.name in ("subscribers", "data_dir", "templates"):
                 values[item.name] = Path(text(item.name)).expanduser()
-            elif item.name in ("smtp_port", "smtp_pool_size", "backfill_days", "max_feed_bytes", "retention_days"):
+            elif item.name in _INTEGERS:
                 values[item.name] = int(cast(str, value))
             elif item.name in (
                 "min_request_interval",
@@ -173,6 +203,8 @@ def _build(raw: dict[str, object], source: dict[str, str]) -> Settings:
                 "lease_seconds",
                 "lock_wait",
                 "poll_timeout",
+                "llm_timeout",
+                "llm_grace",
             ):
                 values[item.name] = float(cast(str, value))
             elif item.name in ("smtp_validate_certs", "status_show_addresses"):
@@ -375,5 +407,18 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
         fail("lock_wait", "must not be negative")
     if settings.poll_timeout <= 0:
         fail("poll_timeout", "must be positive")
+    if settings.llm_url is not None:
+        if not settings.llm_url.startswith(("http://", "https://")):
+            fail("llm_url", "must be an http(s) URL, such as http://localhost:11434/v1 or https://api.openai.com/v1")
+        if not settings.llm_model:
+            fail("llm_url", "set NOTIFIER_LLM_MODEL as well: the model to ask, such as gpt-4o-mini or llama3.1:8b")
+    if settings.llm_concurrency < 1:
+        fail("llm_concurrency", "must be at least 1")
+    if settings.llm_daily_limit < 0:
+        fail("llm_daily_limit", "must not be negative (0 makes no summaries)")
+    if settings.llm_timeout <= 0:
+        fail("llm_timeout", "must be positive")
+    if settings.llm_grace < 0:
+        fail("llm_grace", "must not be negative")
     if (settings.smtp_username is None) != (settings.smtp_password is None):
         fail("smtp_username", "set both NOTIFIER_SMTP_USERNAME and NOTIFIER_SMTP_PASSWORD, or neither")

@@ -70,6 +70,7 @@ def _control_character(text: str, allowed: str = "") -> str | None:
 class RuleModel(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)]
+    summaries: bool | None = None  # rich entries for this rule; unset: the subscriber's choice
 
     @field_validator("name")
     @classmethod
@@ -95,6 +96,7 @@ class SubscriberFields(_Strict):
     schedule: Annotated[str, Field(max_length=100)] = "daily 08:00 UTC"
     announce_types: list[AnnounceType] = ["new", "cross"]
     send_empty: bool = False
+    summaries: bool = False  # rich entries (LLM summary and tags) for every rule that does not say otherwise
     rules: list[RuleModel] = []
 
     @field_validator("email")
@@ -185,6 +187,7 @@ class Rule:
     key: str  # "<subscriber>/<index>", unique in a Config
     name: str
     query: str
+    summaries: bool = False  # its section shows rich entries: each paper with its LLM summary and tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +377,15 @@ def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: 
         categories=tuple(dict.fromkeys(model.categories)),
         schedule=Schedule.parse(model.schedule),
         announce_types=frozenset(model.announce_types),
-        rules=tuple(Rule(key=f"{model.name}/{j}", name=r.name, query=r.query) for j, r in enumerate(model.rules)),
+        rules=tuple(
+            Rule(
+                key=f"{model.name}/{j}",
+                name=r.name,
+                query=r.query,
+                summaries=model.summaries if r.summaries is None else r.summaries,
+            )
+            for j, r in enumerate(model.rules)
+        ),
         send_empty=model.send_empty,
         line=line,
     )

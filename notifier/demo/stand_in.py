@@ -21,6 +21,9 @@ The captures carry no per-item categories, submission dates, comments or journal
   journal reference ("Synthetic J. Test. V, P (2025)") for one in five, chosen by a CRC of the id
   (:func:`synthetic_metadata`; ``set_metadata`` overrides them).
 
+Neither makes up affiliations: ``set_affiliations(arxiv_id, [...])`` gives a paper's authors theirs, which the API
+then serves as each author's ``arxiv:affiliation`` elements.
+
 Either way v1 is taken as submitted just before arXiv's 14:00 US Eastern cut-off on the last weekday before the
 feed's day (one minute apart, in feed order), and replacements as first submitted 60 days earlier, so that listings
 by submission date have something to select.
@@ -40,7 +43,8 @@ Use with ``async with ArxivStandIn() as server``. As a process, serving the bund
 
     python -m notifier.demo.stand_in --port 0     # prints "READY http://127.0.0.1:PORT"
 
-with ``POST /_control/day?d=2025-06-04``, ``POST /_control/fail?path=/rss&mode=429[&count=1&retry_after=1]`` and
+with ``POST /_control/day?d=2025-06-04``, ``POST /_control/fail?path=/rss&mode=429[&count=1&retry_after=1]``,
+``POST /_control/affiliations?id=2506.00001`` (a JSON list as ``set_affiliations`` takes it) and
 ``GET /_control/requests``.
 """
 
@@ -55,7 +59,7 @@ import re
 import signal
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -167,6 +171,7 @@ class _ApiPaper:
     published: datetime
     updated: datetime
     extra: dict[str, str] = field(default_factory=dict)  # "comment", "journal_ref"
+    affiliations: list[list[str]] = field(default_factory=list)  # the i-th author's, for the first authors
 
 
 class ArxivStandIn:
@@ -190,6 +195,7 @@ class ArxivStandIn:
         self._extra_feeds: dict[tuple[str, frozenset[str]], tuple[list[str], bytes]] = {}  # with the set's order
         self._extra_papers: dict[str, _ApiPaper] = {}
         self._metadata: dict[str, dict[str, str]] = {}
+        self._affiliations: dict[str, list[list[str]]] = {}
         self._cache: dict[str, bytes] = {}
         self._papers: dict[str, _ApiPaper] | None = None
         self._closing = asyncio.Event()
@@ -204,6 +210,7 @@ class ArxivStandIn:
         app.router.add_get("/api/query", self._api)
         app.router.add_post("/_control/day", self._control_day)
         app.router.add_post("/_control/fail", self._control_fail)
+        app.router.add_post("/_control/affiliations", self._control_affiliations)
         app.router.add_get("/_control/requests", self._control_requests)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -279,6 +286,12 @@ class ArxivStandIn:
         self._metadata[arxiv_id] = {
             key: value for key, value in (("comment", comment), ("journal_ref", journal_ref)) if value is not None
         }
+        self._papers = None
+
+    def set_affiliations(self, arxiv_id: str, affiliations: Sequence[str | Sequence[str]]) -> None:
+        """Give a paper's authors affiliations in the API: the i-th of ``affiliations`` is the i-th author's, one
+        (a string) or several (a list, empty for none); authors beyond the list have none."""
+        self._affiliations[arxiv_id] = [[each] if isinstance(each, str) else list(each) for each in affiliations]
         self._papers = None
 
     def fail_next(
@@ -438,6 +451,9 @@ class ArxivStandIn:
             for arxiv_id, extra in self._metadata.items():
                 if arxiv_id in papers:
                     papers[arxiv_id].extra = dict(extra)
+            for arxiv_id, affiliations in self._affiliations.items():
+                if arxiv_id in papers:
+                    papers[arxiv_id].affiliations = [list(each) for each in affiliations]
             self._papers = papers
         return self._papers
 
@@ -514,6 +530,11 @@ class ArxivStandIn:
             stall=float(q.get("stall", "30")),
         )
         return web.json_response({"faults": len(self._faults)})
+
+    async def _control_affiliations(self, request: web.Request) -> web.Response:
+        affiliations = await request.json()
+        self.set_affiliations(request.query["id"], affiliations)
+        return web.json_response({"id": request.query["id"], "affiliations": affiliations})
 
     async def _control_requests(self, request: web.Request) -> web.Response:
         return web.json_response([r.__dict__ for r in self.requests], dumps=lambda data: json.dumps(data, default=str))
@@ -672,8 +693,11 @@ def _feed(papers: list[_ApiPaper], total: int, start: int, size: int) -> bytes:
         for name in ("comment", "journal_ref"):
             if name in paper.extra:
                 ET.SubElement(entry, f"{{{ARXIV}}}{name}").text = paper.extra[name]
-        for name in paper.authors:
-            ET.SubElement(ET.SubElement(entry, f"{{{ATOM}}}author"), f"{{{ATOM}}}name").text = name
+        for index, name in enumerate(paper.authors):
+            author = ET.SubElement(entry, f"{{{ATOM}}}author")
+            ET.SubElement(author, f"{{{ATOM}}}name").text = name
+            for place in paper.affiliations[index] if index < len(paper.affiliations) else []:
+                ET.SubElement(author, f"{{{ARXIV}}}affiliation").text = place
     ET.register_namespace("", ATOM)
     ET.register_namespace("arxiv", ARXIV)
     ET.register_namespace("opensearch", OPENSEARCH)

@@ -6,13 +6,15 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from notifier.config.subscribers import Subscriber
-from notifier.models import Digest, DigestSection, Match
+from notifier.models import Digest, DigestSection, Match, Summary, SummaryKey
 
 
 def sections_for(
     subscriber: Subscriber,
     matches: Mapping[str, Sequence[Match]],
     reserved: Mapping[str, int],
+    *,
+    rich: bool = False,
 ) -> tuple[DigestSection, ...]:
     """One section per rule, in the order of the rules, holding what this recipient has not had yet.
 
@@ -20,6 +22,7 @@ def sections_for(
     version already sent (or on its way) to the recipient. A paper is listed once per section, at its highest
     version; its announce type must be one the subscriber asked for; a paper already delivered comes again only
     as a newer version announced as a replacement (which the subscriber asked for by listing replace types).
+    With ``rich`` (an LLM is configured), the sections of rules that ask for summaries are rich.
     """
     sections = []
     for rule in subscriber.rules:
@@ -34,7 +37,9 @@ def sections_for(
             current = best.get(paper.arxiv_id)
             if current is None or paper.version > current.paper.version:
                 best[paper.arxiv_id] = match
-        sections.append(DigestSection(rule=rule.name, query=rule.query, matches=tuple(best.values())))
+        sections.append(
+            DigestSection(rule=rule.name, query=rule.query, matches=tuple(best.values()), rich=rich and rule.summaries)
+        )
     return tuple(sections)
 
 
@@ -46,6 +51,7 @@ def build_digest(
     period_end: datetime,
     config_path: str,
     empty_reason: str | None = None,
+    summaries: Mapping[SummaryKey, Summary] | None = None,
 ) -> Digest:
     return Digest(
         subscriber=subscriber.name,
@@ -55,7 +61,14 @@ def build_digest(
         kind=subscriber.schedule.kind,
         empty_reason=empty_reason,
         config_path=config_path,
+        summaries=dict(summaries or {}),
     )
+
+
+def rich_papers(sections: Sequence[DigestSection]) -> list[SummaryKey]:
+    """(arxiv_id, version) of every paper the rich sections of ``sections`` show, each once, in order."""
+    keys = (match.paper.key for section in sections if section.rich for match in section.matches)
+    return list(dict.fromkeys(keys))
 
 
 def papers_of(sections: Sequence[DigestSection]) -> tuple[tuple[str, int], ...]:

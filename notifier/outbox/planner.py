@@ -33,8 +33,9 @@ from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import PlanError, StoreError
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
-from notifier.models import Digest, Match, Paper
-from notifier.outbox.digest import build_digest, papers_of, sections_for
+from notifier.models import Digest, Match, Paper, SummaryKey
+from notifier.outbox.digest import build_digest, papers_of, rich_papers, sections_for
+from notifier.outbox.wants import SummaryWants
 from notifier.progress import Progress
 from notifier.render.mime import make_message_id
 from notifier.render.renderer import Renderer
@@ -64,6 +65,8 @@ class PlannedDigest:
     record: NewDigest
     papers: int  # distinct papers across its deliveries
     skipped: tuple[Skipped, ...] = ()
+    rich: int = 0  # distinct papers shown as rich entries
+    summarised: int = 0  # of those, how many have a stored summary
 
 
 @dataclass
@@ -207,6 +210,13 @@ class Planner:
         return state.cursor or state.created_at - FIRST_DIGEST_LOOKBACK
 
     @staticmethod
+    def due_at(subscriber: Subscriber, now: datetime, state: SubscriberState | None) -> datetime:
+        """When ``subscriber``'s next digest is (or was) due: ``now`` for an instant one or one never planned."""
+        if state is None or subscriber.schedule.kind == "instant":
+            return now
+        return subscriber.schedule.next_due(state.last_digest_at or state.created_at)
+
+    @staticmethod
     def is_due(subscriber: Subscriber, now: datetime, state: SubscriberState | None) -> bool:
         """Whether ``subscriber`` (whose stored state is ``state``) has a digest due at ``now``."""
         if state is None or subscriber.schedule.kind == "instant":
@@ -221,14 +231,16 @@ class Planner:
         *,
         force: bool = False,
         empty_reasons: Mapping[str, str | None] | None = None,
+        wait: frozenset[str] = frozenset(),
     ) -> PlanReport:
         """Write pending deliveries for every due subscriber (every subscriber when ``force``), all at once.
 
         A subscriber whose digest cannot be planned is recorded as failing (see the module's docstring) and
-        reported in ``failed``; the others are planned all the same. A :class:`StoreError` ends the plan.
+        reported in ``failed``; the others are planned all the same. A :class:`StoreError` ends the plan. The
+        subscribers named in ``wait`` (their summaries are on their way) are left for a later plan.
         """
         report = PlanReport()
-        for _ in self.steps(config, now, report, force=force, empty_reasons=empty_reasons):
+        for _ in self.steps(config, now, report, force=force, empty_reasons=empty_reasons, wait=wait):
             pass
         return report
 
@@ -240,6 +252,7 @@ class Planner:
         *,
         force: bool = False,
         empty_reasons: Mapping[str, str | None] | None = None,
+        wait: frozenset[str] = frozenset(),
     ) -> Generator[None, None, None]:
         """:meth:`plan`, one subscriber at a time: yields after each, so that the daemon can answer its endpoints
         and signals in between. Digests are written in batches of :data:`WRITE_BATCH`; closing the generator
@@ -263,7 +276,7 @@ class Planner:
             if failed:
                 self._record_failures(failed, now, report)
 
-        due = self._due(config, now, force=force, failures=failures)
+        due = self._due(config, now, force=force, failures=failures, wait=wait)
         try:
             with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
@@ -349,13 +362,58 @@ class Planner:
             wanted.update(group.papers[i].arxiv_id for i in positions)
         return wanted
 
+    def papers_to_summarise(
+        self, config: Config, now: datetime, *, force: bool = False, only: Subscriber | None = None
+    ) -> SummaryWants:
+        """The papers the rich sections of the next digests will carry (of every due subscriber, of every
+        subscriber when ``force``, of ``only`` alone when given): what :meth:`plan` would put in them, each
+        recipient's already-sent papers left out, and unsubscribed addresses too, so that nothing is summarised
+        that no one will read."""
+        wants = SummaryWants()
+        asking = [only] if only is not None else config.subscribers
+        if not self.settings.summaries_enabled or not any(r.summaries for s in asking for r in s.rules):
+            return wants
+
+        def skipped(what: str, _subscribers: list[Subscriber], exc: Exception) -> None:
+            log.debug("papers of %s could not be read or matched; the plan records it", what, exc_info=exc)
+
+        states = self.store.subscriber_states()
+        if only is not None:
+            due = {self.cursor_of(only, now, states.get(only.name)): [only]}
+        else:
+            due = self._due(config, now, force=force, failures=self.store.plan_failures())
+        rich = {cursor: [s for s in group if any(r.summaries for r in s.rules)] for cursor, group in due.items()}
+        for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
+            for subscriber in group.subscribers:
+                matches = group.matches(subscriber)
+                unsubscribed = self.store.unsubscribed(subscriber.name)
+                papers: list[Paper] = []
+                for channel, recipient in subscriber.recipients():
+                    if channel == "email" and address_key(recipient) in unsubscribed:
+                        continue
+                    reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
+                    sections = sections_for(subscriber, matches, reserved, rich=True)
+                    papers.extend(match.paper for section in sections if section.rich for match in section.matches)
+                when = self.due_at(subscriber, now, states.get(subscriber.name))
+                wants.add(subscriber.name, when, papers)
+        return wants
+
     def _due(
-        self, config: Config, now: datetime, *, force: bool, failures: Mapping[str, PlanFailure]
+        self,
+        config: Config,
+        now: datetime,
+        *,
+        force: bool,
+        failures: Mapping[str, PlanFailure],
+        wait: frozenset[str] = frozenset(),
     ) -> dict[datetime, list[Subscriber]]:
-        """Due subscribers by cursor, in the config's order; those whose failed digest is held back are left out."""
+        """Due subscribers by cursor, in the config's order; those whose failed digest is held back, and those
+        named in ``wait``, are left out."""
         due: dict[datetime, list[Subscriber]] = defaultdict(list)
         states = self.store.subscriber_states()
         for subscriber in config.subscribers:
+            if subscriber.name in wait:
+                continue
             state = states.get(subscriber.name)
             if (force or self.is_due(subscriber, now, state)) and not self._held(
                 subscriber, failures.get(subscriber.name), now
@@ -444,6 +502,7 @@ class Planner:
         deliveries: list[NewDelivery] = []
         skipped: list[Skipped] = []
         seen: set[tuple[str, str]] = set()
+        rich: dict[SummaryKey, bool] = {}  # paper shown as a rich entry -> whether it has a summary
         step = "planning its digest"
         try:
             for channel, recipient in subscriber.recipients():
@@ -456,13 +515,16 @@ class Planner:
                     continue
                 reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
                 step = "matching and sorting its papers"
-                sections = sections_for(subscriber, matches, reserved)
+                sections = sections_for(subscriber, matches, reserved, rich=self.settings.summaries_enabled)
                 reason = None
                 if not any(section.matches for section in sections):
                     if not subscriber.send_empty or subscriber.schedule.kind == "instant" or empty_reason is None:
                         skipped.append(Skipped(channel, recipient, "nothing new"))
                         continue
                     reason = empty_reason
+                wanted = rich_papers(sections)
+                summaries = self.store.summaries(wanted) if wanted else {}
+                rich.update((key, key in summaries) for key in wanted)
                 step = f"rendering its {channel} digest"
                 digest = build_digest(
                     subscriber,
@@ -471,6 +533,7 @@ class Planner:
                     period_end=now,
                     config_path=config.path.name,
                     empty_reason=reason,
+                    summaries=summaries,
                 )
                 deliveries.append(self._render(digest_id, subscriber, digest, channel, recipient, now))
         except StoreError:
@@ -491,7 +554,7 @@ class Planner:
         papers = len({paper for delivery in deliveries for paper in delivery.papers})
         if deliveries:
             log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
-        return PlannedDigest(record, papers, tuple(skipped)), None
+        return PlannedDigest(record, papers, tuple(skipped), len(rich), sum(rich.values())), None
 
     def _render(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime

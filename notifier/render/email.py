@@ -2,7 +2,11 @@
 
 The HTML is laid out with tables, its CSS is inlined into the templates when they load (media queries for dark mode
 and small screens stay in a ``<style>`` block), and it is kept under Gmail's clipping size: abstracts are shortened
-first, then the last papers are listed by title and link only. Every paper of the digest appears in both parts.
+first (those of papers with an LLM summary last of all left out), then the last papers are listed by title and link
+only (and their summary). Every paper of the digest appears in both parts.
+
+A digest with rich sections shows their papers in full with their LLM summary (tags, institution and the TL;DR,
+marked as machine-written), and the papers of its other sections one line each, so that the rich ones stand out.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import itertools
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 import jinja2
 from markupsafe import Markup
@@ -21,6 +25,7 @@ from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
 from notifier.render.highlight import (
     AuthorList,
     Segments,
+    SummaryView,
     author_list,
     badges,
     by_day,
@@ -33,12 +38,15 @@ from notifier.render.highlight import (
     plain,
     shorten,
     spans_for,
+    summary_view,
     valid_unicode,
 )
 from notifier.render.html import html_text
 
 ABSTRACT_CHARS = 600
-# Abstract lengths tried, in order, while the HTML part is too large; after the last one papers go compact.
+# Abstract lengths tried, in order, while the HTML part is too large; after the last one papers go compact. A digest
+# with rich sections then tries two more steps: the abstracts of the papers with a summary are left out, then its
+# one-line entries show their titles only.
 ABSTRACT_STEPS = (ABSTRACT_CHARS, 320, 160)
 TEXT_WIDTH = 78
 SUBJECT_MAX = 200
@@ -62,6 +70,7 @@ PALETTE: dict[str, dict[str, str]] = {
         "badge_text": "#1e3f66",
         "notice_bg": "#fff4d6",
         "notice_text": "#4a3500",
+        "tldr_border": "#7d9cc4",
     },
     "dark": {
         "page_bg": "#111418",
@@ -76,6 +85,7 @@ PALETTE: dict[str, dict[str, str]] = {
         "badge_text": "#cfe0ff",
         "notice_bg": "#3d3000",
         "notice_text": "#ffeeb0",
+        "tldr_border": "#7d9cc4",
     },
 }
 # (foreground, background) pairs that appear together; each must reach WCAG AA (4.5:1) in both schemes.
@@ -109,6 +119,7 @@ class PaperView:
     pdf_url: str
     html_url: str
     matched: str
+    summary: SummaryView | None = None  # in a rich section, when the paper has a summary
 
     @property
     def title_text(self) -> str:
@@ -158,7 +169,9 @@ class PaperRow:
     card: PaperCard
     also_in: tuple[str, ...] = ()  # other rules that list this paper
     first_rule: str | None = None  # set when the paper was shown in full under an earlier rule
-    compact: bool = False  # title and links only, to keep the message under the size limit
+    compact: bool = False  # title and links only (and its summary), to keep the message under the size limit
+    line: bool = False  # one line (title, first author, id; compact: title only): a paper of a section that is not
+    # rich, in a digest with rich sections
 
     @property
     def arxiv_id(self) -> str:
@@ -181,6 +194,14 @@ class PaperRow:
         return self.card.view.matched
 
     @property
+    def byline(self) -> str:
+        return self.card.view.authors.byline
+
+    @property
+    def summary(self) -> SummaryView | None:
+        return self.card.view.summary
+
+    @property
     def html(self) -> Markup:
         return self.card.html
 
@@ -195,16 +216,18 @@ class SectionView:
     query: str
     count: int
     papers: tuple[PaperRow, ...]
+    lines: bool = False  # every paper in one line (a section that is not rich, in a digest with rich ones)
 
     @property
     def blocks(self) -> list[tuple[str, list[PaperRow]]]:
-        """Papers in order as ``("full", [paper])`` rows and ``("brief", [papers...])`` runs of title-only lines."""
+        """Papers in order as ``("full", [paper])`` rows, ``("brief", [papers...])`` runs of title-only lines and
+        ``("line", [papers...])`` runs of one-line entries."""
         out: list[tuple[str, list[PaperRow]]] = []
         for paper in self.papers:
             if paper.compact and paper.first_rule:
                 continue  # listed in one line under ``also_above``
-            kind = "brief" if paper.compact else "full"
-            if kind == "brief" and out and out[-1][0] == "brief":
+            kind = "line" if paper.line else "brief" if paper.compact else "full"
+            if kind != "full" and out and out[-1][0] == kind:
                 out[-1][1].append(paper)
             else:
                 out.append((kind, [paper]))
@@ -284,27 +307,67 @@ class _Part:
     html: str
 
 
-Cards = Callable[[Paper, tuple[Hit, ...], int], PaperCard]
+Cards = Callable[[Paper, tuple[Hit, ...], int, SummaryView | None], PaperCard]
+Full = tuple[Match, SummaryView | None]  # a paper shown in full, with the summary it shows
+
+
+def full_matches(digest: Digest) -> list[Full]:
+    """The papers a layout with nothing compact shows in full, each once (its first match), in digest order: every
+    paper, or in a digest with rich sections the papers of those, each with its summary."""
+    if not digest.has_rich:
+        return [(match, None) for match in digest.first_matches]
+    seen: dict[str, Full] = {}
+    for section in digest.sections:
+        if section.rich:
+            for match in section.matches:
+                if match.paper.arxiv_id not in seen:
+                    seen[match.paper.arxiv_id] = (match, summary_view(digest.summary_of(match.paper)))
+    return list(seen.values())
 
 
 def groups(
-    digest: Digest, cards: Cards, abstract_chars: int = ABSTRACT_CHARS, full_papers: int | None = None
+    digest: Digest,
+    cards: Cards,
+    abstract_chars: int = ABSTRACT_CHARS,
+    full_papers: int | None = None,
+    summarised_chars: int | None = None,
+    bare_lines: bool = False,
 ) -> list[GroupView]:
-    """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full."""
+    """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full; the
+    abstracts of papers with a summary are cut to ``summarised_chars`` (by default ``abstract_chars``); with
+    ``bare_lines``, one-line entries show their title and link only, once: a paper listed above goes by its id."""
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
             rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
-    shown: dict[str, str] = {}
+    shown: dict[str, str] = {}  # papers shown in full, and under which rule
+    listed: dict[str, str] = {}  # papers shown in full or in one line, and under which rule
+    has_rich = digest.has_rich
+    rich_rules = {section.rule for section in digest.sections if section.rich}
 
-    def row(rule: str, match: Match) -> PaperRow:
+    def row(rule: str, match: Match, rich: bool) -> PaperRow:
         paper_id = match.paper.arxiv_id
-        card = cards(match.paper, match.hits, abstract_chars)
+        if has_rich and not rich:
+            card = cards(match.paper, match.hits, 0, None)
+            if bare_lines and paper_id in listed:
+                return PaperRow(card, first_rule=listed[paper_id], compact=True, line=True)
+            listed.setdefault(paper_id, rule)
+            return PaperRow(card, compact=bare_lines, line=True)
+        summary = summary_view(digest.summary_of(match.paper)) if rich else None
+        chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
+        card = cards(match.paper, match.hits, chars, summary)
         also_in = tuple(r for r in rules_of[paper_id] if r != rule)
         if paper_id in shown:
             return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
         shown[paper_id] = rule
+        listed.setdefault(paper_id, rule)
         return PaperRow(card, also_in, compact=full_papers is not None and len(shown) > full_papers)
+
+    def section_view(rule: str, matches: tuple[Match, ...]) -> SectionView:
+        rich = rule in rich_rules
+        name = one_line(rule)
+        rows = tuple(row(name, match, rich) for match in matches)
+        return SectionView(name, one_line(queries[rule]), len(matches), rows, lines=has_rich and not rich)
 
     days: list[tuple[str | None, tuple[Paper, ...], tuple[tuple[str, tuple[Match, ...]], ...]]]
     if digest.kind == "weekly":
@@ -314,10 +377,7 @@ def groups(
     queries = {section.rule: section.query for section in digest.sections}
     out = []
     for heading, papers, sections in days:
-        section_views = tuple(
-            SectionView(one_line(rule), one_line(queries[rule]), len(ms), tuple(row(one_line(rule), m) for m in ms))
-            for rule, ms in sections
-        )
+        section_views = tuple(section_view(rule, matches) for rule, matches in sections)
         out.append(
             GroupView(
                 heading=heading,
@@ -386,6 +446,7 @@ class EmailRenderer:
         self._head = _macro(env, "_paper.html", "head")
         self._abstract = _macro(env, "_paper.html", "abstract")
         self._tail = _macro(env, "_paper.html", "tail")
+        self._summary = _macro(env, "_paper.html", "summary")
         self._text_body = _macro(env, "_paper.txt", "body")
         self.templates = tuple(
             env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
@@ -393,13 +454,15 @@ class EmailRenderer:
         self.card: Cards = functools.lru_cache(maxsize=cards)(self._card)
         self._heads = functools.lru_cache(maxsize=cards)(self._head_of)
         self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
+        self._summaries = functools.lru_cache(maxsize=cards)(self._summary_of)
         self._texts: dict[tuple[object, ...], str] = {}
         self._texts_kept = cards
         self._markup = 0.0  # bytes a paper in full adds beyond its estimated gain (see _predicted)
 
-    def _card(self, paper: Paper, hits: tuple[Hit, ...], abstract_chars: int) -> PaperCard:
-        """The card of ``paper`` for ``hits``. Its head and tail depend only on the hits they show, which most
-        digests share (terms mostly match abstracts); so a new card usually costs its abstract and nothing more."""
+    def _card(self, paper: Paper, hits: tuple[Hit, ...], abstract_chars: int, summary: SummaryView | None) -> PaperCard:
+        """The card of ``paper`` for ``hits`` (and ``summary``, shown between its head and its abstract). Its head
+        and tail depend only on the hits they show, which most digests share (terms mostly match abstracts); so a
+        new card usually costs its abstract and nothing more."""
         on: dict[Field, list[Hit]] = {field: [] for field in Field}
         for hit in hits:
             on[hit.field].append(hit)
@@ -411,8 +474,10 @@ class EmailRenderer:
             abstract=shorten(paper.abstract, spans, abstract_chars),
             comment=tail.view.comment,
             matched=matched_line(hits),
+            summary=summary,
         )
-        html, size = _utf8(head.html + str(self._abstract(view)) + tail.html)
+        rich = self._summaries(summary) if summary is not None else ""
+        html, size = _utf8(head.html + rich + str(self._abstract(view)) + tail.html)
         return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
 
     def _head_of(
@@ -426,11 +491,14 @@ class EmailRenderer:
         view = replace(head_view(paper, (), (), ()), comment=comment)
         return _Part(view, str(self._tail(view)))
 
+    def _summary_of(self, summary: SummaryView) -> str:
+        return str(self._summary(summary))
+
     def _text_of(self, view: PaperView) -> str:
         """The text body of ``view``. The text part shows no highlights, so papers whose hits differ but leave the
         same authors and abstract excerpt share it; only the text parts actually written are rendered."""
         key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
-               view.abstract_text, view.comment_text, view.journal_ref)  # fmt: skip
+               view.abstract_text, view.comment_text, view.journal_ref, view.summary)  # fmt: skip
         text = self._texts.get(key)
         if text is None:
             if len(self._texts) >= self._texts_kept:
@@ -455,8 +523,30 @@ class EmailRenderer:
             "subject": subject_line,
         }
         layout = self._layout(digest, base, max_html_bytes)
+        if layout.size > max_html_bytes and digest.summaries:
+            layout = self._fewer_summaries(digest, base, max_html_bytes)
         text = valid_unicode(self._text.render(base, **layout.context))
         return RenderedEmail(subject=valid_unicode(subject_line), text=text.rstrip() + "\n", html=layout.html)
+
+    def _fewer_summaries(self, digest: Digest, base: dict[str, object], limit: int) -> _Layout:
+        """When even the shortest layout is too big, the summaries of the papers shown first are kept, as many
+        as fit in ``limit``, and the others are left out (their papers show as without an LLM)."""
+        shown = [match.paper.key for match in digest.first_matches if match.paper.key in digest.summaries]
+
+        def keeping(count: int) -> _Layout:
+            kept = replace(digest, summaries={key: digest.summaries[key] for key in shown[:count]})
+            return self._layout(kept, {**base, "digest": kept}, limit)
+
+        low, high = 0, len(shown) - 1  # with every summary it did not fit
+        best = keeping(0)
+        while low < high:
+            middle = (low + high + 1) // 2
+            layout = keeping(middle)
+            if layout.size <= limit:
+                best, low = layout, middle
+            else:
+                high = middle - 1
+        return best
 
     def _render(self, context: dict[str, object], views: list[GroupView], compact: int, short: bool) -> _Layout:
         extra = {"groups": views, "compact_count": compact, "shortened": short}
@@ -466,15 +556,21 @@ class EmailRenderer:
     def _layout(self, digest: Digest, context: dict[str, object], limit: int) -> _Layout:
         """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout.
 
-        Abstracts are shortened step by step; then the last papers go compact, as many as needed. How many is
-        predicted from the sizes of the papers' cards, then settled by rendering around the prediction.
+        Abstracts are shortened step by step (in a digest with rich sections, those of papers with a summary then
+        left out, and one-line entries cut to their titles); then the last papers go compact, as many as needed.
+        How many is predicted from the sizes of the papers' cards, then settled by rendering around the prediction.
         """
-        firsts = digest.first_matches
-        papers = [match.paper for match in firsts]
-        for step, chars in enumerate(ABSTRACT_STEPS):
-            if _at_least(papers, chars) > limit or _cards(firsts, self.card, chars) > limit:
+        firsts = full_matches(digest)
+        steps = [(chars, chars, False) for chars in ABSTRACT_STEPS]
+        if digest.has_rich:
+            if any(summary is not None for _, summary in firsts):
+                steps.append((ABSTRACT_STEPS[-1], 0, False))
+            steps.append((*steps[-1][:2], True))
+        for step, (chars, summarised, bare) in enumerate(steps):
+            if _at_least(firsts, chars, summarised) > limit or _cards(firsts, self.card, chars, summarised) > limit:
                 continue  # no need to render it to know (the cards are made once, for the page too)
-            layout = self._render(context, groups(digest, self.card, chars), 0, short=step > 0)
+            views = groups(digest, self.card, chars, None, summarised, bare)
+            layout = self._render(context, views, 0, short=step > 0)
             if layout.size <= limit:
                 return layout
         total = len(firsts)
@@ -482,30 +578,44 @@ class EmailRenderer:
 
         def attempt(full: int) -> _Layout:
             if full not in tried:
-                views = groups(digest, self.card, chars, full)
+                views = groups(digest, self.card, chars, full, summarised, bare)
                 tried[full] = self._render(context, views, total - full, short=True)
             return tried[full]
 
-        gains = [_gain(self.card(match.paper, match.hits, chars)) for match in firsts]
+        gains = [_gain(self.card(m.paper, m.hits, _chars(s, chars, summarised), s)) for m, s in firsts]
         guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
         return _largest_fitting(total, attempt, limit, guess)
 
 
-def _at_least(papers: Sequence[Paper], abstract_chars: int) -> int:
-    """Fewer bytes than the HTML of ``papers`` in full takes: each shows its link twice and an excerpt of its
-    abstract of at least a quarter of ``abstract_chars`` (see :func:`~notifier.render.highlight.shorten`)."""
-    return sum(2 * len(paper.abs_url) + min(len(paper.abstract), abstract_chars // 4) for paper in papers)
+def _chars(summary: SummaryView | None, abstract_chars: int, summarised_chars: int) -> int:
+    return abstract_chars if summary is None else summarised_chars
 
 
-def _cards(firsts: Sequence[Match], cards: Cards, abstract_chars: int) -> int:
+def _at_least(firsts: Sequence[Full], abstract_chars: int, summarised_chars: int) -> int:
+    """Fewer bytes than the HTML of ``firsts`` in full takes: each shows its link twice and an excerpt of its
+    abstract of at least a quarter of its length (see :func:`~notifier.render.highlight.shorten`)."""
+    return sum(
+        2 * len(match.paper.abs_url)
+        + min(len(match.paper.abstract), _chars(summary, abstract_chars, summarised_chars) // 4)
+        for match, summary in firsts
+    )
+
+
+def _cards(firsts: Sequence[Full], cards: Cards, abstract_chars: int, summarised_chars: int) -> int:
     """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least."""
-    return sum(cards(match.paper, match.hits, abstract_chars).html_bytes for match in firsts)
+    return sum(
+        cards(match.paper, match.hits, _chars(summary, abstract_chars, summarised_chars), summary).html_bytes
+        for match, summary in firsts
+    )
 
 
 def _gain(card: PaperCard) -> int:
     """About how many bytes of HTML a paper saves by going compact: a compact paper shows its title and link
-    instead of its card."""
-    return card.html_bytes - len(card.title_text.encode("utf-8")) - len(card.view.abs_url)
+    (and its summary) instead of its card."""
+    kept = len(card.title_text.encode("utf-8")) + len(card.view.abs_url)
+    if card.view.summary is not None:
+        kept += len(card.view.summary.summary.encode("utf-8"))
+    return card.html_bytes - kept
 
 
 def _predicted(
@@ -537,11 +647,11 @@ def _predicted(
     return full, markup
 
 
-def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[PaperView], object]:
+def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[Any], object]:
     macro = getattr(env.get_template(template).module, name, None)
     if not callable(macro):
         raise jinja2.TemplateError(f"{template} must define the macro {name}(paper)")
-    return cast(Callable[[PaperView], object], macro)
+    return cast(Callable[[Any], object], macro)
 
 
 def _utf8(text: str) -> tuple[str, int]:

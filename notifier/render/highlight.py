@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from notifier.models import Digest, Field, Hit, Match, Paper
+from notifier.models import Digest, Field, Hit, Match, Paper, Summary
 
 ELLIPSIS = "…"
 MAX_AUTHORS = 6
@@ -208,6 +208,14 @@ class AuthorList:
         joined = ", ".join(parts)
         return f"{joined} et al. ({self.total} authors)" if self.et_al else joined
 
+    @property
+    def byline(self) -> str:
+        """``'A. Author'``, or ``'A. Author et al.'`` when there are more: what a one-line entry shows."""
+        if not self.names:
+            return ""
+        first = plain(self.names[0].segments)
+        return f"{first} et al." if self.total > 1 else first
+
 
 def author_list(paper: Paper, hits: Sequence[Hit], limit: int = MAX_AUTHORS) -> AuthorList:
     """The first ``limit`` authors, plus any later author a query term matched; the rest become "et al."."""
@@ -220,6 +228,40 @@ def author_list(paper: Paper, hits: Sequence[Hit], limit: int = MAX_AUTHORS) -> 
             names.append(AuthorName(segs, gap_before=position != previous + 1))
             previous = position
     return AuthorList(tuple(names), len(paper.authors))
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryView:
+    """What a paper's LLM summary shows, each field on one line (no field can start a line of its own). The text is
+    untrusted, as paper text is: each channel escapes it as it escapes titles and abstracts."""
+
+    summary: str
+    topic: str
+    subtopic: str
+    keywords: tuple[str, ...]
+    institution: str | None
+
+    @property
+    def tags(self) -> str:
+        """``[mlsys], [llm training], [sparse averaging, data parallelism]``, leaving out what is empty."""
+        parts = [f"[{self.topic}]" if self.topic else "", f"[{self.subtopic}]" if self.subtopic else ""]
+        parts.append(f"[{', '.join(self.keywords)}]" if self.keywords else "")
+        return ", ".join(part for part in parts if part)
+
+
+@functools.lru_cache(maxsize=4096)
+def summary_view(summary: Summary | None) -> SummaryView | None:
+    """The view of ``summary``; None when there is none, or nothing in it to show."""
+    if summary is None:
+        return None
+    view = SummaryView(
+        summary=one_line(summary.summary),
+        topic=one_line(summary.topic),
+        subtopic=one_line(summary.subtopic),
+        keywords=tuple(keyword for keyword in map(one_line, summary.keywords) if keyword),
+        institution=one_line(summary.institution or "") or None,
+    )
+    return view if view.summary or view.tags or view.institution else None
 
 
 def badges(paper: Paper) -> tuple[str, ...]:

@@ -3,7 +3,11 @@
 All paper and rule text is escaped for Slack mrkdwn: ``&``, ``<`` and ``>`` become entities, so no text can
 mention ``<!channel>`` or a user or inject a link; ``*``, ``_``, ``~`` and backticks become look-alike characters
 so no text can open or close formatting; ``@`` gets an invisible word joiner so ``@here`` stays plain text.
-A digest that needs more than 50 blocks is split into several messages, each with its own fallback text.
+A digest that needs more than 50 blocks, or more text than Slack takes in one message, is split into several
+messages, each with its own fallback text.
+
+In a digest with rich sections, each of their papers gets its LLM summary (tags, institution, and the TL;DR marked
+as machine-written), escaped like paper text; the papers of its other sections are listed one line each.
 
 The messages of a delivery travel as one payload, a JSON list of ``{"text": ..., "blocks": [...]}``:
 :func:`encode_payload` writes it (the outbox stores it, the Slack channel posts it, the outbox folder keeps it as
@@ -22,24 +26,33 @@ from notifier.models import Digest, Hit, Match, Paper, SlackMessage
 from notifier.render.highlight import (
     ELLIPSIS,
     Segments,
+    SummaryView,
     author_list,
     badges,
     blank_controls,
     by_day,
+    category_totals,
     count_label,
     matched_line,
     one_line,
     period_label,
     snippet,
+    summary_view,
 )
 
 MAX_BLOCKS = 50
 MAX_SECTION_CHARS = 3000
 MAX_HEADER_CHARS = 150
 MAX_TEXT_CHARS = 3000
+# Text of all the blocks of one message: Slack refuses more with msg_blocks_too_long, at about 12,000 characters.
+MAX_MESSAGE_CHARS = 10_000
+CLOSING_CHARS = 200  # what the closing context block of a message may take
 SNIPPET_CHARS = 280
 TITLE_CHARS = 300
 AUTHORS_CHARS = 300
+TAGS_CHARS = 240
+INSTITUTION_CHARS = 160
+SUMMARY_CHARS = 1000
 PAPER_CACHE = 8192  # papers' texts kept for reuse across the digests of a plan
 
 _ESCAPES = str.maketrans(
@@ -125,19 +138,78 @@ def paper_head(paper: Paper) -> str:
     return "\n".join(lines)
 
 
-def paper_text(paper: Paper, hits: tuple[Hit, ...], head: Callable[[Paper], str] = paper_head) -> tuple[str, str]:
-    """A paper's mrkdwn lines (:func:`paper_head` and the excerpt) and why it matched."""
+@dataclass(frozen=True, slots=True)
+class PaperText:
+    """A paper's mrkdwn: :func:`paper_head`, the quoted excerpt of its abstract (or ``""``) and why it matched."""
+
+    head: str
+    excerpt: str
+    why: str
+
+
+def paper_text(paper: Paper, hits: tuple[Hit, ...], head: Callable[[Paper], str] = paper_head) -> PaperText:
     excerpt = bold_segments(snippet(paper, hits, SNIPPET_CHARS))
-    lines = f"{head(paper)}\n> {excerpt}" if excerpt else head(paper)
-    return lines, "matched: " + escape(matched_line(hits))
+    return PaperText(head(paper), f"> {excerpt}" if excerpt else "", "matched: " + escape(matched_line(hits)))
 
 
-def paper_block(text: tuple[str, str], also_in: tuple[str, ...] = ()) -> Block:
-    """The section block of a paper from its :func:`paper_text`, with the other rules that list it."""
-    lines, why = text
+def summary_text(summary: SummaryView) -> str:
+    """The mrkdwn lines of an LLM summary: tags, institution and the TL;DR, each shown only when known."""
+    lines = []
+    if summary.tags:
+        lines.append("Tags: " + _escaped(summary.tags, TAGS_CHARS))
+    if summary.institution:
+        lines.append("Institution: " + _escaped(summary.institution, INSTITUTION_CHARS))
+    if summary.summary:
+        lines.append("_Summary (LLM):_ " + _escaped(summary.summary, SUMMARY_CHARS))
+    return "\n".join(lines)
+
+
+def _escaped(text: str, limit: int) -> str:
+    """``text`` escaped, clipped so that it is at most ``limit`` characters once escaped."""
+    clipped = _clip(text, limit)
+    out = escape(clipped)
+    while len(out) > limit:  # entities made it longer: cut the text in proportion, and again if need be
+        clipped = _clip(text, max(len(clipped) * limit // len(out) - 1, 1))
+        out = escape(clipped)
+    return out
+
+
+def paper_block(text: PaperText, also_in: tuple[str, ...] = (), summary: str = "") -> Block:
+    """The section block of a paper from its :func:`paper_text`, with its :func:`summary_text` and the other rules
+    that list it. When they would not fit in one block, the excerpt is left out (the summary is the point)."""
+    why = text.why
     if also_in:
         why += " · also under " + ", ".join(escape(rule) for rule in also_in)
-    return _section(f"{lines}\n_{why}_")
+    parts = [text.head, summary, text.excerpt, f"_{why}_"]
+    mrkdwn = "\n".join(part for part in parts if part)
+    if len(mrkdwn) > MAX_SECTION_CHARS and summary:
+        mrkdwn = "\n".join(part for part in (text.head, summary, f"_{why}_") if part)
+    return _section(mrkdwn)
+
+
+def line_text(paper: Paper) -> str:
+    """A paper in one mrkdwn line: its title linked, its first author, its id."""
+    title = escape(_clip(paper.title, TITLE_CHARS)).replace("|", "¦")
+    byline = author_list(paper, ()).byline
+    author = f" · {escape(_clip(byline, AUTHORS_CHARS))}" if byline else ""
+    return f"• <{paper.abs_url}|{title}>{author} · arXiv:{paper.arxiv_id}"
+
+
+def line_blocks(lines: Sequence[str]) -> list[Block]:
+    """Section blocks of one-line entries, as many lines in each as fit."""
+    blocks: list[Block] = []
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        line = line[:MAX_SECTION_CHARS]
+        if chunk and size + 1 + len(line) > MAX_SECTION_CHARS:
+            blocks.append(_section("\n".join(chunk)))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + (1 if size else 0)
+    if chunk:
+        blocks.append(_section("\n".join(chunk)))
+    return blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,27 +220,37 @@ class _Item:
     heading: Block | None = None
 
 
-def _items(digest: Digest, texts: PaperTexts) -> list[_Item]:
+def _items(digest: Digest, texts: PaperTexts, summaries: SummaryTexts) -> list[_Item]:
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
             rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
     queries = {section.rule: section.query for section in digest.sections}
+    rich_rules = {section.rule for section in digest.sections if section.rich}
+    has_rich = bool(rich_rules)
 
     def rule_items(rule: str, matches: tuple[Match, ...]) -> list[_Item]:
         name = one_line(rule)
         heading = f"*{escape(name)}* — {count_label(len(matches))} · `{escape(_clip(queries[rule], 200))}`"
         continued = _section(f"*{escape(name)}* (continued)")
         out = [_Item(_section(heading))]
+        if has_rich and rule not in rich_rules:
+            out.extend(_Item(block, continued) for block in line_blocks([line_text(m.paper) for m in matches]))
+            return out
         for match in matches:
             others = tuple(r for r in rules_of[match.paper.arxiv_id] if r != name)
-            out.append(_Item(paper_block(texts(match.paper, match.hits), others), continued))
+            summary = summary_view(digest.summary_of(match.paper)) if rule in rich_rules else None
+            rich = summaries(summary) if summary is not None else ""
+            out.append(_Item(paper_block(texts(match.paper, match.hits), others, rich), continued))
         return out
 
     items: list[_Item] = []
     if digest.kind == "weekly":
         for day in by_day(digest):
             totals = " · ".join(f"{escape(one_line(rule))}: {len(ms)}" for rule, ms in day.sections)
+            categories = " · ".join(f"{escape(c)}: {n}" for c, n in category_totals(day.papers))
+            if categories:
+                totals += f"\n{categories}"
             items.append(_Item({"type": "divider"}))
             items.append(_Item(_section(f"*{escape(day.label)}* — {count_label(len(day.papers))} · {totals}")))
             for rule, matches in day.sections:
@@ -180,7 +262,8 @@ def _items(digest: Digest, texts: PaperTexts) -> list[_Item]:
     return items
 
 
-PaperTexts = Callable[[Paper, tuple[Hit, ...]], tuple[str, str]]
+PaperTexts = Callable[[Paper, tuple[Hit, ...]], PaperText]
+SummaryTexts = Callable[[SummaryView], str]
 
 
 class SlackRenderer:
@@ -189,13 +272,17 @@ class SlackRenderer:
     def __init__(self, papers: int = PAPER_CACHE) -> None:
         head = functools.lru_cache(maxsize=papers)(paper_head)
         self.texts: PaperTexts = functools.lru_cache(maxsize=papers)(functools.partial(paper_text, head=head))
+        self.summaries: SummaryTexts = functools.lru_cache(maxsize=papers)(summary_text)
 
     def render(self, digest: Digest) -> list[SlackMessage]:
-        return render_slack(digest, self.texts)
+        return render_slack(digest, self.texts, self.summaries)
 
 
-def render_slack(digest: Digest, texts: PaperTexts = paper_text) -> list[SlackMessage]:
-    """The messages of ``digest``, each within Slack's limits; ``texts`` gives each paper's :func:`paper_text`."""
+def render_slack(
+    digest: Digest, texts: PaperTexts = paper_text, summaries: SummaryTexts = summary_text
+) -> list[SlackMessage]:
+    """The messages of ``digest``, each within Slack's limits; ``texts`` gives each paper's :func:`paper_text`, and
+    ``summaries`` the :func:`summary_text` of each summary."""
     when = period_label(digest)
     kind = "weekly digest" if digest.kind == "weekly" else "digest"
     counts = ", ".join(f"{one_line(s.rule)} ({len(s.matches)})" for s in digest.sections if s.matches)
@@ -212,12 +299,17 @@ def render_slack(digest: Digest, texts: PaperTexts = paper_text) -> list[SlackMe
         f" · edit `{escape(digest.config_path)}` to change rules"
     )
     messages: list[list[Block]] = [[head, summary]]
-    for item in _items(digest, texts):
+    used, items = _chars(head) + _chars(summary), 0  # text and items in the last message
+    for item in _items(digest, texts, summaries):
         current = messages[-1]
-        if len(current) >= MAX_BLOCKS - 1:  # keep room for the closing context block
+        size = _chars(item.block)
+        # Keep room for the closing context block (and its text).
+        if len(current) >= MAX_BLOCKS - 1 or (items and used + size > MAX_MESSAGE_CHARS - CLOSING_CHARS):
             current = [item.heading] if item.heading is not None else []
+            used, items = sum(map(_chars, current)), 0
             messages.append(current)
         current.append(item.block)
+        used, items = used + size, items + 1
     parts = len(messages)
     out = []
     for number, blocks in enumerate(messages, start=1):
@@ -226,6 +318,16 @@ def render_slack(digest: Digest, texts: PaperTexts = paper_text) -> list[SlackMe
         fallback = f"arXiv {kind} · {when} · {total}: {counts}{part}"
         out.append(SlackMessage(text=escape(_clip(fallback, MAX_TEXT_CHARS)), blocks=tuple(blocks)))
     return out
+
+
+def _chars(block: Block) -> int:
+    """The characters of text in ``block``, as Slack counts them towards a message's limit."""
+    text = block.get("text")
+    size = len(str(text.get("text", ""))) if isinstance(text, dict) else 0
+    elements = block.get("elements")
+    if isinstance(elements, list):
+        size += sum(len(str(e.get("text", ""))) for e in elements if isinstance(e, dict))
+    return size
 
 
 def encode_payload(messages: Sequence[SlackMessage]) -> bytes:

@@ -13,11 +13,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper
+from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper, Summary, SummaryKey
 from notifier.store.rows import (
     BackfillRow,
     DeliveryRow,
     FeedState,
+    LlmUsage,
     NewDigest,
     PlanFailure,
     PruneReport,
@@ -57,12 +58,22 @@ class Store(Protocol):
         """Remember ``papers`` as announced in ``feed_key``; how many feed items were new."""
 
     def enrich(
-        self, arxiv_id: str, now: datetime, *, comment: str | None, journal_ref: str | None, categories: Sequence[str]
+        self,
+        arxiv_id: str,
+        now: datetime,
+        *,
+        comment: str | None,
+        journal_ref: str | None,
+        categories: Sequence[str],
+        affiliations: Sequence[str] = (),
     ) -> None:
-        """Add what the API knows and the feed does not: comment, journal reference, all categories."""
+        """Add what the API knows and the feed does not: comment, journal reference, all categories, affiliations."""
 
     def not_enriched(self, arxiv_ids: Iterable[str]) -> list[str]:
         """Those of ``arxiv_ids`` stored and not enriched yet, sorted."""
+
+    def affiliations(self, arxiv_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """arxiv_id -> its authors' affiliations from the API (distinct, in author order), for those that have some."""
 
     def candidates(self, feed_key: str, after: datetime, until: datetime) -> list[Paper]:
         """The papers of ``feed_key`` (a category, or a set of them) first seen in (after, until]."""
@@ -136,6 +147,29 @@ class Store(Protocol):
 
     def plan_failures(self) -> dict[str, PlanFailure]:
         """Subscriber -> why its digest could not be planned, by name."""
+
+    # -- summaries and the LLM's usage -------------------------------------------------------------------------
+
+    def summaries(self, keys: Iterable[SummaryKey]) -> dict[SummaryKey, Summary]:
+        """(arxiv_id, version) -> its stored summary, for those of ``keys`` that have one."""
+
+    def save_summaries(self, summaries: Sequence[Summary], now: datetime) -> int:
+        """Store summaries made at ``now``; a paper version that has one keeps it. How many were new."""
+
+    def llm_usage(self, day: date) -> LlmUsage:
+        """What the LLM was asked for on ``day`` (UTC), and what it cost; zeros when nothing."""
+
+    def record_llm_usage(
+        self,
+        day: date,
+        *,
+        asked: int = 0,
+        made: int = 0,
+        failed: int = 0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        """Add these counts to those of ``day`` (UTC), atomically."""
 
     # -- the outbox -------------------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """Papers, the feeds they were announced in, each feed's polling state, and the days to recover from the API.
 
-A paper is one row whatever feeds announced it (its newest version's metadata); each announcement is a feed item
-(feed, paper, version, type, day). The planner reads a window of a feed's items as papers
-(:meth:`PaperQueries.candidates`): a category set's are composed from its categories' items, each paper version once.
+A paper is one row whatever feeds announced it (its newest version's metadata, and what the API added to it: see
+:meth:`PaperQueries.enrich`); each announcement is a feed item (feed, paper, version, type, day). The planner reads
+a window of a feed's items as papers (:meth:`PaperQueries.candidates`): a category set's are composed from its
+categories' items, each paper version once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class PaperQueries(Dialect[ConnT]):
             for paper in papers:
                 self._exec(
                     db,
-                    """INSERT INTO papers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+                    """INSERT INTO papers (arxiv_id, version, title, abstract, authors, categories, comment,
+                         journal_ref, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (arxiv_id) DO UPDATE SET
                          version = excluded.version, title = excluded.title, abstract = excluded.abstract,
                          authors = excluded.authors,
@@ -66,20 +68,48 @@ class PaperQueries(Dialect[ConnT]):
         return added
 
     def enrich(
-        self, arxiv_id: str, now: datetime, *, comment: str | None, journal_ref: str | None, categories: Sequence[str]
+        self,
+        arxiv_id: str,
+        now: datetime,
+        *,
+        comment: str | None,
+        journal_ref: str | None,
+        categories: Sequence[str],
+        affiliations: Sequence[str] = (),
     ) -> None:
-        """Add what the API knows and the feed does not: comment, journal reference, all categories."""
+        """Add what the API knows and the feed does not: comment, journal reference, all categories, and the
+        authors' affiliations (kept as a JSON list; none leaves those known before)."""
         cats = json.dumps(list(categories))
+        affs = json.dumps(list(affiliations)) if affiliations else None
         with self.transaction() as db:
             self._exec(
                 db,
                 """UPDATE papers SET comment = COALESCE(:comment, comment),
                      journal_ref = COALESCE(:journal_ref, journal_ref),
                      categories = CASE WHEN :cats = '[]' THEN categories ELSE :cats END,
+                     affiliations = COALESCE(:affs, affiliations),
                      enriched_at = :now
                    WHERE arxiv_id = :id""",
-                {"comment": comment, "journal_ref": journal_ref, "cats": cats, "now": now, "id": arxiv_id},
+                {
+                    "comment": comment,
+                    "journal_ref": journal_ref,
+                    "cats": cats,
+                    "affs": affs,
+                    "now": now,
+                    "id": arxiv_id,
+                },
             )
+
+    def affiliations(self, arxiv_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """arxiv_id -> its authors' affiliations as the API gave them, for those of ``arxiv_ids`` that have some."""
+        found: dict[str, tuple[str, ...]] = {}
+        for chunk in self._chunks(sorted(set(arxiv_ids))):
+            among, params = self._in("arxiv_id", "id", chunk)
+            rows = self._query(
+                f"SELECT arxiv_id, affiliations FROM papers WHERE affiliations IS NOT NULL AND {among}", params
+            )
+            found.update((row["arxiv_id"], tuple(json.loads(row["affiliations"]))) for row in rows)
+        return found
 
     def not_enriched(self, arxiv_ids: Iterable[str]) -> list[str]:
         found: list[str] = []

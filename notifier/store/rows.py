@@ -2,8 +2,9 @@
 
 The planner hands the store :class:`NewDigest` and :class:`NewDelivery`; the poller, the backfill, the status page
 and the commands read :class:`FeedState`, :class:`BackfillRow`, :class:`SubscriberState`, :class:`PlanFailure` and
-:class:`DeliveryRow`. Papers and the deliveries a sender claims are :class:`~notifier.models.Paper` and
-:class:`~notifier.models.Outgoing`, shared with the rest of the flow.
+:class:`DeliveryRow`; the summariser and ``notifier status`` read :class:`LlmUsage`. Papers, the deliveries a
+sender claims and the summaries of papers are :class:`~notifier.models.Paper`, :class:`~notifier.models.Outgoing`
+and :class:`~notifier.models.Summary`, shared with the rest of the flow.
 """
 
 from __future__ import annotations
@@ -122,3 +123,16 @@ class PruneReport:
     payloads: int = 0  # rendered messages of deliveries sent, failed or cancelled before the cut-off
     feed_items: int = 0
     papers: int = 0
+    summaries: int = 0  # of papers no longer stored
+
+
+@dataclass(frozen=True, slots=True)
+class LlmUsage:
+    """What the LLM was asked for on one UTC day, and what it cost: the daily limit counts ``asked``."""
+
+    day: date
+    asked: int = 0  # papers the LLM was asked to summarise
+    made: int = 0  # summaries it made
+    failed: int = 0  # papers given up after the retries
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS papers (
     arxiv_id TEXT PRIMARY KEY, version INTEGER NOT NULL, title TEXT NOT NULL, abstract TEXT NOT NULL,
     authors TEXT NOT NULL, categories TEXT NOT NULL, comment TEXT, journal_ref TEXT,
-    first_seen {time} NOT NULL, updated {time} NOT NULL, enriched_at {time});
+    first_seen {time} NOT NULL, updated {time} NOT NULL, enriched_at {time}, affiliations TEXT);
 CREATE TABLE IF NOT EXISTS feed_items (
     feed_key TEXT NOT NULL, arxiv_id TEXT NOT NULL, version INTEGER NOT NULL, announce_type TEXT NOT NULL,
     announced {day}, seen_at {time} NOT NULL, backfilled {flag} NOT NULL DEFAULT {false},
@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS delivery_papers (
 CREATE TABLE IF NOT EXISTS plan_failures (
     subscriber TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, reason TEXT NOT NULL, first_failed {time} NOT NULL,
     last_failed {time} NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS summaries (
+    arxiv_id TEXT NOT NULL, version INTEGER NOT NULL, summary TEXT NOT NULL, topic TEXT NOT NULL,
+    subtopic TEXT NOT NULL, keywords TEXT NOT NULL, institution TEXT, model TEXT NOT NULL,
+    created_at {time} NOT NULL, PRIMARY KEY (arxiv_id, version));
+CREATE TABLE IF NOT EXISTS llm_usage (
+    day {day} PRIMARY KEY, asked INTEGER NOT NULL DEFAULT 0, made INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0, prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0);
 """
 
 # The indexes, made once the steps have added the columns they may name.
@@ -116,6 +124,8 @@ STEPS = (
     Step(3, change=_key_email_recipients),
     # and the indexes of unsent deliveries by age and of feed items by paper
     Step(4, columns=(("subscribers", "active", "{flag} NOT NULL DEFAULT {false}"),), change=_mark_known_active),
+    # and the tables of summaries and of LLM usage
+    Step(5, columns=(("papers", "affiliations", "TEXT"),)),
 )
 SCHEMA_VERSION = STEPS[-1].version
 

@@ -2,38 +2,42 @@
 
 Only the modules of this package speak SQL. :class:`SqlStore` is the queries of each concern, written once over a
 :class:`~notifier.store.dialect.Dialect`: :class:`~notifier.store.papers.PaperQueries` (papers, feeds, backfills),
-:class:`~notifier.store.subscribers.SubscriberQueries` (subscribers, unsubscriptions, failed plans) and
-:class:`~notifier.store.deliveries.DeliveryQueries` (the outbox), with what spans them here: retention and the
-service calls. The tables, and how an older database is brought up to date, are :mod:`notifier.store.schema`'s.
-:class:`~notifier.store.sqlite.SqliteStore` and :class:`~notifier.store.postgres.PostgresStore` complete it with
-their dialect. The rest of the program sees neither, only :class:`notifier.store.Store`.
+:class:`~notifier.store.subscribers.SubscriberQueries` (subscribers, unsubscriptions, failed plans),
+:class:`~notifier.store.deliveries.DeliveryQueries` (the outbox) and :class:`~notifier.store.summaries.SummaryQueries`
+(LLM summaries and usage), with what spans them here: retention and the service calls. The tables, and how an older
+database is brought up to date, are :mod:`notifier.store.schema`'s. :class:`~notifier.store.sqlite.SqliteStore` and
+:class:`~notifier.store.postgres.PostgresStore` complete it with their dialect. The rest of the program sees
+neither, only :class:`notifier.store.Store`.
 
 What deduplication needs is kept for good: every delivery's id, state and Message-ID, and the papers each recipient
 was sent (``delivery_papers``). What only sending needs is pruned after a retention period
-(:meth:`SqlStore.prune`): the rendered payloads of deliveries in a final state, and the feed items and papers no
-digest will read again. The space they took is reused by what is written next, so the database stops growing with
-each day's digests.
+(:meth:`SqlStore.prune`): the rendered payloads of deliveries in a final state, the feed items and papers no digest
+will read again with their summaries, and the LLM's usage of past days. The space they took is reused by what is
+written next, so the database stops growing with each day's digests.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from notifier.store.deliveries import DeliveryQueries
 from notifier.store.dialect import ConnT
 from notifier.store.papers import PaperQueries
 from notifier.store.rows import PruneReport
 from notifier.store.subscribers import SubscriberQueries
+from notifier.store.summaries import SummaryQueries
 
 # A payload pruned after the retention period (see SqlStore.prune): a rendered message is never empty.
 PRUNED = b""
 # How many rows one statement of prune changes: each batch is a transaction of its own, short for other writers.
 _PRUNE_BATCH = 5000
+# The days of LLM usage kept whatever the retention: what ``notifier status`` shows.
+USAGE_DAYS_KEPT = timedelta(days=7)
 
 
-class SqlStore(PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[ConnT]):
+class SqlStore(PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[ConnT], SummaryQueries[ConnT]):
     """The store in SQL both databases run, over a dialect's connection type ``ConnT``."""
 
     # -- retention --------------------------------------------------------------------------------------------
@@ -47,7 +51,8 @@ class SqlStore(PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[Co
         - Feed items first seen before the cut-off, and before every active subscriber's cursor (a subscriber
           with none yet reads from ``retention`` before it was registered), except each feed's newest item, which
           says when the feed last brought anything.
-        - Papers no feed item names any more.
+        - Papers no feed item names any more, and their summaries.
+        - The LLM's usage of days before the cut-off, and before the last :data:`USAGE_DAYS_KEPT`.
 
         Each batch of :data:`_PRUNE_BATCH` rows is a transaction of its own, so the daemon's other writes are never
         held up for long. SQLite reuses the pages freed for the next writes (the file keeps its size, but stops
@@ -81,7 +86,16 @@ class SqlStore(PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[Co
                  AND NOT EXISTS (SELECT 1 FROM feed_items f WHERE f.arxiv_id = p.arxiv_id) LIMIT :batch)""",
             {"cutoff": items_cutoff},
         )
-        return PruneReport(payloads, feed_items, papers)
+        summaries = self._prune_batches(
+            """DELETE FROM summaries WHERE (arxiv_id, version) IN (SELECT arxiv_id, version FROM summaries s
+                 WHERE NOT EXISTS (SELECT 1 FROM papers p WHERE p.arxiv_id = s.arxiv_id) LIMIT :batch)""",
+            {},
+        )
+        self._prune_batches(
+            "DELETE FROM llm_usage WHERE day IN (SELECT day FROM llm_usage WHERE day < :day LIMIT :batch)",
+            {"day": min(cutoff, now - USAGE_DAYS_KEPT).astimezone(UTC).date()},
+        )
+        return PruneReport(payloads, feed_items, papers, summaries)
 
     def _prune_batches(self, sql: str, params: Mapping[str, object]) -> int:
         """Run ``sql`` (which changes at most ``:batch`` rows) in transactions of its own until it changes none."""
