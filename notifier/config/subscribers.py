@@ -183,11 +183,42 @@ class FileModel(_Strict):
 
 
 @dataclass(frozen=True, slots=True)
+class Similar:
+    """A rule's ``similar:``: the papers most like the subscriber's own, best first."""
+
+    top: int | None = 10  # at most this many papers; None: every paper over min_score
+    min_score: float | None = None  # 0..1; None: no threshold
+
+
+@dataclass(frozen=True, slots=True)
+class BibReference:
+    """An entry of a BibTeX file that names no arXiv id: found on arXiv by its DOI, else by its title."""
+
+    key: str  # the BibTeX key
+    doi: str | None
+    title: str | None
+    where: str  # "lab.bib:12", for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Likes:
+    """The papers a subscriber's ``like:`` (or ``dislike:``) entries name, before they are looked up on arXiv."""
+
+    arxiv_ids: tuple[str, ...] = ()  # without version: "2401.01234", "math/0601001"
+    authors: tuple[str, ...] = ()  # as written in au:"..."; their papers are fetched through the arXiv API
+    references: tuple[BibReference, ...] = ()  # BibTeX entries without an arXiv id
+
+    def __bool__(self) -> bool:
+        return bool(self.arxiv_ids or self.authors or self.references)
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     key: str  # "<subscriber>/<index>", unique in a Config
     name: str
-    query: str
+    query: str  # "" for a rule that only ranks (similar: without query:)
     summaries: bool = False  # its section shows rich entries: each paper with its LLM summary and tags
+    similar: Similar | None = None  # ranks by similarity to the subscriber's likes (and filters, with a query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +232,14 @@ class Subscriber:
     rules: tuple[Rule, ...]
     send_empty: bool
     line: int
+    likes: Likes = Likes()
+    dislikes: Likes = Likes()
+    sort: Literal["announced", "relevance"] = "announced"
+
+    @property
+    def ranks(self) -> bool:
+        """Whether its digest needs similarity scores: a rule with ``similar:``, or ``sort: relevance``."""
+        return self.sort == "relevance" or any(rule.similar is not None for rule in self.rules)
 
     @property
     def feed_key(self) -> str:
