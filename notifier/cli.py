@@ -364,6 +364,10 @@ _FIELD_HELP = {
     "send_empty": "Also send a short digest saying why there are no papers",
     "summaries": "Rich entries: each paper with an LLM summary and tags (needs NOTIFIER_LLM_URL); a rule may say"
     " otherwise for itself",
+    "like": 'Your papers: arXiv ids (2401.01234), authors (au:"Tianyin Xu") or a BibTeX file (lab.bib); ranked'
+    " rules and sort: relevance find papers like them",
+    "dislike": "Papers you do not want more of, in the same forms as like",
+    "sort": "announced (the default) or relevance: each section ordered by similarity to your liked papers",
     "rules": "Each rule is one section of the digest",
 }
 
@@ -381,13 +385,18 @@ def subscribers_schema() -> dict[str, Any]:
     definitions["SubscriberFields"]["description"] = "Defaults for every subscriber: any subscriber field but name"
     for model in ("SubscriberFields", "SubscriberModel"):
         properties = definitions[model]["properties"]
-        for name in ("email", "slack"):  # one string is read as a list of one
+        for name in ("email", "slack", "like", "dislike"):  # one string is read as a list of one
             many = properties[name]
             title, default = many.pop("title"), many.pop("default")
             properties[name] = {"title": title, "anyOf": [{"type": "string"}, many], "default": default}
         for name, text in _FIELD_HELP.items():
             if name in properties:
                 properties[name]["description"] = text
+    definitions["RuleModel"]["anyOf"] = [{"required": ["query"]}, {"required": ["similar"]}]
+    definitions["RuleModel"]["properties"]["similar"]["description"] = (
+        "Rank by similarity to your liked papers: alone, the top papers of your categories; with a query, only the"
+        " matches that also look like your work"
+    )
     definitions["RuleModel"]["properties"]["summaries"]["description"] = (
         "Rich entries for this rule's section (true) or one line per paper (false); unset: the subscriber's choice"
     )
