@@ -8,9 +8,9 @@ only (and their summary). Every paper of the digest appears in both parts.
 A digest with rich sections shows their papers in full with their LLM summary (tags, institution and the TL;DR,
 marked as machine-written), and the papers of its other sections one line each, so that the rich ones stand out.
 
-A paper ranked by similarity to the subscriber's own papers says why, under its meta lines, wherever it is listed
-(in full, compact or in one line): ``Like your 2401.01234 “Title” · score 0.42``. A section whose rule only ranks
-says "most like your papers" where others show their query.
+A paper ranked by similarity to the subscriber's own papers says why, under its meta lines, wherever it is listed:
+``Like your 2401.01234 “Title” · score 0.42``; listed by title only, it says ``like your 2401.01234 · score 0.42``
+after its title. A section whose rule only ranks says "most like your papers" where others show their query.
 """
 
 from __future__ import annotations
@@ -647,10 +647,10 @@ def _cards(firsts: Sequence[Full], cards: Cards, abstract_chars: int, summarised
 
 def _gain(card: PaperCard) -> int:
     """About how many bytes of HTML a paper saves by going compact: a compact paper shows its title and link
-    (and why it was ranked, and its summary) instead of its card."""
+    (and briefly why it was ranked, and its summary) instead of its card."""
     kept = len(card.title_text.encode("utf-8")) + len(card.view.abs_url)
     if card.view.similarity is not None:
-        kept += len(card.view.similarity.text.encode("utf-8")) + len(card.view.similarity.liked_url or "")
+        kept += len(card.view.similarity.brief.encode("utf-8"))
     if card.view.summary is not None:
         kept += len(card.view.summary.summary.encode("utf-8"))
     return card.html_bytes - kept

@@ -290,6 +290,11 @@ class SimilarityView:
         title = f" {self.quoted_title}" if self.liked_title else ""
         return f"Like your {self.liked_id}{title} · score {self.score}"
 
+    @property
+    def brief(self) -> str:
+        """``like your 2401.01234 · score 0.42``: what a paper listed by title only adds to its title."""
+        return f"like your {self.liked_id} · score {self.score}"
+
 
 @functools.lru_cache(maxsize=4096)
 def similarity_view(similarity: Similarity | None) -> SimilarityView | None:
