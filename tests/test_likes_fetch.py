@@ -14,7 +14,7 @@ import pytest
 
 from notifier.arxiv.api import fetch_author, find_title, normalise_title
 from notifier.arxiv.gate import PoliteGate
-from notifier.arxiv.likes import REFRESH_AFTER, liked_papers, refresh_likes
+from notifier.arxiv.likes import REFRESH_AFTER, liked_papers, liked_papers_of, refresh_likes
 from notifier.config.schedule import Schedule
 from notifier.config.subscribers import BibReference, Likes, Subscriber
 from notifier.store.sqlite import SqliteStore
@@ -134,6 +134,20 @@ async def test_500_liked_papers_of_two_subscribers_cost_5_requests(rig):
     first = liked_papers(rig.store, ann.likes)[0]
     served = rig.server.api_papers()[first.arxiv_id]
     assert (first.title, list(first.authors), first.version) == (served.title, served.authors, served.version)
+
+
+async def test_the_likes_of_many_subscribers_are_read_together_as_each_alone(rig):
+    ann = subscriber("ann", Likes(arxiv_ids=("2506.01611", "2401.99999"), authors=("Shinji Watanabe",)))
+    bob = subscriber("bob", Likes(references=(bib("tts", title="Text-to-Speech Synthesis in the Wild"),)))
+    cem = subscriber("cem", Likes(arxiv_ids=("2506.00019",)))
+    await rig.refresh(ann, bob)
+
+    together = liked_papers_of(rig.store, {s.name: s.likes for s in (ann, bob, cem)})
+
+    assert together == {s.name: liked_papers(rig.store, s.likes) for s in (ann, bob, cem)}
+    assert ids_of(together["ann"])[:2] == ["2506.01611", "2506.00422"], "each paper once, in the entries' order"
+    assert len(together["ann"]) == 8 and ids_of(together["bob"]) == ["2409.08711"]
+    assert together["cem"] == [], "never refreshed: nothing yet"
 
 
 async def test_an_author_likes_their_newest_papers(rig):

@@ -14,7 +14,8 @@ Each ``like:`` (or ``dislike:``) entry is a *source*, the key under which the st
 fails is one log line, and what its sources resolved to before stays in use until a later call succeeds. A source
 that resolves to nothing is logged once, naming where it was written (``lab.bib:12: no arXiv paper titled '…'``).
 
-:func:`liked_papers` reads what a subscriber's entries resolved to from the store alone, for ranking.
+:func:`liked_papers` reads what a subscriber's entries resolved to from the store alone, for ranking, and
+:func:`liked_papers_of` what many subscribers' did, together.
 """
 
 from __future__ import annotations
@@ -84,16 +85,24 @@ def sources(likes: Likes) -> list[str]:
 def liked_papers(store: Store, likes: Likes) -> list[Paper]:
     """The papers ``likes`` resolved to as the store has them, each once, in the order of the entries; an entry
     not resolved yet, or that found nothing, adds none."""
-    named = sources(likes)
-    resolved = store.like_sources(s for s in named if not s.startswith("id:"))
-    ids: list[str] = []
-    for source in named:
-        if source.startswith("id:"):
-            ids.append(source.removeprefix("id:"))
-        elif source in resolved:
-            ids.extend(resolved[source][0])
-    papers = store.reference_papers(ids)
-    return [papers[arxiv_id] for arxiv_id in dict.fromkeys(ids) if arxiv_id in papers]
+    return liked_papers_of(store, {"": likes})[""]
+
+
+def liked_papers_of(store: Store, likes: Mapping[str, Likes]) -> dict[str, list[Paper]]:
+    """:func:`liked_papers` of each of ``likes`` (keyed as the caller likes, by subscriber say), read together: the
+    sources and the papers of all of them in a few statements, each paper made once however many like it."""
+    named = {key: sources(each) for key, each in likes.items()}
+    resolved = store.like_sources({s for each in named.values() for s in each if not s.startswith("id:")})
+    ids: dict[str, list[str]] = {}
+    for key, each in named.items():
+        ids[key] = []
+        for source in each:
+            if source.startswith("id:"):
+                ids[key].append(source.removeprefix("id:"))
+            elif source in resolved:
+                ids[key].extend(resolved[source][0])
+    papers = store.reference_papers({arxiv_id for each in ids.values() for arxiv_id in each})
+    return {key: [papers[i] for i in dict.fromkeys(each) if i in papers] for key, each in ids.items()}
 
 
 async def refresh_likes(
