@@ -176,6 +176,35 @@ async def test_bibtex_entries_resolve_by_arxiv_doi_in_the_id_batch_and_by_title(
     assert ids_of(liked_papers(rig.store, ann.likes)) == ["2506.01611", "2506.00422", "2409.08711"]
 
 
+async def test_titles_are_searched_ten_to_a_request(rig):
+    titles = [p.title for p in sorted(rig.server.api_papers().values(), key=lambda p: p.arxiv_id)[:25]]
+    references = tuple(bib(f"ref{n}", title=title.upper(), line=n) for n, title in enumerate(titles))
+    ann = subscriber("ann", Likes(references=references))
+
+    report = await rig.refresh(ann)
+
+    searches = [r.query["search_query"] for r in rig.server.requests_to("/api")]
+    assert [search.count(" OR ") + 1 for search in searches] == [10, 10, 5]
+    assert report.requests == 3 and [p.title for p in liked_papers(rig.store, ann.likes)] == titles
+
+
+async def test_a_title_crowded_out_of_a_shared_answer_is_asked_about_alone(rig):
+    crowded = "Language Models"  # in the titles of some 200 papers, and the title of none
+    rare = "IllumiCraft: Unified Geometry and Illumination Diffusion for Controllable Video Generation"
+    ann = subscriber("ann", Likes(references=(bib("lm", title=crowded, line=1), bib("ic", title=rare, line=7))))
+
+    report = await rig.refresh(ann)
+
+    searches = [r.query["search_query"] for r in rig.server.requests_to("/api")]
+    assert searches[0] == f'ti:"language models" OR ti:"{normalise_title(rare)}"'
+    assert sorted(searches[1:]) == [
+        'ti:"illumicraft unified geometry and illumination diffusion for controllable video generation"',
+        'ti:"language models"',
+    ]
+    assert report.requests == 3
+    assert [p.title for p in liked_papers(rig.store, ann.likes)] == [rare]
+
+
 async def test_what_matched_nothing_is_logged_once_with_where_it_was_written(rig, caplog):
     caplog.set_level(logging.INFO)
     ann = subscriber(

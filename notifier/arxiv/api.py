@@ -4,9 +4,9 @@ that find the papers a subscriber likes.
 ``fetch_metadata`` looks ids up in batches (``id_list``) to add comments, journal references, categories and the
 authors' affiliations to papers first seen in an RSS feed, and to describe liked papers. ``fetch_listing`` pages
 through ``cat:X AND submittedDate:[...]`` to recover papers that an RSS feed missed (an item cap, downtime).
-``fetch_author`` asks for an author's newest papers (``au:"Name"``) and ``find_title`` for the paper of a BibTeX
-entry that names no arXiv id (``ti:"..."``). All go through the shared :class:`PoliteGate`; the Atom is screened by
-:func:`notifier.arxiv.xml.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
+``fetch_author`` asks for an author's newest papers (``au:"Name"``) and ``find_titles`` for the papers of BibTeX
+entries that name no arXiv id (``ti:"..." OR ti:"..."``). All go through the shared :class:`PoliteGate`; the Atom
+is screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ MAX_PAGE = 2000  # arXiv returns at most this many entries per call
 DEFAULT_MAX_RESULTS = 10_000
 AUTHOR_LIMIT = 100  # an author's newest papers, asked for in one request
 TITLE_CANDIDATES = 10  # the answers to a title search read for the one whose title is the same
+TITLE_BATCH = 10  # titles searched for in one request (ti:"..." OR ti:"...")
 _NS = {
     "atom": "http://www.w3.org/2005/Atom",
     "arxiv": "http://arxiv.org/schemas/atom",
@@ -155,6 +156,41 @@ async def find_title(gate: PoliteGate, api_url: str, title: str) -> ApiEntry | N
     page = await _query(gate, api_url, params, what=f'title search ti:"{phrase}"')
     wanted = phrase.replace(" ", "")
     return next((e for e in page.entries if normalise_title(e.title).replace(" ", "") == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class TitleSearch:
+    """The answer to :func:`find_titles`: the paper found for each title that has one, and the titles to ask about
+    alone (:func:`find_title`) because arXiv had more candidates than it gave."""
+
+    found: dict[str, ApiEntry]
+    unsure: list[str]
+
+
+async def find_titles(gate: PoliteGate, api_url: str, titles: Sequence[str]) -> TitleSearch:
+    """:func:`find_title` of at most :data:`TITLE_BATCH` titles in one request (``ti:"..." OR ti:"..."``).
+
+    When arXiv has more candidates than one answer holds, a title without its paper among them is *unsure*: a
+    generic title's many namesakes may have crowded it out.
+    """
+    if len(titles) > TITLE_BATCH:
+        raise ValueError(f"at most {TITLE_BATCH} titles a request")
+    phrases = {title: phrase for title in titles if (phrase := normalise_title(title))}
+    if not phrases:
+        return TitleSearch({}, [])
+    size = TITLE_BATCH * TITLE_CANDIDATES
+    params = {
+        "search_query": " OR ".join(f'ti:"{phrase}"' for phrase in dict.fromkeys(phrases.values())),
+        "start": "0",
+        "max_results": str(size),
+    }
+    page = await _query(gate, api_url, params, what=f"title search of {len(phrases)} titles")
+    by_title: dict[str, ApiEntry] = {}
+    for entry in page.entries:
+        by_title.setdefault(normalise_title(entry.title).replace(" ", ""), entry)
+    found = {title: by_title[key] for title, phrase in phrases.items() if (key := phrase.replace(" ", "")) in by_title}
+    complete = page.total_results <= len(page.entries)
+    return TitleSearch(found, [] if complete else [title for title in phrases if title not in found])
 
 
 def normalise_title(title: str) -> str:

@@ -10,7 +10,8 @@ Each ``like:`` (or ``dislike:``) entry is a *source*, the key under which the st
 
 :func:`refresh_likes` asks arXiv about the sources of every subscriber that were never resolved or were resolved
 :data:`REFRESH_AFTER` ago or more, in as few requests as it can: every such id of every subscriber in shared
-``id_list`` batches of 100 (500 liked papers are 5 requests), one request per author and per title. A request that
+``id_list`` batches of 100 (500 liked papers are 5 requests), one request per author, and the titles ten to a
+request (``ti:"..." OR ti:"..."``; a title whose answer was too crowded to be sure is asked about alone). A request that
 fails is one log line, and what its sources resolved to before stays in use until a later call succeeds. A source
 that resolves to nothing is logged once, naming where it was written (``lab.bib:12: no arXiv paper titled '…'``).
 
@@ -27,11 +28,13 @@ from datetime import datetime, timedelta
 
 from notifier.arxiv.api import (
     ID_BATCH,
+    TITLE_BATCH,
     ApiEntry,
     arxiv_id_of_doi,
     fetch_author,
     fetch_metadata,
     find_title,
+    find_titles,
     is_arxiv_id,
     normalise_title,
 )
@@ -120,8 +123,9 @@ async def refresh_likes(
     for each in stale:
         if each.kind == "au":
             await run.author(each)
-        elif each.kind == "ti":
-            await run.title(each)
+    titles = [w for w in stale if w.kind == "ti"]
+    for start in range(0, len(titles), TITLE_BATCH):
+        await run.titles(titles[start : start + TITLE_BATCH])
     asked = {*ids, *(w for w in stale if w.kind in ("au", "ti"))}
     # nothing to ask arXiv about: not an arXiv id, or a reference it cannot search for
     run.resolved({w: () for w in stale if w not in asked}, [])
@@ -220,14 +224,22 @@ class _Refresh:
             return
         self.resolved({wanted: tuple(e.arxiv_id for e in entries)}, entries)
 
-    async def title(self, wanted: _Wanted) -> None:
-        self.requests += 1
+    async def titles(self, batch: Sequence[_Wanted]) -> None:
+        """One request for the batch, and one more for each title it left unsure."""
+        by_title = {w.value: w for w in batch}
         try:
-            entry = await find_title(self.gate, self.api_url, wanted.value)
+            self.requests += 1
+            search = await find_titles(self.gate, self.api_url, list(by_title))
+            found = dict(search.found)
+            for title in search.unsure:
+                self.requests += 1
+                if (entry := await find_title(self.gate, self.api_url, title)) is not None:
+                    found[title] = entry
         except FeedError as exc:
-            self._failed([wanted], f"the paper titled {wanted.value!r}", exc)
+            self._failed(batch, f"the papers of {len(batch)} titles", exc)
             return
-        self.resolved({wanted: (entry.arxiv_id,) if entry else ()}, [entry] if entry else [])
+        resolved = {w: (found[title].arxiv_id,) if title in found else () for title, w in by_title.items()}
+        self.resolved(resolved, list({e.arxiv_id: e for e in found.values()}.values()))
 
     def resolved(self, found: Mapping[_Wanted, tuple[str, ...]], entries: Sequence[ApiEntry]) -> None:
         """Store ``entries`` and what each source resolved to; log the sources that newly resolve to nothing."""

@@ -2,9 +2,9 @@
 
 ``ArxivStandIn`` serves ``/rss/{cats}`` (category order does not matter) from the captured feeds of the current day,
 with a real ETag and 304 on ``If-None-Match``, and ``/api/query`` answers ``id_list`` look-ups,
-``cat:X AND submittedDate:[A TO B]`` listings, and searches of an author (``au:"Name"``) or a title
-(``ti:"words"``: the papers holding those words in a row, sorted as ``sortBy`` asks) from the captured papers.
-What it serves is a :class:`Catalogue`: a folder of captured feeds (combined feeds of category sets such as
+``cat:X AND submittedDate:[A TO B]`` listings, and searches of authors (``au:"Name"``) and titles (``ti:"words"``,
+several joined by ``OR``: the papers holding those words in a row, sorted as ``sortBy`` asks) from the captured
+papers. What it serves is a :class:`Catalogue`: a folder of captured feeds (combined feeds of category sets such as
 ``cs.SD+eess.AS``), the recorded API answers for some exact ids, and whether to make up what the captures lack.
 :func:`bundled_catalogue` is the day shipped in this package (``notifier demo``); the test suite uses a larger one.
 
@@ -420,9 +420,11 @@ class ArxivStandIn:
         if search in ("all:testing", "testing") and self.catalogue.search_cassette is not None:
             status, body = self._cassette(self.catalogue.search_cassette)
             return web.Response(status=status, body=body, content_type="application/atom+xml")
-        field_search = _FIELD_SEARCH.match(search)
-        if field_search is not None:
-            found = self.search(field_search["field"], field_search["phrase"] or field_search["word"])
+        terms = [_FIELD_SEARCH.match(term) for term in search.split(" OR ")]
+        if all(terms):
+            found = list(
+                {p.arxiv_id: p for t in terms if t for p in self.search(t["field"], t["phrase"] or t["word"])}.values()
+            )
             if query.get("sortBy") in ("submittedDate", "lastUpdatedDate"):
                 by = "published" if query["sortBy"] == "submittedDate" else "updated"
                 found.sort(key=lambda p: (getattr(p, by), p.arxiv_id), reverse=query.get("sortOrder") != "ascending")
