@@ -1,5 +1,5 @@
 """Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | rename OLD NEW | list |
-send-test NAME | demo | schema``.
+likes NAME | send-test NAME | demo | schema``.
 
 Settings come from ``NOTIFIER_*`` environment variables; the options of the same name override them (each command
 takes those that apply to it). The commands that send or change history (``run``, ``once``, ``retry``, ``rename``)
@@ -151,6 +151,13 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         " next digest is due (from the store).",
         ("store",),
     ),
+    "likes": (
+        "show what a subscriber's like: and dislike: entries found on arXiv",
+        "For each like: and dislike: entry of a subscriber (an arXiv id, an author, a BibTeX entry), the papers it"
+        " resolved to on arXiv and when it was last looked up (each is looked up again after a week), from the"
+        " store.",
+        ("store",),
+    ),
     "send-test": (
         "send a short test message to each of a subscriber's channels now",
         "Send a short test message to each of a subscriber's email addresses and Slack targets now and report"
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     made["rename"].add_argument("old", help="the name the store knows")
     made["rename"].add_argument("new", help="the new name, as written in subscribers.yaml")
     made["send-test"].add_argument("name", help="the subscriber's name")
+    made["likes"].add_argument("name", help="the subscriber's name")
     made["demo"].add_argument(
         "--dir", type=Path, metavar="DIR", help="write into DIR (new or empty) instead of a new temporary folder"
     )
@@ -328,6 +336,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.retry(settings, config, args.name)
     if command == "list":
         return commands.list_subscribers(settings, config)
+    if command == "likes":
+        return commands.likes(settings, config, args.name)
     if command == "send-test":
         return asyncio.run(commands.send_test(settings, config, args.name))
     raise AssertionError(command)  # pragma: no cover

@@ -69,6 +69,12 @@ async def test_the_papers_most_like_yours_come_first_and_say_why(tmp_path):
             code, _out, err = await notifier(tmp_path, arxiv, smtp, "once")
             assert code == 0, err
             (message,) = mail_by_recipient(smtp, sent)["lab@lab.example"]
+            code, out, err = await notifier(tmp_path, arxiv, smtp, "likes", "asr-lab")
+            assert code == 0, err
+    assert out.startswith(f"asr-lab likes ({len(LIKED)} entries, {len(LIKED)} papers known):")
+    for arxiv_id in LIKED:
+        assert f"  id:{arxiv_id}: 1 papers, looked up " in out
+    assert out.rstrip().endswith("asr-lab dislikes: none")
     body = message.get_body(("plain",))
     assert body is not None
     text = str(body.get_content())
