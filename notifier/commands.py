@@ -310,7 +310,8 @@ def _print_likes(store: Store, name: str, label: str, liked: Likes) -> None:
             print(f"  {source}: not looked up yet (after the next poll)")
             continue
         ids, at = found
-        print(f"  {source}: {len(ids)} papers, looked up {at:%Y-%m-%d %H:%M} UTC")
+        count = "1 paper" if len(ids) == 1 else f"{len(ids)} papers"
+        print(f"  {source}: {count}, looked up {at:%Y-%m-%d %H:%M} UTC")
         for arxiv_id in ids:
             paper = papers.get(arxiv_id)
             print(f"    {arxiv_id}  {paper.title if paper else '(not stored)'}")

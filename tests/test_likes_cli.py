@@ -73,7 +73,7 @@ async def test_the_papers_most_like_yours_come_first_and_say_why(tmp_path):
             assert code == 0, err
     assert out.startswith(f"asr-lab likes ({len(LIKED)} entries, {len(LIKED)} papers known):")
     for arxiv_id in LIKED:
-        assert f"  id:{arxiv_id}: 1 papers, looked up " in out
+        assert f"  id:{arxiv_id}: 1 paper, looked up " in out
     assert out.rstrip().endswith("asr-lab dislikes: none")
     body = message.get_body(("plain",))
     assert body is not None
