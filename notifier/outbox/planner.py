@@ -290,6 +290,7 @@ class Planner:
                 self._record_failures(failed, now, report)
 
         due = self._due(config, now, force=force, failures=failures, wait=wait)
+        self.rankings.prepare([subscriber for subscribers in due.values() for subscriber in subscribers])
         try:
             with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
