@@ -31,25 +31,23 @@ class Rankings:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._corpus: tuple[date, Corpus] | None = None
-        self._profiles: dict[str, tuple[object, Profile | None]] = {}
-        self._liked: dict[str, tuple[object, list[Paper], list[Paper]]] = {}  # name -> (definition, liked, disliked)
+        self._profiles: dict[str, Profile | None] = {}  # made from the papers in _liked, with today's corpus
+        self._liked: dict[str, tuple[list[Paper], list[Paper]]] = {}  # name -> (liked, disliked) papers
         self._unknown_logged: set[str] = set()
 
     def prepare(self, subscribers: Sequence[Subscriber]) -> None:
-        """Read the liked and disliked papers of every ranked subscriber among ``subscribers`` whose profile is not
-        made yet, in a few queries for them all (one at a time, 10,000 subscribers would take half a minute)."""
-        wanted = [s for s in subscribers if s.ranks and self._definition_changed(s)]
+        """Read the liked and disliked papers of the ranked subscribers among ``subscribers`` afresh (a poll may have
+        looked more up), in a few queries for them all: one at a time, 10,000 subscribers take half a minute."""
+        wanted = [s for s in subscribers if s.ranks]
         if not wanted:
             return
         liked = liked_papers_of(self.store, {s.name: s.likes for s in wanted})
         disliked = liked_papers_of(self.store, {s.name: s.dislikes for s in wanted if s.dislikes})
         for subscriber in wanted:
-            definition = (subscriber.likes, subscriber.dislikes)
-            self._liked[subscriber.name] = (definition, liked[subscriber.name], disliked.get(subscriber.name, []))
-
-    def _definition_changed(self, subscriber: Subscriber) -> bool:
-        known = self._liked.get(subscriber.name)
-        return known is None or known[0] != (subscriber.likes, subscriber.dislikes)
+            papers = (liked[subscriber.name], disliked.get(subscriber.name, []))
+            if self._liked.get(subscriber.name) != papers:
+                self._liked[subscriber.name] = papers
+                self._profiles.pop(subscriber.name, None)
 
     def corpus(self, now: datetime) -> Corpus | None:
         """The corpus of the day, fitted on first use; None while the store has too few papers to fit one."""
@@ -66,12 +64,11 @@ class Rankings:
         corpus = self.corpus(now)
         if corpus is None:
             return None
-        definition = (subscriber.likes, subscriber.dislikes)
-        known = self._profiles.get(subscriber.name)
-        if known is not None and known[0] == definition:
-            return known[1]
-        self.prepare([subscriber])
-        _definition, liked, disliked = self._liked[subscriber.name]
+        if subscriber.name in self._profiles:
+            return self._profiles[subscriber.name]
+        if subscriber.name not in self._liked:
+            self.prepare([subscriber])
+        liked, disliked = self._liked[subscriber.name]
         profile = corpus.profile(liked, disliked) if liked else None
         if profile is None and subscriber.name not in self._unknown_logged:
             self._unknown_logged.add(subscriber.name)
@@ -80,7 +77,7 @@ class Rankings:
                 " is not ranked this time",
                 subscriber.name,
             )
-        self._profiles[subscriber.name] = (definition, profile)
+        self._profiles[subscriber.name] = profile
         return profile
 
 
