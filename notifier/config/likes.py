@@ -12,6 +12,7 @@ An entry is one of:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import bibtexparser.model
 from bibtexparser.entrypoint import parse_string
+
+logging.getLogger("bibtexparser").setLevel(logging.ERROR)  # it logs each bad block; the error we raise says it
 
 MAX_BIB_BYTES = 20 * 2**20  # a Zotero library of tens of thousands of entries
 
@@ -87,7 +90,7 @@ def read_bib(path: Path) -> list[BibEntry]:
     library = parse_string(data.decode("utf-8", errors="replace"))
     for block in library.failed_blocks:
         first = " ".join(str(block.raw).split())[:40]
-        reason = " ".join(str(getattr(block, "error", "")).split())
+        reason = " ".join(str(block.error).split()) or "a brace, quote or comma is missing or out of place"
         raise BibError(f"not valid BibTeX: {first!r}: {reason}", _line(block.start_line))
     entries = [_entry(entry) for entry in library.entries]
     if not entries:

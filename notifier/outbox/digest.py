@@ -41,9 +41,7 @@ def sections_for(
         chosen = tuple(best.values())
         if rule.similar is not None and rule.similar.top is not None:
             chosen = chosen[: rule.similar.top]  # ranked best first: the top ones this recipient has not had
-        sections.append(
-            DigestSection(rule=rule.name, query=rule.query, matches=chosen, rich=rich and rule.summaries)
-        )
+        sections.append(DigestSection(rule=rule.name, query=rule.query, matches=chosen, rich=rich and rule.summaries))
     return tuple(sections)
 
 

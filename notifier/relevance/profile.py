@@ -15,8 +15,7 @@ from notifier.relevance.matrix import Floats, PaperMatrix, dots
 
 MIN_TRAINED = 5  # from this many liked papers on, a profile trains a linear model; with fewer, it uses cosine
 DISLIKE_SHARE = 0.5  # cosine scores lose this share of a paper's highest cosine to a disliked paper
-C = 1.0  # the linear SVM's regularisation: how hard it fits the liked papers
-SLOPE = 3.0  # the logistic that maps the SVM's margin to 0..1: a margin of 1 scores 0.95, of 0 scores 0.5
+C = 0.1  # the linear SVM's regularisation: soft, so that papers unlike any training paper still rank apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +58,9 @@ class Profile:
     - With at least ``MIN_TRAINED`` liked papers, the score comes from a linear model trained per profile, the
       arxiv-sanity-lite way: a linear SVM over the TF-IDF vectors (scikit-learn's ``SVC`` on their linear kernel,
       ``class_weight="balanced"``), the liked papers the positives, the corpus's fixed sample of papers (less any
-      liked or disliked one) and the disliked papers the negatives. Its margin is mapped to 0..1 by a logistic
-      (``SLOPE``): 0.5 is the model's boundary.
+      liked or disliked one) and the disliked papers the negatives. Its margin is mapped to 0..1 as the way
+      from a typical paper to the liked ones: 0 is the mean margin of the corpus's sample, 1 that of the liked
+      papers (clipped), so ``min_score: 0.5`` keeps the papers at least halfway to looking like yours.
     - With fewer, the score is the highest cosine to a liked paper, less ``DISLIKE_SHARE`` of the highest cosine to
       a disliked one, floored at 0.
 
@@ -88,7 +88,7 @@ class Profile:
         self._kept = np.array([key not in excluded for key in negatives.keys], dtype=bool)
         wanted = len(self.liked) >= MIN_TRAINED if trained is None else trained
         self.trained = wanted and bool(self._kept.any() or len(self.disliked))
-        self._weights: tuple[Floats, Floats, Floats, float] | None = None
+        self._weights: tuple[Floats, Floats, Floats, float, float, float] | None = None
         if self.trained:
             self._weights = self._train(liked, disliked)
 
@@ -111,14 +111,14 @@ class Profile:
             if len(self.disliked):
                 values = values - DISLIKE_SHARE * dots(self._disliked, batch.transposed).max(axis=0)
         else:
-            on_liked, on_negatives, on_disliked, intercept = self._weights
+            on_liked, on_negatives, on_disliked, intercept, typical, liked_like = self._weights
             margin = on_liked @ to_liked + batch.negative_dots(self._negatives.transposed) @ on_negatives + intercept
             if len(self.disliked):
                 margin = margin + on_disliked @ dots(self._disliked, batch.transposed)
-            values = 1.0 / (1.0 + np.exp(-SLOPE * margin))
+            values = (margin - typical) / (liked_like - typical)
         return Scores(self.liked, np.clip(values, 0.0, 1.0), nearest)
 
-    def _train(self, liked: PaperMatrix, disliked: PaperMatrix) -> tuple[Floats, Floats, Floats, float]:
+    def _train(self, liked: PaperMatrix, disliked: PaperMatrix) -> tuple[Floats, Floats, Floats, float, float, float]:
         """Train on the dot products of the training papers (the linear kernel): the negatives' with each other are
         the corpus's, computed once, so a profile costs the liked and disliked papers' products only."""
         kept = np.flatnonzero(self._kept)
@@ -143,4 +143,8 @@ class Profile:
         on_negatives = np.zeros(len(negatives.keys))
         on_negatives[kept] = coefficients[len(liked) : len(liked) + len(kept)]
         on_disliked = coefficients[len(liked) + len(kept) :]
-        return on_liked, on_negatives, on_disliked, float(model.intercept_[0])
+        intercept = float(model.intercept_[0])
+        margins = kernel @ coefficients + intercept
+        typical = float(margins[len(liked) : len(liked) + len(kept)].mean()) if len(kept) else intercept
+        liked_like = max(float(margins[: len(liked)].mean()), typical + 1e-9)
+        return on_liked, on_negatives, on_disliked, intercept, typical, liked_like
