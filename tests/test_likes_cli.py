@@ -89,7 +89,7 @@ async def test_the_papers_most_like_yours_come_first_and_say_why(tmp_path):
     assert set(EXPLAINED.findall(ranked)) <= set(LIKED)
     assert "score 0." in ranked or "score 1." in ranked
     keyword = {i.arxiv_id for i in fixture_items(SMALL, "2025-06-04") if contains(i.text, "model")}
-    counted = re.search(r"^  models like our work: (\d+)$", text, re.MULTILINE)
+    counted = re.search(r"^  models like our work: (\d+)\r?$", text, re.MULTILINE)
     assert counted, "the section of the query that also ranks"
     assert 0 < int(counted[1]) < len(keyword), "the query's matches, only those that also look like the liked papers"
 
