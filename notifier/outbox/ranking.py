@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CORPUS_DAYS = 30  # days of papers the vectoriser is fitted on
 CORPUS_PAPERS = 20_000  # at most this many of them, the newest
+TOP_SLACK = 50  # a ranked rule's best papers beyond its top, for the recipients who already had some of them
 
 
 class Rankings:
@@ -110,16 +111,11 @@ class RankedMatches(Mapping[str, list[Match]]):
             matches = [Match(paper, rule.name, ()) for paper in self.visible]
         if rule.similar is None and self.subscriber.sort != "relevance":
             return matches
-        scores = self.profile.rank([match.paper for match in matches])
-        scored = [
-            Match(match.paper, match.rule, match.hits, similarity)
-            for match, similarity in zip(matches, scores, strict=True)
-        ]
-        if rule.similar is not None and rule.similar.min_score is not None:
-            floor = rule.similar.min_score
-            scored = [match for match in scored if match.similarity is not None and match.similarity.score >= floor]
-        scored.sort(key=lambda match: -(match.similarity.score if match.similarity else 0.0))
-        return scored
+        scores = self.profile.scores([match.paper for match in matches])
+        similar = rule.similar
+        top = None if similar is None or similar.top is None else similar.top + TOP_SLACK
+        chosen = scores.best(top=top, min_score=None if similar is None else similar.min_score)
+        return [Match(matches[i].paper, matches[i].rule, matches[i].hits, scores.similarity(i)) for i in chosen]
 
     def __iter__(self) -> Iterator[str]:
         return iter(key for key, rule in self._rules.items() if rule.similar is not None or key in self.matches)
