@@ -272,8 +272,10 @@ def test_sort_relevance_orders_a_plain_querys_matches_by_score(make):
 
 
 def test_a_subscriber_whose_liked_papers_are_unknown_is_planned_unranked_until_they_are_stored(make, caplog):
-    rules = f"      - {{name: {SIMILAR}, similar: {{top: 5}}}}\n      - {{name: music, query: music}}\n"
-    setup = make(config(subscriber("lab", rules, extra=f"    {LIKE}\n"), subscriber("plain", rules.split("\n", 1)[1])))
+    music_rule = "      - {name: music, query: music}\n"
+    setup = make(
+        config(subscriber("lab", TOP_FIVE + music_rule, extra=f"    {LIKE}\n"), subscriber("plain", music_rule))
+    )
     setup.ingest(SECOND, "cs.SD")
     with caplog.at_level(logging.WARNING, logger="notifier"):
         setup.plan()
