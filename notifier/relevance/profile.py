@@ -58,7 +58,8 @@ class Profile:
     - With at least ``MIN_TRAINED`` liked papers, the score comes from a linear model trained per profile, the
       arxiv-sanity-lite way: a linear SVM over the TF-IDF vectors (scikit-learn's ``SVC`` on their linear kernel,
       ``class_weight="balanced"``), the liked papers the positives, the corpus's fixed sample of papers (less any
-      liked or disliked one) and the disliked papers the negatives. Its margin is mapped to 0..1 as the way
+      liked or disliked one) and the disliked papers the negatives, each disliked paper weighing as much as a liked
+      one (as one negative among hundreds it would change nothing). Its margin is mapped to 0..1 as the way
       from a typical paper to the liked ones: 0 is the mean margin of the corpus's sample, 1 that of the liked
       papers (clipped), so ``min_score: 0.5`` keeps the papers at least halfway to looking like yours.
     - With fewer, the score is the highest cosine to a liked paper, less ``DISLIKE_SHARE`` of the highest cosine to
@@ -136,7 +137,9 @@ class Profile:
         )
         labels = np.zeros(kernel.shape[0])
         labels[: len(liked)] = 1.0
-        model = SVC(kernel="precomputed", C=C, class_weight="balanced").fit(kernel, labels)
+        weights = np.ones(kernel.shape[0])
+        weights[len(liked) + len(kept) :] = (len(kept) + len(disliked)) / len(liked)  # a dislike weighs as a like
+        model = SVC(kernel="precomputed", C=C, class_weight="balanced").fit(kernel, labels, sample_weight=weights)
         coefficients = np.zeros(kernel.shape[0])
         coefficients[model.support_] = model.dual_coef_[0]
         on_liked = coefficients[: len(liked)]
