@@ -1,5 +1,5 @@
 """Command line: ``notifier run | once | check | preview NAME | status | retry [NAME] | rename OLD NEW | list |
-send-test NAME | demo | schema``.
+likes NAME | send-test NAME | demo | schema``.
 
 Settings come from ``NOTIFIER_*`` environment variables; the options of the same name override them (each command
 takes those that apply to it). The commands that send or change history (``run``, ``once``, ``retry``, ``rename``)
@@ -151,6 +151,13 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         " next digest is due (from the store).",
         ("store",),
     ),
+    "likes": (
+        "show what a subscriber's like: and dislike: entries found on arXiv",
+        "For each like: and dislike: entry of a subscriber (an arXiv id, an author, a BibTeX entry), the papers it"
+        " resolved to on arXiv and when it was last looked up (each is looked up again after a week), from the"
+        " store.",
+        ("store",),
+    ),
     "send-test": (
         "send a short test message to each of a subscriber's channels now",
         "Send a short test message to each of a subscriber's email addresses and Slack targets now and report"
@@ -215,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     made["rename"].add_argument("old", help="the name the store knows")
     made["rename"].add_argument("new", help="the new name, as written in subscribers.yaml")
     made["send-test"].add_argument("name", help="the subscriber's name")
+    made["likes"].add_argument("name", help="the subscriber's name")
     made["demo"].add_argument(
         "--dir", type=Path, metavar="DIR", help="write into DIR (new or empty) instead of a new temporary folder"
     )
@@ -328,6 +336,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.retry(settings, config, args.name)
     if command == "list":
         return commands.list_subscribers(settings, config)
+    if command == "likes":
+        return commands.likes(settings, config, args.name)
     if command == "send-test":
         return asyncio.run(commands.send_test(settings, config, args.name))
     raise AssertionError(command)  # pragma: no cover
@@ -364,6 +374,10 @@ _FIELD_HELP = {
     "send_empty": "Also send a short digest saying why there are no papers",
     "summaries": "Rich entries: each paper with an LLM summary and tags (needs NOTIFIER_LLM_URL); a rule may say"
     " otherwise for itself",
+    "like": 'Your papers: arXiv ids (2401.01234), authors (au:"Tianyin Xu") or a BibTeX file (lab.bib); ranked'
+    " rules and sort: relevance find papers like them",
+    "dislike": "Papers you do not want more of, in the same forms as like",
+    "sort": "announced (the default) or relevance: each section ordered by similarity to your liked papers",
     "rules": "Each rule is one section of the digest",
 }
 
@@ -381,13 +395,18 @@ def subscribers_schema() -> dict[str, Any]:
     definitions["SubscriberFields"]["description"] = "Defaults for every subscriber: any subscriber field but name"
     for model in ("SubscriberFields", "SubscriberModel"):
         properties = definitions[model]["properties"]
-        for name in ("email", "slack"):  # one string is read as a list of one
+        for name in ("email", "slack", "like", "dislike"):  # one string is read as a list of one
             many = properties[name]
             title, default = many.pop("title"), many.pop("default")
             properties[name] = {"title": title, "anyOf": [{"type": "string"}, many], "default": default}
         for name, text in _FIELD_HELP.items():
             if name in properties:
                 properties[name]["description"] = text
+    definitions["RuleModel"]["anyOf"] = [{"required": ["query"]}, {"required": ["similar"]}]
+    definitions["RuleModel"]["properties"]["similar"]["description"] = (
+        "Rank by similarity to your liked papers: alone, the top papers of your categories; with a query, only the"
+        " matches that also look like your work"
+    )
     definitions["RuleModel"]["properties"]["summaries"]["description"] = (
         "Rich entries for this rule's section (true) or one line per paper (false); unset: the subscriber's choice"
     )

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import aiohttp
 
+from notifier.arxiv.likes import sources
 from notifier.channels.files import FileChannel
 from notifier.channels.router import Channels
 from notifier.channels.webhooks import display_recipient, scrub
 from notifier.config.settings import Settings
-from notifier.config.subscribers import Config, Subscriber, load_config
+from notifier.config.subscribers import Config, Likes, Subscriber, load_config
 from notifier.daemon import CycleReport, Notifier, until_signalled, utcnow
 from notifier.errors import ConfigError, DeliveryError
 from notifier.exit_codes import ExitCode
@@ -281,6 +282,39 @@ async def _retry_now(settings: Settings, config: Config, name: str | None) -> in
 
     failed = await until_signalled(retry)
     return ExitCode.DELIVERY_FAILED if failed else ExitCode.OK
+
+
+def likes(settings: Settings, config: Config, name: str) -> int:
+    """What a subscriber's ``like:`` and ``dislike:`` entries resolved to on arXiv, as the store has them."""
+    subscriber = config.subscriber(name)
+    store = open_store(settings.database_url or settings.database)
+    try:
+        for label, liked in (("likes", subscriber.likes), ("dislikes", subscriber.dislikes)):
+            _print_likes(store, name, label, liked)
+    finally:
+        store.close()
+    return ExitCode.OK
+
+
+def _print_likes(store: Store, name: str, label: str, liked: Likes) -> None:
+    named = sources(liked)
+    if not named:
+        print(f"{name} {label}: none")
+        return
+    resolved = store.like_sources(named)
+    papers = store.reference_papers(arxiv_id for ids, _at in resolved.values() for arxiv_id in ids)
+    print(f"{name} {label} ({len(named)} entries, {len(papers)} papers known):")
+    for source in named:
+        found = resolved.get(source)
+        if found is None:
+            print(f"  {source}: not looked up yet (after the next poll)")
+            continue
+        ids, at = found
+        count = "1 paper" if len(ids) == 1 else f"{len(ids)} papers"
+        print(f"  {source}: {count}, looked up {at:%Y-%m-%d %H:%M} UTC")
+        for arxiv_id in ids:
+            paper = papers.get(arxiv_id)
+            print(f"    {arxiv_id}  {paper.title if paper else '(not stored)'}")
 
 
 def list_subscribers(settings: Settings, config: Config) -> int:

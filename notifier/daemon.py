@@ -37,6 +37,7 @@ import aiohttp
 from notifier.arxiv.backfill import backfill
 from notifier.arxiv.enrich import enrich_papers
 from notifier.arxiv.gate import PoliteGate, user_agent
+from notifier.arxiv.likes import refresh_likes
 from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
 from notifier.config.settings import Settings
@@ -211,6 +212,13 @@ class Notifier:
         ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
         return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
+    async def look_up_likes(self) -> None:
+        """Fetch the metadata of the papers subscribers like (ids, authors' papers, BibTeX entries) that the store
+        has not had for a week, in a few API requests (fail-open: what is cached stays in use)."""
+        ranked = [subscriber for subscriber in self.config.subscribers if subscriber.likes or subscriber.dislikes]
+        if ranked:
+            await refresh_likes(self.store, self.gate, self.settings.arxiv_api_url, ranked, self.clock())
+
     async def summarise(self, *, force: bool, only: Subscriber | None = None) -> SummaryRun | None:
         """Summarise the papers the rich sections of the due digests (every digest when ``force``; ``only``'s
         when given) will carry, waiting at most ``NOTIFIER_LLM_GRACE`` seconds (``once`` and ``preview``)."""
@@ -338,6 +346,7 @@ class Notifier:
                     if not stopping():
                         with timer("enrich"):
                             await self.enrich(force=force_send)
+                            await self.look_up_likes()
             if not stopping() and self.summaries.enabled:
                 with timer("summarise"):
                     await self.summarise(force=force_send)
@@ -459,6 +468,7 @@ class Notifier:
             log.info("next poll at %s", next_poll.isoformat(timespec="minutes"))
             try:
                 await self.enrich(force=True)
+                await self.look_up_likes()
             except NotifierError as exc:
                 log.error("cycle failed, will try again: %s", exc)
         return next_poll

@@ -112,12 +112,23 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Similarity:
+    """Why a ranked paper was chosen: how much it looks like a subscriber's own papers, and the nearest of them."""
+
+    score: float  # 0..1: higher is more like the papers the subscriber likes
+    liked_id: str  # the nearest liked paper, e.g. "2401.01234"
+    liked_title: str
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
-    """A paper that a rule selected, with the evidence."""
+    """A paper that a rule selected, with the evidence: the terms that matched, and for a ranked rule (or a
+    subscriber who sorts by relevance) its similarity to the subscriber's papers."""
 
     paper: Paper
     rule: str  # the rule's name
     hits: tuple[Hit, ...]
+    similarity: Similarity | None = None
 
 
 @dataclass(frozen=True, slots=True)

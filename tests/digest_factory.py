@@ -12,6 +12,11 @@ Rich digests carry LLM summaries. :func:`fake_summary` writes one from the paper
 sentences, words of its title as keywords), deterministic and plausible, as the summarizer would store it:
 
     rich_weekly_digest(), large_rich_weekly_digest(), with_summaries(digest, ...), hostile_summary(paper)
+
+Ranked digests carry similarities. :func:`fake_similarity` scores a paper against a few real papers of the next day
+that play the subscriber's own ("liked") papers, by the words they share; the scores are test data, not a model's:
+
+    similar_digest(), with_similarities(digest, rules=...), liked_papers()
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from functools import cache
 from pathlib import Path
 
 from notifier.arxiv.display import clean_display
-from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Summary
+from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Similarity, Summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURES = SHARED / "fixtures" / "arxiv"
@@ -315,3 +320,64 @@ def large_rich_weekly_digest(rich_papers: int = 70) -> Digest:
     rich = digest.sections[0]
     digest = replace(digest, sections=(replace(rich, matches=rich.matches[:rich_papers]), *digest.sections[1:]))
     return with_summaries(digest, ["language models"])
+
+
+# Ranked digests: similarity to the subscriber's papers
+
+# Papers of Wed 4 Jun 2025 that the subscriber of a ranked digest likes (speech emotion, recognition, lyrics).
+LIKED_IDS = ("2506.02059", "2506.02088", "2506.02178", "2506.02339", "2506.02742")
+_WORD = re.compile(r"[a-z][a-z-]{3,}")
+
+
+def liked_papers() -> tuple[Paper, ...]:
+    by_id = {paper.arxiv_id: paper for paper in load_papers(SD_0604)}
+    return tuple(by_id[arxiv_id] for arxiv_id in LIKED_IDS)
+
+
+def _words(paper: Paper) -> frozenset[str]:
+    return frozenset(_WORD.findall(f"{paper.title} {paper.abstract}".lower())) - _STOPWORDS
+
+
+def fake_similarity(paper: Paper, liked: Sequence[Paper] | None = None) -> Similarity:
+    """How much ``paper`` looks like the nearest of ``liked`` (by default :func:`liked_papers`): the cosine of their
+    sets of words, rounded to two decimals; deterministic and plausible, not what the ranking stage computes."""
+    words = _words(paper)
+
+    def cosine(other: Paper) -> float:
+        theirs = _words(other)
+        return len(words & theirs) / ((len(words) * len(theirs)) ** 0.5 or 1.0)
+
+    nearest = max(liked if liked is not None else liked_papers(), key=cosine)
+    return Similarity(round(cosine(nearest), 2), nearest.arxiv_id, nearest.title)
+
+
+def with_similarities(digest: Digest, rules: Iterable[str] | None = None) -> Digest:
+    """``digest`` with a :func:`fake_similarity` on every match of ``rules`` (by default all), each of those
+    sections ordered by score, best first, as a subscriber who sorts by relevance gets them."""
+    chosen = None if rules is None else set(rules)
+    sections = []
+    for section in digest.sections:
+        if chosen is None or section.rule in chosen:
+            ranked = [replace(m, similarity=fake_similarity(m.paper)) for m in section.matches]
+            ranked.sort(key=lambda m: -m.similarity.score if m.similarity else 0.0)
+            section = replace(section, matches=tuple(ranked))
+        sections.append(section)
+    return replace(digest, sections=tuple(sections))
+
+
+SIMILAR_RULE = "like my work"
+
+
+def similar_digest(top: int = 4) -> Digest:
+    """The daily digest of a subscriber with a similar-only rule (its ``top`` papers most like the liked ones among
+    all of Tue 3 Jun 2025, no query), a rule that ranks keyword matches ("speech enhancement" with ``similar``) and
+    a keyword rule ("music")."""
+    papers = load_papers(SD_0603)
+    base = build_digest(papers, {"speech enhancement": ['"speech enhancement"'], "music": ["music"]}, limit=4)
+    scored = sorted((Match(p, SIMILAR_RULE, (), fake_similarity(p)) for p in papers), key=_by_score)
+    similar = DigestSection(SIMILAR_RULE, "", tuple(scored[:top]))
+    return with_similarities(replace(base, sections=(similar, *base.sections)), ["speech enhancement"])
+
+
+def _by_score(match: Match) -> tuple[float, str]:
+    return (-match.similarity.score if match.similarity else 0.0, match.paper.arxiv_id)

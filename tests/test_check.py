@@ -136,11 +136,11 @@ def test_a_misplaced_value_shows_where_the_mapping_it_breaks_began(tmp_path):
         ),
         (
             "      - name: gpu\n        qeury: gpu\n",
-            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query, summaries",
+            "7:9: subscriber 'lab', rule 1 'gpu': unknown key 'qeury'; known keys: name, query, similar, summaries",
         ),
         (
             "      - name: gpu\n",
-            "6:9: subscriber 'lab', rule 1 'gpu': missing required key 'query'",
+            "6:9: subscriber 'lab', rule 1 'gpu': a rule needs 'query', 'similar' (papers like yours), or both",
         ),
         (
             "      - name: [gpu]\n        query: gpu\n",

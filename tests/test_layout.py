@@ -1,7 +1,7 @@
 """The package's layout is its flow: each stage imports only the stages below it, never one above, never in a cycle.
 
-From the bottom: the shared core (models, errors, addresses, progress, metrics), then matching, config, store,
-arxiv, render, channels, outbox, summaries, web, and the application on top (cli, commands, daemon, lock, demo).
+From the bottom: the shared core (models, errors, addresses, progress, metrics), then matching, relevance, config,
+store, arxiv, render, channels, outbox, summaries, web, and the application on top (cli, commands, daemon, lock, demo).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ PACKAGE = Path(notifier.__file__).parent
 LAYERS = (
     {"__init__", "models", "errors", "exit_codes", "addresses", "progress", "logs", "metrics"},
     {"matching"},
+    {"relevance"},
     {"config"},
     {"store"},
     {"arxiv"},

@@ -22,6 +22,7 @@ from tests.digest_factory import (
     hostile_summary,
     large_digest,
     rich_weekly_digest,
+    similar_digest,
     weekly_digest,
     with_summaries,
 )
@@ -98,7 +99,12 @@ def screenshot(tmp_path: Path, html: str, name: str, width: int, *extra: str) ->
     return target
 
 
-DIGESTS = {"daily": golden_digest, "weekly": weekly_digest, "rich-weekly": rich_weekly_digest}
+DIGESTS = {
+    "daily": golden_digest,
+    "weekly": weekly_digest,
+    "rich-weekly": rich_weekly_digest,
+    "similar": similar_digest,
+}
 
 
 @pytest.mark.parametrize("width", [375, 1024])

@@ -21,7 +21,9 @@ from tests.digest_factory import (
     hostile_papers,
     large_digest,
     load_papers,
+    similar_digest,
     weekly_digest,
+    with_similarities,
 )
 
 UNSUBSCRIBE = "https://lab.example/unsubscribe?token=abc"
@@ -54,8 +56,8 @@ def styles(html: str) -> list[tuple[str, str, dict[str, str]]]:
 
 @pytest.mark.parametrize(
     "digest",
-    [golden_digest(), weekly_digest(), empty_digest(), large_digest(300)],
-    ids=["daily", "weekly", "empty", "large"],
+    [golden_digest(), weekly_digest(), empty_digest(), large_digest(300), similar_digest()],
+    ids=["daily", "weekly", "empty", "large", "similar"],
 )
 def test_every_element_has_the_style_a_css_inliner_gives_it(digest: Digest) -> None:
     renderer = Renderer()
@@ -113,10 +115,11 @@ def test_text_escapes_markup_and_attributes_escape_quotes_too() -> None:
 @pytest.mark.slow
 def test_papers_rendered_for_other_digests_are_reused_exactly() -> None:
     warm = Renderer()
-    for digest in (large_digest(300), weekly_digest(), golden_digest(), empty_digest()):
+    ranked = with_similarities(golden_digest())
+    for digest in (large_digest(300), weekly_digest(), ranked, golden_digest(), empty_digest(), similar_digest()):
         warm.email(digest)
         warm.slack(digest)
-    for digest in (golden_digest(), weekly_digest(), large_digest(300)):
+    for digest in (golden_digest(), weekly_digest(), large_digest(300), ranked, similar_digest()):
         fresh = Renderer()
         assert warm.email(digest, unsubscribe_url=UNSUBSCRIBE) == fresh.email(digest, unsubscribe_url=UNSUBSCRIBE)
         assert warm.slack(digest) == fresh.slack(digest)

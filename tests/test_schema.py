@@ -48,4 +48,5 @@ def test_subscribers_are_subscriber_models_and_defaults_are_subscriber_fields():
         assert {"type": "string"} in fields["slack"]["anyOf"]
         assert fields["announce_types"]["items"]["enum"] == ["new", "cross", "replace", "replace-cross"]
         rule = resolve(schema, fields["rules"]["items"])
-        assert rule["required"] == ["name", "query"]
+        assert rule["required"] == ["name"]
+        assert rule["anyOf"] == [{"required": ["query"]}, {"required": ["similar"]}], "a query, a ranking, or both"

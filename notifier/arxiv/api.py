@@ -1,10 +1,12 @@
-"""arXiv export API (``/api/query``): metadata for known ids, and category listings for a backfill.
+"""arXiv export API (``/api/query``): metadata for known ids, category listings for a backfill, and the searches
+that find the papers a subscriber likes.
 
 ``fetch_metadata`` looks ids up in batches (``id_list``) to add comments, journal references, categories and the
-authors' affiliations to papers first seen in an RSS feed. ``fetch_listing`` pages through
-``cat:X AND submittedDate:[...]`` to recover papers that an RSS feed missed (an item cap, downtime). Both go through
-the shared :class:`PoliteGate`; the Atom is screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with
-ElementTree (``parse_atom`` is pure).
+authors' affiliations to papers first seen in an RSS feed, and to describe liked papers. ``fetch_listing`` pages
+through ``cat:X AND submittedDate:[...]`` to recover papers that an RSS feed missed (an item cap, downtime).
+``fetch_author`` asks for an author's newest papers (``au:"Name"``) and ``find_titles`` for the papers of BibTeX
+entries that name no arXiv id (``ti:"..." OR ti:"..."``). All go through the shared :class:`PoliteGate`; the Atom
+is screened by :func:`notifier.arxiv.xml.safe_xml_root` and read with ElementTree (``parse_atom`` is pure).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from notifier.arxiv.gate import PoliteGate, parse_retry_after
 from notifier.arxiv.rss import ARXIV_ID
 from notifier.arxiv.xml import safe_xml_root
 from notifier.errors import FeedHTTPError, FeedParseError
+from notifier.matching.text import tokenize
 from notifier.models import Paper
 
 logger = logging.getLogger(__name__)
@@ -29,12 +32,19 @@ logger = logging.getLogger(__name__)
 ID_BATCH = 100  # ids per id_list request
 MAX_PAGE = 2000  # arXiv returns at most this many entries per call
 DEFAULT_MAX_RESULTS = 10_000
+AUTHOR_LIMIT = 100  # an author's newest papers, asked for in one request
+TITLE_CANDIDATES = 10  # the answers to a title search read for the one whose title is the same
+TITLE_BATCH = 10  # titles searched for in one request (ti:"..." OR ti:"...")
 _NS = {
     "atom": "http://www.w3.org/2005/Atom",
     "arxiv": "http://arxiv.org/schemas/atom",
     "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
 }
 _VERSION = re.compile(r"v\d+$")
+_ARXIV_DOI = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/)?10\.48550/arxiv\.(?P<id>\S+)$", re.IGNORECASE)
+_PLAIN_ID = re.compile(r"^(?:\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Za-z]{2})?/\d{7})$")
+# BibTeX's braces that keep a title's case ("{GPU}s"); those of a LaTeX command's argument ("\\emph{x}") stay.
+_BIBTEX_BRACE = re.compile(r"(\\(?:[A-Za-z]+|[^A-Za-z\s])\s*)?\{")
 _MOJIBAKE = re.compile("[\u00c2-\u00df][\u0080-\u00bf]|[\u00e0-\u00ef][\u0080-\u00bf]{2}")
 
 
@@ -113,6 +123,99 @@ async def fetch_metadata(gate: PoliteGate, api_url: str, ids: Sequence[str]) -> 
         for entry in page.entries:
             found[entry.arxiv_id] = entry
     return found
+
+
+async def fetch_author(gate: PoliteGate, api_url: str, name: str, *, limit: int = AUTHOR_LIMIT) -> list[ApiEntry]:
+    """The papers of the author ``name`` (``au:"Tianyin Xu"``), newest submission first, at most ``limit``: one
+    request. arXiv matches the name as a phrase among each paper's author names, as its own search does."""
+    phrase = " ".join(name.replace('"', " ").split())
+    if not phrase:
+        return []
+    params = {
+        "search_query": f'au:"{phrase}"',
+        "start": "0",
+        "max_results": str(limit),
+        "sortBy": "submittedDate",
+        "sortOrder": "descending",
+    }
+    page = await _query(gate, api_url, params, what=f'author search au:"{phrase}"')
+    return page.entries[:limit]
+
+
+async def find_title(gate: PoliteGate, api_url: str, title: str) -> ApiEntry | None:
+    """The arXiv paper whose title is ``title`` (a BibTeX entry's), or None: one request (``ti:"..."``).
+
+    arXiv's answers to a title search are only candidates: one is accepted when its title is the same once both
+    are normalised (:func:`normalise_title`: case, accents, LaTeX and BibTeX markup, punctuation and whitespace
+    do not count), so a paper with a similar title is never taken for the one meant.
+    """
+    phrase = normalise_title(title)
+    if not phrase:
+        return None
+    params = {"search_query": f'ti:"{phrase}"', "start": "0", "max_results": str(TITLE_CANDIDATES)}
+    page = await _query(gate, api_url, params, what=f'title search ti:"{phrase}"')
+    wanted = phrase.replace(" ", "")
+    return next((e for e in page.entries if normalise_title(e.title).replace(" ", "") == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class TitleSearch:
+    """The answer to :func:`find_titles`: the paper found for each title that has one, and the titles to ask about
+    alone (:func:`find_title`) because arXiv had more candidates than it gave."""
+
+    found: dict[str, ApiEntry]
+    unsure: list[str]
+
+
+async def find_titles(gate: PoliteGate, api_url: str, titles: Sequence[str]) -> TitleSearch:
+    """:func:`find_title` of at most :data:`TITLE_BATCH` titles in one request (``ti:"..." OR ti:"..."``).
+
+    When arXiv has more candidates than one answer holds, a title without its paper among them is *unsure*: a
+    generic title's many namesakes may have crowded it out.
+    """
+    if len(titles) > TITLE_BATCH:
+        raise ValueError(f"at most {TITLE_BATCH} titles a request")
+    phrases = {title: phrase for title in titles if (phrase := normalise_title(title))}
+    if not phrases:
+        return TitleSearch({}, [])
+    size = TITLE_BATCH * TITLE_CANDIDATES
+    params = {
+        "search_query": " OR ".join(f'ti:"{phrase}"' for phrase in dict.fromkeys(phrases.values())),
+        "start": "0",
+        "max_results": str(size),
+    }
+    page = await _query(gate, api_url, params, what=f"title search of {len(phrases)} titles")
+    by_title: dict[str, ApiEntry] = {}
+    for entry in page.entries:
+        by_title.setdefault(normalise_title(entry.title).replace(" ", ""), entry)
+    found = {title: by_title[key] for title, phrase in phrases.items() if (key := phrase.replace(" ", "")) in by_title}
+    complete = page.total_results <= len(page.entries)
+    return TitleSearch(found, [] if complete else [title for title in phrases if title not in found])
+
+
+def normalise_title(title: str) -> str:
+    """A title as :func:`find_title` compares it: its words case-, accent- and LaTeX-folded, BibTeX's protecting
+    braces dropped, one space apart (``"{GPU}s Re-visited: \\\"{U}ber"`` -> ``"gpus re visited uber"``)."""
+    unbraced = _BIBTEX_BRACE.sub(lambda m: m.group(0) if m.group(1) else "", title).replace("}", "")
+    return " ".join(tokenize(unbraced))
+
+
+def arxiv_id_of_doi(doi: str) -> str | None:
+    """The arXiv id that a DOI arXiv registered names (``10.48550/arXiv.2401.01234`` -> ``2401.01234``), else None.
+
+    The export API cannot search by DOI: a paper known by another DOI (a journal's) can only be found by its title.
+    """
+    found = _ARXIV_DOI.match(doi.strip())
+    if found is None:
+        return None
+    arxiv_id = _VERSION.sub("", found.group("id"))
+    return arxiv_id if _PLAIN_ID.match(arxiv_id) else None
+
+
+def is_arxiv_id(text: str) -> bool:
+    """Whether ``text`` is an arXiv id without version (``2401.01234``, ``math/0601001``): arXiv refuses a whole
+    ``id_list`` that holds a malformed one."""
+    return _PLAIN_ID.match(text) is not None
 
 
 async def fetch_listing(

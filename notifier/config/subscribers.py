@@ -23,9 +23,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from notifier.addresses import address_key, validate_address
+from notifier.config.likes import BibError, bib_entries, read_bib, read_entry
 from notifier.config.schedule import Schedule
 from notifier.config.taxonomy import canonical, closest
 from notifier.config.yaml_source import MAX_FILE_BYTES, YAML_LOADER, Path_, YamlSource, read_text, too_large
@@ -52,6 +53,17 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _liked(value: object) -> object:
+    """``like:`` entries: one or many, and never a number, which is how YAML reads an unquoted arXiv id."""
+    for entry in value if isinstance(value, list) else [value]:
+        if isinstance(entry, int | float) and not isinstance(entry, bool):
+            raise ValueError(  # noqa: TRY004 (pydantic reports a ValueError at its place; a TypeError escapes)
+                f"write arXiv ids in quotes, such as '{entry}': unquoted, YAML reads one as a number, and 2401.01230"
+                " becomes 2401.0123"
+            )
+    return _one_or_many(value)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -67,10 +79,22 @@ def _control_character(text: str, allowed: str = "") -> str | None:
     return None
 
 
+class SimilarModel(_Strict):
+    top: Annotated[int, Field(ge=1, le=500)] | None = 10
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+
 class RuleModel(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)]
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)] | None = None
     summaries: bool | None = None  # rich entries for this rule; unset: the subscriber's choice
+    similar: SimilarModel | None = None  # rank by similarity to the subscriber's likes
+
+    @model_validator(mode="after")
+    def _query_or_similar(self) -> RuleModel:
+        if self.query is None and self.similar is None:
+            raise ValueError("a rule needs 'query', 'similar' (papers like yours), or both")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -81,8 +105,8 @@ class RuleModel(_Strict):
 
     @field_validator("query")
     @classmethod
-    def _query(cls, value: str) -> str:
-        if found := _control_character(value, "\t\n\r"):
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and (found := _control_character(value, "\t\n\r")):
             raise ValueError(f"a query may not contain control characters (found {found})")
         return value
 
@@ -97,7 +121,17 @@ class SubscriberFields(_Strict):
     announce_types: list[AnnounceType] = ["new", "cross"]
     send_empty: bool = False
     summaries: bool = False  # rich entries (LLM summary and tags) for every rule that does not say otherwise
+    like: Annotated[list[str], BeforeValidator(_liked)] = []  # arXiv ids, au:"Name", file.bib
+    dislike: Annotated[list[str], BeforeValidator(_liked)] = []
+    sort: Literal["announced", "relevance"] = "announced"
     rules: list[RuleModel] = []
+
+    @field_validator("like", "dislike")
+    @classmethod
+    def _likes(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            read_entry(entry)
+        return value
 
     @field_validator("email")
     @classmethod
@@ -183,11 +217,42 @@ class FileModel(_Strict):
 
 
 @dataclass(frozen=True, slots=True)
+class Similar:
+    """A rule's ``similar:``: the papers most like the subscriber's own, best first."""
+
+    top: int | None = 10  # at most this many papers; None: every paper over min_score
+    min_score: float | None = None  # 0..1; None: no threshold
+
+
+@dataclass(frozen=True, slots=True)
+class BibReference:
+    """An entry of a BibTeX file that names no arXiv id: found on arXiv by its DOI, else by its title."""
+
+    key: str  # the BibTeX key
+    doi: str | None
+    title: str | None
+    where: str  # "lab.bib:12", for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Likes:
+    """The papers a subscriber's ``like:`` (or ``dislike:``) entries name, before they are looked up on arXiv."""
+
+    arxiv_ids: tuple[str, ...] = ()  # without version: "2401.01234", "math/0601001"
+    authors: tuple[str, ...] = ()  # as written in au:"..."; their papers are fetched through the arXiv API
+    references: tuple[BibReference, ...] = ()  # BibTeX entries without an arXiv id
+
+    def __bool__(self) -> bool:
+        return bool(self.arxiv_ids or self.authors or self.references)
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     key: str  # "<subscriber>/<index>", unique in a Config
     name: str
-    query: str
+    query: str  # "" for a rule that only ranks (similar: without query:)
     summaries: bool = False  # its section shows rich entries: each paper with its LLM summary and tags
+    similar: Similar | None = None  # ranks by similarity to the subscriber's likes (and filters, with a query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +266,14 @@ class Subscriber:
     rules: tuple[Rule, ...]
     send_empty: bool
     line: int
+    likes: Likes = Likes()
+    dislikes: Likes = Likes()
+    sort: Literal["announced", "relevance"] = "announced"
+
+    @property
+    def ranks(self) -> bool:
+        """Whether its digest needs similarity scores: a rule with ``similar:``, or ``sort: relevance``."""
+        return self.sort == "relevance" or any(rule.similar is not None for rule in self.rules)
 
     @property
     def feed_key(self) -> str:
@@ -307,7 +380,7 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
             )
         seen[model.name] = line
         subscribers.append(_subscriber(model, source, where, line))
-    rules = [(rule.key, rule.name, rule.query) for s in subscribers for rule in s.rules]
+    rules = [(rule.key, rule.name, rule.query) for s in subscribers for rule in s.rules if rule.query]
     notes: dict[str, tuple[list[str], bool]] = {}  # query -> its warnings, and whether it reads the comment
 
     def inspect(query: str, tree: Node) -> None:
@@ -329,6 +402,8 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     comment_rules: set[str] = set()
     for i, subscriber in enumerate(subscribers):
         for j, rule in enumerate(subscriber.rules):
+            if not rule.query:
+                continue
             found, reads_comment = notes[rule.query]
             owner = _rule_owner(subscriber.name, j, rule.name)
             where = ("subscribers", i, "rules", j, "query")
@@ -354,6 +429,30 @@ def _parse_config(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     )
 
 
+def _likes(entries: list[str], source: YamlSource, where: Path_) -> Likes:
+    """The papers ``like:`` (or ``dislike:``) entries name; a BibTeX file is read now, relative to the config."""
+    ids: list[str] = []
+    authors: list[str] = []
+    references: list[BibReference] = []
+    for index, text in enumerate(entries):
+        entry = read_entry(text)
+        if entry.arxiv_id:
+            ids.append(entry.arxiv_id)
+        elif entry.author:
+            authors.append(entry.author)
+        elif entry.bib_file is not None:
+            path = entry.bib_file if entry.bib_file.is_absolute() else Path(source.file).parent / entry.bib_file
+            try:
+                found, rest = bib_entries(read_bib(path))
+            except BibError as exc:
+                if exc.line is None:
+                    raise source.error(f"{entry.bib_file}: {exc}", (*where, index)) from None
+                raise ConfigError(str(exc), file=str(path), line=exc.line) from None
+            ids.extend(found)
+            references.extend(BibReference(e.key, e.doi, e.title, f"{path.name}:{e.line}") for e in rest)
+    return Likes(tuple(dict.fromkeys(ids)), tuple(dict.fromkeys(authors)), tuple(references))
+
+
 def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: int) -> Subscriber:
     if not model.email and not model.slack:
         raise source.error(f"subscriber {model.name!r} needs at least one of 'email' or 'slack'", where)
@@ -361,6 +460,15 @@ def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: 
         raise source.error(f"subscriber {model.name!r} needs at least one rule under 'rules'", where)
     if not model.categories:
         raise source.error(f"subscriber {model.name!r} needs 'categories', e.g. [cs.DC]", where)
+    ranked = [j for j, rule in enumerate(model.rules) if rule.similar is not None]
+    if (ranked or model.sort == "relevance") and not model.like:
+        what = f"rule {ranked[0] + 1} has 'similar'" if ranked else "'sort: relevance'"
+        place = (*where, "rules", ranked[0], "similar") if ranked else (*where, "sort")
+        raise source.error(
+            f"subscriber {model.name!r}: {what}, which ranks papers by how much they look like yours, so it needs"
+            " 'like:' entries (arXiv ids, au:\"Name\" or a .bib file)",
+            place,
+        )
     names = [rule.name for rule in model.rules]
     for j, name in enumerate(names):
         if names.index(name) != j:
@@ -381,13 +489,17 @@ def _subscriber(model: SubscriberModel, source: YamlSource, where: Path_, line: 
             Rule(
                 key=f"{model.name}/{j}",
                 name=r.name,
-                query=r.query,
+                query=r.query or "",
                 summaries=model.summaries if r.summaries is None else r.summaries,
+                similar=None if r.similar is None else Similar(r.similar.top, r.similar.min_score),
             )
             for j, r in enumerate(model.rules)
         ),
         send_empty=model.send_empty,
         line=line,
+        likes=_likes(model.like, source, (*where, "like")),
+        dislikes=_likes(model.dislike, source, (*where, "dislike")),
+        sort=model.sort,
     )
 
 

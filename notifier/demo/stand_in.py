@@ -1,11 +1,12 @@
 """A local stand-in for rss.arxiv.org and export.arxiv.org/api, serving captured arXiv feeds.
 
 ``ArxivStandIn`` serves ``/rss/{cats}`` (category order does not matter) from the captured feeds of the current day,
-with a real ETag and 304 on ``If-None-Match``, and ``/api/query`` answers ``id_list`` look-ups and
-``cat:X AND submittedDate:[A TO B]`` listings from the captured papers. What it serves is a :class:`Catalogue`:
-a folder of captured feeds (combined feeds of category sets such as ``cs.SD+eess.AS``), the recorded API answers
-for some exact ids, and whether to make up what the captures lack. :func:`bundled_catalogue` is the day shipped in
-this package (``notifier demo``); the test suite uses a larger one.
+with a real ETag and 304 on ``If-None-Match``, and ``/api/query`` answers ``id_list`` look-ups,
+``cat:X AND submittedDate:[A TO B]`` listings, and searches of authors (``au:"Name"``) and titles (``ti:"words"``,
+several joined by ``OR``: the papers holding those words in a row, sorted as ``sortBy`` asks) from the captured
+papers. What it serves is a :class:`Catalogue`: a folder of captured feeds (combined feeds of category sets such as
+``cs.SD+eess.AS``), the recorded API answers for some exact ids, and whether to make up what the captures lack.
+:func:`bundled_catalogue` is the day shipped in this package (``notifier demo``); the test suite uses a larger one.
 
 The captures carry no per-item categories, submission dates, comments or journal references:
 
@@ -58,6 +59,7 @@ import json
 import re
 import signal
 import time
+import unicodedata
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -418,6 +420,15 @@ class ArxivStandIn:
         if search in ("all:testing", "testing") and self.catalogue.search_cassette is not None:
             status, body = self._cassette(self.catalogue.search_cassette)
             return web.Response(status=status, body=body, content_type="application/atom+xml")
+        terms = [_FIELD_SEARCH.match(term) for term in search.split(" OR ")]
+        if all(terms):
+            found = list(
+                {p.arxiv_id: p for t in terms if t for p in self.search(t["field"], t["phrase"] or t["word"])}.values()
+            )
+            if query.get("sortBy") in ("submittedDate", "lastUpdatedDate"):
+                by = "published" if query["sortBy"] == "submittedDate" else "updated"
+                found.sort(key=lambda p: (getattr(p, by), p.arxiv_id), reverse=query.get("sortOrder") != "ascending")
+            return _atom_response(_feed(found[start : start + size], len(found), start, size))
         cat = re.search(r"cat:(\S+)", search)
         window = re.search(r"submittedDate:\[(\d{12}) TO (\d{12})\]", search)
         if cat is None:
@@ -435,6 +446,15 @@ class ArxivStandIn:
             key=lambda p: (p.published, p.arxiv_id),
         )
         return _atom_response(_feed(matches[start : start + size], len(matches), start, size))
+
+    def search(self, field: str, phrase: str) -> list[_ApiPaper]:
+        """The papers whose title (``ti``) or one of whose authors (``au``) holds ``phrase``'s words in a row, case
+        and accents aside, in catalogue order."""
+        wanted = _words(phrase)
+        if not wanted:
+            return []
+        texts = (lambda p: [p.title]) if field == "ti" else (lambda p: p.authors)
+        return [p for p in self.api_papers().values() if any(_holds(_words(t), wanted) for t in texts(p))]
 
     def api_papers(self) -> dict[str, _ApiPaper]:
         """Every paper of the catalogue's RSS 2.0 feeds (latest version wins) and of the feeds added with
@@ -627,6 +647,18 @@ def day_feed(body: bytes, day: str, keep: slice) -> bytes:
 
     kept = [redate(item) for item in items[keep]]
     return redate(head) + b"\n    ".join(kept) + tail
+
+
+_FIELD_SEARCH = re.compile(r'^(?P<field>au|ti):(?:"(?P<phrase>[^"]*)"|(?P<word>[^\s"]+))$')
+
+
+def _words(text: str) -> list[str]:
+    bare = "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
+    return re.findall(r"[a-z0-9]+", bare)
+
+
+def _holds(words: list[str], run: list[str]) -> bool:
+    return any(words[i : i + len(run)] == run for i in range(len(words) - len(run) + 1))
 
 
 def _rfc822(moment: datetime) -> str:

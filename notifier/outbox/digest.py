@@ -22,7 +22,8 @@ def sections_for(
     version already sent (or on its way) to the recipient. A paper is listed once per section, at its highest
     version; its announce type must be one the subscriber asked for; a paper already delivered comes again only
     as a newer version announced as a replacement (which the subscriber asked for by listing replace types).
-    With ``rich`` (an LLM is configured), the sections of rules that ask for summaries are rich.
+    With ``rich`` (an LLM is configured), the sections of rules that ask for summaries are rich. A ranked rule's
+    matches come best first, and its section keeps the ``top`` of them.
     """
     sections = []
     for rule in subscriber.rules:
@@ -37,9 +38,10 @@ def sections_for(
             current = best.get(paper.arxiv_id)
             if current is None or paper.version > current.paper.version:
                 best[paper.arxiv_id] = match
-        sections.append(
-            DigestSection(rule=rule.name, query=rule.query, matches=tuple(best.values()), rich=rich and rule.summaries)
-        )
+        chosen = tuple(best.values())
+        if rule.similar is not None and rule.similar.top is not None:
+            chosen = chosen[: rule.similar.top]  # ranked best first: the top ones this recipient has not had
+        sections.append(DigestSection(rule=rule.name, query=rule.query, matches=chosen, rich=rich and rule.summaries))
     return tuple(sections)
 
 

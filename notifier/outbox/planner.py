@@ -35,6 +35,7 @@ from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
 from notifier.models import Digest, Match, Paper, SummaryKey
 from notifier.outbox.digest import build_digest, papers_of, rich_papers, sections_for
+from notifier.outbox.ranking import RankedMatches, Rankings
 from notifier.outbox.wants import SummaryWants
 from notifier.progress import Progress
 from notifier.render.mime import make_message_id
@@ -181,7 +182,7 @@ def _match(
         category: frozenset(position[p.arxiv_id, p.version, p.announce_type] for p in found)
         for category, found in listed.items()
     }
-    keys = list(dict.fromkeys(rule.key for subscriber in subscribers for rule in subscriber.rules))
+    keys = list(dict.fromkeys(rule.key for subscriber in subscribers for rule in subscriber.rules if rule.query))
     batch = config.rules.evaluate(papers, keys)
     return _Group(cursor, subscribers, papers, batch, by_category, frozenset(batch.keys()))
 
@@ -201,6 +202,18 @@ class Planner:
         self.unsubscribe_url = unsubscribe_url or (lambda _subscriber, _address: None)
         self.metrics = metrics or Metrics()
         self._tried: set[tuple[str, str]] = set()  # (subscriber, fingerprint) whose digest failed in this planner
+        self.rankings = Rankings(store)
+
+    def _matches(self, group: _Group, subscriber: Subscriber, now: datetime) -> Mapping[str, list[Match]]:
+        """``subscriber``'s matches in ``group``; ranked by similarity to its liked papers when it ranks."""
+        matches = group.matches(subscriber)
+        if not subscriber.ranks:
+            return matches
+        profile = self.rankings.profile(subscriber, now)
+        if profile is None:
+            return matches
+        visible = [group.papers[i] for i in sorted(group.visible(subscriber))]
+        return RankedMatches(subscriber, matches, visible, profile)
 
     def cursor_of(self, subscriber: Subscriber, now: datetime, state: SubscriberState | None = None) -> datetime:
         """Where ``subscriber``'s next digest starts (``state``: its stored state, if already read)."""
@@ -277,13 +290,14 @@ class Planner:
                 self._record_failures(failed, now, report)
 
         due = self._due(config, now, force=force, failures=failures, wait=wait)
+        self.rankings.prepare([subscriber for subscribers in due.values() for subscriber in subscribers])
         try:
             with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
                     for subscriber in group.subscribers:
                         reason = (empty_reasons or {}).get(subscriber.feed_key)
                         planned, problem = self._plan_one(
-                            config, subscriber, group.matches(subscriber), group.cursor, now, reason
+                            config, subscriber, self._matches(group, subscriber, now), group.cursor, now, reason
                         )
                         if problem is not None:
                             log.error(
@@ -385,7 +399,7 @@ class Planner:
         rich = {cursor: [s for s in group if any(r.summaries for r in s.rules)] for cursor, group in due.items()}
         for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
             for subscriber in group.subscribers:
-                matches = group.matches(subscriber)
+                matches = self._matches(group, subscriber, now)
                 unsubscribed = self.store.unsubscribed(subscriber.name)
                 papers: list[Paper] = []
                 for channel, recipient in subscriber.recipients():
@@ -592,7 +606,8 @@ class Planner:
 
         due = {self.cursor_of(subscriber, now): [subscriber]}
         (group,) = self._groups(config, due, now, on_failure=unreadable)
-        planned, problem = self._plan_one(config, subscriber, group.matches(subscriber), group.cursor, now, None)
+        matches = self._matches(group, subscriber, now)
+        planned, problem = self._plan_one(config, subscriber, matches, group.cursor, now, None)
         if planned is None:
             raise PlanError(f"the digest for {subscriber.name} could not be planned: {problem}")
         return planned

@@ -7,6 +7,10 @@ only (and their summary). Every paper of the digest appears in both parts.
 
 A digest with rich sections shows their papers in full with their LLM summary (tags, institution and the TL;DR,
 marked as machine-written), and the papers of its other sections one line each, so that the rich ones stand out.
+
+A paper ranked by similarity to the subscriber's own papers says why, under its meta lines, wherever it is listed:
+``Like your 2401.01234 “Title” · score 0.42``; listed by title only, it says ``like your 2401.01234 · score 0.42``
+after its title. A section whose rule only ranks says "most like your papers" where others show their query.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
 from notifier.render.highlight import (
     AuthorList,
     Segments,
+    SimilarityView,
     SummaryView,
     author_list,
     badges,
@@ -32,11 +37,14 @@ from notifier.render.highlight import (
     category_totals,
     count_label,
     highlighted,
+    is_ranked,
     matched_line,
     one_line,
     period_label,
     plain,
+    ranking_label,
     shorten,
+    similarity_view,
     spans_for,
     summary_view,
     valid_unicode,
@@ -120,6 +128,7 @@ class PaperView:
     html_url: str
     matched: str
     summary: SummaryView | None = None  # in a rich section, when the paper has a summary
+    similarity: SimilarityView | None = None  # when the paper was ranked by similarity to the subscriber's papers
 
     @property
     def title_text(self) -> str:
@@ -202,6 +211,10 @@ class PaperRow:
         return self.card.view.summary
 
     @property
+    def similarity(self) -> SimilarityView | None:
+        return self.card.view.similarity
+
+    @property
     def html(self) -> Markup:
         return self.card.html
 
@@ -217,6 +230,7 @@ class SectionView:
     count: int
     papers: tuple[PaperRow, ...]
     lines: bool = False  # every paper in one line (a section that is not rich, in a digest with rich ones)
+    ranking: str | None = None  # "most like your papers" (no query), "ranked by similarity ..." (see ranking_label)
 
     @property
     def blocks(self) -> list[tuple[str, list[PaperRow]]]:
@@ -307,8 +321,13 @@ class _Part:
     html: str
 
 
-Cards = Callable[[Paper, tuple[Hit, ...], int, SummaryView | None], PaperCard]
+Cards = Callable[[Paper, tuple[Hit, ...], int, SummaryView | None, SimilarityView | None], PaperCard]
 Full = tuple[Match, SummaryView | None]  # a paper shown in full, with the summary it shows
+
+
+def card_of(cards: Cards, match: Match, abstract_chars: int, summary: SummaryView | None) -> PaperCard:
+    """The card of ``match``'s paper, with its hits, its similarity and ``summary``."""
+    return cards(match.paper, match.hits, abstract_chars, summary, similarity_view(match.similarity))
 
 
 def full_matches(digest: Digest) -> list[Full]:
@@ -348,14 +367,14 @@ def groups(
     def row(rule: str, match: Match, rich: bool) -> PaperRow:
         paper_id = match.paper.arxiv_id
         if has_rich and not rich:
-            card = cards(match.paper, match.hits, 0, None)
+            card = card_of(cards, match, 0, None)
             if bare_lines and paper_id in listed:
                 return PaperRow(card, first_rule=listed[paper_id], compact=True, line=True)
             listed.setdefault(paper_id, rule)
             return PaperRow(card, compact=bare_lines, line=True)
         summary = summary_view(digest.summary_of(match.paper)) if rich else None
         chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
-        card = cards(match.paper, match.hits, chars, summary)
+        card = card_of(cards, match, chars, summary)
         also_in = tuple(r for r in rules_of[paper_id] if r != rule)
         if paper_id in shown:
             return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
@@ -367,7 +386,9 @@ def groups(
         rich = rule in rich_rules
         name = one_line(rule)
         rows = tuple(row(name, match, rich) for match in matches)
-        return SectionView(name, one_line(queries[rule]), len(matches), rows, lines=has_rich and not rich)
+        query = one_line(queries[rule])
+        ranking = ranking_label(query, rule in ranked)
+        return SectionView(name, query, len(matches), rows, lines=has_rich and not rich, ranking=ranking)
 
     days: list[tuple[str | None, tuple[Paper, ...], tuple[tuple[str, tuple[Match, ...]], ...]]]
     if digest.kind == "weekly":
@@ -375,6 +396,7 @@ def groups(
     else:
         days = [(None, digest.papers, tuple((s.rule, s.matches) for s in digest.sections if s.matches))]
     queries = {section.rule: section.query for section in digest.sections}
+    ranked = {section.rule for section in digest.sections if is_ranked(section)}
     out = []
     for heading, papers, sections in days:
         section_views = tuple(section_view(rule, matches) for rule, matches in sections)
@@ -447,6 +469,7 @@ class EmailRenderer:
         self._abstract = _macro(env, "_paper.html", "abstract")
         self._tail = _macro(env, "_paper.html", "tail")
         self._summary = _macro(env, "_paper.html", "summary")
+        self._similarity = _macro(env, "_paper.html", "similarity")
         self._text_body = _macro(env, "_paper.txt", "body")
         self.templates = tuple(
             env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
@@ -455,14 +478,22 @@ class EmailRenderer:
         self._heads = functools.lru_cache(maxsize=cards)(self._head_of)
         self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
         self._summaries = functools.lru_cache(maxsize=cards)(self._summary_of)
+        self._similarities = functools.lru_cache(maxsize=cards)(self._similarity_of)
         self._texts: dict[tuple[object, ...], str] = {}
         self._texts_kept = cards
         self._markup = 0.0  # bytes a paper in full adds beyond its estimated gain (see _predicted)
 
-    def _card(self, paper: Paper, hits: tuple[Hit, ...], abstract_chars: int, summary: SummaryView | None) -> PaperCard:
-        """The card of ``paper`` for ``hits`` (and ``summary``, shown between its head and its abstract). Its head
-        and tail depend only on the hits they show, which most digests share (terms mostly match abstracts); so a
-        new card usually costs its abstract and nothing more."""
+    def _card(
+        self,
+        paper: Paper,
+        hits: tuple[Hit, ...],
+        abstract_chars: int,
+        summary: SummaryView | None,
+        similarity: SimilarityView | None,
+    ) -> PaperCard:
+        """The card of ``paper`` for ``hits`` (and ``similarity`` then ``summary``, shown between its head and its
+        abstract). Its head and tail depend only on the hits they show, which most digests share (terms mostly
+        match abstracts); so a new card usually costs its abstract and nothing more."""
         on: dict[Field, list[Hit]] = {field: [] for field in Field}
         for hit in hits:
             on[hit.field].append(hit)
@@ -475,9 +506,11 @@ class EmailRenderer:
             comment=tail.view.comment,
             matched=matched_line(hits),
             summary=summary,
+            similarity=similarity,
         )
+        like = self._similarities(similarity) if similarity is not None else ""
         rich = self._summaries(summary) if summary is not None else ""
-        html, size = _utf8(head.html + rich + str(self._abstract(view)) + tail.html)
+        html, size = _utf8(head.html + like + rich + str(self._abstract(view)) + tail.html)
         return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
 
     def _head_of(
@@ -494,11 +527,14 @@ class EmailRenderer:
     def _summary_of(self, summary: SummaryView) -> str:
         return str(self._summary(summary))
 
+    def _similarity_of(self, similarity: SimilarityView) -> str:
+        return str(self._similarity(similarity))
+
     def _text_of(self, view: PaperView) -> str:
         """The text body of ``view``. The text part shows no highlights, so papers whose hits differ but leave the
         same authors and abstract excerpt share it; only the text parts actually written are rendered."""
         key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
-               view.abstract_text, view.comment_text, view.journal_ref, view.summary)  # fmt: skip
+               view.abstract_text, view.comment_text, view.journal_ref, view.summary, view.similarity)  # fmt: skip
         text = self._texts.get(key)
         if text is None:
             if len(self._texts) >= self._texts_kept:
@@ -582,7 +618,7 @@ class EmailRenderer:
                 tried[full] = self._render(context, views, total - full, short=True)
             return tried[full]
 
-        gains = [_gain(self.card(m.paper, m.hits, _chars(s, chars, summarised), s)) for m, s in firsts]
+        gains = [_gain(card_of(self.card, m, _chars(s, chars, summarised), s)) for m, s in firsts]
         guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
         return _largest_fitting(total, attempt, limit, guess)
 
@@ -604,15 +640,17 @@ def _at_least(firsts: Sequence[Full], abstract_chars: int, summarised_chars: int
 def _cards(firsts: Sequence[Full], cards: Cards, abstract_chars: int, summarised_chars: int) -> int:
     """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least."""
     return sum(
-        cards(match.paper, match.hits, _chars(summary, abstract_chars, summarised_chars), summary).html_bytes
+        card_of(cards, match, _chars(summary, abstract_chars, summarised_chars), summary).html_bytes
         for match, summary in firsts
     )
 
 
 def _gain(card: PaperCard) -> int:
     """About how many bytes of HTML a paper saves by going compact: a compact paper shows its title and link
-    (and its summary) instead of its card."""
+    (and briefly why it was ranked, and its summary) instead of its card."""
     kept = len(card.title_text.encode("utf-8")) + len(card.view.abs_url)
+    if card.view.similarity is not None:
+        kept += len(card.view.similarity.brief.encode("utf-8"))
     if card.view.summary is not None:
         kept += len(card.view.summary.summary.encode("utf-8"))
     return card.html_bytes - kept

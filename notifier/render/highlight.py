@@ -7,20 +7,26 @@ Everything here is pure and works on the display text of :class:`~notifier.model
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from notifier.models import Digest, Field, Hit, Match, Paper, Summary
+from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Similarity, Summary
 
 ELLIPSIS = "…"
 MAX_AUTHORS = 6
+LIKED_TITLE_CHARS = 200
+# What a section header says instead of, or after, its query when its papers are ranked by similarity.
+SIMILAR_ONLY = "most like your papers"
+RANKED = "ranked by similarity to your papers"
 
 _FIELD_PREFIX = re.compile(r"^(?:ti|abs|au|cat|co|all):", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")  # control characters and line breaks
 _SPACES = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ARXIV_ID = re.compile(r"\d{4}\.\d{4,5}|[a-z][a-z-]*(?:\.[A-Z]{2})?/\d{7}")  # new style, or old (math/0601001)
 
 FIELD_LABELS = {
     Field.TITLE: "title",
@@ -262,6 +268,59 @@ def summary_view(summary: Summary | None) -> SummaryView | None:
         institution=one_line(summary.institution or "") or None,
     )
     return view if view.summary or view.tags or view.institution else None
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarityView:
+    """Why a ranked paper is listed: the subscriber's paper it is most like, and its score, each on one line. The
+    liked title comes from arXiv: each channel escapes it as it escapes paper text."""
+
+    liked_id: str
+    liked_title: str  # at most LIKED_TITLE_CHARS; may be empty
+    score: str  # two decimals, "0.42"
+    liked_url: str | None  # the liked paper's abstract page; None when ``liked_id`` is not an arXiv id
+
+    @property
+    def quoted_title(self) -> str:
+        return f"“{self.liked_title}”" if self.liked_title else ""
+
+    @property
+    def text(self) -> str:
+        """``Like your 2401.01234 “Title” · score 0.42``: the line as plain text."""
+        title = f" {self.quoted_title}" if self.liked_title else ""
+        return f"Like your {self.liked_id}{title} · score {self.score}"
+
+    @property
+    def brief(self) -> str:
+        """``like your 2401.01234 · score 0.42``: what a paper listed by title only adds to its title."""
+        return f"like your {self.liked_id} · score {self.score}"
+
+
+@functools.lru_cache(maxsize=4096)
+def similarity_view(similarity: Similarity | None) -> SimilarityView | None:
+    """The view of ``similarity``, or None for a paper that was not ranked."""
+    if similarity is None:
+        return None
+    liked_id = one_line(similarity.liked_id)
+    title = one_line(similarity.liked_title)
+    if len(title) > LIKED_TITLE_CHARS:
+        title = title[: LIKED_TITLE_CHARS - 1].rstrip() + ELLIPSIS
+    score = 0.0 if math.isnan(similarity.score) else min(max(similarity.score, 0.0), 1.0)
+    url = f"https://arxiv.org/abs/{liked_id}" if _ARXIV_ID.fullmatch(liked_id) else None
+    return SimilarityView(liked_id=liked_id, liked_title=title, score=f"{score:.2f}", liked_url=url)
+
+
+def is_ranked(section: DigestSection) -> bool:
+    """Whether the papers of ``section`` were ranked by similarity to the subscriber's papers."""
+    return not section.query or any(match.similarity is not None for match in section.matches)
+
+
+def ranking_label(query: str, ranked: bool) -> str | None:
+    """What a section header adds about ranking: :data:`SIMILAR_ONLY` in place of an empty query, :data:`RANKED`
+    after a query whose papers were ranked, else None."""
+    if not query:
+        return SIMILAR_ONLY
+    return RANKED if ranked else None
 
 
 def badges(paper: Paper) -> tuple[str, ...]:

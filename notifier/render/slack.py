@@ -6,6 +6,10 @@ so no text can open or close formatting; ``@`` gets an invisible word joiner so 
 A digest that needs more than 50 blocks, or more text than Slack takes in one message, is split into several
 messages, each with its own fallback text.
 
+A paper ranked by similarity to the subscriber's papers says why under its details: ``Like your 2401.01234
+“Title” · score 0.42``, the liked paper linked to its abstract page and its title escaped like paper text. A section
+whose rule only ranks says "most like your papers" where others show their query.
+
 In a digest with rich sections, each of their papers gets its LLM summary (tags, institution, and the TL;DR marked
 as machine-written), escaped like paper text; the papers of its other sections are listed one line each.
 
@@ -26,6 +30,7 @@ from notifier.models import Digest, Hit, Match, Paper, SlackMessage
 from notifier.render.highlight import (
     ELLIPSIS,
     Segments,
+    SimilarityView,
     SummaryView,
     author_list,
     badges,
@@ -33,9 +38,12 @@ from notifier.render.highlight import (
     by_day,
     category_totals,
     count_label,
+    is_ranked,
     matched_line,
     one_line,
     period_label,
+    ranking_label,
+    similarity_view,
     snippet,
     summary_view,
 )
@@ -149,7 +157,17 @@ class PaperText:
 
 def paper_text(paper: Paper, hits: tuple[Hit, ...], head: Callable[[Paper], str] = paper_head) -> PaperText:
     excerpt = bold_segments(snippet(paper, hits, SNIPPET_CHARS))
-    return PaperText(head(paper), f"> {excerpt}" if excerpt else "", "matched: " + escape(matched_line(hits)))
+    why = "matched: " + escape(matched_line(hits)) if hits else ""
+    return PaperText(head(paper), f"> {excerpt}" if excerpt else "", why)
+
+
+def similarity_text(similarity: SimilarityView) -> str:
+    """Why a ranked paper is listed, in mrkdwn: ``Like your <abs|2401.01234> “Title” · score 0.42``."""
+    liked = escape(similarity.liked_id).replace("|", "¦")
+    if similarity.liked_url is not None:
+        liked = f"<{similarity.liked_url}|{liked}>"
+    title = f" {escape(similarity.quoted_title)}" if similarity.liked_title else ""
+    return f"Like your {liked}{title} · score {similarity.score}"
 
 
 def summary_text(summary: SummaryView) -> str:
@@ -174,25 +192,29 @@ def _escaped(text: str, limit: int) -> str:
     return out
 
 
-def paper_block(text: PaperText, also_in: tuple[str, ...] = (), summary: str = "") -> Block:
-    """The section block of a paper from its :func:`paper_text`, with its :func:`summary_text` and the other rules
-    that list it. When they would not fit in one block, the excerpt is left out (the summary is the point)."""
+def paper_block(text: PaperText, also_in: tuple[str, ...] = (), summary: str = "", like: str = "") -> Block:
+    """The section block of a paper from its :func:`paper_text`, with its :func:`similarity_text` (``like``), its
+    :func:`summary_text` and the other rules that list it. When they would not fit in one block, the excerpt is left
+    out (the summary and the reason are the point)."""
     why = text.why
     if also_in:
-        why += " · also under " + ", ".join(escape(rule) for rule in also_in)
-    parts = [text.head, summary, text.excerpt, f"_{why}_"]
+        others = ", ".join(escape(rule) for rule in also_in)
+        why += f" · also under {others}" if why else f"also under {others}"
+    emphasised = f"_{why}_" if why else ""
+    parts = [text.head, like, summary, text.excerpt, emphasised]
     mrkdwn = "\n".join(part for part in parts if part)
-    if len(mrkdwn) > MAX_SECTION_CHARS and summary:
-        mrkdwn = "\n".join(part for part in (text.head, summary, f"_{why}_") if part)
+    if len(mrkdwn) > MAX_SECTION_CHARS and (summary or like):
+        mrkdwn = "\n".join(part for part in (text.head, like, summary, emphasised) if part)
     return _section(mrkdwn)
 
 
-def line_text(paper: Paper) -> str:
-    """A paper in one mrkdwn line: its title linked, its first author, its id."""
+def line_text(paper: Paper, like: str = "") -> str:
+    """A paper in one mrkdwn line: its title linked, its first author, its id (and why it was ranked, ``like``)."""
     title = escape(_clip(paper.title, TITLE_CHARS)).replace("|", "¦")
     byline = author_list(paper, ()).byline
     author = f" · {escape(_clip(byline, AUTHORS_CHARS))}" if byline else ""
-    return f"• <{paper.abs_url}|{title}>{author} · arXiv:{paper.arxiv_id}"
+    reason = f" · {like}" if like else ""
+    return f"• <{paper.abs_url}|{title}>{author} · arXiv:{paper.arxiv_id}{reason}"
 
 
 def line_blocks(lines: Sequence[str]) -> list[Block]:
@@ -220,6 +242,11 @@ class _Item:
     heading: Block | None = None
 
 
+def _like(match: Match) -> str:
+    similarity = similarity_view(match.similarity)
+    return similarity_text(similarity) if similarity is not None else ""
+
+
 def _items(digest: Digest, texts: PaperTexts, summaries: SummaryTexts) -> list[_Item]:
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
@@ -227,21 +254,30 @@ def _items(digest: Digest, texts: PaperTexts, summaries: SummaryTexts) -> list[_
             rules_of.setdefault(match.paper.arxiv_id, []).append(one_line(section.rule))
     queries = {section.rule: section.query for section in digest.sections}
     rich_rules = {section.rule for section in digest.sections if section.rich}
+    ranked = {section.rule for section in digest.sections if is_ranked(section)}
     has_rich = bool(rich_rules)
 
     def rule_items(rule: str, matches: tuple[Match, ...]) -> list[_Item]:
         name = one_line(rule)
-        heading = f"*{escape(name)}* — {count_label(len(matches))} · `{escape(_clip(queries[rule], 200))}`"
+        query = one_line(queries[rule])
+        heading = f"*{escape(name)}* — {count_label(len(matches))}"
+        if query:
+            heading += f" · `{escape(_clip(query, 200))}`"
+        ranking = ranking_label(query, rule in ranked)
+        if ranking:
+            heading += f" · {ranking}"
         continued = _section(f"*{escape(name)}* (continued)")
         out = [_Item(_section(heading))]
         if has_rich and rule not in rich_rules:
-            out.extend(_Item(block, continued) for block in line_blocks([line_text(m.paper) for m in matches]))
+            lines = [line_text(match.paper, _like(match)) for match in matches]
+            out.extend(_Item(block, continued) for block in line_blocks(lines))
             return out
         for match in matches:
             others = tuple(r for r in rules_of[match.paper.arxiv_id] if r != name)
             summary = summary_view(digest.summary_of(match.paper)) if rule in rich_rules else None
             rich = summaries(summary) if summary is not None else ""
-            out.append(_Item(paper_block(texts(match.paper, match.hits), others, rich), continued))
+            block = paper_block(texts(match.paper, match.hits), others, rich, _like(match))
+            out.append(_Item(block, continued))
         return out
 
     items: list[_Item] = []

@@ -8,7 +8,7 @@ one database), both :class:`~notifier.store.sql.SqlStore` over their dialect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -170,6 +170,29 @@ class Store(Protocol):
         completion_tokens: int = 0,
     ) -> None:
         """Add these counts to those of ``day`` (UTC), atomically."""
+
+    # -- the papers subscribers like ----------------------------------------------------------------------------
+
+    def save_reference_papers(self, papers: Sequence[Paper], now: datetime) -> None:
+        """Store liked papers as fetched at ``now``; a stored later version stays."""
+
+    def reference_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
+        """arxiv_id -> the liked paper stored under it, for those of ``ids`` that have one."""
+
+    def like_source(self, source: str) -> tuple[tuple[str, ...], datetime] | None:
+        """The ids a ``like:`` source (``id:...``, ``au:...``, ``ti:...``) resolved to, and when; None if never."""
+
+    def like_sources(self, sources: Iterable[str]) -> dict[str, tuple[tuple[str, ...], datetime]]:
+        """:meth:`like_source` of each of ``sources`` that was resolved."""
+
+    def save_like_source(self, source: str, ids: Sequence[str], now: datetime) -> None:
+        """Remember that ``source`` resolved to ``ids`` at ``now``."""
+
+    def save_like_sources(self, resolved: Mapping[str, Sequence[str]], now: datetime) -> None:
+        """:meth:`save_like_source` for each source of ``resolved``, in one transaction."""
+
+    def recent_papers(self, since: datetime, limit: int) -> list[Paper]:
+        """At most ``limit`` papers the feeds brought since ``since``, newest first."""
 
     # -- the outbox -------------------------------------------------------------------------------------------
 

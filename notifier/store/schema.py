@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS llm_usage (
     day {day} PRIMARY KEY, asked INTEGER NOT NULL DEFAULT 0, made INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0, prompt_tokens BIGINT NOT NULL DEFAULT 0,
     completion_tokens BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS reference_papers (
+    arxiv_id TEXT PRIMARY KEY, version INTEGER NOT NULL, title TEXT NOT NULL, abstract TEXT NOT NULL,
+    authors TEXT NOT NULL, categories TEXT NOT NULL, fetched_at {time} NOT NULL);
+CREATE TABLE IF NOT EXISTS like_sources (source TEXT PRIMARY KEY, arxiv_ids TEXT NOT NULL, fetched_at {time} NOT NULL);
 """
 
 # The indexes, made once the steps have added the columns they may name.
@@ -78,6 +82,7 @@ CREATE INDEX IF NOT EXISTS feed_items_by_paper ON feed_items (arxiv_id);
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries (created_at, id)
     WHERE state IN ('pending', 'retry', 'sending');
+CREATE INDEX IF NOT EXISTS papers_by_first_seen ON papers (first_seen);
 CREATE INDEX IF NOT EXISTS delivery_papers_by_recipient ON delivery_papers (subscriber, channel, recipient, arxiv_id);
 """
 
@@ -126,6 +131,8 @@ STEPS = (
     Step(4, columns=(("subscribers", "active", "{flag} NOT NULL DEFAULT {false}"),), change=_mark_known_active),
     # and the tables of summaries and of LLM usage
     Step(5, columns=(("papers", "affiliations", "TEXT"),)),
+    # the tables of liked papers and of what each like: entry named, and the index of papers by first sighting
+    Step(6),
 )
 SCHEMA_VERSION = STEPS[-1].version
 
