@@ -33,7 +33,7 @@ from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import PlanError, StoreError
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
-from notifier.models import Digest, Match, Paper, SummaryKey
+from notifier.models import ChannelKind, Digest, Match, Paper, SummaryKey
 from notifier.outbox.digest import build_digest, papers_of, rich_papers, sections_for
 from notifier.outbox.ranking import RankedMatches, Rankings
 from notifier.outbox.wants import SummaryWants
@@ -400,10 +400,9 @@ class Planner:
         for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
             for subscriber in group.subscribers:
                 matches = self._matches(group, subscriber, now)
-                unsubscribed = self.store.unsubscribed(subscriber.name)
                 papers: list[Paper] = []
-                for channel, recipient in subscriber.recipients():
-                    if channel == "email" and address_key(recipient) in unsubscribed:
+                for channel, recipient, unsubscribed in self._recipients(subscriber):
+                    if unsubscribed:
                         continue
                     reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
                     sections = sections_for(subscriber, matches, reserved, rich=True)
@@ -512,19 +511,13 @@ class Planner:
         """Plan ``subscriber``'s digest, to be recorded with others in one transaction; or, when it cannot be
         planned, return the reason (and record nothing: its cursor stays)."""
         digest_id = _hash(subscriber.name, now.isoformat(), length=20)
-        unsubscribed = self.store.unsubscribed(subscriber.name)
         deliveries: list[NewDelivery] = []
         skipped: list[Skipped] = []
-        seen: set[tuple[str, str]] = set()
         rich: dict[SummaryKey, bool] = {}  # paper shown as a rich entry -> whether it has a summary
         step = "planning its digest"
         try:
-            for channel, recipient in subscriber.recipients():
-                key = recipient_key(channel, recipient)
-                if (channel, key) in seen:
-                    continue
-                seen.add((channel, key))
-                if channel == "email" and address_key(recipient) in unsubscribed:
+            for channel, recipient, unsubscribed in self._recipients(subscriber):
+                if unsubscribed:
                     skipped.append(Skipped(channel, recipient, "unsubscribed"))
                     continue
                 reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
@@ -569,6 +562,16 @@ class Planner:
         if deliveries:
             log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
         return PlannedDigest(record, papers, tuple(skipped), len(rich), sum(rich.values())), None
+
+    def _recipients(self, subscriber: Subscriber) -> Iterator[tuple[ChannelKind, str, bool]]:
+        """Each of ``subscriber``'s recipients once (an address however it is spelt), and whether it unsubscribed."""
+        unsubscribed = self.store.unsubscribed(subscriber.name)
+        seen: set[tuple[str, str]] = set()
+        for channel, recipient in subscriber.recipients():
+            key = (channel, recipient_key(channel, recipient))
+            if key not in seen:
+                seen.add(key)
+                yield channel, recipient, channel == "email" and address_key(recipient) in unsubscribed
 
     def _render(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime
