@@ -21,6 +21,8 @@ from pathlib import Path
 import bibtexparser.model
 from bibtexparser.entrypoint import parse_string
 
+from notifier.config.yaml_source import read_bounded
+
 logging.getLogger("bibtexparser").setLevel(logging.ERROR)  # it logs each bad block; the error we raise says it
 
 MAX_BIB_BYTES = 20 * 2**20  # a Zotero library of tens of thousands of entries
@@ -82,10 +84,10 @@ def read_bib(path: Path) -> list[BibEntry]:
     block that is not valid BibTeX, or has no entries."""
     try:
         with path.open("rb") as file:
-            data = file.read(MAX_BIB_BYTES + 1)
+            data = read_bounded(file, MAX_BIB_BYTES)
     except OSError as exc:
         raise BibError(f"cannot read the BibTeX file: {exc.strerror or exc}") from None
-    if len(data) > MAX_BIB_BYTES:
+    if data is None:
         raise BibError(f"the BibTeX file is larger than {MAX_BIB_BYTES // 2**20} MB")
     library = parse_string(data.decode("utf-8", errors="replace"))
     for block in library.failed_blocks:

@@ -51,7 +51,7 @@ def read_text(path: Path) -> str:
     byte's line and column)."""
     try:
         with path.open("rb") as file:
-            data = _read_bounded(file)
+            data = read_bounded(file, MAX_FILE_BYTES)
     except FileNotFoundError as exc:
         raise ConfigError(
             "subscribers file not found (set NOTIFIER_SUBSCRIBERS or --subscribers)", file=str(path)
@@ -73,21 +73,21 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def _read_bounded(file: BinaryIO) -> bytes | None:
-    """The content of ``file``; None when it is larger than ``MAX_FILE_BYTES`` (a regular file is not read then,
+def read_bounded(file: BinaryIO, limit: int) -> bytes | None:
+    """The content of ``file``; None when it is larger than ``limit`` bytes (a regular file is not read then,
     anything else is read only that far: a device or a pipe may never end)."""
     status = os.fstat(file.fileno())
     if stat.S_ISREG(status.st_mode):
-        if status.st_size > MAX_FILE_BYTES:
+        if status.st_size > limit:
             return None
         data = file.read()
-        return data if len(data) <= MAX_FILE_BYTES else None
+        return data if len(data) <= limit else None
     chunks: list[bytes] = []
     total = 0
-    while total <= MAX_FILE_BYTES and (chunk := file.read(min(2**20, MAX_FILE_BYTES + 1 - total))):
+    while total <= limit and (chunk := file.read(min(2**20, limit + 1 - total))):
         chunks.append(chunk)
         total += len(chunk)
-    return b"".join(chunks) if total <= MAX_FILE_BYTES else None
+    return b"".join(chunks) if total <= limit else None
 
 
 def too_large(path: Path) -> ConfigError:
