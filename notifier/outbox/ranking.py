@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 
 from notifier.arxiv.likes import liked_papers_of
 from notifier.config.subscribers import Rule, Subscriber
+from notifier.errors import StoreError
 from notifier.models import Match, Paper
 from notifier.relevance import Corpus, Profile
 from notifier.store import Store
@@ -61,16 +62,24 @@ class Rankings:
         return self._corpus[1]
 
     def profile(self, subscriber: Subscriber, now: datetime) -> Profile | None:
-        """``subscriber``'s profile, or None when none of its liked papers is known yet (logged once)."""
-        corpus = self.corpus(now)
-        if corpus is None:
+        """``subscriber``'s profile, or None when none of its liked papers is known yet (logged once), or ranking
+        them failed (logged): then its digest is planned unranked, and no one else's is held up."""
+        try:
+            corpus = self.corpus(now)  # first: a new day's corpus drops the profiles made with the old one
+            if corpus is None:
+                return None
+            if subscriber.name in self._profiles:
+                return self._profiles[subscriber.name]
+            if subscriber.name not in self._liked:
+                self.prepare([subscriber])
+            liked, disliked = self._liked[subscriber.name]
+            profile = corpus.profile(liked, disliked) if liked else None
+        except StoreError:
+            raise
+        except Exception:  # a failure of the ranking itself: this digest goes out unranked, the others as usual
+            log.exception("ranking %s's papers failed: its digest is not ranked this time", subscriber.name)
+            self._profiles[subscriber.name] = None
             return None
-        if subscriber.name in self._profiles:
-            return self._profiles[subscriber.name]
-        if subscriber.name not in self._liked:
-            self.prepare([subscriber])
-        liked, disliked = self._liked[subscriber.name]
-        profile = corpus.profile(liked, disliked) if liked else None
         if profile is None and subscriber.name not in self._unknown_logged:
             self._unknown_logged.add(subscriber.name)
             log.warning(
