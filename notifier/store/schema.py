@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS reference_papers (
     arxiv_id TEXT PRIMARY KEY, version INTEGER NOT NULL, title TEXT NOT NULL, abstract TEXT NOT NULL,
     authors TEXT NOT NULL, categories TEXT NOT NULL, fetched_at {time} NOT NULL);
 CREATE TABLE IF NOT EXISTS like_sources (source TEXT PRIMARY KEY, arxiv_ids TEXT NOT NULL, fetched_at {time} NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    subscriber TEXT NOT NULL, arxiv_id TEXT NOT NULL, kind TEXT NOT NULL, at {time} NOT NULL,
+    PRIMARY KEY (subscriber, arxiv_id));
+CREATE TABLE IF NOT EXISTS embeddings (
+    arxiv_id TEXT NOT NULL, version INTEGER NOT NULL, model TEXT NOT NULL, vector {blob} NOT NULL,
+    created_at {time} NOT NULL, PRIMARY KEY (arxiv_id, version, model));
 """
 
 # The indexes, made once the steps have added the columns they may name.
@@ -133,6 +139,8 @@ STEPS = (
     Step(5, columns=(("papers", "affiliations", "TEXT"),)),
     # the tables of liked papers and of what each like: entry named, and the index of papers by first sighting
     Step(6),
+    # the tables of readers' "more / fewer like this" feedback and of papers' embeddings
+    Step(7),
 )
 SCHEMA_VERSION = STEPS[-1].version
 
