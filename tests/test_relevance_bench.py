@@ -21,5 +21,5 @@ def test_quick_relevance_benchmark_runs_and_the_model_beats_the_keyword_rule():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "the trained model beats the keyword rule: yes" in done.stdout
+    assert "the trained model beats the best keyword rule: yes" in done.stdout
     assert "200 subscribers x 50 liked papers" in done.stdout

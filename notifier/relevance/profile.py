@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.svm import SVC
 
 from notifier.models import Paper, Similarity
 from notifier.relevance.matrix import Floats, PaperMatrix, dots
 
 MIN_TRAINED = 5  # from this many liked papers on, a profile trains a linear model; with fewer, it uses cosine
 DISLIKE_SHARE = 0.5  # cosine scores lose this share of a paper's highest cosine to a disliked paper
-C = 0.1  # the linear SVM's regularisation: soft, so that papers unlike any training paper still rank apart
+RIDGE = 3.0  # the least-squares model's regularisation, per unit of a training paper's weight
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Negatives:
     """A corpus's fixed sample of papers that trained profiles learn against, with what training needs of it."""
 
@@ -27,20 +27,56 @@ class Negatives:
     transposed: sparse.csr_matrix
     dots: Floats  # negatives x negatives
 
+    @cached_property
+    def spectrum(self) -> tuple[Floats, Floats]:
+        """The eigenvalues and eigenvectors of :attr:`dots` (symmetric), made on first use."""
+        values, vectors = np.linalg.eigh(self.dots)
+        return np.asarray(values, dtype=np.float64), np.asarray(vectors, dtype=np.float64)
 
-@dataclass(frozen=True, slots=True)
+
 class Scores:
-    """A batch of papers scored by one profile: ``values[i]`` is paper i's score (0..1), ``nearest[i]`` the index in
-    ``liked`` of the liked paper it looks most like."""
+    """A batch of papers scored by one profile: ``values[i]`` is paper i's score (0..1). Which liked paper each looks
+    most like is worked out only for the papers asked about (:meth:`similarities`): a day has thousands of papers and
+    a digest shows a few."""
 
-    liked: tuple[Paper, ...]
-    values: Floats
-    nearest: npt.NDArray[np.intp]
+    __slots__ = ("_batch", "_liked_rows", "_nearest", "liked", "values")
+
+    def __init__(
+        self,
+        liked: tuple[Paper, ...],
+        values: Floats,
+        *,
+        liked_rows: sparse.csr_matrix,
+        batch: PaperMatrix | None = None,
+        nearest: npt.NDArray[np.intp] | None = None,
+    ) -> None:
+        self.liked = liked
+        self.values = values
+        self._liked_rows = liked_rows
+        self._batch = batch
+        self._nearest = nearest  # known when scoring computed every cosine anyway
+
+    def nearest(self, numbers: Sequence[int]) -> npt.NDArray[np.intp]:
+        """For each of the papers ``numbers``, the index in ``liked`` of the liked paper with the highest cosine."""
+        chosen = np.asarray(numbers, dtype=np.intp)
+        if self._nearest is not None:
+            return self._nearest[chosen]
+        if self._batch is None or not len(chosen):
+            return np.zeros(len(chosen), dtype=np.intp)
+        columns = sparse.csr_matrix(self._batch.rows[chosen].T)
+        return np.asarray(dots(self._liked_rows, columns).argmax(axis=0), dtype=np.intp)
+
+    def similarities(self, numbers: Sequence[int]) -> list[Similarity]:
+        """The score and nearest liked paper of each of the papers ``numbers``, in that order."""
+        nearest = self.nearest(numbers)
+        return [
+            Similarity(score=float(self.values[number]), liked_id=liked.arxiv_id, liked_title=liked.title)
+            for number, liked in zip(numbers, (self.liked[int(n)] for n in nearest), strict=True)
+        ]
 
     def similarity(self, number: int) -> Similarity:
         """Paper ``number``'s score and nearest liked paper."""
-        liked = self.liked[int(self.nearest[number])]
-        return Similarity(score=float(self.values[number]), liked_id=liked.arxiv_id, liked_title=liked.title)
+        return self.similarities([number])[0]
 
     def best(self, top: int | None = None, min_score: float | None = None) -> list[int]:
         """The papers (indices) scoring at least ``min_score``, highest first (ties in batch order), at most
@@ -55,13 +91,16 @@ class Profile:
     """How much papers look like the ones a subscriber likes, as a score in 0..1 (what ``min_score`` compares with),
     and which liked paper each looks most like (the highest cosine of their TF-IDF vectors).
 
-    - With at least ``MIN_TRAINED`` liked papers, the score comes from a linear model trained per profile, the
-      arxiv-sanity-lite way: a linear SVM over the TF-IDF vectors (scikit-learn's ``SVC`` on their linear kernel,
-      ``class_weight="balanced"``), the liked papers the positives, the corpus's fixed sample of papers (less any
-      liked or disliked one) and the disliked papers the negatives, each disliked paper weighing as much as a liked
-      one (as one negative among hundreds it would change nothing). Its margin is mapped to 0..1 as the way
-      from a typical paper to the liked ones: 0 is the mean margin of the corpus's sample, 1 that of the liked
-      papers (clipped), so ``min_score: 0.5`` keeps the papers at least halfway to looking like yours.
+    - With at least ``MIN_TRAINED`` liked papers, the score comes from a linear model trained per profile, as
+      arxiv-sanity-lite does, but fitted by least squares (a least-squares SVM, or kernel ridge classifier, on the
+      TF-IDF vectors' linear kernel) rather than by an SVM's iterative solver: the liked papers are the positives,
+      the corpus's fixed sample of papers (less any liked or disliked one) and the disliked papers the negatives,
+      each class weighing half and each disliked paper as much as a liked one (as one negative among hundreds it
+      would change nothing). The sample's part of the system is the same for every profile of a corpus, so it is
+      factored once (:attr:`Negatives.spectrum`) and a profile solves a system the size of its own papers; on
+      ``bench/relevance.py`` it ranks as well as a linear SVM, for a fraction of the time. Its margin is mapped to
+      0..1 as the way from a typical paper to the liked ones: 0 is the mean margin of the corpus's sample, 1 that
+      of the liked papers (clipped), so ``min_score: 0.5`` keeps the papers at least halfway to looking like yours.
     - With fewer, the score is the highest cosine to a liked paper, less ``DISLIKE_SHARE`` of the highest cosine to
       a disliked one, floored at 0.
 
@@ -83,6 +122,8 @@ class Profile:
         self.disliked = disliked.papers
         self._liked = liked.rows
         self._disliked = disliked.rows
+        self._liked_t = liked.transposed
+        self._disliked_t = disliked.transposed
         self._matrix = matrix
         self._negatives = negatives
         excluded = {paper.key for paper in (*liked.papers, *disliked.papers)}
@@ -97,57 +138,105 @@ class Profile:
         """Every paper's similarity, in the order given. Pass a :class:`PaperMatrix` of the batch (from
         :meth:`Corpus.matrix <notifier.relevance.Corpus.matrix>`) to rank many profiles for one transform."""
         scores = self.scores(papers)
-        return [scores.similarity(number) for number in range(len(scores.values))]
+        return scores.similarities(range(len(scores.values)))
 
     def scores(self, papers: Sequence[Paper] | PaperMatrix) -> Scores:
         """What :meth:`rank` gives, as arrays: for many papers of which few are shown, pick them with
-        :meth:`Scores.best` and make only their :class:`~notifier.models.Similarity`."""
+        :meth:`Scores.best` and make only their :class:`~notifier.models.Similarity`.
+
+        A trained profile scores the batch through its weights over terms (the liked and disliked papers' vectors
+        weighted by the model) and the batch's products with the corpus's negatives (computed once per batch), so
+        a profile costs one sparse product with the batch, however many liked papers it has."""
         batch = papers if isinstance(papers, PaperMatrix) else self._matrix(papers)
         if not len(batch):
-            return Scores(self.liked, np.zeros(0), np.zeros(0, dtype=np.intp))
-        to_liked = dots(self._liked, batch.transposed)  # liked x papers: cosines
-        nearest = to_liked.argmax(axis=0)
+            return Scores(self.liked, np.zeros(0), liked_rows=self._liked)
         if self._weights is None:
+            to_liked = dots(self._liked, batch.transposed)  # liked x papers: cosines
             values = to_liked.max(axis=0)
             if len(self.disliked):
                 values = values - DISLIKE_SHARE * dots(self._disliked, batch.transposed).max(axis=0)
-        else:
-            on_liked, on_negatives, on_disliked, intercept, typical, liked_like = self._weights
-            margin = on_liked @ to_liked + batch.negative_dots(self._negatives.transposed) @ on_negatives + intercept
-            if len(self.disliked):
-                margin = margin + on_disliked @ dots(self._disliked, batch.transposed)
-            values = (margin - typical) / (liked_like - typical)
-        return Scores(self.liked, np.clip(values, 0.0, 1.0), nearest)
+            nearest = np.asarray(to_liked.argmax(axis=0), dtype=np.intp)
+            return Scores(self.liked, np.clip(values, 0.0, 1.0), liked_rows=self._liked, nearest=nearest)
+        on_liked, on_negatives, on_disliked, intercept, typical, liked_like = self._weights
+        terms = self._liked_t @ on_liked
+        if len(self.disliked):
+            terms = terms + self._disliked_t @ on_disliked
+        margin = batch.rows @ terms + batch.negative_dots(self._negatives.transposed) @ on_negatives + intercept
+        values = (margin - typical) / (liked_like - typical)
+        return Scores(self.liked, np.clip(values, 0.0, 1.0), liked_rows=self._liked, batch=batch)
 
     def _train(self, liked: PaperMatrix, disliked: PaperMatrix) -> tuple[Floats, Floats, Floats, float, float, float]:
         """Train on the dot products of the training papers (the linear kernel): the negatives' with each other are
-        the corpus's, computed once, so a profile costs the liked and disliked papers' products only."""
-        kept = np.flatnonzero(self._kept)
+        the corpus's, computed and factored once, so a profile costs the liked and disliked papers' products and a
+        system as small as their number."""
         negatives = self._negatives
-        training = [liked.rows, negatives.rows[kept], disliked.rows]
-        transposed = [liked.transposed, sparse.csr_matrix(negatives.transposed[:, kept]), disliked.transposed]
-        kernel = np.block(
-            [
-                [
-                    negatives.dots[np.ix_(kept, kept)] if (i, j) == (1, 1) else dots(a, b_t)
-                    for j, b_t in enumerate(transposed)
-                ]
-                for i, a in enumerate(training)
-            ]
-        )
-        labels = np.zeros(kernel.shape[0])
-        labels[: len(liked)] = 1.0
-        weights = np.ones(kernel.shape[0])
-        weights[len(liked) + len(kept) :] = (len(kept) + len(disliked)) / len(liked)  # a dislike weighs as a like
-        model = SVC(kernel="precomputed", C=C, class_weight="balanced").fit(kernel, labels, sample_weight=weights)
-        coefficients = np.zeros(kernel.shape[0])
-        coefficients[model.support_] = model.dual_coef_[0]
-        on_liked = coefficients[: len(liked)]
+        kept = np.flatnonzero(self._kept)
+        own = len(liked) + len(disliked)  # the training papers that are the subscriber's own: liked, then disliked
+        own_negatives = np.vstack(
+            [liked.negative_dots(negatives.transposed), disliked.negative_dots(negatives.transposed)]
+        )[:, kept]
+        own_rows = sparse.vstack([liked.rows, disliked.rows], format="csr")
+        own_dots = dots(own_rows, sparse.csr_matrix(own_rows.T))
+        targets = np.r_[np.ones(len(liked)), -np.ones(len(disliked))]
+        # class_weight "balanced" (each class weighs half), a disliked paper weighing as much as a liked one
+        total = own + len(kept)
+        weights = np.full(own, total / (2 * len(liked)))
+        ridge_own = RIDGE / weights
+        ridge_negatives = RIDGE * 2 * (len(kept) + len(disliked)) / total
+        if len(kept) and len(kept) == len(negatives.keys):
+            on_own, on_kept, intercept = _solve_with_negatives(
+                own_dots, own_negatives, targets, ridge_own, ridge_negatives, negatives.spectrum
+            )
+        else:  # some of the sample is the subscriber's own: the system without those negatives, solved whole
+            kernel = np.block([[own_dots, own_negatives], [own_negatives.T, negatives.dots[np.ix_(kept, kept)]]])
+            ridge = np.r_[ridge_own, np.full(len(kept), ridge_negatives)]
+            solution = _solve_bordered(kernel, np.r_[targets, -np.ones(len(kept))], ridge)
+            on_own, on_kept, intercept = solution[:own], solution[own:-1], float(solution[-1])
         on_negatives = np.zeros(len(negatives.keys))
-        on_negatives[kept] = coefficients[len(liked) : len(liked) + len(kept)]
-        on_disliked = coefficients[len(liked) + len(kept) :]
-        intercept = float(model.intercept_[0])
-        margins = kernel @ coefficients + intercept
-        typical = float(margins[len(liked) : len(liked) + len(kept)].mean()) if len(kept) else intercept
-        liked_like = max(float(margins[: len(liked)].mean()), typical + 1e-9)
-        return on_liked, on_negatives, on_disliked, intercept, typical, liked_like
+        on_negatives[kept] = on_kept
+        own_margins = own_dots @ on_own + own_negatives @ on_kept + intercept
+        kept_margins = own_negatives.T @ on_own + negatives.dots[np.ix_(kept, kept)] @ on_kept + intercept
+        typical = float(kept_margins.mean()) if len(kept) else intercept
+        liked_like = max(float(own_margins[: len(liked)].mean()), typical + 1e-9)
+        return on_own[: len(liked)], on_negatives, on_own[len(liked) :], intercept, typical, liked_like
+
+
+def _solve_bordered(kernel: Floats, targets: Floats, ridge: Floats) -> Floats:
+    """The least-squares SVM's system: ``(kernel + diag(ridge)) a + b = targets`` and ``sum(a) = 0``; ``[a, b]``."""
+    size = len(targets)
+    system = np.zeros((size + 1, size + 1))
+    system[:size, :size] = kernel
+    system[np.arange(size), np.arange(size)] += ridge
+    system[:size, size] = system[size, :size] = 1.0
+    return np.asarray(np.linalg.solve(system, np.r_[targets, 0.0]), dtype=np.float64)
+
+
+def _solve_with_negatives(
+    own_dots: Floats,
+    own_negatives: Floats,
+    targets: Floats,
+    ridge_own: Floats,
+    ridge_negatives: float,
+    spectrum: tuple[Floats, Floats],
+) -> tuple[Floats, Floats, float]:
+    """:func:`_solve_bordered` for the subscriber's own papers and the whole sample of negatives, through the
+    negatives' eigendecomposition (made once per corpus): the negatives' block is eliminated (its Schur complement),
+    leaving a system of the own papers and the intercept. Returns the coefficients of the own papers, of the
+    negatives, and the intercept."""
+    values, vectors = spectrum  # the negatives' dot products = vectors @ diag(values) @ vectors.T
+    inverse = 1.0 / (values + ridge_negatives)  # of the negatives' block, in the eigenbasis
+
+    def solve_negatives(right: Floats) -> Floats:  # (negatives' block)^-1 @ right, for columns of right
+        return np.asarray(vectors @ (inverse.reshape(-1, *([1] * (right.ndim - 1))) * (vectors.T @ right)))
+
+    own = len(targets)
+    border = np.vstack([own_negatives, np.ones((1, own_negatives.shape[1]))])  # own papers and intercept x negatives
+    small = np.zeros((own + 1, own + 1))
+    small[:own, :own] = own_dots
+    small[np.arange(own), np.arange(own)] += ridge_own
+    small[:own, own] = small[own, :own] = 1.0
+    minus_ones = -np.ones(own_negatives.shape[1])
+    through = solve_negatives(border.T)  # negatives x (own + 1)
+    solution = np.linalg.solve(small - border @ through, np.r_[targets, 0.0] - border @ solve_negatives(minus_ones))
+    on_negatives = solve_negatives(minus_ones) - through @ solution
+    return solution[:own], on_negatives, float(solution[own])
