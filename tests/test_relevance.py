@@ -3,11 +3,15 @@ a researcher is a real author of several of them."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy import sparse
 
 from notifier.arxiv.rss import parse_feed
 from notifier.models import Paper
 from notifier.relevance import MIN_TRAINED, Corpus
+from notifier.relevance.matrix import dots
+from notifier.relevance.profile import _solve_bordered, _solve_with_negatives
 from tests.arxiv_server import BIG, SMALL, fixture_catalogue
 
 AUTHOR = "Orchid Chetia Phukan"  # six papers on paralinguistic speech models
@@ -100,3 +104,18 @@ def test_best_picks_the_top_papers_above_a_minimum_score(corpus, papers, own):
 def test_papers_outside_the_corpus_are_ranked_too(corpus, own):
     stranger = Paper("2999.00001", 1, own[0].title, own[0].abstract, ())
     assert corpus.profile(own[1:2]).rank([stranger])[0].score > 0.1
+
+
+def test_training_through_the_factored_negatives_solves_the_whole_system(corpus, papers):
+    """A profile solves only its own papers' part of the least-squares system, the negatives' part being factored
+    once per corpus; the answer is the whole system's."""
+    rows = corpus.matrix(papers[:80]).rows
+    kernel = dots(rows, sparse.csr_matrix(rows.T))
+    own, targets = 12, np.r_[np.ones(9), -np.ones(3)]
+    ridge_own, ridge_negatives = np.linspace(0.5, 2.0, own), 0.7
+    whole = _solve_bordered(kernel, np.r_[targets, -np.ones(80 - own)], np.r_[ridge_own, np.full(80 - own, 0.7)])
+    spectrum = np.linalg.eigh(kernel[own:, own:])
+    on_own, on_negatives, intercept = _solve_with_negatives(
+        kernel[:own, :own], kernel[:own, own:], targets, ridge_own, ridge_negatives, spectrum
+    )
+    assert np.allclose(np.r_[on_own, on_negatives, intercept], whole, atol=1e-8)

@@ -10,6 +10,7 @@ usual, in announcement order, and its similar-only sections empty; one log line 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 CORPUS_DAYS = 30  # days of papers the vectoriser is fitted on
 CORPUS_PAPERS = 20_000  # at most this many of them, the newest
 TOP_SLACK = 50  # a ranked rule's best papers beyond its top, for the recipients who already had some of them
+PROFILES_KEPT = 1_000  # profiles kept from one plan to the next (a trained one is about 100 KB), the latest used
 
 
 class Rankings:
@@ -33,7 +35,7 @@ class Rankings:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._corpus: tuple[date, Corpus] | None = None
-        self._profiles: dict[str, Profile | None] = {}  # made from the papers in _liked, with today's corpus
+        self._profiles: OrderedDict[str, Profile | None] = OrderedDict()  # from the papers in _liked, today's corpus
         self._liked: dict[str, tuple[list[Paper], list[Paper]]] = {}  # name -> (liked, disliked) papers
         self._unknown_logged: set[str] = set()
 
@@ -45,11 +47,12 @@ class Rankings:
             return
         liked = liked_papers_of(self.store, {s.name: s.likes for s in wanted})
         disliked = liked_papers_of(self.store, {s.name: s.dislikes for s in wanted if s.dislikes})
+        known, self._liked = self._liked, {}  # only this plan's subscribers' papers are held
         for subscriber in wanted:
             papers = (liked[subscriber.name], disliked.get(subscriber.name, []))
-            if self._liked.get(subscriber.name) != papers:
-                self._liked[subscriber.name] = papers
+            if known.get(subscriber.name) != papers:
                 self._profiles.pop(subscriber.name, None)
+            self._liked[subscriber.name] = papers
 
     def corpus(self, now: datetime) -> Corpus | None:
         """The corpus of the day, fitted on first use; None while the store has too few papers to fit one."""
@@ -69,6 +72,7 @@ class Rankings:
             if corpus is None:
                 return None
             if subscriber.name in self._profiles:
+                self._profiles.move_to_end(subscriber.name)
                 return self._profiles[subscriber.name]
             if subscriber.name not in self._liked:
                 self.prepare([subscriber])
@@ -78,7 +82,7 @@ class Rankings:
             raise
         except Exception:  # a failure of the ranking itself: this digest goes out unranked, the others as usual
             log.exception("ranking %s's papers failed: its digest is not ranked this time", subscriber.name)
-            self._profiles[subscriber.name] = None
+            self._keep(subscriber.name, None)
             return None
         if profile is None and subscriber.name not in self._unknown_logged:
             self._unknown_logged.add(subscriber.name)
@@ -87,8 +91,13 @@ class Rankings:
                 " is not ranked this time",
                 subscriber.name,
             )
-        self._profiles[subscriber.name] = profile
+        self._keep(subscriber.name, profile)
         return profile
+
+    def _keep(self, name: str, profile: Profile | None) -> None:
+        self._profiles[name] = profile
+        while len(self._profiles) > PROFILES_KEPT:
+            self._profiles.popitem(last=False)
 
 
 class RankedMatches(Mapping[str, list[Match]]):

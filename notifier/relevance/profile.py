@@ -122,17 +122,15 @@ class Profile:
         self.disliked = disliked.papers
         self._liked = liked.rows
         self._disliked = disliked.rows
-        self._liked_t = liked.transposed
-        self._disliked_t = disliked.transposed
         self._matrix = matrix
         self._negatives = negatives
         excluded = {paper.key for paper in (*liked.papers, *disliked.papers)}
         self._kept = np.array([key not in excluded for key in negatives.keys], dtype=bool)
         wanted = len(self.liked) >= MIN_TRAINED if trained is None else trained
         self.trained = wanted and bool(self._kept.any() or len(self.disliked))
-        self._weights: tuple[Floats, Floats, Floats, float, float, float] | None = None
+        self._model: _Model | None = None
         if self.trained:
-            self._weights = self._train(liked, disliked)
+            self._model = self._train(liked, disliked)
 
     def rank(self, papers: Sequence[Paper] | PaperMatrix) -> list[Similarity]:
         """Every paper's similarity, in the order given. Pass a :class:`PaperMatrix` of the batch (from
@@ -150,22 +148,21 @@ class Profile:
         batch = papers if isinstance(papers, PaperMatrix) else self._matrix(papers)
         if not len(batch):
             return Scores(self.liked, np.zeros(0), liked_rows=self._liked)
-        if self._weights is None:
+        if self._model is None:
             to_liked = dots(self._liked, batch.transposed)  # liked x papers: cosines
             values = to_liked.max(axis=0)
             if len(self.disliked):
                 values = values - DISLIKE_SHARE * dots(self._disliked, batch.transposed).max(axis=0)
             nearest = np.asarray(to_liked.argmax(axis=0), dtype=np.intp)
             return Scores(self.liked, np.clip(values, 0.0, 1.0), liked_rows=self._liked, nearest=nearest)
-        on_liked, on_negatives, on_disliked, intercept, typical, liked_like = self._weights
-        terms = self._liked_t @ on_liked
-        if len(self.disliked):
-            terms = terms + self._disliked_t @ on_disliked
-        margin = batch.rows @ terms + batch.negative_dots(self._negatives.transposed) @ on_negatives + intercept
-        values = (margin - typical) / (liked_like - typical)
+        model = self._model
+        terms = np.zeros(batch.rows.shape[1])
+        terms[model.terms] = model.term_weights
+        margin = batch.rows @ terms + batch.negative_dots(self._negatives.transposed) @ model.on_negatives
+        values = (margin + model.intercept - model.typical) / (model.liked_like - model.typical)
         return Scores(self.liked, np.clip(values, 0.0, 1.0), liked_rows=self._liked, batch=batch)
 
-    def _train(self, liked: PaperMatrix, disliked: PaperMatrix) -> tuple[Floats, Floats, Floats, float, float, float]:
+    def _train(self, liked: PaperMatrix, disliked: PaperMatrix) -> _Model:
         """Train on the dot products of the training papers (the linear kernel): the negatives' with each other are
         the corpus's, computed and factored once, so a profile costs the liked and disliked papers' products and a
         system as small as their number."""
@@ -198,7 +195,23 @@ class Profile:
         kept_margins = own_negatives.T @ on_own + negatives.dots[np.ix_(kept, kept)] @ on_kept + intercept
         typical = float(kept_margins.mean()) if len(kept) else intercept
         liked_like = max(float(own_margins[: len(liked)].mean()), typical + 1e-9)
-        return on_own[: len(liked)], on_negatives, on_own[len(liked) :], intercept, typical, liked_like
+        over_terms = np.asarray(own_rows.T @ on_own, dtype=np.float64)  # the own papers' part, as weights over terms
+        terms = np.flatnonzero(over_terms).astype(np.int32)
+        return _Model(terms, over_terms[terms], on_negatives, intercept, typical, liked_like)
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """A trained profile: a paper's margin is its vector's product with the weights over ``terms`` plus its products
+    with the corpus's negatives times ``on_negatives``, plus ``intercept``; ``typical`` and ``liked_like`` are the
+    margins that map to scores 0 and 1."""
+
+    terms: npt.NDArray[np.int32]
+    term_weights: Floats
+    on_negatives: Floats
+    intercept: float
+    typical: float
+    liked_like: float
 
 
 def _solve_bordered(kernel: Floats, targets: Floats, ridge: Floats) -> Floats:
