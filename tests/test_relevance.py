@@ -11,7 +11,7 @@ from notifier.arxiv.rss import parse_feed
 from notifier.models import Paper
 from notifier.relevance import MIN_TRAINED, Corpus
 from notifier.relevance.matrix import dots
-from notifier.relevance.profile import _solve_bordered, _solve_with_negatives
+from notifier.relevance.profile import _solve_with_negatives
 from tests.arxiv_server import BIG, SMALL, fixture_catalogue
 
 AUTHOR = "Orchid Chetia Phukan"  # six papers on paralinguistic speech models
@@ -106,16 +106,30 @@ def test_papers_outside_the_corpus_are_ranked_too(corpus, own):
     assert corpus.profile(own[1:2]).rank([stranger])[0].score > 0.1
 
 
-def test_training_through_the_factored_negatives_solves_the_whole_system(corpus, papers):
+@pytest.mark.parametrize("left_out", [[], [3, 40]])
+def test_training_through_the_factored_negatives_solves_the_whole_system(corpus, papers, left_out):
     """A profile solves only its own papers' part of the least-squares system, the negatives' part being factored
-    once per corpus; the answer is the whole system's."""
+    once per corpus, and negatives that are the subscriber's own papers are left out of it; the answer is the one of
+    the whole system without them."""
     rows = corpus.matrix(papers[:80]).rows
     kernel = dots(rows, sparse.csr_matrix(rows.T))
     own, targets = 12, np.r_[np.ones(9), -np.ones(3)]
     ridge_own, ridge_negatives = np.linspace(0.5, 2.0, own), 0.7
-    whole = _solve_bordered(kernel, np.r_[targets, -np.ones(80 - own)], np.r_[ridge_own, np.full(80 - own, 0.7)])
-    spectrum = np.linalg.eigh(kernel[own:, own:])
     on_own, on_negatives, intercept = _solve_with_negatives(
-        kernel[:own, :own], kernel[:own, own:], targets, ridge_own, ridge_negatives, spectrum
+        kernel[:own, :own],
+        kernel[:own, own:],
+        targets,
+        ridge_own,
+        ridge_negatives,
+        np.linalg.eigh(kernel[own:, own:]),
+        np.array(left_out, dtype=np.intp),
     )
-    assert np.allclose(np.r_[on_own, on_negatives, intercept], whole, atol=1e-8)
+    kept = [n for n in range(80) if n - own not in left_out]
+    size = len(kept)
+    system = np.zeros((size + 1, size + 1))
+    system[:size, :size] = kernel[np.ix_(kept, kept)] + np.diag(np.r_[ridge_own, np.full(size - own, ridge_negatives)])
+    system[:size, size] = system[size, :size] = 1.0
+    whole = np.linalg.solve(system, np.r_[targets, -np.ones(size - own), 0.0])
+    assert np.allclose(on_own, whole[:own], atol=1e-8)
+    assert np.allclose(on_negatives[[n - own for n in kept[own:]]], whole[own:size], atol=1e-8)
+    assert np.allclose(on_negatives[left_out], 0.0) and np.isclose(intercept, whole[size])

@@ -171,7 +171,7 @@ class Profile:
         own = len(liked) + len(disliked)  # the training papers that are the subscriber's own: liked, then disliked
         own_negatives = np.vstack(
             [liked.negative_dots(negatives.transposed), disliked.negative_dots(negatives.transposed)]
-        )[:, kept]
+        )
         own_rows = sparse.vstack([liked.rows, disliked.rows], format="csr")
         own_dots = dots(own_rows, sparse.csr_matrix(own_rows.T))
         targets = np.r_[np.ones(len(liked)), -np.ones(len(disliked))]
@@ -180,19 +180,12 @@ class Profile:
         weights = np.full(own, total / (2 * len(liked)))
         ridge_own = RIDGE / weights
         ridge_negatives = RIDGE * 2 * (len(kept) + len(disliked)) / total
-        if len(kept) and len(kept) == len(negatives.keys):
-            on_own, on_kept, intercept = _solve_with_negatives(
-                own_dots, own_negatives, targets, ridge_own, ridge_negatives, negatives.spectrum
-            )
-        else:  # some of the sample is the subscriber's own: the system without those negatives, solved whole
-            kernel = np.block([[own_dots, own_negatives], [own_negatives.T, negatives.dots[np.ix_(kept, kept)]]])
-            ridge = np.r_[ridge_own, np.full(len(kept), ridge_negatives)]
-            solution = _solve_bordered(kernel, np.r_[targets, -np.ones(len(kept))], ridge)
-            on_own, on_kept, intercept = solution[:own], solution[own:-1], float(solution[-1])
-        on_negatives = np.zeros(len(negatives.keys))
-        on_negatives[kept] = on_kept
-        own_margins = own_dots @ on_own + own_negatives @ on_kept + intercept
-        kept_margins = own_negatives.T @ on_own + negatives.dots[np.ix_(kept, kept)] @ on_kept + intercept
+        left_out = np.flatnonzero(~self._kept)
+        on_own, on_negatives, intercept = _solve_with_negatives(
+            own_dots, own_negatives, targets, ridge_own, ridge_negatives, negatives.spectrum, left_out
+        )
+        own_margins = own_dots @ on_own + own_negatives @ on_negatives + intercept
+        kept_margins = (own_negatives.T @ on_own + negatives.dots @ on_negatives)[kept] + intercept
         typical = float(kept_margins.mean()) if len(kept) else intercept
         liked_like = max(float(own_margins[: len(liked)].mean()), typical + 1e-9)
         over_terms = np.asarray(own_rows.T @ on_own, dtype=np.float64)  # the own papers' part, as weights over terms
@@ -214,16 +207,6 @@ class _Model:
     liked_like: float
 
 
-def _solve_bordered(kernel: Floats, targets: Floats, ridge: Floats) -> Floats:
-    """The least-squares SVM's system: ``(kernel + diag(ridge)) a + b = targets`` and ``sum(a) = 0``; ``[a, b]``."""
-    size = len(targets)
-    system = np.zeros((size + 1, size + 1))
-    system[:size, :size] = kernel
-    system[np.arange(size), np.arange(size)] += ridge
-    system[:size, size] = system[size, :size] = 1.0
-    return np.asarray(np.linalg.solve(system, np.r_[targets, 0.0]), dtype=np.float64)
-
-
 def _solve_with_negatives(
     own_dots: Floats,
     own_negatives: Floats,
@@ -231,25 +214,38 @@ def _solve_with_negatives(
     ridge_own: Floats,
     ridge_negatives: float,
     spectrum: tuple[Floats, Floats],
+    left_out: npt.NDArray[np.intp],
 ) -> tuple[Floats, Floats, float]:
-    """:func:`_solve_bordered` for the subscriber's own papers and the whole sample of negatives, through the
-    negatives' eigendecomposition (made once per corpus): the negatives' block is eliminated (its Schur complement),
-    leaving a system of the own papers and the intercept. Returns the coefficients of the own papers, of the
-    negatives, and the intercept."""
+    """Solve the least-squares SVM's system for the subscriber's own papers (``own_dots``, ``targets``, ``ridge_own``)
+    and the corpus's sample of negatives (target -1, ``ridge_negatives``), without the negatives ``left_out``:
+
+        (K + diag(ridge)) a + b = targets, sum(a) = 0
+
+    The negatives' block is eliminated through its eigendecomposition (``spectrum``, made once per corpus), leaving
+    a system of the own papers, the intercept and one constraint per negative left out (its coefficient is 0 and its
+    equation dropped): as small as the subscriber's own papers. Returns the coefficients of the own papers and of
+    the negatives, and the intercept ``b``."""
     values, vectors = spectrum  # the negatives' dot products = vectors @ diag(values) @ vectors.T
     inverse = 1.0 / (values + ridge_negatives)  # of the negatives' block, in the eigenbasis
 
     def solve_negatives(right: Floats) -> Floats:  # (negatives' block)^-1 @ right, for columns of right
         return np.asarray(vectors @ (inverse.reshape(-1, *([1] * (right.ndim - 1))) * (vectors.T @ right)))
 
-    own = len(targets)
-    border = np.vstack([own_negatives, np.ones((1, own_negatives.shape[1]))])  # own papers and intercept x negatives
-    small = np.zeros((own + 1, own + 1))
+    own, negatives = own_negatives.shape
+    size = own + 1 + len(left_out)  # the own papers, the intercept, the constraints
+    border = np.zeros((size, negatives))  # how each of those meets the negatives
+    border[:own] = own_negatives
+    border[own] = 1.0
+    border[own + 1 + np.arange(len(left_out)), left_out] = 1.0
+    small = np.zeros((size, size))
     small[:own, :own] = own_dots
     small[np.arange(own), np.arange(own)] += ridge_own
     small[:own, own] = small[own, :own] = 1.0
-    minus_ones = -np.ones(own_negatives.shape[1])
-    through = solve_negatives(border.T)  # negatives x (own + 1)
-    solution = np.linalg.solve(small - border @ through, np.r_[targets, 0.0] - border @ solve_negatives(minus_ones))
+    minus_ones = -np.ones(negatives)
+    through = solve_negatives(border.T)  # negatives x size
+    right = np.zeros(size)
+    right[:own] = targets
+    solution = np.linalg.solve(small - border @ through, right - border @ solve_negatives(minus_ones))
     on_negatives = solve_negatives(minus_ones) - through @ solution
-    return solution[:own], on_negatives, float(solution[own])
+    on_negatives[left_out] = 0.0  # zero already, but for rounding
+    return np.asarray(solution[:own], dtype=np.float64), on_negatives, float(solution[own])
