@@ -31,9 +31,9 @@ Embeddings: deterministic unit vectors (``dimensions`` long, 256 unless asked), 
 of five letters or more (stop words left out) adds 1 + log(count) to the coordinate a SHA-256 of it picks, with the
 sign another bit of it gives, so texts sharing words are near and the same text gives the same vector (a text with
 no such word, a vector from the SHA-256 of the whole text). ``embeddings_mode`` (``EMBEDDINGS_MODES``) makes them
-fail: ``error`` (500), ``stall`` (no answer until closed), ``bad`` (one vector fewer than the inputs, and a
-non-numeric value); ``ok`` answers. ``embedding_requests`` are the request bodies, ``embedding_inputs`` the texts
-asked for, in all.
+fail: ``error`` (500), ``stall`` (no answer until closed), ``bad`` (one vector fewer than the inputs),
+``non_numeric`` (the first vector's values are words); ``ok`` answers. ``embedding_requests`` are the request
+bodies, ``embedding_inputs`` the texts asked for, in all.
 
 Standalone: ``python -m tests.llm_server --port 0 [--mode valid] [--api-key K]`` prints
 ``READY http://127.0.0.1:PORT/v1``. ``POST /_control`` with JSON ``{"mode": ..., "fail_next": ..., "fail_mode": ...,
@@ -58,7 +58,7 @@ from aiohttp import web
 
 from notifier.summaries.prompt import PAPER_CLOSE, PAPER_OPEN
 
-EMBEDDINGS_MODES = ("ok", "error", "stall", "bad")
+EMBEDDINGS_MODES = ("ok", "error", "stall", "bad", "non_numeric")
 MODES = ("valid", "fenced", "invalid", "rate_limit", "error", "stall", "inject", "reject_format")
 HOSTILE_SUMMARY = (
     "<script>alert(1)</script><img src=x onerror=alert(2)> <!channel> @here <@U123> *bold* Subject: x\r\nBcc: a@b"
@@ -325,8 +325,8 @@ class LlmStandIn:
         ]
         if self.embeddings_mode == "bad":
             data = data[:-1]
-            if data:
-                data[0]["embedding"] = ["not", "a", "number"]
+        elif self.embeddings_mode == "non_numeric":
+            data[0]["embedding"] = ["not", "a", "number"]
         return web.json_response({
             "object": "list",
             "data": data,
