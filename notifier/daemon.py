@@ -230,7 +230,10 @@ class Notifier:
     async def embed(self) -> EmbeddingRun | None:
         """Embed what ranking will need and the store has no vector for, with an embedding model set (fail-open:
         a failure is one warning, and ranking falls back to TF-IDF)."""
-        return await self.embeddings.embed(self.config.subscribers)
+        run = await self.embeddings.embed(self.config.subscribers)
+        if run is not None:
+            self.planner.rankings.embedding_error = run.error
+        return run
 
     async def summarise(self, *, force: bool, only: Subscriber | None = None) -> SummaryRun | None:
         """Summarise the papers the rich sections of the due digests (every digest when ``force``; ``only``'s

@@ -51,6 +51,9 @@ class Rankings:
         self._embedded: dict[str, Profile] = {}  # profiles made in _space
         self._fallen_back: set[str] = set()  # subscribers of this plan ranked by TF-IDF for want of vectors
         self._unplaced: set[tuple[str, int]] = set()  # the papers they need that have no vector
+        # Why the last embedding run stopped, when it did: its warning said ranking falls back, so the plan's line
+        # about it is for debugging only.
+        self.embedding_error: str | None = None
 
     def prepare(self, subscribers: Sequence[Subscriber], now: datetime | None = None) -> None:
         """Read the liked and disliked papers of the ranked subscribers among ``subscribers`` afresh (a poll may have
@@ -160,7 +163,8 @@ class Rankings:
     def log_fallbacks(self) -> None:
         """At the end of a plan: one line saying how many subscribers were ranked by TF-IDF for want of vectors."""
         if self._fallen_back:
-            log.info(
+            log.log(
+                logging.DEBUG if self.embedding_error else logging.INFO,
                 "%d ranked subscribers ranked by TF-IDF, not by embeddings (%s), this time: %d of the papers they"
                 " need have no embedding yet (they are embedded after each poll)",
                 len(self._fallen_back),
