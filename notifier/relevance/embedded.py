@@ -75,15 +75,10 @@ class EmbeddedSpace:
     ) -> Profile:
         """A subscriber's profile in this space, made as :meth:`Corpus.profile <notifier.relevance.Corpus.profile>`
         makes one: a paper both liked and disliked counts as liked, a paper given twice once."""
-        liked_keys = {paper.key: paper for paper in liked}
-        disliked_keys = {paper.key: paper for paper in disliked if paper.key not in liked_keys}
-        return Profile(
-            self.matrix(list(liked_keys.values())),
-            self.matrix(list(disliked_keys.values())),
-            self._negatives,
-            self.matrix,
-            trained=trained,
-        )
+        liked = list({paper.key: paper for paper in liked}.values())
+        keys = {paper.key for paper in liked}
+        disliked = list({paper.key: paper for paper in disliked if paper.key not in keys}.values())
+        return Profile(self.matrix(liked), self.matrix(disliked), self._negatives, self.matrix, trained=trained)
 
     def _stack(self, keys: Sequence[Key]) -> sparse.csr_matrix:
         for key in keys:
