@@ -73,8 +73,10 @@ _GROUPS: dict[str, dict[str, str]] = {
         "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
     },
     "llm": {
-        "llm_url": "OpenAI-compatible base URL for summaries (the key comes from NOTIFIER_LLM_API_KEY only)",
+        "llm_url": "OpenAI-compatible base URL for summaries and embeddings (the key comes from NOTIFIER_LLM_API_KEY"
+        " only)",
         "llm_model": "the model that writes summaries, such as gpt-4o-mini or llama3.1:8b",
+        "embedding_model": "the model that embeds papers for ranking, such as text-embedding-3-small (unset: TF-IDF)",
         "llm_concurrency": "requests to the LLM at once",
         "llm_daily_limit": "papers summarised per UTC day, by every process together",
         "llm_timeout": "seconds one LLM request may take",
@@ -94,7 +96,7 @@ _TITLES = {
     "mail": "email",
     "slack": "Slack",
     "render": "rendering",
-    "llm": "LLM summaries",
+    "llm": "LLM summaries and embeddings",
     "http": "daemon",
 }
 

@@ -49,8 +49,8 @@ def check(settings: Settings) -> int:
     if rich and not settings.summaries_enabled:
         names = ", ".join(rich[:3]) + (", ..." if len(rich) > 3 else "")
         print(
-            f"warning: {len(rich)} subscribers ({names}) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL):"
-            " their digests show every paper as usual, without summaries",
+            f"warning: {len(rich)} subscribers ({names}) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL and"
+            " NOTIFIER_LLM_MODEL): their digests show every paper as usual, without summaries",
             file=sys.stderr,
         )
     rules = sum(len(s.rules) for s in config.subscribers)
@@ -131,7 +131,7 @@ async def preview(
         if missing and settings.summaries_enabled:
             line += f"; {missing} still missing: 'notifier preview {name} --summarise' makes them"
         elif missing:
-            line += f"; {missing} missing, and no LLM is set (NOTIFIER_LLM_URL)"
+            line += f"; {missing} missing, and no LLM is set (NOTIFIER_LLM_URL and NOTIFIER_LLM_MODEL)"
         print(line + ")", file=sys.stderr)
     return ExitCode.OK
 

@@ -1,7 +1,7 @@
 """The daemon: owns the store, the HTTP session and the channels, and runs the cycle and the loop.
 
-One cycle is poll -> enrich -> summarise -> plan (match, render, write the outbox) -> send. ``run`` repeats it: it
-polls shortly after each expected arXiv announcement (more often while one is overdue), plans digests as their
+One cycle is poll -> enrich -> embed -> summarise -> plan (match, render, write the outbox) -> send. ``run`` repeats
+it: it polls shortly after each expected arXiv announcement (more often while one is overdue), plans digests as their
 schedules come due, retries deliveries when their time comes, re-reads subscribers.yaml when it changes (or on
 SIGHUP) and keeps the last good config when an edit is broken, and stops cleanly on SIGTERM/SIGINT (as ``once``
 does: :func:`until_signalled`).
@@ -14,6 +14,10 @@ With an LLM configured, the papers the next digests show as rich entries are sum
 in a task of their own. A due digest whose summaries are still being made waits for them, but never more than
 ``NOTIFIER_LLM_GRACE`` seconds: then it goes out with the summaries there are, and the rest are never sent as a
 second message.
+
+With an embedding model configured, the papers ranking will need (the corpus window's, and those subscribers like or
+dislike) are embedded right after each poll, those not embedded before; a failure is one warning, and the
+subscribers whose papers are not all embedded are ranked by TF-IDF.
 
 Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
 and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
@@ -42,6 +46,7 @@ from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber, load_config
+from notifier.embeddings.stage import EmbeddingRun, EmbeddingStage
 from notifier.errors import ConfigError, NotifierError, StoreError
 from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
@@ -162,6 +167,7 @@ class Notifier:
             lease=timedelta(seconds=self.settings.lease_seconds),
         )
         self.summaries = SummaryStage(self.settings, self._store, self.clock, self.metrics)
+        self.embeddings = EmbeddingStage(self.settings, self._store, self.clock)
         self._store.register_subscribers((s.name for s in self.config.subscribers), self.clock())
         return self
 
@@ -171,6 +177,8 @@ class Notifier:
     async def aclose(self) -> None:
         if getattr(self, "summaries", None) is not None:
             await self.summaries.aclose()
+        if getattr(self, "embeddings", None) is not None:
+            await self.embeddings.aclose()
         if self._channels is not None:
             await self._channels.aclose()
             self._channels = None
@@ -218,6 +226,14 @@ class Notifier:
         ranked = [subscriber for subscriber in self.config.subscribers if subscriber.likes or subscriber.dislikes]
         if ranked:
             await refresh_likes(self.store, self.gate, self.settings.arxiv_api_url, ranked, self.clock())
+
+    async def embed(self) -> EmbeddingRun | None:
+        """Embed what ranking will need and the store has no vector for, with an embedding model set (fail-open:
+        a failure is one warning, and ranking falls back to TF-IDF)."""
+        run = await self.embeddings.embed(self.config.subscribers)
+        if run is not None:
+            self.planner.rankings.embedding_error = run.error
+        return run
 
     async def summarise(self, *, force: bool, only: Subscriber | None = None) -> SummaryRun | None:
         """Summarise the papers the rich sections of the due digests (every digest when ``force``; ``only``'s
@@ -299,12 +315,13 @@ class Notifier:
         self._pruned_at = now
         log.info(
             "pruned what is older than %d days: %d payloads of finished deliveries, %d feed items, %d papers,"
-            " %d summaries",
+            " %d summaries, %d embeddings",
             days,
             report.payloads,
             report.feed_items,
             report.papers,
             report.summaries,
+            report.embeddings,
         )
         return report
 
@@ -347,6 +364,9 @@ class Notifier:
                         with timer("enrich"):
                             await self.enrich(force=force_send)
                             await self.look_up_likes()
+                if not stopping() and self.embeddings.enabled:
+                    with timer("embed"):
+                        await self.embed()
             if not stopping() and self.summaries.enabled:
                 with timer("summarise"):
                     await self.summarise(force=force_send)
@@ -471,6 +491,7 @@ class Notifier:
                 await self.look_up_likes()
             except NotifierError as exc:
                 log.error("cycle failed, will try again: %s", exc)
+        await self.embed()
         return next_poll
 
     async def _stop_polling(self) -> None:

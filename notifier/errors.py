@@ -23,6 +23,8 @@ error also derives from the built-in it resembles, so ``except ConnectionError``
     │   │   └── LlmTimeoutError (TimeoutError)    no answer within NOTIFIER_LLM_TIMEOUT
     │   ├── InvalidSummaryError (ValueError)      the answer is not a JSON object of the expected fields
     │   └── LlmRefusedError                 retrying cannot help (401, 403, 404, a 400 for this request)
+    ├── EmbeddingError                      papers could not be embedded (``llm_error``: the server's failure, typed)
+    │   └── InvalidEmbeddingError (ValueError)  the answer is not one vector of numbers per text, all one length
     └── DataDirBusyError                    another notifier holds the data directory's lock (exit code 5)
 """
 
@@ -146,6 +148,19 @@ class SummaryError(NotifierError):
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         super().__init__(message)
+
+
+class EmbeddingError(NotifierError):
+    """An embedding model did not embed a batch of papers. ``llm_error`` is the server's failure as the summaries
+    see it (:class:`LlmTimeoutError`, :class:`LlmServerError`, :class:`LlmRefusedError`, ...), when it was one."""
+
+    def __init__(self, message: str, *, llm_error: SummaryError | None = None):
+        self.llm_error = llm_error
+        super().__init__(message)
+
+
+class InvalidEmbeddingError(EmbeddingError, ValueError):
+    """The embeddings server answered, but not with one vector of finite numbers per text, all of one length."""
 
 
 class LlmRateLimitError(SummaryError):

@@ -27,7 +27,13 @@ Token accounting, as a real server reports it in ``usage``: ``prompt_tokens`` is
 English, and its per-message overhead); ``completion_tokens`` is the same count of the answer's content. With
 ``report_usage = False`` the answers carry no ``usage``, like some local servers.
 
-Embeddings: deterministic unit vectors (``dimensions`` long, 64 unless asked) from a SHA-256 of each input.
+Embeddings: deterministic unit vectors (``dimensions`` long, 256 unless asked), a hashed bag of words: each word
+of five letters or more (stop words left out) adds 1 + log(count) to the coordinate a SHA-256 of it picks, with the
+sign another bit of it gives, so texts sharing words are near and the same text gives the same vector (a text with
+no such word, a vector from the SHA-256 of the whole text). ``embeddings_mode`` (``EMBEDDINGS_MODES``) makes them
+fail: ``error`` (500), ``stall`` (no answer until closed), ``bad`` (one vector fewer than the inputs),
+``non_numeric`` (the first vector's values are words); ``ok`` answers. ``embedding_requests`` are the request
+bodies, ``embedding_inputs`` the texts asked for, in all.
 
 Standalone: ``python -m tests.llm_server --port 0 [--mode valid] [--api-key K]`` prints
 ``READY http://127.0.0.1:PORT/v1``. ``POST /_control`` with JSON ``{"mode": ..., "fail_next": ..., "fail_mode": ...,
@@ -52,6 +58,7 @@ from aiohttp import web
 
 from notifier.summaries.prompt import PAPER_CLOSE, PAPER_OPEN
 
+EMBEDDINGS_MODES = ("ok", "error", "stall", "bad", "non_numeric")
 MODES = ("valid", "fenced", "invalid", "rate_limit", "error", "stall", "inject", "reject_format")
 HOSTILE_SUMMARY = (
     "<script>alert(1)</script><img src=x onerror=alert(2)> <!channel> @here <@U123> *bold* Subject: x\r\nBcc: a@b"
@@ -132,7 +139,24 @@ def hostile_answer() -> dict[str, Any]:
 
 
 def embedding(text: str, dimensions: int) -> list[float]:
-    """A unit vector of ``dimensions`` floats, the same for the same text."""
+    """A unit vector of ``dimensions`` floats, the same for the same text, near those of texts sharing its words."""
+    counts: dict[str, int] = {}
+    for word in _WORD.findall(text):
+        lowered = word.lower().strip("-")
+        if lowered not in _STOPWORDS:
+            counts[lowered] = counts.get(lowered, 0) + 1
+    if not counts:
+        return _hashed(text, dimensions)
+    values = [0.0] * dimensions
+    for word, count in counts.items():
+        digest = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+        values[digest % dimensions] += (1 + math.log(count)) * (1 if digest >> 63 else -1)
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values] if norm else _hashed(text, dimensions)
+
+
+def _hashed(text: str, dimensions: int) -> list[float]:
+    """A unit vector of ``dimensions`` floats from the SHA-256 of ``text``."""
     raw = b""
     counter = 0
     while len(raw) < dimensions * 4:
@@ -164,7 +188,9 @@ class LlmStandIn:
         self.max_in_flight = 0
         self.prompt_tokens = 0  # totals of the usage reported in answers
         self.completion_tokens = 0
-        self.embedding_requests: list[dict[str, Any]] = []
+        self.embeddings_mode = "ok"
+        self.embedding_requests: list[dict[str, Any]] = []  # the JSON bodies of embedding requests
+        self.embedding_inputs = 0  # texts asked to embed, in all
         self._port = port
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
@@ -285,14 +311,25 @@ class LlmStandIn:
         texts = [inputs] if isinstance(inputs, str) else inputs
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return _error(400, "input must be a string or a list of strings", "invalid_request_error")
-        dimensions = int(body.get("dimensions") or 64)
+        self.embedding_inputs += len(texts)
+        if self.embeddings_mode == "error":
+            return _error(500, "The server had an error while processing your request.", "server_error")
+        if self.embeddings_mode == "stall":
+            await self._closing.wait()
+            return _error(503, "shutting down", "server_error")
+        dimensions = int(body.get("dimensions") or 256)
         tokens = sum(count_tokens(t) for t in texts)
+        data: list[dict[str, Any]] = [
+            {"object": "embedding", "index": number, "embedding": embedding(text, dimensions)}
+            for number, text in enumerate(texts)
+        ]
+        if self.embeddings_mode == "bad":
+            data = data[:-1]
+        elif self.embeddings_mode == "non_numeric":
+            data[0]["embedding"] = ["not", "a", "number"]
         return web.json_response({
             "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": embedding(text, dimensions)}
-                for i, text in enumerate(texts)
-            ],
+            "data": data,
             "model": body.get("model", ""),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })  # fmt: skip
@@ -301,6 +338,8 @@ class LlmStandIn:
         return web.json_response({
             "mode": self.mode, "fail_next": self.fail_next, "fail_mode": self.fail_mode,
             "retry_after": self.retry_after, "chats": self.chats, "requests": self.requests,
+            "embeddings_mode": self.embeddings_mode, "embedding_requests": len(self.embedding_requests),
+            "embedding_inputs": self.embedding_inputs,
         })  # fmt: skip
 
     async def _control_post(self, request: web.Request) -> web.Response:
@@ -308,6 +347,9 @@ class LlmStandIn:
         for mode in (body.get("mode"), body.get("fail_mode")):
             if mode is not None and mode not in MODES:
                 return web.json_response({"error": f"unknown mode {mode!r}"}, status=400)
+        if body.get("embeddings_mode", "ok") not in EMBEDDINGS_MODES:
+            return web.json_response({"error": f"unknown embeddings mode {body['embeddings_mode']!r}"}, status=400)
+        self.embeddings_mode = body.get("embeddings_mode", self.embeddings_mode)
         self.mode = body.get("mode", self.mode)
         self.fail_mode = body.get("fail_mode", self.fail_mode)
         self.fail_next = int(body.get("fail_next", self.fail_next))

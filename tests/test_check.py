@@ -184,6 +184,6 @@ def test_summaries_without_an_llm_are_a_warning_not_an_error(tmp_path):
     done = check(tmp_path, subscriber(rules=rules))
     assert done.returncode == 0, done.stderr
     assert done.stderr == (
-        "warning: 1 subscribers (lab) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL): their digests show"
-        " every paper as usual, without summaries\n"
+        "warning: 1 subscribers (lab) ask for summaries, but no LLM is set (NOTIFIER_LLM_URL and NOTIFIER_LLM_MODEL):"
+        " their digests show every paper as usual, without summaries\n"
     )

@@ -1,7 +1,8 @@
 """The package's layout is its flow: each stage imports only the stages below it, never one above, never in a cycle.
 
 From the bottom: the shared core (models, errors, addresses, progress, metrics), then matching, relevance, config,
-store, arxiv, render, channels, outbox, summaries, web, and the application on top (cli, commands, daemon, lock, demo).
+store, arxiv, render, channels, outbox, summaries, embeddings, web, and the application on top (cli, commands,
+daemon, lock, demo).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LAYERS = (
     {"channels"},
     {"outbox"},
     {"summaries"},
+    {"embeddings"},
     {"web"},
     {"cli", "commands", "daemon", "lock", "demo", "__main__"},
 )

@@ -66,11 +66,17 @@ class Settings:
     llm_daily_limit: int = 500  # papers summarised per UTC day
     llm_timeout: float = 60.0  # seconds one LLM request may take
     llm_grace: float = 120.0  # seconds a due digest may wait for its summaries
+    embedding_model: str | None = None  # the model at llm_url that embeds papers for ranking; unset: TF-IDF only
 
     @property
     def summaries_enabled(self) -> bool:
-        """Whether an LLM is configured, so that rules asking for summaries get them."""
-        return self.llm_url is not None
+        """Whether an LLM that writes summaries is configured (its URL and model), so rules asking for them get them."""
+        return self.llm_url is not None and bool(self.llm_model)
+
+    @property
+    def embeddings_enabled(self) -> bool:
+        """Whether papers are embedded for ranking (the LLM URL and an embedding model are set)."""
+        return self.llm_url is not None and bool(self.embedding_model)
 
     @property
     def database(self) -> Path:
@@ -147,6 +153,7 @@ _ENV = {
     "llm_daily_limit": "NOTIFIER_LLM_DAILY_LIMIT",
     "llm_timeout": "NOTIFIER_LLM_TIMEOUT",
     "llm_grace": "NOTIFIER_LLM_GRACE",
+    "embedding_model": "NOTIFIER_EMBEDDING_MODEL",
 }
 ENV_VARS = _ENV
 
@@ -410,8 +417,18 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
     if settings.llm_url is not None:
         if not settings.llm_url.startswith(("http://", "https://")):
             fail("llm_url", "must be an http(s) URL, such as http://localhost:11434/v1 or https://api.openai.com/v1")
-        if not settings.llm_model:
-            fail("llm_url", "set NOTIFIER_LLM_MODEL as well: the model to ask, such as gpt-4o-mini or llama3.1:8b")
+        if not settings.llm_model and not settings.embedding_model:
+            fail(
+                "llm_url",
+                "set NOTIFIER_LLM_MODEL (the model that writes summaries, such as gpt-4o-mini or llama3.1:8b),"
+                " NOTIFIER_EMBEDDING_MODEL (the model that embeds papers, such as text-embedding-3-small) or both",
+            )
+    if settings.embedding_model and settings.llm_url is None:
+        fail(
+            "embedding_model",
+            "set NOTIFIER_LLM_URL as well: the OpenAI-compatible server that has the embedding model, such as"
+            " https://api.openai.com/v1 or http://localhost:11434/v1",
+        )
     if settings.llm_concurrency < 1:
         fail("llm_concurrency", "must be at least 1")
     if settings.llm_daily_limit < 0:

@@ -202,17 +202,17 @@ class Planner:
         self.unsubscribe_url = unsubscribe_url or (lambda _subscriber, _address: None)
         self.metrics = metrics or Metrics()
         self._tried: set[tuple[str, str]] = set()  # (subscriber, fingerprint) whose digest failed in this planner
-        self.rankings = Rankings(store)
+        self.rankings = Rankings(store, settings.embedding_model if settings.embeddings_enabled else None)
 
     def _matches(self, group: _Group, subscriber: Subscriber, now: datetime) -> Mapping[str, list[Match]]:
         """``subscriber``'s matches in ``group``; ranked by similarity to its liked papers when it ranks."""
         matches = group.matches(subscriber)
         if not subscriber.ranks:
             return matches
-        profile = self.rankings.profile(subscriber, now)
+        visible = [group.papers[i] for i in sorted(group.visible(subscriber))]
+        profile = self.rankings.profile(subscriber, now, visible)
         if profile is None:
             return matches
-        visible = [group.papers[i] for i in sorted(group.visible(subscriber))]
         return RankedMatches(subscriber, matches, visible, profile)
 
     def cursor_of(self, subscriber: Subscriber, now: datetime, state: SubscriberState | None = None) -> datetime:
@@ -285,12 +285,13 @@ class Planner:
             failed.extend((subscriber, reason) for subscriber in subscribers)
 
         def finish() -> None:
+            self.rankings.log_fallbacks()
             self._write(pending, failures, report)
             if failed:
                 self._record_failures(failed, now, report)
 
         due = self._due(config, now, force=force, failures=failures, wait=wait)
-        self.rankings.prepare([subscriber for subscribers in due.values() for subscriber in subscribers])
+        self.rankings.prepare([s for subscribers in due.values() for s in subscribers], now, plan=True)
         try:
             with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
@@ -397,6 +398,7 @@ class Planner:
         else:
             due = self._due(config, now, force=force, failures=self.store.plan_failures())
         rich = {cursor: [s for s in group if any(r.summaries for r in s.rules)] for cursor, group in due.items()}
+        self.rankings.prepare([subscriber for group in rich.values() for subscriber in group], now)
         for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
             for subscriber in group.subscribers:
                 matches = self._matches(group, subscriber, now)

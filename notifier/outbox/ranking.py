@@ -5,6 +5,12 @@ The TF-IDF corpus is fitted on the papers the store has seen lately (:data:`CORP
 papers (looked up on arXiv after each poll, kept in the store). A subscriber whose liked papers are not known yet
 (the first poll has not fetched them, arXiv failed) is planned as if it did not rank: its keyword sections as
 usual, in announcement order, and its similar-only sections empty; one log line says so.
+
+With an embedding model set (``NOTIFIER_EMBEDDING_MODEL``), the vectors the store has for the corpus window's papers
+and the ranked subscribers' liked and disliked papers are read once per plan, for all subscribers (a few
+statements), and make an :class:`~notifier.relevance.embedded.EmbeddedSpace`. A subscriber is ranked there when
+every paper it needs (the papers its digest can show, and its liked and disliked ones) has a vector; otherwise by
+TF-IDF, as without a model, and one log line per plan says how many subscribers were, and why.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from notifier.config.subscribers import Rule, Subscriber
 from notifier.errors import StoreError
 from notifier.models import Match, Paper
 from notifier.relevance import Corpus, Profile
+from notifier.relevance.embedded import EmbeddedSpace
 from notifier.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,29 +37,70 @@ PROFILES_KEPT = 1_000  # profiles kept from one plan to the next (a trained one 
 
 
 class Rankings:
-    """The planner's view of similarity: one corpus a day, one profile per subscriber and definition."""
+    """The planner's view of similarity: one corpus a day, one profile per subscriber and definition; with an
+    ``embedding_model``, the embedding space of the plan and a profile there per subscriber whose papers it has."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, embedding_model: str | None = None) -> None:
         self.store = store
+        self.embedding_model = embedding_model
         self._corpus: tuple[date, Corpus] | None = None
         self._profiles: OrderedDict[str, Profile | None] = OrderedDict()  # from the papers in _liked, today's corpus
         self._liked: dict[str, tuple[list[Paper], list[Paper]]] = {}  # name -> (liked, disliked) papers
+        self._fingerprints: dict[str, int] = {}  # name -> the hash of the keys of the papers its profile is made of
         self._unknown_logged: set[str] = set()
+        self._space: EmbeddedSpace | None = None
+        self._space_read: datetime | None = None  # the ``now`` of the plan the space was read for
+        self._space_keys: frozenset[tuple[str, int]] = frozenset()
+        self._embedded: dict[str, Profile] = {}  # profiles made in _space
+        self._fallen_back: set[str] = set()  # subscribers of this plan ranked by TF-IDF for want of vectors
+        self._unplaced: set[tuple[str, int]] = set()  # the papers they need that have no vector
+        # Why the last embedding run stopped, when it did: its warning said ranking falls back, so the plan's line
+        # about it is for debugging only.
+        self.embedding_error: str | None = None
 
-    def prepare(self, subscribers: Sequence[Subscriber]) -> None:
+    def prepare(self, subscribers: Sequence[Subscriber], now: datetime | None = None, *, plan: bool = False) -> None:
         """Read the liked and disliked papers of the ranked subscribers among ``subscribers`` afresh (a poll may have
-        looked more up), in a few queries for them all: one at a time, 10,000 subscribers take half a minute."""
+        looked more up), in a few queries for them all: one at a time, 10,000 subscribers take half a minute. A
+        subscriber whose papers changed is profiled again. With ``plan`` (a plan's due subscribers), only theirs
+        are held from then on. With an embedding model and ``now`` (the plan's), read the vectors of the plan too
+        (:meth:`read_vectors`)."""
         wanted = [s for s in subscribers if s.ranks]
+        if plan:
+            self._liked = {}
         if not wanted:
             return
         liked = liked_papers_of(self.store, {s.name: s.likes for s in wanted})
         disliked = liked_papers_of(self.store, {s.name: s.dislikes for s in wanted if s.dislikes})
-        known, self._liked = self._liked, {}  # only this plan's subscribers' papers are held
         for subscriber in wanted:
             papers = (liked[subscriber.name], disliked.get(subscriber.name, []))
-            if known.get(subscriber.name) != papers:
+            fingerprint = hash(tuple(tuple(paper.key for paper in group) for group in papers))
+            if self._fingerprints.get(subscriber.name) != fingerprint:
+                self._fingerprints[subscriber.name] = fingerprint
                 self._profiles.pop(subscriber.name, None)
+                self._embedded.pop(subscriber.name, None)
             self._liked[subscriber.name] = papers
+        if now is not None:
+            self.read_vectors(wanted, now)
+
+    def read_vectors(self, subscribers: Sequence[Subscriber], now: datetime) -> None:
+        """With an embedding model, read the vectors of the corpus window's papers and of ``subscribers``' liked and
+        disliked papers (those already read, by :meth:`prepare`), once for the plan at ``now``: a few statements
+        for every subscriber. The space and its profiles are made again only when the vectors changed."""
+        if self.embedding_model is None or self._space_read == now:
+            return
+        self._space_read = now
+        self._fallen_back.clear()
+        self._unplaced.clear()
+        since = now - timedelta(days=CORPUS_DAYS)
+        vectors = self.store.recent_embeddings(self.embedding_model, since, CORPUS_PAPERS)
+        recent = sorted(vectors)
+        keys = {paper.key for s in subscribers for group in self._liked.get(s.name, ()) for paper in group}
+        vectors.update(self.store.embeddings(self.embedding_model, keys - vectors.keys()))
+        if self._space is not None and self._space_keys == vectors.keys():
+            return  # a paper version's vector never changes: the same keys are the same space
+        self._space = EmbeddedSpace(vectors, recent)
+        self._space_keys = frozenset(vectors)
+        self._embedded.clear()
 
     def corpus(self, now: datetime) -> Corpus | None:
         """The corpus of the day, fitted on first use; None while the store has too few papers to fit one."""
@@ -64,10 +112,16 @@ class Rankings:
             self._profiles.clear()
         return self._corpus[1]
 
-    def profile(self, subscriber: Subscriber, now: datetime) -> Profile | None:
+    def profile(self, subscriber: Subscriber, now: datetime, papers: Sequence[Paper] = ()) -> Profile | None:
         """``subscriber``'s profile, or None when none of its liked papers is known yet (logged once), or ranking
-        them failed (logged): then its digest is planned unranked, and no one else's is held up."""
+        them failed (logged): then its digest is planned unranked, and no one else's is held up. With an embedding
+        model, the profile is in the embedding space when ``papers`` (those its digest can show) and its liked and
+        disliked papers all have a vector there."""
         try:
+            if self.embedding_model is not None:
+                embedded = self._embedded_profile(subscriber, now, papers)
+                if embedded is not None:
+                    return embedded
             corpus = self.corpus(now)  # first: a new day's corpus drops the profiles made with the old one
             if corpus is None:
                 return None
@@ -98,6 +152,42 @@ class Rankings:
         self._profiles[name] = profile
         while len(self._profiles) > PROFILES_KEPT:
             self._profiles.popitem(last=False)
+
+    def _embedded_profile(self, subscriber: Subscriber, now: datetime, papers: Sequence[Paper]) -> Profile | None:
+        """``subscriber``'s profile in the embedding space of the plan at ``now``; None (counted for
+        :meth:`log_fallbacks`) when a paper it needs has no vector, or none of its liked papers is known."""
+        if subscriber.name not in self._liked:
+            self.prepare([subscriber], now)
+        self.read_vectors([subscriber], now)
+        liked, disliked = self._liked[subscriber.name]
+        if self._space is None or not liked:
+            return None
+        if subscriber.name in self._embedded:
+            unplaced = self._space.missing(papers)
+        else:
+            unplaced = self._space.missing([*papers, *liked, *disliked])
+        if unplaced:
+            self._fallen_back.add(subscriber.name)
+            self._unplaced.update(paper.key for paper in unplaced)
+            return None
+        profile = self._embedded.get(subscriber.name)
+        if profile is None:
+            profile = self._embedded[subscriber.name] = self._space.profile(liked, disliked)
+        return profile
+
+    def log_fallbacks(self) -> None:
+        """At the end of a plan: one line saying how many subscribers were ranked by TF-IDF for want of vectors."""
+        if self._fallen_back:
+            log.log(
+                logging.DEBUG if self.embedding_error else logging.INFO,
+                "%d ranked subscribers ranked by TF-IDF, not by embeddings (%s), this time: %d of the papers they"
+                " need have no embedding yet (they are embedded after each poll)",
+                len(self._fallen_back),
+                ", ".join(sorted(self._fallen_back)[:5]) + (", ..." if len(self._fallen_back) > 5 else ""),
+                len(self._unplaced),
+            )
+        self._fallen_back.clear()
+        self._unplaced.clear()
 
 
 class RankedMatches(Mapping[str, list[Match]]):

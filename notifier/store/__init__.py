@@ -13,7 +13,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+import numpy.typing as npt
+
 from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper, Summary, SummaryKey
+from notifier.store.embeddings import Vector
 from notifier.store.rows import (
     BackfillRow,
     DeliveryRow,
@@ -193,6 +196,18 @@ class Store(Protocol):
 
     def recent_papers(self, since: datetime, limit: int) -> list[Paper]:
         """At most ``limit`` papers the feeds brought since ``since``, newest first."""
+
+    # -- papers' embeddings ------------------------------------------------------------------------------------
+
+    def embeddings(self, model: str, keys: Iterable[SummaryKey]) -> dict[SummaryKey, Vector]:
+        """(arxiv_id, version) -> its vector under ``model`` (float32), for those of ``keys`` that have one."""
+
+    def recent_embeddings(self, model: str, since: datetime, limit: int) -> dict[SummaryKey, Vector]:
+        """The vectors under ``model`` of the at most ``limit`` newest papers brought since ``since``, that have one."""
+
+    def save_embeddings(self, model: str, vectors: Mapping[SummaryKey, npt.ArrayLike], now: datetime) -> int:
+        """Store the vectors ``model`` gave these paper versions; a version that has one keeps it. How many were
+        new."""
 
     # -- the outbox -------------------------------------------------------------------------------------------
 

@@ -124,6 +124,7 @@ class PruneReport:
     feed_items: int = 0
     papers: int = 0
     summaries: int = 0  # of papers no longer stored
+    embeddings: int = 0  # of papers neither stored nor liked
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Only the modules of this package speak SQL. :class:`SqlStore` is the queries of 
 :class:`~notifier.store.dialect.Dialect`: :class:`~notifier.store.papers.PaperQueries` (papers, feeds, backfills),
 :class:`~notifier.store.subscribers.SubscriberQueries` (subscribers, unsubscriptions, failed plans),
 :class:`~notifier.store.deliveries.DeliveryQueries` (the outbox) and :class:`~notifier.store.summaries.SummaryQueries`
-(LLM summaries and usage) and :class:`~notifier.store.likes.LikeQueries` (the papers subscribers like), with what
+(LLM summaries and usage), :class:`~notifier.store.likes.LikeQueries` (the papers subscribers like) and
+:class:`~notifier.store.embeddings.EmbeddingQueries` (papers' embeddings), with what
 spans them here: retention and the service calls. The tables, and how an older
 database is brought up to date, are :mod:`notifier.store.schema`'s. :class:`~notifier.store.sqlite.SqliteStore` and
 :class:`~notifier.store.postgres.PostgresStore` complete it with their dialect. The rest of the program sees
@@ -13,8 +14,9 @@ neither, only :class:`notifier.store.Store`.
 What deduplication needs is kept for good: every delivery's id, state and Message-ID, and the papers each recipient
 was sent (``delivery_papers``). What only sending needs is pruned after a retention period
 (:meth:`SqlStore.prune`): the rendered payloads of deliveries in a final state, the feed items and papers no digest
-will read again with their summaries, and the LLM's usage of past days. The space they took is reused by what is
-written next, so the database stops growing with each day's digests.
+will read again with their summaries, the embeddings of papers neither a feed's nor liked, and the LLM's usage of
+past days. The space they took is reused by what is written next, so the database stops growing with each day's
+digests.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from notifier.store.deliveries import DeliveryQueries
 from notifier.store.dialect import ConnT
+from notifier.store.embeddings import EmbeddingQueries
 from notifier.store.likes import LikeQueries
 from notifier.store.papers import PaperQueries
 from notifier.store.rows import PruneReport
@@ -40,7 +43,12 @@ USAGE_DAYS_KEPT = timedelta(days=7)
 
 
 class SqlStore(
-    PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[ConnT], SummaryQueries[ConnT], LikeQueries[ConnT]
+    PaperQueries[ConnT],
+    SubscriberQueries[ConnT],
+    DeliveryQueries[ConnT],
+    SummaryQueries[ConnT],
+    LikeQueries[ConnT],
+    EmbeddingQueries[ConnT],
 ):
     """The store in SQL both databases run, over a dialect's connection type ``ConnT``."""
 
@@ -56,6 +64,7 @@ class SqlStore(
           with none yet reads from ``retention`` before it was registered), except each feed's newest item, which
           says when the feed last brought anything.
         - Papers no feed item names any more, and their summaries.
+        - The embeddings of papers neither stored as a feed's (``papers``) nor liked (``reference_papers``).
         - The LLM's usage of days before the cut-off, and before the last :data:`USAGE_DAYS_KEPT`.
 
         Each batch of :data:`_PRUNE_BATCH` rows is a transaction of its own, so the daemon's other writes are never
@@ -95,11 +104,17 @@ class SqlStore(
                  WHERE NOT EXISTS (SELECT 1 FROM papers p WHERE p.arxiv_id = s.arxiv_id) LIMIT :batch)""",
             {},
         )
+        embeddings = self._prune_batches(
+            """DELETE FROM embeddings WHERE (arxiv_id, version, model) IN (SELECT arxiv_id, version, model
+                 FROM embeddings e WHERE NOT EXISTS (SELECT 1 FROM papers p WHERE p.arxiv_id = e.arxiv_id)
+                   AND NOT EXISTS (SELECT 1 FROM reference_papers r WHERE r.arxiv_id = e.arxiv_id) LIMIT :batch)""",
+            {},
+        )
         self._prune_batches(
             "DELETE FROM llm_usage WHERE day IN (SELECT day FROM llm_usage WHERE day < :day LIMIT :batch)",
             {"day": min(cutoff, now - USAGE_DAYS_KEPT).astimezone(UTC).date()},
         )
-        return PruneReport(payloads, feed_items, papers, summaries)
+        return PruneReport(payloads, feed_items, papers, summaries, embeddings)
 
     def _prune_batches(self, sql: str, params: Mapping[str, object]) -> int:
         """Run ``sql`` (which changes at most ``:batch`` rows) in transactions of its own until it changes none."""

@@ -60,7 +60,7 @@ class LlmClient:
         self.model = model
         self.max_tokens = max_tokens
         self._api_key = api_key
-        self._openai = openai.AsyncOpenAI(base_url=url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
+        self._openai = open_client(url, api_key, timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlmClient:
@@ -119,7 +119,7 @@ class LlmClient:
                 response_format={"type": "json_object"} if json_mode else openai.omit,
             )
         except openai.OpenAIError as exc:
-            raise _translate(exc, secret=self._api_key) from exc
+            raise translate_error(exc, secret=self._api_key) from exc
 
     async def aclose(self) -> None:
         await self._openai.close()
@@ -129,6 +129,12 @@ class LlmClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def open_client(url: str, api_key: str | None, timeout: float) -> openai.AsyncOpenAI:
+    """The ``openai`` client of an OpenAI-compatible server: one attempt per request, ``timeout`` seconds each (any
+    key will do for a local server that asks for none)."""
+    return openai.AsyncOpenAI(base_url=url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
 
 
 def _usage(completion: ChatCompletion) -> Usage:
@@ -141,8 +147,8 @@ def _usage(completion: ChatCompletion) -> Usage:
     )
 
 
-def _translate(exc: openai.OpenAIError, *, secret: str | None) -> SummaryError:
-    """The :class:`SummaryError` that says what ``exc`` means for this paper (``secret`` never in its message)."""
+def translate_error(exc: openai.OpenAIError, *, secret: str | None) -> SummaryError:
+    """The :class:`SummaryError` that says what ``exc`` means for this request (``secret`` never in its message)."""
     if isinstance(exc, openai.APITimeoutError):
         return LlmTimeoutError("timed out")
     if isinstance(exc, openai.APIConnectionError):
