@@ -196,7 +196,7 @@ def test_a_paper_without_a_vector_cannot_be_placed():
 
 
 def test_rows_are_unit_vectors_so_that_dot_products_are_cosines():
-    rows = space_of(PAPERS[:10]).matrix(PAPERS[:10]).rows.toarray()
+    rows = space_of(PAPERS[:10]).matrix(PAPERS[:10]).rows
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-6)
 
 

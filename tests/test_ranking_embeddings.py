@@ -86,8 +86,16 @@ def test_with_every_paper_embedded_the_ranking_is_by_the_vectors(make, caplog):
     section = setup.section("lab", SIMILAR)
     assert len(section.matches) == 5
     assert_best_first(section)
-    about_asr = {p.arxiv_id for p in setup.seen(start) if contains(f"{p.title} {p.abstract}", "speech recognition")}
-    assert len(set(ids(section.matches)) & about_asr) >= 2
+    candidates = setup.seen(start)
+    about_asr = {p.arxiv_id for p in candidates if contains(f"{p.title} {p.abstract}", "speech recognition")}
+    assert set(ids(section.matches)) & about_asr
+    lab = next(s for s in setup.config.subscribers if s.name == "lab")
+    profile = planner.rankings.profile(lab, setup.clock(), candidates)
+    assert profile is not None
+    scores = profile.scores(candidates).values
+    on_asr = [score for paper, score in zip(candidates, scores, strict=True) if paper.arxiv_id in about_asr]
+    others = [score for paper, score in zip(candidates, scores, strict=True) if paper.arxiv_id not in about_asr]
+    assert np.mean(on_asr) > np.mean(others) + 0.05, "papers on the liked papers' topic look more like them"
     by_tf_idf = setup.scores("lab", [match.paper for match in section.matches])  # the planner without a model
     assert not np.allclose(by_tf_idf, ranked_scores(section)), "another space, other scores"
     assert not [r for r in caplog.records if "TF-IDF" in r.getMessage()]

@@ -1,8 +1,8 @@
 """Papers placed by an embedding model's vectors: the same profiles and scores as TF-IDF, in another space.
 
 An :class:`EmbeddedSpace` is made from the vectors the store has (:mod:`notifier.embeddings` made them): each vector
-is L2-normalised, so a dot product is a cosine (in -1..1; a profile's scores are clipped to 0..1), and kept as a row
-of a sparse matrix, dense at these sizes, so that :class:`~notifier.relevance.Profile` ranks with it unchanged. A
+is L2-normalised, so a dot product is a cosine (in -1..1; a profile's scores are clipped to 0..1), and a batch is a
+dense matrix of them, which :class:`~notifier.relevance.Profile` ranks as it ranks TF-IDF's sparse ones. A
 fixed seeded sample of :data:`~notifier.relevance.corpus.NEGATIVES` recent papers is what trained profiles learn
 against. A paper without a vector cannot be placed: :meth:`EmbeddedSpace.missing` says which.
 """
@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from notifier.models import Paper
 from notifier.relevance.corpus import NEGATIVES
-from notifier.relevance.matrix import PaperMatrix, dots
+from notifier.relevance.matrix import PaperMatrix, dots, transpose
 from notifier.relevance.profile import Negatives, Profile
 
 Key = tuple[str, int]
@@ -50,7 +49,7 @@ class EmbeddedSpace:
         sample = np.sort(np.random.default_rng(seed).permutation(len(placed))[:negatives])
         keys = tuple(placed[int(number)] for number in sample)
         rows = self._stack(keys)
-        transposed = sparse.csr_matrix(rows.T)
+        transposed = transpose(rows)
         self._negatives = Negatives(keys=keys, rows=rows, transposed=transposed, dots=dots(rows, transposed))
 
     @property
@@ -80,10 +79,10 @@ class EmbeddedSpace:
         disliked = list({paper.key: paper for paper in disliked if paper.key not in keys}.values())
         return Profile(self.matrix(liked), self.matrix(disliked), self._negatives, self.matrix, trained=trained)
 
-    def _stack(self, keys: Sequence[Key]) -> sparse.csr_matrix:
+    def _stack(self, keys: Sequence[Key]) -> npt.NDArray[np.float32]:
         for key in keys:
             if key not in self._rows:
                 raise KeyError(f"no embedding of {key[0]}v{key[1]}")
         if not keys:
-            return sparse.csr_matrix((0, self._features), dtype=np.float32)
-        return sparse.csr_matrix(np.vstack([self._rows[key] for key in keys]), dtype=np.float32)
+            return np.zeros((0, self._features), dtype=np.float32)
+        return np.vstack([self._rows[key] for key in keys])

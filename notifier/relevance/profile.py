@@ -8,10 +8,9 @@ from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from notifier.models import Paper, Similarity
-from notifier.relevance.matrix import Floats, PaperMatrix, dots
+from notifier.relevance.matrix import Floats, PaperMatrix, Rows, dots, stack, transpose
 
 MIN_TRAINED = 5  # from this many liked papers on, a profile trains a linear model; with fewer, it uses cosine
 DISLIKE_SHARE = 0.5  # cosine scores lose this share of a paper's highest cosine to a disliked paper
@@ -23,8 +22,8 @@ class Negatives:
     """A corpus's fixed sample of papers that trained profiles learn against, with what training needs of it."""
 
     keys: tuple[tuple[str, int], ...]
-    rows: sparse.csr_matrix
-    transposed: sparse.csr_matrix
+    rows: Rows
+    transposed: Rows
     dots: Floats  # negatives x negatives
 
     @cached_property
@@ -46,7 +45,7 @@ class Scores:
         liked: tuple[Paper, ...],
         values: Floats,
         *,
-        liked_rows: sparse.csr_matrix,
+        liked_rows: Rows,
         batch: PaperMatrix | None = None,
         nearest: npt.NDArray[np.intp] | None = None,
     ) -> None:
@@ -63,7 +62,7 @@ class Scores:
             return self._nearest[chosen]
         if self._batch is None or not len(chosen):
             return np.zeros(len(chosen), dtype=np.intp)
-        columns = sparse.csr_matrix(self._batch.rows[chosen].T)
+        columns = transpose(self._batch.rows[chosen])
         return np.asarray(dots(self._liked_rows, columns).argmax(axis=0), dtype=np.intp)
 
     def similarities(self, numbers: Sequence[int]) -> list[Similarity]:
@@ -172,8 +171,8 @@ class Profile:
         own_negatives = np.vstack(
             [liked.negative_dots(negatives.transposed), disliked.negative_dots(negatives.transposed)]
         )
-        own_rows = sparse.vstack([liked.rows, disliked.rows], format="csr")
-        own_dots = dots(own_rows, sparse.csr_matrix(own_rows.T))
+        own_rows = stack([liked.rows, disliked.rows])
+        own_dots = dots(own_rows, transpose(own_rows))
         targets = np.r_[np.ones(len(liked)), -np.ones(len(disliked))]
         # class_weight "balanced" (each class weighs half), a disliked paper weighing as much as a liked one
         total = own + len(kept)
