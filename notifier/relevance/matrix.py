@@ -16,7 +16,8 @@ from scipy import sparse
 from notifier.models import Paper
 
 Floats = npt.NDArray[np.float64]
-Rows: TypeAlias = "sparse.csr_matrix | npt.NDArray[np.float32]"  # sparse (TF-IDF) or dense (embeddings): one kind per batch
+# sparse (TF-IDF) or dense (embeddings): one kind per batch
+Rows: TypeAlias = "sparse.csr_matrix | npt.NDArray[np.float32]"
 
 
 def dots(rows: Rows, columns_t: Rows) -> Floats:
