@@ -42,6 +42,7 @@ from notifier.arxiv.backfill import backfill
 from notifier.arxiv.enrich import enrich_papers
 from notifier.arxiv.gate import PoliteGate, user_agent
 from notifier.arxiv.likes import refresh_likes
+from notifier.arxiv.likes import sources as like_sources
 from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
 from notifier.config.settings import Settings
@@ -323,7 +324,25 @@ class Notifier:
             report.summaries,
             report.embeddings,
         )
+        self.forget_likes()
         return report
+
+    def forget_likes(self) -> None:
+        """Drop the liked papers and like sources the config in use no longer names (logged when there were any;
+        a store failure is logged and tried again at the next prune)."""
+        in_use = {
+            source
+            for subscriber in self.config.subscribers
+            for likes in (subscriber.likes, subscriber.dislikes)
+            for source in like_sources(likes)
+        }
+        try:
+            forgotten = self.store.forget_likes(in_use)
+        except StoreError as exc:
+            log.error("forgetting unused likes failed, will try again: %s", exc)
+            return
+        if any(forgotten):
+            log.info("forgot %d like entries no subscriber has any more, and %d papers only they named", *forgotten)
 
     def lead(self) -> bool:
         """Whether this daemon polls and plans now (see :meth:`Store.try_lead`); logs when that changes."""

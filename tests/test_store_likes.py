@@ -51,6 +51,19 @@ def test_a_newer_version_replaces_a_liked_paper_and_an_older_one_does_not(store)
     assert store.reference_papers(["2401.01234"])["2401.01234"].version == 3
 
 
+def test_likes_no_subscriber_has_any_more_are_forgotten_with_the_papers_only_they_named(store):
+    store.save_reference_papers([liked(i, f"Paper {i}") for i in ("2401.1", "2401.2", "2401.3", "2401.4")], T0)
+    store.save_like_sources({"au:Kept Author": ["2401.1", "2401.2"], "au:Gone Author": ["2401.2", "2401.3"]}, T0)
+    with store.transaction() as db:  # a reader asked for more like 2401.4 from a digest
+        store._exec(db, "INSERT INTO feedback VALUES (?, ?, ?, ?)", ("lab", "2401.4", "more", T0))
+
+    assert store.forget_likes({"au:Kept Author", "id:2401.9"}) == (1, 1)
+
+    assert store.like_sources(["au:Kept Author", "au:Gone Author"]).keys() == {"au:Kept Author"}
+    assert store.reference_papers(["2401.1", "2401.2", "2401.3", "2401.4"]).keys() == {"2401.1", "2401.2", "2401.4"}
+    assert store.forget_likes({"au:Kept Author"}) == (0, 0), "nothing more to forget"
+
+
 def test_liked_papers_are_not_the_feeds_papers(store):
     store.save_reference_papers([liked("2401.01234", "Configuration testing")], T0)
     assert store.paper_count() == 0

@@ -8,7 +8,7 @@ one database), both :class:`~notifier.store.sql.SqlStore` over their dialect.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -193,6 +193,9 @@ class Store(Protocol):
 
     def save_like_sources(self, resolved: Mapping[str, Sequence[str]], now: datetime) -> None:
         """:meth:`save_like_source` for each source of ``resolved``, in one transaction."""
+
+    def forget_likes(self, sources: Collection[str]) -> tuple[int, int]:
+        """Drop the like sources not among ``sources`` and the liked papers nothing names; (sources, papers)."""
 
     def recent_papers(self, since: datetime, limit: int) -> list[Paper]:
         """At most ``limit`` papers the feeds brought since ``since``, newest first."""

@@ -14,7 +14,7 @@ The vectoriser that ranks papers is fitted on the papers the feeds brought latel
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -87,6 +87,27 @@ class LikeQueries(Dialect[ConnT]):
                      fetched_at = excluded.fetched_at""",
                 [(source, json.dumps(list(ids)), now) for source, ids in resolved.items()],
             )
+
+    def forget_likes(self, sources: Collection[str]) -> tuple[int, int]:
+        """Drop what no ``like:`` or ``dislike:`` entry needs any more: the sources not among ``sources`` (those of
+        the config in use), then the liked papers that neither a source kept nor a reader's feedback names. Returns
+        how many sources and papers were dropped."""
+        kept: set[str] = set()
+        gone: list[str] = []
+        for row in self._query("SELECT source, arxiv_ids FROM like_sources"):
+            if row["source"] in sources:
+                kept.update(json.loads(row["arxiv_ids"]))
+            else:
+                gone.append(row["source"])
+        kept.update(row["arxiv_id"] for row in self._query("SELECT DISTINCT arxiv_id FROM feedback"))
+        unneeded = [row["arxiv_id"] for row in self._query("SELECT arxiv_id FROM reference_papers")]
+        unneeded = sorted(set(unneeded) - kept)
+        with self.transaction() as db:
+            for table, column, values in (("like_sources", "source", gone), ("reference_papers", "arxiv_id", unneeded)):
+                for chunk in self._chunks(sorted(values)):
+                    among, params = self._in(column, "value", chunk)
+                    self._exec(db, f"DELETE FROM {table} WHERE {among}", params)
+        return len(gone), len(unneeded)
 
     def recent_papers(self, since: datetime, limit: int) -> list[Paper]:
         """At most ``limit`` papers the feeds brought since ``since`` (first seen then or later), newest first."""
