@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS  # noqa: E402
 from sklearn.svm import LinearSVC  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
@@ -52,6 +53,7 @@ from notifier.arxiv.rss import parse_feed  # noqa: E402
 from notifier.matching.text import tokenize  # noqa: E402
 from notifier.models import Paper  # noqa: E402
 from notifier.relevance import MIN_TRAINED, Corpus  # noqa: E402
+from notifier.relevance.embedded import EmbeddedSpace  # noqa: E402
 from tests.arxiv_server import fixture_catalogue  # noqa: E402
 
 DAY = "2025-06-04"
@@ -235,6 +237,30 @@ def speed(subscribers: int, liked_each: int, size: int) -> None:
         corpus.profile(liked).rank(matrix)
     each = (time.perf_counter() - started) / len(few)
     print(f"  rank() with a Similarity for each of the {size:,} papers: {each * 1000:.1f} ms a subscriber")
+    embedded_speed(max(20, subscribers // 50), liked_each, size, base)
+
+
+def embedded_speed(subscribers: int, liked_each: int, size: int, base: Sequence[Paper], dims: int = 1536) -> None:
+    """The same day ranked in an embedding space of ``dims`` numbers a vector (random, seeded: speed, not quality),
+    the window of recent papers being the fixture papers and the day."""
+    day = [Paper(f"27{n // 100000:02d}.{n % 100000:05d}", 1, "", "", ()) for n in range(size)]
+    generator = np.random.default_rng(11)
+    recent = [*base, *day]
+    vectors = {paper.key: generator.standard_normal(dims).astype(np.float32) for paper in recent}
+    started = time.perf_counter()
+    space = EmbeddedSpace(vectors, [paper.key for paper in recent])
+    matrix = space.matrix(day)
+    space.profile(base[:liked_each]).scores(matrix)  # the first profile factors the negatives, once for all
+    made = time.perf_counter()
+    rng = random.Random(13)
+    for _ in range(subscribers):
+        scores = space.profile(rng.sample(list(base), liked_each)).scores(matrix)
+        scores.similarities(scores.best(TOP))
+    each = (time.perf_counter() - made) / subscribers
+    print(
+        f"embeddings of {dims:,} numbers ({len(recent):,} papers' vectors): space made in {made - started:.1f} s, "
+        f"{subscribers:,} subscribers' profiles trained and the day scored at {each * 1000:.1f} ms a subscriber"
+    )
 
 
 def main() -> None:
