@@ -13,7 +13,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper, Summary, SummaryKey
+from notifier.models import DELIVERY_STATES, DeliveryState, FeedbackKind, Outgoing, Paper, Summary, SummaryKey
+from notifier.store.feedback import Feedback
 from notifier.store.rows import (
     BackfillRow,
     DeliveryRow,
@@ -193,6 +194,18 @@ class Store(Protocol):
 
     def recent_papers(self, since: datetime, limit: int) -> list[Paper]:
         """At most ``limit`` papers the feeds brought since ``since``, newest first."""
+
+    # -- readers' feedback on ranked papers ---------------------------------------------------------------------
+
+    def save_feedback(self, subscriber: str, paper: Paper, kind: FeedbackKind, now: datetime) -> None:
+        """Remember that ``subscriber`` wants ``kind`` (more, fewer) papers like ``paper``, replacing what it said of
+        that paper before, and keep ``paper`` among the reference papers."""
+
+    def feedback_of(self, names: Iterable[str]) -> dict[str, Feedback]:
+        """name -> arxiv_id -> (kind, when), for those of ``names`` that gave feedback."""
+
+    def known_paper(self, arxiv_id: str) -> Paper | None:
+        """The paper stored under ``arxiv_id`` (a feed's, else a reference paper), or None."""
 
     # -- the outbox -------------------------------------------------------------------------------------------
 

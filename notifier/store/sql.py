@@ -4,7 +4,8 @@ Only the modules of this package speak SQL. :class:`SqlStore` is the queries of 
 :class:`~notifier.store.dialect.Dialect`: :class:`~notifier.store.papers.PaperQueries` (papers, feeds, backfills),
 :class:`~notifier.store.subscribers.SubscriberQueries` (subscribers, unsubscriptions, failed plans),
 :class:`~notifier.store.deliveries.DeliveryQueries` (the outbox) and :class:`~notifier.store.summaries.SummaryQueries`
-(LLM summaries and usage) and :class:`~notifier.store.likes.LikeQueries` (the papers subscribers like), with what
+(LLM summaries and usage), :class:`~notifier.store.likes.LikeQueries` (the papers subscribers like) and
+:class:`~notifier.store.feedback.FeedbackQueries` (readers' feedback on ranked papers, over the former), with what
 spans them here: retention and the service calls. The tables, and how an older
 database is brought up to date, are :mod:`notifier.store.schema`'s. :class:`~notifier.store.sqlite.SqliteStore` and
 :class:`~notifier.store.postgres.PostgresStore` complete it with their dialect. The rest of the program sees
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from notifier.store.deliveries import DeliveryQueries
 from notifier.store.dialect import ConnT
-from notifier.store.likes import LikeQueries
+from notifier.store.feedback import FeedbackQueries
 from notifier.store.papers import PaperQueries
 from notifier.store.rows import PruneReport
 from notifier.store.subscribers import SubscriberQueries
@@ -40,7 +41,11 @@ USAGE_DAYS_KEPT = timedelta(days=7)
 
 
 class SqlStore(
-    PaperQueries[ConnT], SubscriberQueries[ConnT], DeliveryQueries[ConnT], SummaryQueries[ConnT], LikeQueries[ConnT]
+    PaperQueries[ConnT],
+    SubscriberQueries[ConnT],
+    DeliveryQueries[ConnT],
+    SummaryQueries[ConnT],
+    FeedbackQueries[ConnT],
 ):
     """The store in SQL both databases run, over a dialect's connection type ``ConnT``."""
 
