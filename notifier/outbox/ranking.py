@@ -5,6 +5,10 @@ The TF-IDF corpus is fitted on the papers the store has seen lately (:data:`CORP
 papers (looked up on arXiv after each poll, kept in the store). A subscriber whose liked papers are not known yet
 (the first poll has not fetched them, arXiv failed) is planned as if it did not rank: its keyword sections as
 usual, in announcement order, and its similar-only sections empty; one log line says so.
+
+What a subscriber's readers said through the links under ranked papers counts as well (:func:`with_feedback`): a
+paper they want more like joins its liked papers, one they want fewer like its disliked papers; a click overrules
+the config for its paper.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from notifier.errors import StoreError
 from notifier.models import Match, Paper
 from notifier.relevance import Corpus, Profile
 from notifier.store import Store
+from notifier.store.feedback import Feedback
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,11 @@ class Rankings:
             return
         liked = liked_papers_of(self.store, {s.name: s.likes for s in wanted})
         disliked = liked_papers_of(self.store, {s.name: s.dislikes for s in wanted if s.dislikes})
+        feedback = self.store.feedback_of(s.name for s in wanted)
+        given = self.store.reference_papers({arxiv_id for each in feedback.values() for arxiv_id in each})
         for subscriber in wanted:
-            papers = (liked[subscriber.name], disliked.get(subscriber.name, []))
+            name = subscriber.name
+            papers = with_feedback(liked[name], disliked.get(name, []), feedback.get(name, {}), given)
             if self._liked.get(subscriber.name) != papers:
                 self._liked[subscriber.name] = papers
                 self._profiles.pop(subscriber.name, None)
@@ -89,6 +97,23 @@ class Rankings:
             )
         self._profiles[subscriber.name] = profile
         return profile
+
+
+def with_feedback(
+    liked: Sequence[Paper], disliked: Sequence[Paper], feedback: Feedback, papers: Mapping[str, Paper]
+) -> tuple[list[Paper], list[Paper]]:
+    """The liked and disliked papers a subscriber ranks by: those of its config, and those of its ``feedback``
+    (looked up in ``papers``), a paper it wants more like added to the liked ones and taken out of the disliked
+    ones, and the reverse for a paper it wants fewer like."""
+    said = {arxiv_id: kind for arxiv_id, (kind, _at) in feedback.items()}
+
+    def kept(config: Sequence[Paper], kind: str) -> list[Paper]:
+        chosen = [paper for paper in config if said.get(paper.arxiv_id, kind) == kind]
+        known = {paper.arxiv_id for paper in chosen}
+        given = [papers[i] for i, k in said.items() if k == kind and i in papers and i not in known]
+        return chosen + given
+
+    return kept(liked, "more"), kept(disliked, "fewer")
 
 
 class RankedMatches(Mapping[str, list[Match]]):
