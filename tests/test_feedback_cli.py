@@ -23,16 +23,11 @@ import pytest
 
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
-from tests.test_end_to_end import SMALL, contains, fixture_items
+from tests.test_likes_cli import LIKED
 
 pytestmark = pytest.mark.slow  # each test runs the CLI in child processes
 
 PUBLIC_URL = "https://notifier.lab.example"
-LIKED = [
-    i.arxiv_id
-    for i in fixture_items(SMALL, "2025-06-03")
-    if i.announce_type == "new" and contains(i.text, "speech recognition")
-]
 CONFIG = f"""\
 subscribers:
   - name: asr-lab

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import date
 from pathlib import Path
 
 import aiohttp
@@ -15,9 +14,11 @@ import pytest
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.models import FeedbackKind, Paper
+from notifier.models import FeedbackKind
 from notifier.web.server import MAX_BODY, HttpServer
 from tests.clock import Clock
+from tests.test_http import Served
+from tests.test_unsubscribe import paper
 
 CONFIG = """\
 subscribers:
@@ -30,25 +31,8 @@ subscribers:
 TITLE = "A compiler for <GPUs>"
 
 
-class Served:
-    def __init__(self, app: Notifier, server: HttpServer, session: aiohttp.ClientSession, clock: Clock):
-        self.app = app
-        self.server = server
-        self.session = session
-        self.clock = clock
-
-    def url(self, subscriber: str, arxiv_id: str, kind: FeedbackKind) -> str:
-        return f"http://127.0.0.1:{self.server.port}/feedback?" + self.app.feedback_links.query(
-            subscriber, arxiv_id, kind
-        )
-
-    async def get(self, url: str) -> tuple[int, str]:
-        async with self.session.get(url) as response:
-            return response.status, await response.text()
-
-    async def post(self, url: str, data: object = None) -> tuple[int, str]:
-        async with self.session.post(url, data=data) as response:
-            return response.status, await response.text()
+def link(served: Served, subscriber: str, arxiv_id: str, kind: FeedbackKind) -> str:
+    return "/feedback?" + served.app.feedback_links.query(subscriber, arxiv_id, kind)
 
 
 @pytest.fixture
@@ -71,21 +55,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         yield Served(app, server, session, clock)
 
 
-def paper(arxiv_id: str, title: str) -> Paper:
-    return Paper(
-        arxiv_id=arxiv_id,
-        version=1,
-        title=title,
-        abstract="We study compilers.",
-        authors=("Ada Lovelace",),
-        categories=("cs.DC",),
-        announce_type="new",
-        announced=date(2025, 6, 3),
-    )
-
-
 async def test_opening_the_link_asks_to_confirm_and_changes_nothing(served):
-    status, page = await served.get(served.url("lab", "2506.00001", "more"))
+    status, page = await served.get(link(served, "lab", "2506.00001", "more"))
     assert status == 200, page
     assert "<strong>lab</strong> more papers like “A compiler for &lt;GPUs&gt;”" in page
     assert '<form method="post" action="feedback?' in page and ">More like this</button>" in page
@@ -93,11 +64,11 @@ async def test_opening_the_link_asks_to_confirm_and_changes_nothing(served):
 
 
 async def test_the_confirm_button_records_the_feedback_once_logged_without_the_token(served, caplog):
-    url = served.url("lab", "2506.00001", "fewer")
+    url = link(served, "lab", "2506.00001", "fewer")
     _status, page = await served.get(url)
     action = page.split('action="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
     with caplog.at_level(logging.INFO, logger="notifier.web.server"):
-        status, page = await served.post(f"http://127.0.0.1:{served.server.port}/{action}")
+        status, page = await served.post(f"/{action}", None)
     assert status == 200, page
     assert "Thanks: lab's next digests will show fewer papers like “A compiler for &lt;GPUs&gt;”." in page
     assert served.app.store.feedback_of(["lab"]) == {"lab": {"2506.00001": ("fewer", served.clock())}}
@@ -108,39 +79,38 @@ async def test_the_confirm_button_records_the_feedback_once_logged_without_the_t
 
 
 async def test_a_later_click_replaces_the_earlier_one(served):
-    assert (await served.post(served.url("lab", "2506.00001", "more")))[0] == 200
+    assert (await served.post(link(served, "lab", "2506.00001", "more"), None))[0] == 200
     served.clock.now = served.clock.now.replace(hour=10)
-    assert (await served.post(served.url("lab", "2506.00001", "fewer")))[0] == 200
+    assert (await served.post(link(served, "lab", "2506.00001", "fewer"), None))[0] == 200
     assert served.app.store.feedback_of(["lab"]) == {"lab": {"2506.00001": ("fewer", served.clock())}}
 
 
 async def test_a_link_whose_token_does_not_match_is_refused(served):
-    good = served.url("lab", "2506.00001", "more")
+    good = link(served, "lab", "2506.00001", "more")
     other_kind = good.replace("k=more", "k=fewer")
     other_paper = good.replace("p=2506.00001", "p=2506.00002")
     tampered = good[:-1] + ("A" if good[-1] != "A" else "B")
-    unsubscribe = f"http://127.0.0.1:{served.server.port}/feedback?" + served.app.unsubscribe_links.query(
-        "lab", "ann@lab.example"
-    )
+    unsubscribe = "/feedback?" + served.app.unsubscribe_links.query("lab", "ann@lab.example")
     missing = good.split("&t=")[0]
     for url in (other_kind, other_paper, tampered, unsubscribe, missing, good.replace("k=more", "k=most")):
-        for send in (served.get, served.post):
-            status, page = await send(url)
+        for post in (False, True):
+            status, page = await (served.post(url, None) if post else served.get(url))
             assert status == 403, (url, page)
             assert "This feedback link is not valid." in page
     assert served.app.store.feedback_of(["lab"]) == {}
 
 
 async def test_a_subscriber_gone_from_the_config_or_an_unknown_paper_is_not_found(served):
-    for send in (served.get, served.post):
-        status, page = await send(served.url("gone", "2506.00001", "more"))
+    for post in (False, True):
+        gone, unknown = link(served, "gone", "2506.00001", "more"), link(served, "lab", "2506.99999", "more")
+        status, page = await (served.post(gone, None) if post else served.get(gone))
         assert status == 404 and "There is no subscriber gone any more." in page
-        status, page = await send(served.url("lab", "2506.99999", "more"))
+        status, page = await (served.post(unknown, None) if post else served.get(unknown))
         assert status == 404 and "arXiv:2506.99999 is no longer known here." in page
     assert served.app.store.feedback_of(["lab", "gone"]) == {}
 
 
 async def test_a_body_over_the_limit_is_refused(served):
-    status, _page = await served.post(served.url("lab", "2506.00001", "more"), data=b"x" * (MAX_BODY + 1))
+    status, _page = await served.post(link(served, "lab", "2506.00001", "more"), data=b"x" * (MAX_BODY + 1))
     assert status == 413
     assert served.app.store.feedback_of(["lab"]) == {}

@@ -4,12 +4,12 @@ Planned in-process over the captured days of cs.SD and eess.AS (see tests/test_r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from notifier.models import Paper
 from notifier.outbox.ranking import with_feedback
 from tests.clock import MORNING
 from tests.test_outbox import paper
@@ -35,31 +35,29 @@ def test_feedback_on_a_paper_not_stored_counts_for_nothing_and_nothing_is_listed
     assert with_feedback([A], [], feedback, PAPERS) == ([A], [])
 
 
+EVERY = f"      - {{name: {SIMILAR}, similar: {{top: null}}}}\n"
+
+
 @pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[[str], Setup]]:
-    made: list[Setup] = []
+def ranked(tmp_path: Path) -> Iterator[tuple[Setup, list[Paper], dict[str, float]]]:
+    """A planner ranking the second day's papers for "lab", who likes the first day's speech recognition papers;
+    the day's papers; and their scores before any feedback."""
+    setup = Setup(tmp_path / "lab", config(subscriber("lab", EVERY, extra=f"    {LIKE}\n")))
+    try:
+        setup.like(LIKED)
+        start = setup.clock()
+        setup.ingest(SECOND)
+        day = setup.seen(start)
+        yield setup, day, dict(zip([p.arxiv_id for p in day], setup.scores("lab", day), strict=True))
+    finally:
+        setup.store.close()
 
-    def setup(text: str) -> Setup:
-        made.append(Setup(tmp_path / str(len(made)), text))
-        return made[-1]
 
-    yield setup
-    for each in made:
-        each.store.close()
-
-
-def test_the_next_plan_ranks_a_paper_given_fewer_and_its_neighbours_lower(make):
-    every = f"      - {{name: {SIMILAR}, similar: {{top: null}}}}\n"
-    setup = make(config(subscriber("lab", every, extra=f"    {LIKE}\n")))
-    setup.like(LIKED)
-    start = setup.clock()
-    setup.ingest(SECOND)
-    day = setup.seen(start)
-    before = dict(zip([p.arxiv_id for p in day], setup.scores("lab", day), strict=True))
+def test_the_next_plan_ranks_a_paper_given_fewer_and_its_neighbours_lower(ranked):
+    setup, day, before = ranked
     best = max(day, key=lambda p: before[p.arxiv_id])
 
     setup.store.save_feedback("lab", best, "fewer", setup.clock())
-    setup.clock.now += timedelta(minutes=1)
     setup.plan()  # the same planner: it reads the feedback afresh
     after = {m.paper.arxiv_id: score_of(m) for m in setup.section("lab", SIMILAR).matches}
     assert after[best.arxiv_id] < before[best.arxiv_id]
@@ -72,14 +70,8 @@ def test_the_next_plan_ranks_a_paper_given_fewer_and_its_neighbours_lower(make):
         assert after[arxiv_id] < before[arxiv_id], arxiv_id
 
 
-def test_more_like_a_paper_of_the_day_raises_those_like_it(make):
-    every = f"      - {{name: {SIMILAR}, similar: {{top: null}}}}\n"
-    setup = make(config(subscriber("lab", every, extra=f"    {LIKE}\n")))
-    setup.like(LIKED)
-    start = setup.clock()
-    setup.ingest(SECOND)
-    day = setup.seen(start)
-    before = dict(zip([p.arxiv_id for p in day], setup.scores("lab", day), strict=True))
+def test_more_like_a_paper_of_the_day_raises_it_and_names_it_as_liked(ranked):
+    setup, day, before = ranked
     worst = min(day, key=lambda p: before[p.arxiv_id])
 
     setup.store.save_feedback("lab", worst, "more", setup.clock())
