@@ -12,8 +12,8 @@ A paper ranked by similarity to the subscriber's own papers says why, under its 
 ``Like your 2401.01234 “Title” · score 0.42``; listed by title only, it says ``like your 2401.01234 · score 0.42``
 after its title. A section whose rule only ranks says "most like your papers" where others show their query. When
 the digest carries feedback links (the daemon has a public URL), "More like this" and "Fewer like this" follow the
-explanation: small links in the HTML part, two labelled URLs on lines of their own in the text part; a paper listed
-by title only keeps its brief form, without them.
+explanation: small links in the HTML part (where a paper listed by title only keeps its brief form, without
+them), two labelled URLs on lines of their own in the text part.
 """
 
 from __future__ import annotations
