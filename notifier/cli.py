@@ -70,7 +70,7 @@ _GROUPS: dict[str, dict[str, str]] = {
     },
     "render": {
         "templates": "folder with templates overriding the built-in ones",
-        "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe)",
+        "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe and feedback links)",
     },
     "llm": {
         "llm_url": "OpenAI-compatible base URL for summaries and embeddings (the key comes from NOTIFIER_LLM_API_KEY"
@@ -154,10 +154,11 @@ _COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("store",),
     ),
     "likes": (
-        "show what a subscriber's like: and dislike: entries found on arXiv",
+        "show what a subscriber's like: and dislike: entries found on arXiv, and its readers' feedback",
         "For each like: and dislike: entry of a subscriber (an arXiv id, an author, a BibTeX entry), the papers it"
         " resolved to on arXiv and when it was last looked up (each is looked up again after a week), from the"
-        " store.",
+        " store; then each paper its readers asked for more or fewer like, through the links under ranked papers,"
+        " and when.",
         ("store",),
     ),
     "send-test": (

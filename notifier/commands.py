@@ -285,12 +285,14 @@ async def _retry_now(settings: Settings, config: Config, name: str | None) -> in
 
 
 def likes(settings: Settings, config: Config, name: str) -> int:
-    """What a subscriber's ``like:`` and ``dislike:`` entries resolved to on arXiv, as the store has them."""
+    """What a subscriber's ``like:`` and ``dislike:`` entries resolved to on arXiv, as the store has them, and the
+    feedback its readers gave through the links under ranked papers."""
     subscriber = config.subscriber(name)
     store = open_store(settings.database_url or settings.database)
     try:
         for label, liked in (("likes", subscriber.likes), ("dislikes", subscriber.dislikes)):
             _print_likes(store, name, label, liked)
+        _print_feedback(store, name)
     finally:
         store.close()
     return ExitCode.OK
@@ -315,6 +317,19 @@ def _print_likes(store: Store, name: str, label: str, liked: Likes) -> None:
         for arxiv_id in ids:
             paper = papers.get(arxiv_id)
             print(f"    {arxiv_id}  {paper.title if paper else '(not stored)'}")
+
+
+def _print_feedback(store: Store, name: str) -> None:
+    """What the subscriber's readers said through the links under ranked papers, the latest first."""
+    given = store.feedback_of([name]).get(name, {})
+    if not given:
+        print(f"{name} feedback: none")
+        return
+    papers = store.reference_papers(given)
+    print(f"{name} feedback ({len(given)} papers, the later click on a paper counts):")
+    for arxiv_id, (kind, at) in sorted(given.items(), key=lambda item: (item[1][1], item[0]), reverse=True):
+        paper = papers.get(arxiv_id)
+        print(f"  {kind:<5}  {arxiv_id}  {at:%Y-%m-%d %H:%M} UTC  {paper.title if paper else '(not stored)'}")
 
 
 def list_subscribers(settings: Settings, config: Config) -> int:

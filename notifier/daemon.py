@@ -57,6 +57,7 @@ from notifier.store import Store, open_store
 from notifier.store.rows import PruneReport
 from notifier.summaries.stage import SummaryStage
 from notifier.summaries.summariser import SummaryRun
+from notifier.web.feedback import FeedbackLinks
 from notifier.web.server import HttpServer
 from notifier.web.unsubscribe import SECRET_KEY, UnsubscribeLinks
 
@@ -140,7 +141,9 @@ class Notifier:
                 self._store.recover_interrupted(self.clock())
             self._session = aiohttp.ClientSession()
             self._channels = Channels(self.settings, self._session)
-            self.unsubscribe_links = UnsubscribeLinks(self._store.secret(SECRET_KEY), self.settings.public_url)
+            secret = self._store.secret(SECRET_KEY)
+            self.unsubscribe_links = UnsubscribeLinks(secret, self.settings.public_url)
+            self.feedback_links = FeedbackLinks(secret, self.settings.public_url)
         except BaseException:
             await self.aclose()
             raise
@@ -158,6 +161,7 @@ class Notifier:
             Renderer(self.settings.templates),
             self.settings,
             unsubscribe_url=self.unsubscribe_links.url if self.settings.public_url else None,
+            feedback_urls=self.feedback_links.urls if self.settings.public_url else None,
             metrics=self.metrics,
         )
         self.sender = Sender(

@@ -19,6 +19,8 @@ ANNOUNCE_TYPES = ("new", "cross", "replace", "replace-cross")
 
 ScheduleKind = Literal["daily", "weekly", "instant"]
 ChannelKind = Literal["email", "slack"]
+FeedbackKind = Literal["more", "fewer"]  # a reader asks for more, or fewer, papers like a ranked one
+FEEDBACK_KINDS: tuple[FeedbackKind, ...] = get_args(FeedbackKind)
 
 
 def feed_key(categories: Iterable[str]) -> str:
@@ -121,6 +123,14 @@ class Similarity:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedbackUrls:
+    """The signed links under a ranked paper that ask for more, or fewer, papers like it."""
+
+    more: str
+    fewer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """A paper that a rule selected, with the evidence: the terms that matched, and for a ranked rule (or a
     subscriber who sorts by relevance) its similarity to the subscriber's papers."""
@@ -176,6 +186,7 @@ class Digest:
     empty_reason: str | None = None  # set when a digest with no papers is sent on purpose (send_empty)
     config_path: str = "subscribers.yaml"
     summaries: Mapping[SummaryKey, Summary] = field(default_factory=dict)  # stored summaries of its rich papers
+    feedback: Mapping[str, FeedbackUrls] = field(default_factory=dict)  # arxiv_id -> links, for its ranked papers
 
     @property
     def has_rich(self) -> bool:

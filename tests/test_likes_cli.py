@@ -74,7 +74,7 @@ async def test_the_papers_most_like_yours_come_first_and_say_why(tmp_path):
     assert out.startswith(f"asr-lab likes ({len(LIKED)} entries, {len(LIKED)} papers known):")
     for arxiv_id in LIKED:
         assert f"  id:{arxiv_id}: 1 paper, looked up " in out
-    assert out.rstrip().endswith("asr-lab dislikes: none")
+    assert out.rstrip().endswith("asr-lab dislikes: none\nasr-lab feedback: none")
     body = message.get_body(("plain",))
     assert body is not None
     text = str(body.get_content())

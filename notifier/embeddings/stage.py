@@ -16,13 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from notifier.arxiv.likes import liked_papers_of
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Subscriber
 from notifier.embeddings.client import EmbeddingClient, Vectors
 from notifier.errors import EmbeddingError
 from notifier.models import Paper
-from notifier.outbox.ranking import CORPUS_DAYS, CORPUS_PAPERS
+from notifier.outbox.ranking import CORPUS_DAYS, CORPUS_PAPERS, ranking_papers
 from notifier.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,15 @@ class EmbeddingStage:
 
     def wanted(self, subscribers: Sequence[Subscriber]) -> list[Paper]:
         """The papers ranking ``subscribers`` needs a vector for, each version once: the liked and disliked papers
-        of those that rank, then the corpus window's papers, newest first; none when no one ranks."""
+        of those that rank (their readers' feedback included), then the corpus window's papers, newest first; none
+        when no one ranks."""
         ranked = [subscriber for subscriber in subscribers if subscriber.ranks]
         if not ranked:
             return []
-        liked = liked_papers_of(self.store, {s.name: s.likes for s in ranked})
-        disliked = liked_papers_of(self.store, {s.name: s.dislikes for s in ranked if s.dislikes})
+        own = [group for pair in ranking_papers(self.store, ranked).values() for group in pair]
         recent = self.store.recent_papers(self.clock() - timedelta(days=CORPUS_DAYS), CORPUS_PAPERS)
         papers: dict[tuple[str, int], Paper] = {}
-        for group in (*liked.values(), *disliked.values(), recent):
+        for group in (*own, recent):
             for paper in group:
                 papers.setdefault(paper.key, paper)
         return list(papers.values())

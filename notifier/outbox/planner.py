@@ -33,7 +33,7 @@ from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import PlanError, StoreError
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
-from notifier.models import ChannelKind, Digest, Match, Paper, SummaryKey
+from notifier.models import ChannelKind, Digest, FeedbackUrls, Match, Paper, SummaryKey
 from notifier.outbox.digest import build_digest, papers_of, rich_papers, sections_for
 from notifier.outbox.ranking import RankedMatches, Rankings
 from notifier.outbox.wants import SummaryWants
@@ -50,6 +50,7 @@ RETRY_FAILED_AFTER = timedelta(hours=1)  # a digest that failed, its definition 
 MAX_REASON = 500  # characters of a failure's reason kept in the store
 WRITE_BATCH = 200  # digests written in one transaction
 UnsubscribeUrl = Callable[[str, str], str | None]
+FeedbackUrl = Callable[[str, str], FeedbackUrls | None]  # (subscriber, arxiv_id) -> its more / fewer links
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,11 +196,13 @@ class Planner:
         settings: Settings,
         unsubscribe_url: UnsubscribeUrl | None = None,
         metrics: Metrics | None = None,
+        feedback_urls: FeedbackUrl | None = None,
     ):
         self.store = store
         self.renderer = renderer
         self.settings = settings
         self.unsubscribe_url = unsubscribe_url or (lambda _subscriber, _address: None)
+        self.feedback_urls = feedback_urls
         self.metrics = metrics or Metrics()
         self._tried: set[tuple[str, str]] = set()  # (subscriber, fingerprint) whose digest failed in this planner
         self.rankings = Rankings(store, settings.embedding_model if settings.embeddings_enabled else None)
@@ -516,6 +519,7 @@ class Planner:
         deliveries: list[NewDelivery] = []
         skipped: list[Skipped] = []
         rich: dict[SummaryKey, bool] = {}  # paper shown as a rich entry -> whether it has a summary
+        links: dict[str, FeedbackUrls | None] = {}  # ranked paper -> its feedback links, made once for all recipients
         step = "planning its digest"
         try:
             for channel, recipient, unsubscribed in self._recipients(subscriber):
@@ -544,6 +548,8 @@ class Planner:
                     empty_reason=reason,
                     summaries=summaries,
                 )
+                if self.feedback_urls is not None:
+                    digest = dataclasses.replace(digest, feedback=self._feedback(subscriber.name, digest, links))
                 deliveries.append(self._render(digest_id, subscriber, digest, channel, recipient, now))
         except StoreError:
             raise
@@ -564,6 +570,24 @@ class Planner:
         if deliveries:
             log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
         return PlannedDigest(record, papers, tuple(skipped), len(rich), sum(rich.values())), None
+
+    def _feedback(
+        self, subscriber: str, digest: Digest, links: dict[str, FeedbackUrls | None]
+    ) -> dict[str, FeedbackUrls]:
+        """The feedback links of the ranked papers of ``digest`` (those with a similarity), by arXiv id; ``links``
+        keeps those already made for another of the subscriber's recipients."""
+        assert self.feedback_urls is not None
+        found: dict[str, FeedbackUrls] = {}
+        for section in digest.sections:
+            for match in section.matches:
+                arxiv_id = match.paper.arxiv_id
+                if match.similarity is None or arxiv_id in found:
+                    continue
+                if arxiv_id not in links:
+                    links[arxiv_id] = self.feedback_urls(subscriber, arxiv_id)
+                if (urls := links[arxiv_id]) is not None:
+                    found[arxiv_id] = urls
+        return found
 
     def _recipients(self, subscriber: Subscriber) -> Iterator[tuple[ChannelKind, str, bool]]:
         """Each of ``subscriber``'s recipients once (an address however it is spelt), and whether it unsubscribed."""

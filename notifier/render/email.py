@@ -10,7 +10,10 @@ marked as machine-written), and the papers of its other sections one line each, 
 
 A paper ranked by similarity to the subscriber's own papers says why, under its meta lines, wherever it is listed:
 ``Like your 2401.01234 “Title” · score 0.42``; listed by title only, it says ``like your 2401.01234 · score 0.42``
-after its title. A section whose rule only ranks says "most like your papers" where others show their query.
+after its title. A section whose rule only ranks says "most like your papers" where others show their query. When
+the digest carries feedback links (the daemon has a public URL), "More like this" and "Fewer like this" follow the
+explanation: small links in the HTML part (where a paper listed by title only keeps its brief form, without
+them), two labelled URLs on lines of their own in the text part.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from __future__ import annotations
 import functools
 import itertools
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import jinja2
 from markupsafe import Markup
 
-from notifier.models import Digest, Field, Hit, Match, Paper, RenderedEmail
+from notifier.models import Digest, FeedbackUrls, Field, Hit, Match, Paper, RenderedEmail
 from notifier.render.highlight import (
     AuthorList,
     Segments,
@@ -325,9 +328,16 @@ Cards = Callable[[Paper, tuple[Hit, ...], int, SummaryView | None, SimilarityVie
 Full = tuple[Match, SummaryView | None]  # a paper shown in full, with the summary it shows
 
 
-def card_of(cards: Cards, match: Match, abstract_chars: int, summary: SummaryView | None) -> PaperCard:
-    """The card of ``match``'s paper, with its hits, its similarity and ``summary``."""
-    return cards(match.paper, match.hits, abstract_chars, summary, similarity_view(match.similarity))
+def card_of(
+    cards: Cards,
+    match: Match,
+    abstract_chars: int,
+    summary: SummaryView | None,
+    feedback: FeedbackUrls | None = None,
+) -> PaperCard:
+    """The card of ``match``'s paper, with its hits, its similarity (and the ``feedback`` links under it) and
+    ``summary``."""
+    return cards(match.paper, match.hits, abstract_chars, summary, similarity_view(match.similarity, feedback))
 
 
 def full_matches(digest: Digest) -> list[Full]:
@@ -366,15 +376,16 @@ def groups(
 
     def row(rule: str, match: Match, rich: bool) -> PaperRow:
         paper_id = match.paper.arxiv_id
+        feedback = digest.feedback.get(paper_id)
         if has_rich and not rich:
-            card = card_of(cards, match, 0, None)
+            card = card_of(cards, match, 0, None, feedback)
             if bare_lines and paper_id in listed:
                 return PaperRow(card, first_rule=listed[paper_id], compact=True, line=True)
             listed.setdefault(paper_id, rule)
             return PaperRow(card, compact=bare_lines, line=True)
         summary = summary_view(digest.summary_of(match.paper)) if rich else None
         chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
-        card = card_of(cards, match, chars, summary)
+        card = card_of(cards, match, chars, summary, feedback)
         also_in = tuple(r for r in rules_of[paper_id] if r != rule)
         if paper_id in shown:
             return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
@@ -603,7 +614,8 @@ class EmailRenderer:
                 steps.append((ABSTRACT_STEPS[-1], 0, False))
             steps.append((*steps[-1][:2], True))
         for step, (chars, summarised, bare) in enumerate(steps):
-            if _at_least(firsts, chars, summarised) > limit or _cards(firsts, self.card, chars, summarised) > limit:
+            too_big = _cards(firsts, self.card, chars, summarised, digest.feedback) > limit
+            if _at_least(firsts, chars, summarised) > limit or too_big:
                 continue  # no need to render it to know (the cards are made once, for the page too)
             views = groups(digest, self.card, chars, None, summarised, bare)
             layout = self._render(context, views, 0, short=step > 0)
@@ -618,7 +630,11 @@ class EmailRenderer:
                 tried[full] = self._render(context, views, total - full, short=True)
             return tried[full]
 
-        gains = [_gain(card_of(self.card, m, _chars(s, chars, summarised), s)) for m, s in firsts]
+        links = digest.feedback
+        gains = [
+            _gain(card_of(self.card, m, _chars(s, chars, summarised), s, links.get(m.paper.arxiv_id)))
+            for m, s in firsts
+        ]
         guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
         return _largest_fitting(total, attempt, limit, guess)
 
@@ -637,10 +653,18 @@ def _at_least(firsts: Sequence[Full], abstract_chars: int, summarised_chars: int
     )
 
 
-def _cards(firsts: Sequence[Full], cards: Cards, abstract_chars: int, summarised_chars: int) -> int:
+def _cards(
+    firsts: Sequence[Full],
+    cards: Cards,
+    abstract_chars: int,
+    summarised_chars: int,
+    feedback: Mapping[str, FeedbackUrls],
+) -> int:
     """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least."""
     return sum(
-        card_of(cards, match, _chars(summary, abstract_chars, summarised_chars), summary).html_bytes
+        card_of(
+            cards, match, _chars(summary, abstract_chars, summarised_chars), summary, feedback.get(match.paper.arxiv_id)
+        ).html_bytes
         for match, summary in firsts
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, Similarity, Summary
+from notifier.models import Digest, DigestSection, FeedbackUrls, Field, Hit, Match, Paper, Similarity, Summary
 
 ELLIPSIS = "…"
 MAX_AUTHORS = 6
@@ -279,6 +279,7 @@ class SimilarityView:
     liked_title: str  # at most LIKED_TITLE_CHARS; may be empty
     score: str  # two decimals, "0.42"
     liked_url: str | None  # the liked paper's abstract page; None when ``liked_id`` is not an arXiv id
+    feedback: FeedbackUrls | None = None  # the "more / fewer like this" links, when the daemon has a public URL
 
     @property
     def quoted_title(self) -> str:
@@ -297,17 +298,20 @@ class SimilarityView:
 
 
 @functools.lru_cache(maxsize=4096)
-def similarity_view(similarity: Similarity | None) -> SimilarityView | None:
-    """The view of ``similarity``, or None for a paper that was not ranked."""
+def similarity_view(similarity: Similarity | None, feedback: FeedbackUrls | None = None) -> SimilarityView | None:
+    """The view of ``similarity`` (with the paper's ``feedback`` links, if it has some), or None for a paper that
+    was not ranked."""
     if similarity is None:
         return None
+    if feedback is not None:
+        feedback = FeedbackUrls(more=one_line(feedback.more), fewer=one_line(feedback.fewer))
     liked_id = one_line(similarity.liked_id)
     title = one_line(similarity.liked_title)
     if len(title) > LIKED_TITLE_CHARS:
         title = title[: LIKED_TITLE_CHARS - 1].rstrip() + ELLIPSIS
     score = 0.0 if math.isnan(similarity.score) else min(max(similarity.score, 0.0), 1.0)
     url = f"https://arxiv.org/abs/{liked_id}" if _ARXIV_ID.fullmatch(liked_id) else None
-    return SimilarityView(liked_id=liked_id, liked_title=title, score=f"{score:.2f}", liked_url=url)
+    return SimilarityView(liked_id=liked_id, liked_title=title, score=f"{score:.2f}", liked_url=url, feedback=feedback)
 
 
 def is_ranked(section: DigestSection) -> bool:

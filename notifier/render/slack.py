@@ -7,7 +7,8 @@ A digest that needs more than 50 blocks, or more text than Slack takes in one me
 messages, each with its own fallback text.
 
 A paper ranked by similarity to the subscriber's papers says why under its details: ``Like your 2401.01234
-“Title” · score 0.42``, the liked paper linked to its abstract page and its title escaped like paper text. A section
+“Title” · score 0.42``, the liked paper linked to its abstract page and its title escaped like paper text, then its
+"More like this" and "Fewer like this" links when the daemon has a public URL. A section
 whose rule only ranks says "most like your papers" where others show their query.
 
 In a digest with rich sections, each of their papers gets its LLM summary (tags, institution, and the TL;DR marked
@@ -23,10 +24,10 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from notifier.models import Digest, Hit, Match, Paper, SlackMessage
+from notifier.models import Digest, FeedbackUrls, Hit, Match, Paper, SlackMessage
 from notifier.render.highlight import (
     ELLIPSIS,
     Segments,
@@ -167,7 +168,16 @@ def similarity_text(similarity: SimilarityView) -> str:
     if similarity.liked_url is not None:
         liked = f"<{similarity.liked_url}|{liked}>"
     title = f" {escape(similarity.quoted_title)}" if similarity.liked_title else ""
-    return f"Like your {liked}{title} · score {similarity.score}"
+    text = f"Like your {liked}{title} · score {similarity.score}"
+    if similarity.feedback is not None:
+        more, fewer = (_link_target(url) for url in (similarity.feedback.more, similarity.feedback.fewer))
+        text += f" · <{more}|More like this> · <{fewer}|Fewer like this>"
+    return text
+
+
+def _link_target(url: str) -> str:
+    """``url`` as the target of a mrkdwn link: what would end the link (``|``, ``>``) or open another, escaped."""
+    return url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
 
 
 def summary_text(summary: SummaryView) -> str:
@@ -242,8 +252,8 @@ class _Item:
     heading: Block | None = None
 
 
-def _like(match: Match) -> str:
-    similarity = similarity_view(match.similarity)
+def _like(match: Match, feedback: Mapping[str, FeedbackUrls]) -> str:
+    similarity = similarity_view(match.similarity, feedback.get(match.paper.arxiv_id))
     return similarity_text(similarity) if similarity is not None else ""
 
 
@@ -269,14 +279,14 @@ def _items(digest: Digest, texts: PaperTexts, summaries: SummaryTexts) -> list[_
         continued = _section(f"*{escape(name)}* (continued)")
         out = [_Item(_section(heading))]
         if has_rich and rule not in rich_rules:
-            lines = [line_text(match.paper, _like(match)) for match in matches]
+            lines = [line_text(match.paper, _like(match, digest.feedback)) for match in matches]
             out.extend(_Item(block, continued) for block in line_blocks(lines))
             return out
         for match in matches:
             others = tuple(r for r in rules_of[match.paper.arxiv_id] if r != name)
             summary = summary_view(digest.summary_of(match.paper)) if rule in rich_rules else None
             rich = summaries(summary) if summary is not None else ""
-            block = paper_block(texts(match.paper, match.hits), others, rich, _like(match))
+            block = paper_block(texts(match.paper, match.hits), others, rich, _like(match, digest.feedback))
             out.append(_Item(block, continued))
         return out
 

@@ -15,8 +15,9 @@ from typing import Protocol
 
 import numpy.typing as npt
 
-from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing, Paper, Summary, SummaryKey
+from notifier.models import DELIVERY_STATES, DeliveryState, FeedbackKind, Outgoing, Paper, Summary, SummaryKey
 from notifier.store.embeddings import Vector
+from notifier.store.feedback import Feedback
 from notifier.store.rows import (
     BackfillRow,
     DeliveryRow,
@@ -211,6 +212,18 @@ class Store(Protocol):
     def save_embeddings(self, model: str, vectors: Mapping[SummaryKey, npt.ArrayLike], now: datetime) -> int:
         """Store the vectors ``model`` gave these paper versions; a version that has one keeps it. How many were
         new."""
+
+    # -- readers' feedback on ranked papers ---------------------------------------------------------------------
+
+    def save_feedback(self, subscriber: str, paper: Paper, kind: FeedbackKind, now: datetime) -> None:
+        """Remember that ``subscriber`` wants ``kind`` (more, fewer) papers like ``paper``, replacing what it said of
+        that paper before, and keep ``paper`` among the reference papers."""
+
+    def feedback_of(self, names: Iterable[str]) -> dict[str, Feedback]:
+        """name -> arxiv_id -> (kind, when), for those of ``names`` that gave feedback."""
+
+    def known_paper(self, arxiv_id: str) -> Paper | None:
+        """The paper stored under ``arxiv_id`` (a feed's, else a reference paper), or None."""
 
     # -- the outbox -------------------------------------------------------------------------------------------
 

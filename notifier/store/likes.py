@@ -29,26 +29,30 @@ class LikeQueries(Dialect[ConnT]):
         """Store ``papers`` as fetched at ``now``, in one transaction; a stored paper takes the newer metadata
         unless it already has a later version."""
         with self.transaction() as db:
-            self._exec_many(
-                db,
-                """INSERT INTO reference_papers VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (arxiv_id) DO UPDATE SET version = excluded.version, title = excluded.title,
-                     abstract = excluded.abstract, authors = excluded.authors, categories = excluded.categories,
-                     fetched_at = excluded.fetched_at
-                   WHERE excluded.version >= reference_papers.version""",
-                [
-                    (
-                        paper.arxiv_id,
-                        paper.version,
-                        paper.title,
-                        paper.abstract,
-                        json.dumps(paper.authors),
-                        json.dumps(paper.categories),
-                        now,
-                    )
-                    for paper in papers
-                ],
-            )
+            self._save_reference_papers(db, papers, now)
+
+    def _save_reference_papers(self, db: ConnT, papers: Sequence[Paper], now: datetime) -> None:
+        """:meth:`save_reference_papers` in the transaction ``db``."""
+        self._exec_many(
+            db,
+            """INSERT INTO reference_papers VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (arxiv_id) DO UPDATE SET version = excluded.version, title = excluded.title,
+                 abstract = excluded.abstract, authors = excluded.authors, categories = excluded.categories,
+                 fetched_at = excluded.fetched_at
+               WHERE excluded.version >= reference_papers.version""",
+            [
+                (
+                    paper.arxiv_id,
+                    paper.version,
+                    paper.title,
+                    paper.abstract,
+                    json.dumps(paper.authors),
+                    json.dumps(paper.categories),
+                    now,
+                )
+                for paper in papers
+            ],
+        )
 
     def reference_papers(self, ids: Iterable[str]) -> dict[str, Paper]:
         """arxiv_id -> the liked paper stored under it, for those of ``ids`` that have one."""
@@ -56,7 +60,7 @@ class LikeQueries(Dialect[ConnT]):
         for chunk in self._chunks(sorted(set(ids))):
             among, params = self._in("arxiv_id", "id", chunk)
             for row in self._query(f"SELECT * FROM reference_papers WHERE {among}", params):
-                found[row["arxiv_id"]] = _paper(row)
+                found[row["arxiv_id"]] = paper_of_row(row)
         return found
 
     def like_source(self, source: str) -> tuple[tuple[str, ...], datetime] | None:
@@ -116,10 +120,10 @@ class LikeQueries(Dialect[ConnT]):
                 ORDER BY first_seen DESC, arxiv_id{self._BY_CODE_POINT} LIMIT ?""",
             (since, limit),
         )
-        return [replace(_paper(row), comment=row["comment"], journal_ref=row["journal_ref"]) for row in rows]
+        return [replace(paper_of_row(row), comment=row["comment"], journal_ref=row["journal_ref"]) for row in rows]
 
 
-def _paper(row: ResultRow) -> Paper:
+def paper_of_row(row: ResultRow) -> Paper:
     return Paper(
         arxiv_id=row["arxiv_id"],
         version=int(row["version"]),

@@ -5,6 +5,7 @@ Only the modules of this package speak SQL. :class:`SqlStore` is the queries of 
 :class:`~notifier.store.subscribers.SubscriberQueries` (subscribers, unsubscriptions, failed plans),
 :class:`~notifier.store.deliveries.DeliveryQueries` (the outbox) and :class:`~notifier.store.summaries.SummaryQueries`
 (LLM summaries and usage), :class:`~notifier.store.likes.LikeQueries` (the papers subscribers like) and
+:class:`~notifier.store.feedback.FeedbackQueries` (readers' feedback on ranked papers, over the former) and
 :class:`~notifier.store.embeddings.EmbeddingQueries` (papers' embeddings), with what
 spans them here: retention and the service calls. The tables, and how an older
 database is brought up to date, are :mod:`notifier.store.schema`'s. :class:`~notifier.store.sqlite.SqliteStore` and
@@ -28,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from notifier.store.deliveries import DeliveryQueries
 from notifier.store.dialect import ConnT
 from notifier.store.embeddings import EmbeddingQueries
-from notifier.store.likes import LikeQueries
+from notifier.store.feedback import FeedbackQueries
 from notifier.store.papers import PaperQueries
 from notifier.store.rows import PruneReport
 from notifier.store.subscribers import SubscriberQueries
@@ -47,7 +48,7 @@ class SqlStore(
     SubscriberQueries[ConnT],
     DeliveryQueries[ConnT],
     SummaryQueries[ConnT],
-    LikeQueries[ConnT],
+    FeedbackQueries[ConnT],
     EmbeddingQueries[ConnT],
 ):
     """The store in SQL both databases run, over a dialect's connection type ``ConnT``."""

@@ -68,7 +68,7 @@ class SubscriberQueries(Dialect[ConnT]):
             self._exec(db, "DELETE FROM subscribers WHERE name = ?", (new,))  # registered but never sent to
             self._exec(db, "DELETE FROM plan_failures WHERE subscriber IN (?, ?)", (old, new))  # tried afresh
             moved = self._exec(db, "UPDATE subscribers SET name = ? WHERE name = ?", (new, old))
-            for table in ("digests", "deliveries", "delivery_papers", "unsubscribed"):
+            for table in ("digests", "deliveries", "delivery_papers", "unsubscribed", "feedback"):
                 self._exec(db, f"UPDATE {table} SET subscriber = ? WHERE subscriber = ?", (new, old))
         return moved
 

@@ -8,9 +8,11 @@
 ``GET /metrics``       Prometheus text format
 ``GET /unsubscribe``   a page with a confirm button; it changes nothing (mail scanners follow links)
 ``POST /unsubscribe``  RFC 8058 one-click (body ``List-Unsubscribe=One-Click``): records the unsubscription
+``GET /feedback``      "more / fewer like this" under a ranked paper: a page with a confirm button; it changes nothing
+``POST /feedback``     records the feedback (:mod:`.feedback`): the subscriber's next digests rank with it
 =====================  ==============================================================================================
 
-Requests are not logged (unsubscribe URLs carry tokens); an unsubscription is logged once, by the store's action.
+Requests are not logged (their URLs carry tokens); an unsubscription, and a feedback, is logged once when recorded.
 Slow or stalled clients are cut off and the open connections are capped (:mod:`notifier.web.guard`), so the
 health check keeps answering.
 """
@@ -26,6 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier.errors import NotifierError, StoreError
+from notifier.models import FeedbackKind, Paper
+from notifier.web.feedback import feedback_kind
 from notifier.web.guard import HEADER_TIMEOUT, REQUEST_TIMEOUT, ConnectionGuard, GuardedSite
 from notifier.web.service import Service
 from notifier.web.status_page import gather, render
@@ -154,6 +158,60 @@ async def _unsubscribe(request: web.Request) -> web.Response:
     return _page("Unsubscribed", body)
 
 
+def _feedback_wanted(request: web.Request) -> tuple[str, Paper, FeedbackKind] | web.Response:
+    """The subscriber, paper and kind a feedback link names, once its token is checked; else the page that says why
+    not: 403 for a bad link, 404 for a subscriber no longer in the config or a paper the store does not know."""
+    params = dict(request.query)
+    subscriber, arxiv_id, token = params.get("s", ""), params.get("p", ""), params.get("t", "")
+    kind = feedback_kind(params.get("k", ""))
+    app = _app(request)
+    if kind is None or not (subscriber and arxiv_id and app.feedback_links.verify(subscriber, arxiv_id, kind, token)):
+        return _page("Link not valid", "<p>This feedback link is not valid.</p>", status=403)
+    if subscriber not in {s.name for s in app.config.subscribers}:
+        body = f"<p>There is no subscriber {html.escape(subscriber)} any more.</p>"
+        return _page("Subscriber not found", body, status=404)
+    paper = app.store.known_paper(arxiv_id)
+    if paper is None:
+        body = f"<p>The paper arXiv:{html.escape(arxiv_id)} is no longer known here.</p>"
+        return _page("Paper not found", body, status=404)
+    return subscriber, paper, kind
+
+
+def _quoted_title(paper: Paper) -> str:
+    return html.escape(f"“{' '.join(paper.title.split())}”")
+
+
+async def _feedback_page(request: web.Request) -> web.Response:
+    found = _feedback_wanted(request)
+    if isinstance(found, web.Response):
+        return found
+    subscriber, paper, kind = found
+    query = _app(request).feedback_links.query(subscriber, paper.arxiv_id, kind)
+    label = "More like this" if kind == "more" else "Fewer like this"
+    body = (
+        f"<p>Show <strong>{html.escape(subscriber)}</strong> {kind} papers like {_quoted_title(paper)} "
+        f"(arXiv:{html.escape(paper.arxiv_id)}) in its next digests?</p>"
+        f'<form method="post" action="feedback?{html.escape(query)}">'
+        f"<button type=submit>{label}</button></form>"
+    )
+    return _page(label, body)
+
+
+async def _feedback(request: web.Request) -> web.Response:
+    await request.read()  # whatever the form sent; the link says it all
+    found = _feedback_wanted(request)
+    if isinstance(found, web.Response):
+        return found
+    subscriber, paper, kind = found
+    app = _app(request)
+    app.store.save_feedback(subscriber, paper, kind, app.clock())
+    log.info("feedback: %s wants %s papers like %s", subscriber, kind, paper.arxiv_id)
+    body = (
+        f"<p>Thanks: {html.escape(subscriber)}'s next digests will show {kind} papers like {_quoted_title(paper)}.</p>"
+    )
+    return _page("Thanks", body)
+
+
 def make_app(notifier: Service, guard: ConnectionGuard | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[] if guard is None else [guard.middleware])
     app[_APP_KEY] = notifier
@@ -163,6 +221,8 @@ def make_app(notifier: Service, guard: ConnectionGuard | None = None) -> web.App
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/unsubscribe", _unsubscribe_page)
     app.router.add_post("/unsubscribe", _unsubscribe)
+    app.router.add_get("/feedback", _feedback_page)
+    app.router.add_post("/feedback", _feedback)
     return app
 
 
@@ -204,7 +264,7 @@ class HttpServer:
             raise NotifierError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        log.info("http listening on %s:%d (/healthz, /readyz, /metrics, /unsubscribe)", self.host, self.port)
+        log.info("http listening on %s:%d (/healthz, /readyz, /metrics, /unsubscribe, /feedback)", self.host, self.port)
         return self
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from notifier.config.settings import Settings
 from notifier.config.subscribers import Config
 from notifier.metrics import Metrics
 from notifier.store import Store
+from notifier.web.feedback import FeedbackLinks
 from notifier.web.unsubscribe import UnsubscribeLinks
 
 
@@ -39,6 +40,9 @@ class Service(Protocol):
 
     @property
     def unsubscribe_links(self) -> UnsubscribeLinks: ...
+
+    @property
+    def feedback_links(self) -> FeedbackLinks: ...
 
     def feed_health(self, feed_key: str, now: datetime) -> FeedHealth:
         """How the feed ``feed_key`` has been doing, as of ``now``."""

@@ -3,39 +3,33 @@
 A link is ``PUBLIC_URL/unsubscribe?s=SUBSCRIBER&a=ADDRESS&t=TOKEN``. The token is an HMAC-SHA256 of the subscriber
 and the address's :func:`~notifier.addresses.address_key` (case and surrounding space do not count, as everywhere
 addresses are compared) under a secret the store makes once and keeps, so links stay valid across
-restarts, and nobody can unsubscribe an address from a link they did not receive. Pure: no I/O here.
+restarts, and nobody can unsubscribe an address from a link they did not receive (:mod:`.signing`). Pure: no
+I/O here.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from urllib.parse import urlencode
 
 from notifier.addresses import address_key
+from notifier.web.signing import SECRET_KEY, Signer
 
-SECRET_KEY = "unsubscribe_secret"  # the store's ``meta`` key of the signing secret
-TOKEN_BYTES = 16  # 128 bits of the HMAC, 22 characters in the URL
+__all__ = ["SECRET_KEY", "UnsubscribeLinks"]
 
 
 class UnsubscribeLinks:
     """Makes and checks unsubscribe tokens; ``url`` needs ``public_url`` (the daemon's https address)."""
 
     def __init__(self, secret: str, public_url: str | None = None):
-        if not secret:
-            raise ValueError("the unsubscribe secret must not be empty")
-        self._key = secret.encode()
+        self._signer = Signer(secret, "unsubscribe")
         self.public_url = public_url.rstrip("/") if public_url else None
 
     def token(self, subscriber: str, address: str) -> str:
-        message = b"\0".join((b"unsubscribe", subscriber.encode(), address_key(address).encode()))
-        mac = hmac.new(self._key, message, hashlib.sha256).digest()[:TOKEN_BYTES]
-        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+        return self._signer.token(subscriber, address_key(address))
 
     def verify(self, subscriber: str, address: str, token: str) -> bool:
         """Whether ``token`` was made by :meth:`token` for this subscriber and address (constant time)."""
-        return hmac.compare_digest(self.token(subscriber, address).encode(), token.encode("utf-8", "replace"))
+        return self._signer.verify(token, subscriber, address_key(address))
 
     def query(self, subscriber: str, address: str) -> str:
         return urlencode({"s": subscriber, "a": address, "t": self.token(subscriber, address)})
