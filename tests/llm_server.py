@@ -27,7 +27,7 @@ Token accounting, as a real server reports it in ``usage``: ``prompt_tokens`` is
 English, and its per-message overhead); ``completion_tokens`` is the same count of the answer's content. With
 ``report_usage = False`` the answers carry no ``usage``, like some local servers.
 
-Embeddings: deterministic unit vectors (``dimensions`` long, 256 unless asked), a hashed bag of words: each word
+Embeddings: deterministic unit vectors (``dimensions`` long, 1,024 unless asked), a hashed bag of words: each word
 of five letters or more (stop words left out) adds 1 + log(count) to the coordinate a SHA-256 of it picks, with the
 sign another bit of it gives, so texts sharing words are near and the same text gives the same vector (a text with
 no such word, a vector from the SHA-256 of the whole text). ``embeddings_mode`` (``EMBEDDINGS_MODES``) makes them
@@ -317,7 +317,7 @@ class LlmStandIn:
         if self.embeddings_mode == "stall":
             await self._closing.wait()
             return _error(503, "shutting down", "server_error")
-        dimensions = int(body.get("dimensions") or 256)
+        dimensions = int(body.get("dimensions") or 1024)
         tokens = sum(count_tokens(t) for t in texts)
         data: list[dict[str, Any]] = [
             {"object": "embedding", "index": number, "embedding": embedding(text, dimensions)}

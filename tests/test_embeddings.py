@@ -110,7 +110,7 @@ async def test_papers_are_embedded_in_batches_of_a_hundred_in_order(llm, client)
     by_id = {arxiv_id: row for ids, vectors in handed for arxiv_id, row in zip(ids, vectors, strict=True)}
     assert list(by_id) != [] and sorted(by_id) == [p.arxiv_id for p in PAPERS]
     for sent in (PAPERS[0], PAPERS[249]):
-        assert np.allclose(by_id[sent.arxiv_id], embedding(text_of(sent), 256), atol=1e-6)
+        assert np.allclose(by_id[sent.arxiv_id], embedding(text_of(sent), 1024), atol=1e-6)
     assert all(vectors.dtype == np.float32 for _, vectors in handed)
 
 
@@ -124,7 +124,7 @@ async def test_the_settings_give_the_url_key_model_timeout_and_concurrency(llm, 
         llm.embeddings_mode = "stall"
         with pytest.raises(EmbeddingError, match="timed out") as raised:
             await client.embed_texts(["speech recognition"])
-    assert vectors.shape == (1, 256) and client.concurrency == 3
+    assert vectors.shape == (1, 1024) and client.concurrency == 3
     assert isinstance(raised.value.llm_error, LlmTimeoutError)
 
 
