@@ -226,10 +226,6 @@ def _solve_with_negatives(
     the negatives, and the intercept ``b``."""
     values, vectors = spectrum  # the negatives' dot products = vectors @ diag(values) @ vectors.T
     inverse = 1.0 / (values + ridge_negatives)  # of the negatives' block, in the eigenbasis
-
-    def solve_negatives(right: Floats) -> Floats:  # (negatives' block)^-1 @ right, for columns of right
-        return np.asarray(vectors @ (inverse.reshape(-1, *([1] * (right.ndim - 1))) * (vectors.T @ right)))
-
     own, negatives = own_negatives.shape
     size = own + 1 + len(left_out)  # the own papers, the intercept, the constraints
     border = np.zeros((size, negatives))  # how each of those meets the negatives
@@ -240,11 +236,12 @@ def _solve_with_negatives(
     small[:own, :own] = own_dots
     small[np.arange(own), np.arange(own)] += ridge_own
     small[:own, own] = small[own, :own] = 1.0
-    minus_ones = -np.ones(negatives)
-    through = solve_negatives(border.T)  # negatives x size
+    # In the eigenbasis the negatives' block is diagonal: its inverse is a product with ``inverse``.
+    turned = border @ vectors  # size x negatives
+    targets_turned = vectors.sum(axis=0) * -1.0  # the negatives' targets (-1 each), in the eigenbasis
     right = np.zeros(size)
     right[:own] = targets
-    solution = np.linalg.solve(small - border @ through, right - border @ solve_negatives(minus_ones))
-    on_negatives = solve_negatives(minus_ones) - through @ solution
+    solution = np.linalg.solve(small - (turned * inverse) @ turned.T, right - turned @ (inverse * targets_turned))
+    on_negatives = vectors @ (inverse * (targets_turned - turned.T @ solution))
     on_negatives[left_out] = 0.0  # zero already, but for rounding
     return np.asarray(solution[:own], dtype=np.float64), on_negatives, float(solution[own])
