@@ -8,6 +8,7 @@ daemon, lock, demo).
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import notifier
@@ -89,3 +90,15 @@ def test_no_module_imports_itself_through_others():
                     seen.add(nxt)
                     stack.append((nxt, (*trail, nxt)))
     assert cycles == []
+
+
+def test_every_sub_package_is_installed():
+    """pyproject.toml lists the packages an install copies: a sub-package missing there works from the source tree
+    and fails once installed."""
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("notifier", *path.parent.relative_to(PACKAGE).parts))
+        for path in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in path.parts
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
