@@ -120,7 +120,17 @@ def test_a_rule_with_neither_query_nor_similar_is_refused(tmp_path):
 
 def test_min_score_is_between_0_and_1(tmp_path):
     message = error_of(tmp_path, CONFIG.replace("min_score: 0.3", "min_score: 3"))
-    assert ":10:" in message and "min_score" in message
+    assert ":10:" in message and "rule 1 'most like our papers': similar.min_score: must be at most 1.0" in message
+
+
+def test_top_is_at_least_1(tmp_path):
+    message = error_of(tmp_path, CONFIG.replace("top: 5", "top: -3"))
+    assert ":10:" in message and "similar.top: must be at least 1" in message
+
+
+def test_an_unknown_key_of_similar_lists_the_keys_similar_knows(tmp_path):
+    message = error_of(tmp_path, CONFIG.replace("top: 5", "topp: 5"))
+    assert ":10:" in message and "unknown key 'topp'; known keys: min_score, top" in message
 
 
 def test_an_unquoted_arxiv_id_is_refused_with_the_reason(tmp_path):

@@ -552,7 +552,7 @@ def _owner(path: Path_, raw: Mapping[str, object] | None) -> tuple[str, str]:
         label = f"rule {number + 1}" + (f" {rule_name!r}" if isinstance(rule_name, str) and rule_name else "")
         owner = f"{owner}, {label}" if owner else label
         rest = rest[2:]
-    field = next((str(part) for part in rest if isinstance(part, str) and part != "<key>"), "")
+    field = ".".join(str(part) for part in rest if isinstance(part, str) and part != "<key>")
     return owner, field
 
 
@@ -584,6 +584,15 @@ def _reason(error: Mapping[str, Any]) -> str:
         return "must be a mapping of keys to values"
     if kind.startswith(("int_", "float_")):
         return "must be a number"
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("more than", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"must be {words} {context.get(key)}"
     return "is not a valid value here"
 
 
@@ -606,7 +615,9 @@ def _query_error(source: YamlSource, exc: QuerySyntaxError, subscribers: list[Su
 
 def _known_keys(where: Path_) -> str:
     model: type[BaseModel] = FileModel
-    if "rules" in where:
+    if where[-1:] == ("similar",):
+        model = SimilarModel
+    elif "rules" in where:
         model = RuleModel
     elif where[:1] == ("subscribers",):
         model = SubscriberModel
