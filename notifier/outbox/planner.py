@@ -38,6 +38,7 @@ from notifier.outbox.digest import build_digest, papers_of, rich_papers, section
 from notifier.outbox.ranking import RankedMatches, Rankings
 from notifier.outbox.wants import SummaryWants
 from notifier.progress import Progress
+from notifier.relevance.matrix import one_thread
 from notifier.render.mime import make_message_id
 from notifier.render.renderer import Renderer
 from notifier.store import Store
@@ -296,7 +297,7 @@ class Planner:
         due = self._due(config, now, force=force, failures=failures, wait=wait)
         self.rankings.prepare([s for subscribers in due.values() for s in subscribers], now, plan=True)
         try:
-            with Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
+            with one_thread(), Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
                     for subscriber in group.subscribers:
                         reason = (empty_reasons or {}).get(subscriber.feed_key)
@@ -402,18 +403,19 @@ class Planner:
             due = self._due(config, now, force=force, failures=self.store.plan_failures())
         rich = {cursor: [s for s in group if any(r.summaries for r in s.rules)] for cursor, group in due.items()}
         self.rankings.prepare([subscriber for group in rich.values() for subscriber in group], now)
-        for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
-            for subscriber in group.subscribers:
-                matches = self._matches(group, subscriber, now)
-                papers: list[Paper] = []
-                for channel, recipient, unsubscribed in self._recipients(subscriber):
-                    if unsubscribed:
-                        continue
-                    reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
-                    sections = sections_for(subscriber, matches, reserved, rich=True)
-                    papers.extend(match.paper for section in sections if section.rich for match in section.matches)
-                when = self.due_at(subscriber, now, states.get(subscriber.name))
-                wants.add(subscriber.name, when, papers)
+        with one_thread():
+            for group in self._groups(config, {c: g for c, g in rich.items() if g}, now, on_failure=skipped):
+                for subscriber in group.subscribers:
+                    matches = self._matches(group, subscriber, now)
+                    papers: list[Paper] = []
+                    for channel, recipient, unsubscribed in self._recipients(subscriber):
+                        if unsubscribed:
+                            continue
+                        reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
+                        sections = sections_for(subscriber, matches, reserved, rich=True)
+                        papers.extend(m.paper for section in sections if section.rich for m in section.matches)
+                    when = self.due_at(subscriber, now, states.get(subscriber.name))
+                    wants.add(subscriber.name, when, papers)
         return wants
 
     def _due(

@@ -6,18 +6,34 @@ matrix) and never negative (cosines in 0..1), an embedding model's are dense (a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
+from threadpoolctl import ThreadpoolController
 
 from notifier.models import Paper
 
 Floats = npt.NDArray[np.float64]
 # sparse (TF-IDF) or dense (embeddings): one kind per batch
 Rows: TypeAlias = "sparse.csr_matrix | npt.NDArray[np.float32]"
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's and scipy's, imported above), found once."""
+    return ThreadpoolController()
+
+
+def one_thread() -> AbstractContextManager[object]:
+    """While it is entered, BLAS runs on one thread. Ranking is many small products, which more threads only slow
+    down once the machine is busy with other work."""
+    limit: AbstractContextManager[object] = _blas().limit(limits=1, user_api="blas")
+    return limit
 
 
 def dots(rows: Rows, columns_t: Rows) -> Floats:
