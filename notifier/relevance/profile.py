@@ -96,8 +96,8 @@ class Profile:
       the corpus's fixed sample of papers (less any liked or disliked one) and the disliked papers the negatives,
       each class weighing half and each disliked paper as much as a liked one (as one negative among hundreds it
       would change nothing). The sample's part of the system is the same for every profile of a corpus, so it is
-      factored once (:attr:`Negatives.spectrum`) and a profile solves a system the size of its own papers; on
-      ``bench/relevance.py`` it ranks as well as a linear SVM, for a fraction of the time. Its margin is mapped to
+      factored once (:attr:`Negatives.spectrum`) and a profile solves a system the size of its own papers
+      (``bench/relevance.py`` compares it with arxiv-sanity-lite's LinearSVC). Its margin is mapped to
       0..1 as the way from a typical paper to the liked ones: 0 is the mean margin of the corpus's sample, 1 that
       of the liked papers (clipped), so ``min_score: 0.5`` keeps the papers at least halfway to looking like yours.
     - With fewer, the score is the highest cosine to a liked paper, less ``DISLIKE_SHARE`` of the highest cosine to
