@@ -175,7 +175,8 @@ async def test_addresses_are_shown_only_when_asked_for_and_webhooks_never(tmp_pa
     rows = rows_of(page)
     header = rows.index(["State", "Subscriber", "Channel", "Recipient", "Attempts", "Next attempt", "Reason"])
     recipients = sorted(row[3] for row in rows[header + 1 : header + 5])
-    assert recipients[:3] == ["#papers", "ann@lab.example", "bob@lab.example"]
+    greylisted = {"ann@lab.example", "carol@speech.example"} & set(recipients)  # whichever mail came first
+    assert recipients[0] == "#papers" and "bob@lab.example" in recipients and len(greylisted) == 1
     assert recipients[3].startswith("http://127.0.0.1:") and "/…" in recipients[3], "a webhook as host and fingerprint"
     assert "SECRETSECRET" not in page
 
