@@ -255,7 +255,11 @@ class RankedMatches(Mapping[str, list[Match]]):
         similar = rule.similar
         top = None if similar is None or similar.top is None else similar.top + TOP_SLACK
         chosen = scores.best(top=top, min_score=None if similar is None else similar.min_score)
-        return [Match(matches[i].paper, matches[i].rule, matches[i].hits, scores.similarity(i)) for i in chosen]
+        similarities = scores.similarities(chosen)  # the nearest liked papers of all of them, in one product
+        return [
+            Match(matches[i].paper, matches[i].rule, matches[i].hits, similarity)
+            for i, similarity in zip(chosen, similarities, strict=True)
+        ]
 
     def __iter__(self) -> Iterator[str]:
         return iter(key for key, rule in self._rules.items() if rule.similar is not None or key in self.matches)
