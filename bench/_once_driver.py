@@ -3,7 +3,8 @@
 Whichever ``notifier`` comes first on ``PYTHONPATH`` is the tree measured: the driver imports it, wraps the
 functions named in :data:`STAGES` (where that tree has them) in timers, calls ``notifier.cli.main(["once"])``, and
 writes a JSON result: which ``notifier`` and templates ran, each stage's seconds and calls, the wall time of the
-command, its exit code and output, and the process's peak RSS.
+command, its exit code and output, the process's peak RSS, and the peak of the RSS of the process and all its
+descendants together (worker processes), sampled every :data:`SAMPLE_EVERY` seconds from ``/proc``.
 
 A stage counts only its outermost call (a wrapped function that calls another of the same stage, or itself, is
 timed once), in coroutines and worker threads alike. Calls on several threads at once add up, so a stage run in
@@ -27,6 +28,7 @@ import importlib
 import inspect
 import io
 import json
+import os
 import pstats
 import resource
 import sys
@@ -56,6 +58,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 # A stage that is part of another: its calls outside that one count as "STAGE outside PARENT".
 PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": "plan", "store": "plan"}
+
+SAMPLE_EVERY = 0.2  # seconds between samples of the process tree's memory
 
 _ACTIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("active_stages", default=frozenset())
 
@@ -236,6 +240,8 @@ def main() -> int:
 
     clock = StageClock()
     wrapped = {} if args.profile else install(clock)
+    memory = TreeMemory()
+    memory.start()
     output = io.StringIO()
     profiles: list[cProfile.Profile] = []
     started = time.perf_counter()
@@ -247,6 +253,7 @@ def main() -> int:
         else:
             code = notifier.cli.main(["once"])
     wall = time.perf_counter() - started
+    memory.stop()
     if args.profile:
         stats = pstats.Stats(profiler)
         for extra in profiles:
@@ -264,9 +271,50 @@ def main() -> int:
         "threads_profiled": len(profiles),
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "tree_peak_kb": memory.peak_kb,
     }
     args.result.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
+
+
+class TreeMemory(threading.Thread):
+    """Samples the resident memory of this process and of every process under it, added up; keeps the peak. Where
+    ``/proc`` cannot be read the peak stays 0."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kb = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(SAMPLE_EVERY):
+            with contextlib.suppress(OSError):
+                self.peak_kb = max(self.peak_kb, _tree_rss_kb())
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _tree_rss_kb() -> int:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, grown = {os.getpid()}, True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 if __name__ == "__main__":

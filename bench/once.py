@@ -21,11 +21,14 @@ and calls ``notifier.cli.main(["once"])``. ``NOTIFIER_MIN_REQUEST_INTERVAL`` is 
 slow poll is not cut short by its budget (300 s by default) and leaves every tree the same papers to plan.
 
 What the figures mean:
-- wall: the whole process, start to exit; peak RSS: its maximum resident set (``ru_maxrss``);
+- wall: the whole process, start to exit; peak RSS: its maximum resident set (``ru_maxrss``); with workers: the
+  peak of the resident sets of the process and every process under it (render workers) added up, sampled every
+  0.2 s, so a brief peak may be missed;
 - load config: ``load_config`` (parse, validate, compile), of which compile: ``RuleSet.compile``;
 - poll: ``Notifier.poll`` (feeds and backfill); enrich: ``Notifier.enrich`` (API look-ups);
 - plan: ``Notifier.plan``, of which match: ``RuleSet.evaluate``, hits: ``MatchBatch.matches``, render:
-  ``Renderer.email`` and ``Renderer.slack``, store: ``record_digests``;
+  ``Renderer.email`` and ``Renderer.slack`` in this process (a plan that renders in worker processes shows what is
+  left here), store: ``record_digests``;
 - send: ``Notifier.send``, of which deliver: ``Sender.deliver_due`` (claims, outbox writes, outcomes);
 - match and hits outside plan: the same functions called elsewhere (choosing the papers to enrich);
 - a stage the tree does not have shows "-"; stages run on several threads at once add up their threads' time;
@@ -402,6 +405,13 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
     add(
         "peak RSS MB",
         [f"{r.result['maxrss_kb'] / 1024:.0f}" if good else "-" for r, good in zip(runs, ok, strict=True)],
+    )
+    add(
+        "  with workers MB",
+        [
+            f"{r.result.get('tree_peak_kb', 0) / 1024:.0f}" if good and r.result.get("tree_peak_kb") else "-"
+            for r, good in zip(runs, ok, strict=True)
+        ],
     )
     for label, stage in (
         ("load config s", "load config"), ("  compile s", "compile"), ("poll s", "poll"), ("enrich s", "enrich"),

@@ -71,6 +71,7 @@ _GROUPS: dict[str, dict[str, str]] = {
     "render": {
         "templates": "folder with templates overriding the built-in ones",
         "public_url": "https:// URL where this daemon is reachable (enables one-click unsubscribe and feedback links)",
+        "render_workers": "processes a plan of 100 digests or more renders in (default: one per core; 0: none)",
     },
     "llm": {
         "llm_url": "OpenAI-compatible base URL for summaries and embeddings (the key comes from NOTIFIER_LLM_API_KEY"

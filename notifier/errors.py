@@ -30,6 +30,11 @@ error also derives from the built-in it resembles, so ``except ConnectionError``
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
+MAX_REASON = 500  # characters of a failure's reason kept (the store keeps a failed digest's reason)
+
 
 class NotifierError(Exception):
     """Base of every error raised on purpose by arxiv-notifier."""
@@ -207,3 +212,13 @@ class LlmRefusedError(SummaryError):
     def affects_all(self) -> bool:
         """Whether every request would be refused alike (a key, access or model problem), not just this one."""
         return self.status in (401, 403, 404)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying what went wrong, and where in a template when a template raised it."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = [f for f in frames if f.filename and not f.filename.endswith(".py") and not f.filename.startswith("<")]
+    if where:
+        text += f" (at {Path(where[-1].filename).name}:{where[-1].lineno})"
+    return " ".join(text.split())[:MAX_REASON]

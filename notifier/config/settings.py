@@ -67,6 +67,7 @@ class Settings:
     llm_timeout: float = 60.0  # seconds one LLM request may take
     llm_grace: float = 120.0  # seconds a due digest may wait for its summaries
     embedding_model: str | None = None  # the model at llm_url that embeds papers for ranking; unset: TF-IDF only
+    render_workers: int | None = None  # processes a large plan renders in; unset: one per core (none on one core)
 
     @property
     def summaries_enabled(self) -> bool:
@@ -154,6 +155,7 @@ _ENV = {
     "llm_timeout": "NOTIFIER_LLM_TIMEOUT",
     "llm_grace": "NOTIFIER_LLM_GRACE",
     "embedding_model": "NOTIFIER_EMBEDDING_MODEL",
+    "render_workers": "NOTIFIER_RENDER_WORKERS",
 }
 ENV_VARS = _ENV
 
@@ -166,6 +168,7 @@ _INTEGERS = (
     "retention_days",
     "llm_concurrency",
     "llm_daily_limit",
+    "render_workers",
 )
 
 
@@ -391,6 +394,8 @@ def _validate(settings: Settings, source: dict[str, str]) -> None:
         fail("backfill_days", "must not be negative")
     if settings.retention_days < 0:
         fail("retention_days", "must not be negative (0 keeps everything)")
+    if settings.render_workers is not None and not 0 <= settings.render_workers <= 64:
+        fail("render_workers", "must be from 0 (render in the daemon's own process) to 64")
     for name in ("arxiv_rss_url", "arxiv_api_url", "slack_api_url"):
         if not str(getattr(settings, name)).startswith(("http://", "https://")):
             fail(name, "must be an http(s) URL")

@@ -20,17 +20,15 @@ import dataclasses
 import hashlib
 import json
 import logging
-import traceback
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 from notifier.addresses import address_key
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber
-from notifier.errors import PlanError, StoreError
+from notifier.errors import PlanError, StoreError, describe_failure
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
 from notifier.models import ChannelKind, Digest, FeedbackUrls, Match, Paper, SummaryKey
@@ -40,7 +38,17 @@ from notifier.outbox.wants import SummaryWants
 from notifier.progress import Progress
 from notifier.relevance.matrix import one_thread
 from notifier.render.mime import make_message_id
-from notifier.render.renderer import Renderer
+from notifier.render.pool import (
+    Chunk,
+    InProcess,
+    Outcome,
+    RenderFailure,
+    Rendering,
+    RenderPool,
+    default_workers,
+    render_all,
+)
+from notifier.render.renderer import Envelope, Renderer, RenderJob
 from notifier.store import Store
 from notifier.store.rows import NewDelivery, NewDigest, PlanFailure, SubscriberState, recipient_key
 
@@ -48,8 +56,10 @@ log = logging.getLogger(__name__)
 
 FIRST_DIGEST_LOOKBACK = timedelta(days=1)
 RETRY_FAILED_AFTER = timedelta(hours=1)  # a digest that failed, its definition unchanged, is tried again after this
-MAX_REASON = 500  # characters of a failure's reason kept in the store
 WRITE_BATCH = 200  # digests written in one transaction
+POOL_FROM = 100  # digests due from which a plan renders in worker processes (when there are any, see RenderPool)
+POOL_CHUNK = 16  # digests handed to a worker at a time
+POOL_WAIT = 0.01  # seconds a plan waits for its workers before it yields
 UnsubscribeUrl = Callable[[str, str], str | None]
 FeedbackUrl = Callable[[str, str], FeedbackUrls | None]  # (subscriber, arxiv_id) -> its more / fewer links
 
@@ -70,6 +80,58 @@ class PlannedDigest:
     skipped: tuple[Skipped, ...] = ()
     rich: int = 0  # distinct papers shown as rich entries
     summarised: int = 0  # of those, how many have a stored summary
+
+
+@dataclass(frozen=True, slots=True)
+class _Unrendered:
+    """A delivery planned, its payload still to render."""
+
+    delivery_id: str
+    channel: str
+    recipient: str
+    message_id: str
+    papers: tuple[tuple[str, int], ...]
+    job: RenderJob
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """A digest planned but for its payloads: ``record`` has no deliveries until they are rendered."""
+
+    subscriber: Subscriber
+    record: NewDigest
+    deliveries: tuple[_Unrendered, ...]
+    skipped: tuple[Skipped, ...]
+    rich: int
+    summarised: int
+
+    @property
+    def jobs(self) -> list[RenderJob]:
+        return [delivery.job for delivery in self.deliveries]
+
+    def rendered(self, outcomes: list[Outcome]) -> tuple[PlannedDigest | None, str | None]:
+        """The digest with ``outcomes`` (one per delivery) as its payloads; or why it cannot be sent, when one of
+        them could not be rendered."""
+        deliveries = []
+        for delivery, outcome in zip(self.deliveries, outcomes, strict=True):
+            if isinstance(outcome, RenderFailure):
+                return None, f"rendering its {delivery.channel} digest: {outcome.reason}"
+            deliveries.append(
+                NewDelivery(
+                    delivery_id=delivery.delivery_id,
+                    channel=delivery.channel,
+                    recipient=delivery.recipient,
+                    message_id=delivery.message_id,
+                    payload=outcome,
+                    papers=delivery.papers,
+                )
+            )
+        papers = len({paper for delivery in deliveries for paper in delivery.papers})
+        if deliveries:
+            log.debug("digest %s for %s: %d papers, %d deliveries", self.record.digest_id, self.subscriber.name,
+                      papers, len(deliveries))  # fmt: skip
+        record = dataclasses.replace(self.record, deliveries=tuple(deliveries))
+        return PlannedDigest(record, papers, self.skipped, self.rich, self.summarised), None
 
 
 @dataclass
@@ -98,16 +160,6 @@ def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return str(value)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """One line saying what went wrong, and where in a template when a template raised it."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = [f for f in frames if f.filename and not f.filename.endswith(".py") and not f.filename.startswith("<")]
-    if where:
-        text += f" (at {Path(where[-1].filename).name}:{where[-1].lineno})"
-    return " ".join(text.split())[:MAX_REASON]
 
 
 class LazyMatches(Mapping[str, list[Match]]):
@@ -278,6 +330,8 @@ class Planner:
         failures = self.store.plan_failures()
         failed: list[tuple[Subscriber, str]] = []
         pending: list[PlannedDigest] = []
+        drafts: list[_Draft] = []  # planned, not yet handed to the renderer
+        rendering: deque[tuple[list[_Draft], Chunk]] = deque()  # handed to it, oldest first
 
         def group_failed(what: str, subscribers: list[Subscriber], exc: Exception) -> None:
             reason = f"reading or matching the papers of {what}: {describe_failure(exc)}"
@@ -288,39 +342,89 @@ class Planner:
             log.debug("papers of %s could not be read or matched", what, exc_info=exc)
             failed.extend((subscriber, reason) for subscriber in subscribers)
 
+        def hand_over() -> None:
+            if drafts:
+                rendering.append((drafts[:], renderer.submit([job for draft in drafts for job in draft.jobs])))
+                drafts.clear()
+
+        def settle(planned: PlannedDigest | None, problem: str | None, subscriber: Subscriber) -> None:
+            if problem is not None:
+                log.error(
+                    "digest for %s not planned; its papers wait for the next attempt: %s", subscriber.name, problem
+                )
+                failed.append((subscriber, problem))
+            elif planned is not None:
+                pending.append(planned)
+                if len(pending) >= WRITE_BATCH:
+                    self._write(pending, failures, report)
+
+        def collect(chunk_drafts: list[_Draft], chunk: Chunk) -> None:
+            outcomes = iter(chunk.outcomes())
+            for draft in chunk_drafts:
+                settle(*draft.rendered([next(outcomes) for _ in draft.deliveries]), draft.subscriber)
+
+        def rendered(keep: int) -> Iterator[None]:
+            """Collect the oldest chunks until ``keep`` are left rendering, yielding while they are not done."""
+            while len(rendering) > keep:
+                chunk = rendering[0][1]
+                while not chunk.done():
+                    chunk.wait(POOL_WAIT)
+                    yield
+                collect(*rendering.popleft())
+
         def finish() -> None:
+            hand_over()
+            while rendering:
+                collect(*rendering.popleft())
+            renderer.close()
             self.rankings.log_fallbacks()
             self._write(pending, failures, report)
             if failed:
                 self._record_failures(failed, now, report)
 
         due = self._due(config, now, force=force, failures=failures, wait=wait)
+        count = sum(map(len, due.values()))
+        renderer = self._rendering(count)
+        chunk_size, in_flight = (1, 0) if isinstance(renderer, InProcess) else (POOL_CHUNK, 2 * self.workers)
         self.rankings.prepare([s for subscribers in due.values() for s in subscribers], now, plan=True)
         try:
-            with one_thread(), Progress("planning", sum(map(len, due.values())), unit="digests") as progress:
+            with one_thread(), Progress("planning", count, unit="digests") as progress:
                 for group in self._groups(config, due, now, on_failure=group_failed):
                     for subscriber in group.subscribers:
                         reason = (empty_reasons or {}).get(subscriber.feed_key)
-                        planned, problem = self._plan_one(
+                        draft, problem = self._plan_one(
                             config, subscriber, self._matches(group, subscriber, now), group.cursor, now, reason
                         )
-                        if problem is not None:
-                            log.error(
-                                "digest for %s not planned; its papers wait for the next attempt: %s",
-                                subscriber.name,
-                                problem,
-                            )
-                            failed.append((subscriber, problem))
-                        elif planned is not None:
-                            pending.append(planned)
-                            if len(pending) >= WRITE_BATCH:
-                                self._write(pending, failures, report)
+                        if draft is None:
+                            settle(None, problem, subscriber)
+                        else:
+                            drafts.append(draft)
+                            if len(drafts) >= chunk_size:
+                                hand_over()
+                                yield from rendered(in_flight)
                         progress.advance()
                         yield
+                hand_over()
+                yield from rendered(0)
         except GeneratorExit:
             finish()
             raise
+        except BaseException:
+            renderer.close()
+            raise
         finish()
+
+    @property
+    def workers(self) -> int:
+        """Worker processes a large plan renders in (``NOTIFIER_RENDER_WORKERS``, by default one per core)."""
+        workers = self.settings.render_workers
+        return default_workers() if workers is None else workers
+
+    def _rendering(self, digests: int) -> Rendering:
+        """Where a plan of ``digests`` renders: in worker processes from :data:`POOL_FROM` digests, if any."""
+        if digests >= POOL_FROM and self.workers > 0:
+            return RenderPool(self.renderer, self.settings.templates, self.workers)
+        return InProcess(self.renderer)
 
     def _write(self, pending: list[PlannedDigest], failures: Mapping[str, PlanFailure], report: PlanReport) -> None:
         """Record the planned digests in one transaction, then count them (and clear the failures they end)."""
@@ -514,11 +618,11 @@ class Planner:
         cursor: datetime,
         now: datetime,
         empty_reason: str | None,
-    ) -> tuple[PlannedDigest | None, str | None]:
-        """Plan ``subscriber``'s digest, to be recorded with others in one transaction; or, when it cannot be
-        planned, return the reason (and record nothing: its cursor stays)."""
+    ) -> tuple[_Draft | None, str | None]:
+        """Plan ``subscriber``'s digest, to be rendered, then recorded with others in one transaction; or, when it
+        cannot be planned, return the reason (and record nothing: its cursor stays)."""
         digest_id = _hash(subscriber.name, now.isoformat(), length=20)
-        deliveries: list[NewDelivery] = []
+        deliveries: list[_Unrendered] = []
         skipped: list[Skipped] = []
         rich: dict[SummaryKey, bool] = {}  # paper shown as a rich entry -> whether it has a summary
         links: dict[str, FeedbackUrls | None] = {}  # ranked paper -> its feedback links, made once for all recipients
@@ -552,7 +656,7 @@ class Planner:
                 )
                 if self.feedback_urls is not None:
                     digest = dataclasses.replace(digest, feedback=self._feedback(subscriber.name, digest, links))
-                deliveries.append(self._render(digest_id, subscriber, digest, channel, recipient, now))
+                deliveries.append(self._unrendered(digest_id, subscriber, digest, channel, recipient, now))
         except StoreError:
             raise
         except Exception as exc:
@@ -565,13 +669,10 @@ class Planner:
             period_start=cursor,
             period_end=now,
             now=now,
-            deliveries=tuple(deliveries),
+            deliveries=(),
             cursor=now,
         )
-        papers = len({paper for delivery in deliveries for paper in delivery.papers})
-        if deliveries:
-            log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, subscriber.name, papers, len(deliveries))
-        return PlannedDigest(record, papers, tuple(skipped), len(rich), sum(rich.values())), None
+        return _Draft(subscriber, record, tuple(deliveries), tuple(skipped), len(rich), sum(rich.values())), None
 
     def _feedback(
         self, subscriber: str, digest: Digest, links: dict[str, FeedbackUrls | None]
@@ -601,14 +702,13 @@ class Planner:
                 seen.add(key)
                 yield channel, recipient, channel == "email" and address_key(recipient) in unsubscribed
 
-    def _render(
+    def _unrendered(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime
-    ) -> NewDelivery:
-        delivery_id = _hash(digest_id, channel, recipient)
+    ) -> _Unrendered:
         message_id = make_message_id(f"{subscriber.name}|{channel}|{recipient}|{digest_id}", self.settings.mail_domain)
+        envelope = None
         if channel == "email":
-            payload = self.renderer.email_message(
-                digest,
+            envelope = Envelope(
                 sender=self.settings.mail_from,
                 recipient=recipient,
                 message_id=message_id,
@@ -616,15 +716,13 @@ class Planner:
                 list_id=f"{subscriber.name}.{self.settings.mail_domain}",
                 unsubscribe_url=self.unsubscribe_url(subscriber.name, recipient),
             )
-        else:
-            payload = self.renderer.slack_payload(digest)
-        return NewDelivery(
-            delivery_id=delivery_id,
+        return _Unrendered(
+            delivery_id=_hash(digest_id, channel, recipient),
             channel=channel,
             recipient=recipient,
             message_id=message_id,
-            payload=payload,
             papers=papers_of(digest.sections),
+            job=RenderJob(digest, envelope),
         )
 
     def preview(self, config: Config, subscriber: Subscriber, now: datetime) -> PlannedDigest:
@@ -638,7 +736,10 @@ class Planner:
         due = {self.cursor_of(subscriber, now): [subscriber]}
         (group,) = self._groups(config, due, now, on_failure=unreadable)
         matches = self._matches(group, subscriber, now)
-        planned, problem = self._plan_one(config, subscriber, matches, group.cursor, now, None)
+        draft, problem = self._plan_one(config, subscriber, matches, group.cursor, now, None)
+        planned = None
+        if draft is not None:
+            planned, problem = draft.rendered(render_all(self.renderer, draft.jobs))
         if planned is None:
             raise PlanError(f"the digest for {subscriber.name} could not be planned: {problem}")
         return planned

@@ -7,6 +7,7 @@ A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +20,27 @@ from notifier.render.html import InlinedLoader, Stylesheet, escape_text
 from notifier.render.mime import build_email
 from notifier.render.slack import SlackRenderer, encode_payload
 
-__all__ = ["Renderer", "builtin_templates"]
+__all__ = ["Envelope", "RenderJob", "Renderer", "builtin_templates"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The headers of a digest email besides its subject (see :func:`~notifier.render.mime.build_email`)."""
+
+    sender: str
+    recipient: str
+    message_id: str
+    date: datetime
+    list_id: str
+    unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderJob:
+    """One delivery's payload to render: ``digest`` as an email in ``envelope``, or as a Slack post without one."""
+
+    digest: Digest
+    envelope: Envelope | None = None
 
 
 def builtin_templates() -> jinja2.BaseLoader:
@@ -79,6 +100,21 @@ class Renderer:
             date=date,
             list_id=list_id,
             unsubscribe_url=unsubscribe_url,
+        )
+
+    def payload(self, job: RenderJob) -> bytes:
+        """What the channel of ``job`` sends: :meth:`email_message` in its envelope, or :meth:`slack_payload`."""
+        envelope = job.envelope
+        if envelope is None:
+            return self.slack_payload(job.digest)
+        return self.email_message(
+            job.digest,
+            sender=envelope.sender,
+            recipient=envelope.recipient,
+            message_id=envelope.message_id,
+            date=envelope.date,
+            list_id=envelope.list_id,
+            unsubscribe_url=envelope.unsubscribe_url,
         )
 
     def slack(self, digest: Digest) -> list[SlackMessage]:
