@@ -2,7 +2,8 @@
 
 Whichever ``notifier`` comes first on ``PYTHONPATH`` is the tree measured: the driver imports it, wraps the
 functions named in :data:`STAGES` (where that tree has them) in timers, calls ``notifier.cli.main(["once"])``, and
-writes a JSON result: which ``notifier`` and templates ran, each stage's seconds and calls, the wall time of the
+writes a JSON result: which ``notifier`` and templates ran, each stage's seconds, calls and span (from its first
+call's start to its last call's end), the wall time of the
 command, its exit code and output, the process's peak RSS, and the peak of the RSS of the process and all its
 descendants together (worker processes), sampled every :data:`SAMPLE_EVERY` seconds from ``/proc``.
 
@@ -70,6 +71,7 @@ class StageClock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.spans: dict[str, list[float]] = {}  # stage -> [first start, last end], perf_counter seconds
         self._running: dict[str, int] = {}  # outermost calls under way, on any thread or task
         self._lock = threading.Lock()
 
@@ -79,8 +81,11 @@ class StageClock:
         return time.perf_counter()
 
     def _end(self, stage: str, started: float) -> None:
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
+        seconds = ended - started
         with self._lock:
+            span = self.spans.setdefault(stage, [started, ended])
+            span[0], span[1] = min(span[0], started), max(span[1], ended)
             self._running[stage] -= 1
             parent = PARENTS.get(stage)
             if parent is not None and not self._running.get(parent):
@@ -264,6 +269,7 @@ def main() -> int:
         "templates": _templates(),
         "wrapped": wrapped,
         "seconds": clock.seconds,
+        "spans": clock.spans,
         "calls": clock.calls,
         "wall": wall,
         "exit": code,

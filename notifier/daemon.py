@@ -298,11 +298,12 @@ class Notifier:
             steps.close()
         return report
 
-    async def send(self, stop: asyncio.Event | None = None) -> SendReport:
+    async def send(self, stop: asyncio.Event | None = None, more: asyncio.Event | None = None) -> SendReport:
         """Cancel the deliveries of subscribers removed from the config, and send the due ones of the others: the
-        store knows which are which since the config was registered (``register_subscribers``)."""
+        store knows which are which since the config was registered (``register_subscribers``). Until ``more`` is
+        set, a plan is still writing deliveries, and they are sent as they come."""
         self.store.cancel_removed(self.clock())
-        return await self.sender.deliver_due(stop=stop)
+        return await self.sender.deliver_due(stop=stop, more=more)
 
     def prune(self) -> PruneReport | None:
         """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`Store.prune`), as the leader, at most
@@ -372,12 +373,15 @@ class Notifier:
     ) -> CycleReport:
         """Poll (optionally), summarise, plan due digests (all of them when ``force_send``), and send what is due.
 
+        Sending starts with the plan: each batch of digests the plan writes is sent while it plans the next, so that
+        writing the messages out overlaps with rendering them (the "send" time is what is left after the plan).
         Polling and planning need the lead; when another daemon keeps it for a few seconds, this cycle only sends.
         Once ``stop`` is set, the cycle starts no new stage and claims no more deliveries (see :meth:`send`).
         """
         report = CycleReport()
         stopping = stop.is_set if stop is not None else lambda: False
         timer = _StageTimer(report.seconds)
+        sending: asyncio.Task[SendReport] | None = None
         if await self._wait_for_lead(LEAD_WAIT):
             if poll:
                 with self.poll_budget():
@@ -394,11 +398,21 @@ class Notifier:
                 with timer("summarise"):
                     await self.summarise(force=force_send)
             if not stopping():
-                with timer("plan"):
-                    report.plan = await self.plan(force=force_send, stop=stop)
-        if not stopping():
+                planned = asyncio.Event()
+                sending = asyncio.create_task(self.send(stop, more=planned))
+                try:
+                    with timer("plan"):
+                        report.plan = await self.plan(force=force_send, stop=stop)
+                except BaseException:
+                    sending.cancel()  # what it had in flight is sent again (see Sender), as when a cycle is cancelled
+                    await asyncio.gather(sending, return_exceptions=True)
+                    raise
+                finally:
+                    planned.set()
+        if sending is not None or not stopping():
             with timer("send"):
-                report.sent = await self.send(stop)
+                report.sent = await (sending if sending is not None else self.send(stop))
+        if not stopping():
             with timer("prune"):
                 self.prune()
         report.stopped = stopping()

@@ -5,16 +5,18 @@ repeating a digest."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from notifier import daemon
+from notifier import daemon, progress
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
+from notifier.outbox.planner import WRITE_BATCH
 from tests.clock import Clock
 
 SUBSCRIBERS = 40
@@ -146,3 +148,21 @@ async def test_papers_stored_under_a_category_set_before_an_upgrade_still_reach_
         got = papers_per_recipient(app)
     assert got["reader1@lab.example"] == ["2506.2", "2506.7"]
     assert got["reader0@lab.example"] == ["2506.2"]
+
+
+async def test_digests_are_sent_while_the_plan_writes_the_next_and_every_one_is_sent(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(daemon, "PLAN_SLICE", 0.0)  # hand the loop back after every digest
+    monkeypatch.setattr(progress, "QUIET_UNDER", 0.0)  # "planning done" is logged however short the plan
+    caplog.set_level(logging.INFO, logger="notifier")
+    count = 2 * WRITE_BATCH + 50
+    clock = Clock()
+    async with make_app(tmp_path, config_text(count), clock) as app:
+        ingest_day(app, clock)
+        report = await app.cycle(force_send=True, poll=False)
+        assert report.plan is not None and report.plan.digests == count
+        assert report.sent.sent == count, "every digest is sent, the last batch too"
+        assert app.store.delivery_counts() == {"sent": count}
+    lines = [record.getMessage() for record in caplog.records]
+    planned = next(i for i, line in enumerate(lines) if line.startswith("planning done"))
+    first_sent = next(i for i, line in enumerate(lines) if line.startswith("sent "))
+    assert first_sent < planned, "the first batch went out while later digests were being planned"

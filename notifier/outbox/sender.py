@@ -13,6 +13,7 @@ for another sender.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ RETRY_CAP = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
 DEFAULT_LEASE = timedelta(seconds=120)
 CLAIM_BATCH = 50  # deliveries claimed at a time; one batch must be sent within the lease
+MORE_EVERY = 0.1  # seconds between claims while a plan is still writing deliveries
 
 
 def process_owner() -> str:
@@ -95,16 +97,23 @@ class Sender:
             self._semaphores[key] = asyncio.Semaphore(self.router.concurrency(channel))
         return self._semaphores[key]
 
-    async def deliver_due(self, *, stop: asyncio.Event | None = None) -> SendReport:
+    async def deliver_due(self, *, stop: asyncio.Event | None = None, more: asyncio.Event | None = None) -> SendReport:
         """Claim and send the due deliveries of active subscribers (see
         :meth:`~notifier.store.Store.register_subscribers`), batch after batch, until none is left or
-        ``stop`` is set."""
+        ``stop`` is set. Until ``more`` is set (a plan is still writing deliveries), none left means none yet:
+        the sender looks again every :data:`MORE_EVERY` seconds."""
         report = SendReport()
         with Progress("sending", None, unit="deliveries") as progress:
             while stop is None or not stop.is_set():
+                last = more is None or more.is_set()  # read before claiming: then nothing is written after it
                 batch = self.store.claim_due(self.clock(), owner=self.owner, lease=self.lease, limit=self.batch)
-                if not batch:
+                if not batch and last:
                     break
+                if not batch:
+                    assert more is not None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(more.wait(), MORE_EVERY)
+                    continue
                 log.debug("sending %d due deliveries", len(batch))
                 await self._send_batch(batch, report, stop)
                 progress.advance(len(batch))
