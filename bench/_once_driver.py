@@ -278,6 +278,7 @@ def main() -> int:
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "tree_peak_kb": memory.peak_kb,
+        "memory_samples": memory.samples,
     }
     args.result.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
@@ -290,19 +291,23 @@ class TreeMemory(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_kb = 0
+        self.samples: list[tuple[float, int, int]] = []  # (perf_counter, this process's RSS kB, the tree's)
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(SAMPLE_EVERY):
             with contextlib.suppress(OSError):
-                self.peak_kb = max(self.peak_kb, _tree_rss_kb())
+                tree, own = _tree_rss_kb()
+                self.peak_kb = max(self.peak_kb, tree)
+                self.samples.append((time.perf_counter(), own, tree))
 
     def stop(self) -> None:
         self._done.set()
         self.join()
 
 
-def _tree_rss_kb() -> int:
+def _tree_rss_kb() -> tuple[int, int]:
+    """The RSS of this process and every process under it, added up, and of this process alone (kB)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -314,13 +319,13 @@ def _tree_rss_kb() -> int:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= more
         grown = bool(more)
-    total = 0
+    sizes = {}
     for pid in tree:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+                    sizes[pid] = int(line.split()[1])
+    return sum(sizes.values()), sizes.get(os.getpid(), 0)
 
 
 if __name__ == "__main__":

@@ -4,4 +4,5 @@ import sys
 
 from notifier.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a worker process (see notifier.render.pool) imports the main module
+    sys.exit(main())

@@ -4,6 +4,7 @@ digests to the daemon's process, so that none is lost or written twice."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -19,6 +20,8 @@ from notifier.daemon import Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
 from notifier.outbox.planner import POOL_CHUNK, POOL_FROM, PlanReport
+from tests.arxiv_server import ArxivStandIn
+from tests.cli import cli_environment, start_cli
 from tests.clock import Clock
 from tests.test_plan_failures import templates
 
@@ -154,3 +157,27 @@ def test_the_number_of_render_workers_is_checked():
         load_settings({"NOTIFIER_RENDER_WORKERS": "-1"}, {})
     with pytest.raises(ConfigError, match="NOTIFIER_RENDER_WORKERS: invalid value 'many'"):
         load_settings({"NOTIFIER_RENDER_WORKERS": "many"}, {})
+
+
+@pytest.mark.slow
+async def test_once_renders_a_large_plan_in_workers_and_sends_every_digest(tmp_path):
+    lines = ["subscribers:"]
+    for n in range(SUBSCRIBERS):
+        lines += [
+            f"  - name: listener{n}",
+            f"    email: listener{n}@lab.example",
+            "    categories: [cs.SD, eess.AS]",
+            "    rules:",
+            f"      - {{name: sound, query: '{('audio', 'speech', 'music')[n % 3]}'}}",
+        ]
+    (tmp_path / "subscribers.yaml").write_text("\n".join(lines) + "\n")
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        once = await start_cli("once", env=cli_environment(tmp_path, arxiv, NOTIFIER_RENDER_WORKERS="2"))
+        out, err = await asyncio.wait_for(once.communicate(), 120)
+    log = err.decode()
+    assert once.returncode == 0, log
+    assert "rendering in 2 worker processes" in log
+    assert "Traceback" not in log and " ERROR " not in log
+    mails = list((tmp_path / "data" / "outbox" / "email").glob("*.eml"))
+    assert len(mails) == SUBSCRIBERS, "each listener's digest, written once"
+    assert f"digests: {SUBSCRIBERS}" in out.decode()

@@ -153,7 +153,7 @@ class RenderPool:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_start_worker, initargs=(self.templates,)
             )
-            log.debug("rendering in %d worker processes", self.workers)
+            log.info("rendering in %d worker processes", self.workers)
         return self._executor
 
     def _instead(self, jobs: Sequence[RenderJob], exc: BaseException) -> list[Outcome]:
