@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from notifier.models import Paper
 from notifier.relevance.matrix import PaperMatrix, dots
 from notifier.relevance.profile import Negatives, Profile
+
+if TYPE_CHECKING:  # imported where a corpus is fitted: scikit-learn takes about 80 MB, of no use until one ranks
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 MAX_FEATURES = 50_000  # words and word pairs kept: bounds every vector and the memory of the corpus
 MIN_DF = 2  # a term must be in at least this many papers of the corpus
@@ -74,6 +77,8 @@ class Corpus:
         seed: int = 0,
     ) -> Corpus:
         """Learn the vocabulary and weights of ``papers`` (a corpus of recent papers, a day or more)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer  # here, not at the top: see TYPE_CHECKING above
+
         small = len(papers) < SMALL_CORPUS
         vectoriser = TfidfVectorizer(
             strip_accents="unicode",
