@@ -12,8 +12,8 @@ A sender *claims* a batch of due deliveries: they become ``sending`` with its na
 (``lease_until``), and no other sender takes them until the lease expires.
 
 A delivery's rendered message (tens of KB of HTML email) is kept apart from its row, in ``delivery_payloads``: it is
-written once with the digest and read by the claim, while a claim and each outcome change only the small row. (In
-the row, SQLite rewrote the whole message with every change of state.)
+written once with the digest and read by the claim, and a claim or an outcome changes only the small row. SQLite
+writes a changed row whole, overflow pages and all, so a message in the row would be written again at each change.
 
 Papers are reserved for a delivery in the same transaction that writes it, so a paper is never put into two
 digests for the same recipient; it counts as delivered once its delivery is ``sent``. A cancelled delivery reserves

@@ -152,7 +152,7 @@ STEPS = (
     Step(6),
     # the tables of readers' "more / fewer like this" feedback and of papers' embeddings
     Step(7),
-    # and the table of delivery payloads
+    # each delivery's payload moves to the table of payloads
     Step(8, change=_move_payloads),
 )
 SCHEMA_VERSION = STEPS[-1].version
