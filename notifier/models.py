@@ -262,6 +262,7 @@ class Outgoing:
 
     ``payload`` is exactly what the channel sends: RFC 5322 bytes for email, a JSON list of Slack messages for
     Slack. ``part`` counts the Slack messages of this delivery already accepted, so a retry resumes after them.
+    ``created_at`` is when the outbox wrote the delivery (None for a message sent outside it, such as a test message).
     """
 
     delivery_id: str
@@ -271,3 +272,4 @@ class Outgoing:
     message_id: str  # stable across retries: Message-ID for email, client key for Slack
     payload: bytes
     part: int = 0
+    created_at: datetime | None = None

@@ -11,6 +11,8 @@ from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.models import Paper
 from notifier.render.slack import decode_payload
+from notifier.store.rows import NewDelivery, NewDigest
+from notifier.store.sqlite import SqliteStore
 from tests.clock import Clock
 
 CONFIG = """\
@@ -252,3 +254,44 @@ async def test_a_failed_delivery_is_listed_and_sent_again_by_retry(tmp_path):
         report = await app.send()
         assert report.sent == 1
         assert app.store.delivery_counts() == {"sent": 4}
+
+
+async def test_the_delivery_latency_counts_from_when_the_digest_was_written(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler")], clock())
+        await app.plan(force=True)
+        clock.now += timedelta(minutes=3)
+        assert (await app.send()).sent == 4
+        assert app.metrics.registry.get_sample_value("notifier_delivery_latency_seconds_count") == 4
+        assert app.metrics.registry.get_sample_value("notifier_delivery_latency_seconds_sum") == 4 * 180.0
+
+
+def test_claiming_and_recording_a_sent_delivery_write_its_state_not_its_message(tmp_path):
+    """Each claim and each outcome is a transaction of its own (a message the channel took is recorded at once);
+    what it writes to SQLite's log is a few pages of the delivery's row and indexes, whatever the message's size."""
+    store = SqliteStore(tmp_path / "notifier.sqlite3")
+    try:
+        now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
+        store.register_subscribers(["lab"], now)
+        mail = b"m" * 200_000  # 49 pages of 4 KB
+        deliveries = tuple(
+            NewDelivery(f"x{i}", "email", f"r{i}@lab.example", f"<x{i}@lab.example>", mail, (("2506.1", 1),))
+            for i in range(3)
+        )
+        store.record_digests([NewDigest("d1", "lab", "daily", now, now, now, deliveries, now)])
+
+        def pages_logged() -> int:
+            """The pages written to the log since it was last emptied; empties it again."""
+            pages = int(store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+            store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return pages
+
+        pages_logged()
+        claimed = store.claim_due(now, owner="o", lease=timedelta(minutes=1), limit=3)
+        assert [m.payload for m in claimed] == [mail] * 3
+        assert pages_logged() <= 5, "claiming three messages"
+        store.mark_sent("x0", now)
+        assert pages_logged() <= 5, "recording one sent"
+    finally:
+        store.close()

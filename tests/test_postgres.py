@@ -142,6 +142,7 @@ def test_claims_take_due_deliveries_once_until_their_lease_expires(store):
     first = store.claim_due(T0, owner="one", lease=LEASE, limit=3)
     assert [m.delivery_id for m in first] == ["x0", "x1", "x2"]
     assert first[0].payload == b"mail \x00\xff" and first[0].message_id == "<x0@lab.example>"
+    assert first[0].created_at == T0, "the delivery latency counts from when the digest was written"
     second = store.claim_due(T0, owner="two", lease=LEASE, limit=10)
     assert [m.delivery_id for m in second] == ["x3", "x4"]
     assert store.claim_due(T0 + LEASE - timedelta(seconds=1), owner="two", lease=LEASE, limit=10) == []
@@ -290,6 +291,43 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
         reopened.close()
 
 
+def test_a_database_from_version_7_has_its_payloads_moved_out_of_the_deliveries_when_opened(store):
+    store.register_subscribers(["lab"], T0)
+    digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(3)])
+    store.claim_due(T0, owner="one", lease=LEASE, limit=2)
+    store.mark_failed("x0", T0, "550 no such user")
+    store.mark_failed("x1", T0, "550 no such user")
+    with store.transaction() as db:  # as version 7 left it: each delivery's payload in its own row
+        store._exec(db, f"ALTER TABLE deliveries ADD COLUMN payload {store._TYPES['blob']} NOT NULL DEFAULT ''", ())
+        store._exec(
+            db,
+            "UPDATE deliveries SET payload = (SELECT payload FROM delivery_payloads WHERE delivery_id = deliveries.id)",
+            (),
+        )
+        store._exec(db, "UPDATE deliveries SET payload = ? WHERE id = 'x1'", (b"",))  # pruned
+        store._exec(db, "DROP TABLE delivery_payloads", ())
+        store._exec(db, "UPDATE meta SET value = '7' WHERE key = 'schema_version'", ())
+    store.close()
+    reopened: SqlStore[Any]
+    if isinstance(store, SqliteStore):
+        reopened = SqliteStore(store.path)
+    else:
+        from notifier.store.postgres import PostgresStore
+
+        reopened = PostgresStore(store.url)
+    try:
+        assert "payload" not in reopened._columns(reopened.db, "deliveries")
+        (pending,) = reopened.claim_due(T0, owner="two", lease=LEASE, limit=5)
+        assert (pending.delivery_id, pending.payload, pending.created_at) == ("x2", b"mail \x00\xff", T0)
+        assert reopened.retry_failed(T0) == 1, "the failure whose payload was pruned stays failed"
+        (retried,) = reopened.claim_due(T0, owner="two", lease=LEASE, limit=5)
+        assert (retried.delivery_id, retried.payload) == ("x0", b"mail \x00\xff")
+        assert reopened.prune(T0 + timedelta(days=31), timedelta(days=30)).payloads == 0, "x1's was pruned before"
+        assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
+    finally:
+        reopened.close()
+
+
 def test_service_calls(store):
     store.ping()
     assert store.secret("k") == store.secret("k") != store.secret("other")
@@ -428,7 +466,9 @@ def test_an_sqlite_database_from_before_leases_gains_their_columns(tmp_path):
     try:
         store.register_subscribers(["lab"], T0)
         digest(store, "d1", [delivery("x1", "a@lab.example", (("2506.1", 1),))])
-        assert [m.delivery_id for m in store.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
+        assert [(m.delivery_id, m.payload) for m in store.claim_due(T0, owner="o", lease=LEASE, limit=5)] == [
+            ("x1", b"mail \x00\xff")
+        ]
         assert store._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
     finally:
         store.close()

@@ -46,8 +46,8 @@ def digest(
 
 
 def payloads(store: SqlStore[Any]) -> dict[str, bytes]:
-    rows = store._query("SELECT id, payload FROM deliveries")
-    return {row["id"]: bytes(row["payload"]) for row in rows}
+    rows = store._query("SELECT delivery_id, payload FROM delivery_payloads")
+    return {row["delivery_id"]: bytes(row["payload"]) for row in rows}
 
 
 def test_finished_payloads_older_than_the_retention_go_and_what_deduplication_needs_stays(store):

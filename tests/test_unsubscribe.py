@@ -109,7 +109,10 @@ async def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
     app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
     await app.plan(force=True)
     with contextlib.closing(sqlite3.connect(app.settings.database)) as db:
-        rows = db.execute("SELECT payload FROM deliveries WHERE channel = 'email' ORDER BY created_at, id").fetchall()
+        rows = db.execute(
+            """SELECT payload FROM deliveries JOIN delivery_payloads ON delivery_id = id
+               WHERE channel = 'email' ORDER BY created_at, id"""
+        ).fetchall()
     return [email.message_from_bytes(payload, policy=email.policy.default) for (payload,) in rows]
 
 

@@ -162,7 +162,8 @@ class Sender:
                 now = self.clock()
                 self.store.mark_sent(message.delivery_id, now)
                 report.sent += 1
-                self.metrics.record_delivery(message.channel, "sent", now - self.store.attempts(message.delivery_id)[1])
+                latency = None if message.created_at is None else now - message.created_at
+                self.metrics.record_delivery(message.channel, "sent", latency)
                 log.info(
                     "sent %s to %s %s for %s",
                     message.delivery_id,

@@ -11,6 +11,10 @@ Delivery states (:data:`~notifier.models.DeliveryState`)::
 A sender *claims* a batch of due deliveries: they become ``sending`` with its name (``lease_owner``) and a lease
 (``lease_until``), and no other sender takes them until the lease expires.
 
+A delivery's rendered message (tens of KB of HTML email) is kept apart from its row, in ``delivery_payloads``: it is
+written once with the digest and read by the claim, and a claim or an outcome changes only the small row. SQLite
+writes a changed row whole, overflow pages and all, so a message in the row would be written again at each change.
+
 Papers are reserved for a delivery in the same transaction that writes it, so a paper is never put into two
 digests for the same recipient; it counts as delivered once its delivery is ``sent``. A cancelled delivery reserves
 nothing, and cancelling a removed subscriber's deliveries moves its cursor back to where they started, so the
@@ -43,8 +47,9 @@ _ACTIVE = "EXISTS (SELECT 1 FROM subscribers s WHERE s.name = deliveries.subscri
 # of an active subscriber.
 _DUE = f"""{_UNSENT} AND (state = 'pending' OR (state = 'retry' AND next_attempt_at <= :now)
            OR (state = 'sending' AND (lease_until IS NULL OR lease_until <= :now))) AND {_ACTIVE}"""
-# A delivery's columns as a sender needs them (see _outgoing).
-OUTGOING_COLUMNS = "id, subscriber, channel, recipient, message_id, payload, part"
+# A delivery's columns as a sender needs them (see _outgoing), its payload read from delivery_payloads by its key.
+OUTGOING_COLUMNS = """id, subscriber, channel, recipient, message_id, part, created_at,
+    (SELECT payload FROM delivery_payloads p WHERE p.delivery_id = deliveries.id) AS payload"""
 # Claiming a delivery for a sender: the SET of the UPDATE; the dialect chooses the rows.
 CLAIM = """UPDATE deliveries SET state = 'sending', lease_owner = :owner, lease_until = :until,
              attempts = attempts + 1, updated_at = :now"""
@@ -96,8 +101,8 @@ class DeliveryQueries(Dialect[ConnT]):
             self._exec_many(
                 db,
                 """INSERT INTO deliveries (id, digest_id, subscriber, channel, recipient, message_id, state,
-                     payload, created_at, updated_at, next_attempt_at)
-                   VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)""",
+                     created_at, updated_at, next_attempt_at)
+                   VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)""",
                 [
                     (
                         delivery.delivery_id,
@@ -106,7 +111,6 @@ class DeliveryQueries(Dialect[ConnT]):
                         delivery.channel,
                         delivery.recipient,
                         delivery.message_id,
-                        delivery.payload,
                         d.now,
                         d.now,
                         d.now,
@@ -114,6 +118,11 @@ class DeliveryQueries(Dialect[ConnT]):
                     for d in digests
                     for delivery in d.deliveries
                 ],
+            )
+            self._exec_many(
+                db,
+                "INSERT INTO delivery_payloads (delivery_id, payload) VALUES (?, ?)",
+                [(delivery.delivery_id, delivery.payload) for d in digests for delivery in d.deliveries],
             )
             self._exec_many(
                 db,
@@ -151,7 +160,7 @@ class DeliveryQueries(Dialect[ConnT]):
             written = self._write_outcomes(db)
             rows = self._claim(db, pick, {"now": now, "owner": owner, "until": now + lease, "limit": limit})
         self._written(written)
-        return [_outgoing(row) for row in rows]
+        return [_outgoing(row, present(self._time(row["created_at"]))) for row in rows]
 
     def release(self, delivery_ids: Iterable[str], *, owner: str, now: datetime) -> int:
         """Hand claimed deliveries that were not attempted back to ``pending`` (a sender stopping)."""
@@ -278,7 +287,8 @@ class DeliveryQueries(Dialect[ConnT]):
                 db,
                 """UPDATE deliveries SET state = 'pending', next_attempt_at = :now, updated_at = :now
                    WHERE state IN ('failed', 'retry') AND (CAST(:name AS TEXT) IS NULL OR subscriber = :name)
-                     AND length(payload) > 0""",
+                     AND EXISTS (SELECT 1 FROM delivery_payloads p WHERE p.delivery_id = deliveries.id
+                                   AND length(p.payload) > 0)""",
                 {"now": now, "name": subscriber},
             )
 
@@ -310,7 +320,7 @@ class DeliveryQueries(Dialect[ConnT]):
         return {row["state"]: int(row["n"]) for row in rows}
 
 
-def _outgoing(row: ResultRow) -> Outgoing:
+def _outgoing(row: ResultRow, created_at: datetime) -> Outgoing:
     return Outgoing(
         delivery_id=row["id"],
         subscriber=row["subscriber"],
@@ -319,4 +329,5 @@ def _outgoing(row: ResultRow) -> Outgoing:
         message_id=row["message_id"],
         payload=bytes(row["payload"]),
         part=row["part"],
+        created_at=created_at,
     )

@@ -202,7 +202,7 @@ class PostgresStore(SqlStore[psycopg.Connection[Row]]):
         rows = self._fetch(
             db,
             f"""{CLAIM} WHERE id IN (SELECT id {pick} FOR UPDATE SKIP LOCKED)
-                RETURNING {OUTGOING_COLUMNS}, created_at""",
+                RETURNING {OUTGOING_COLUMNS}""",
             params,
         )
         rows.sort(key=lambda row: (row["created_at"], row["id"]))

@@ -52,8 +52,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, digest_id TEXT NOT NULL REFERENCES digests (id), subscriber TEXT NOT NULL,
     channel TEXT NOT NULL, recipient TEXT NOT NULL, message_id TEXT NOT NULL, state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at {time}, last_error TEXT, part INTEGER NOT NULL DEFAULT 0,
-    payload {blob} NOT NULL, created_at {time} NOT NULL, updated_at {time} NOT NULL, sent_at {time},
-    lease_owner TEXT, lease_until {time});
+    created_at {time} NOT NULL, updated_at {time} NOT NULL, sent_at {time}, lease_owner TEXT, lease_until {time});
+CREATE TABLE IF NOT EXISTS delivery_payloads (
+    delivery_id TEXT PRIMARY KEY REFERENCES deliveries (id), payload {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS delivery_papers (
     delivery_id TEXT NOT NULL REFERENCES deliveries (id), subscriber TEXT NOT NULL, channel TEXT NOT NULL,
     recipient TEXT NOT NULL, arxiv_id TEXT NOT NULL, version INTEGER NOT NULL,
@@ -125,6 +126,16 @@ def _key_email_recipients(dialect: Dialect[ConnT], db: ConnT) -> None:
             )
 
 
+def _move_payloads(dialect: Dialect[ConnT], db: ConnT) -> None:
+    """Rendered payloads move out of ``deliveries`` into ``delivery_payloads``, so that writing a delivery's state
+    no longer rewrites its message."""
+    if "payload" not in dialect._columns(db, "deliveries"):
+        return
+    dialect._exec(db, "INSERT INTO delivery_payloads (delivery_id, payload) SELECT id, payload FROM deliveries", ())
+    dialect._exec(db, "ALTER TABLE deliveries DROP COLUMN payload", ())
+    log.info("store: moved the payloads of deliveries to delivery_payloads")
+
+
 def _mark_known_active(dialect: Dialect[ConnT], db: ConnT) -> None:
     """The subscribers known so far count as active until the config in use says otherwise."""
     dialect._exec(db, "UPDATE subscribers SET active = ?", (True,))
@@ -141,6 +152,8 @@ STEPS = (
     Step(6),
     # the tables of readers' "more / fewer like this" feedback and of papers' embeddings
     Step(7),
+    # each delivery's payload moves to the table of payloads
+    Step(8, change=_move_payloads),
 )
 SCHEMA_VERSION = STEPS[-1].version
 

@@ -74,8 +74,9 @@ class SqlStore(
         """
         cutoff = now - retention
         payloads = self._prune_batches(
-            """UPDATE deliveries SET payload = :pruned WHERE id IN (SELECT id FROM deliveries
-                 WHERE state IN ('sent', 'failed', 'cancelled') AND updated_at < :cutoff AND length(payload) > 0
+            """UPDATE delivery_payloads SET payload = :pruned WHERE delivery_id IN (SELECT p.delivery_id
+                 FROM delivery_payloads p JOIN deliveries d ON d.id = p.delivery_id
+                 WHERE d.state IN ('sent', 'failed', 'cancelled') AND d.updated_at < :cutoff AND length(p.payload) > 0
                  LIMIT :batch)""",
             {"pruned": PRUNED, "cutoff": cutoff},
         )
