@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import cProfile
 import functools
+import gc
 import importlib
 import inspect
 import io
@@ -58,6 +59,22 @@ STAGES: dict[str, tuple[str, ...]] = {
 PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": "plan", "store": "plan"}
 
 _ACTIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("active_stages", default=frozenset())
+
+
+class CollectorClock:
+    """The cyclic garbage collector's work, through ``gc.callbacks``: seconds and collections per generation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
 
 
 class StageClock:
@@ -238,6 +255,8 @@ def main() -> int:
     wrapped = {} if args.profile else install(clock)
     output = io.StringIO()
     profiles: list[cProfile.Profile] = []
+    collector = CollectorClock()
+    gc.callbacks.append(collector)
     started = time.perf_counter()
     with contextlib.redirect_stdout(output):
         if args.profile:
@@ -247,6 +266,7 @@ def main() -> int:
         else:
             code = notifier.cli.main(["once"])
     wall = time.perf_counter() - started
+    gc.callbacks.remove(collector)
     if args.profile:
         stats = pstats.Stats(profiler)
         for extra in profiles:
@@ -259,6 +279,8 @@ def main() -> int:
         "seconds": clock.seconds,
         "calls": clock.calls,
         "wall": wall,
+        "gc_seconds": collector.seconds,
+        "gc_collections": collector.collections,
         "exit": code,
         "stdout": output.getvalue(),
         "threads_profiled": len(profiles),

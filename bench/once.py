@@ -22,6 +22,8 @@ slow poll is not cut short by its budget (300 s by default) and leaves every tre
 
 What the figures mean:
 - wall: the whole process, start to exit; peak RSS: its maximum resident set (``ru_maxrss``);
+- garbage collector: the time its collections took (``gc.callbacks``), wherever they ran, and how many there were
+  (of which full ones, of the oldest generation);
 - load config: ``load_config`` (parse, validate, compile), of which compile: ``RuleSet.compile``;
 - poll: ``Notifier.poll`` (feeds and backfill); enrich: ``Notifier.enrich`` (API look-ups);
 - plan: ``Notifier.plan``, of which match: ``RuleSet.evaluate``, hits: ``MatchBatch.matches``, render:
@@ -402,6 +404,23 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
     add(
         "peak RSS MB",
         [f"{r.result['maxrss_kb'] / 1024:.0f}" if good else "-" for r, good in zip(runs, ok, strict=True)],
+    )
+    add(
+        "garbage collector s",
+        [
+            f"{r.result['gc_seconds']:.2f}" if good and "gc_seconds" in r.result else "-"
+            for r, good in zip(runs, ok, strict=True)
+        ],
+        (runs[0].result.get("gc_seconds"), runs[-1].result.get("gc_seconds")) if all(ok) else None,
+    )
+    add(
+        "  collections (full)",
+        [
+            f"{sum(r.result['gc_collections']):,} ({r.result['gc_collections'][2]})"
+            if "gc_collections" in r.result
+            else "-"
+            for r in runs
+        ],
     )
     for label, stage in (
         ("load config s", "load config"), ("  compile s", "compile"), ("poll s", "poll"), ("enrich s", "enrich"),

@@ -49,6 +49,7 @@ from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber, load_config
 from notifier.embeddings.stage import EmbeddingRun, EmbeddingStage
 from notifier.errors import ConfigError, NotifierError, StoreError
+from notifier.heap import frozen
 from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
 from notifier.outbox.sender import Sender, SendReport
@@ -214,7 +215,7 @@ class Notifier:
         """Poll every followed category's feed, then recover through the API what the feeds missed (an item cap,
         downtime), within the poll's time budget: a feed the budget does not reach is an error, polled first the
         next time."""
-        with self.poll_budget():
+        with frozen(), self.poll_budget():
             outcomes = await self.poller.poll(self.config.categories)
             self.metrics.record_polls(outcomes)
             await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
@@ -222,8 +223,9 @@ class Notifier:
 
     async def enrich(self, *, force: bool) -> int:
         """Fetch comments and journal references for the papers the next plan will send (fail-open)."""
-        ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
-        return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
+        with frozen():
+            ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
+            return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
     async def look_up_likes(self) -> None:
         """Fetch the metadata of the papers subscribers like (ids, authors' papers, BibTeX entries) that the store
@@ -286,23 +288,25 @@ class Notifier:
         steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons, wait=wait)
         loop = asyncio.get_running_loop()
         handback = loop.time() + PLAN_SLICE
-        try:
-            for _ in steps:
-                if loop.time() >= handback:
-                    await asyncio.sleep(0)
-                    if stop is not None and stop.is_set():
-                        log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
-                        break
-                    handback = loop.time() + PLAN_SLICE
-        finally:
-            steps.close()
+        with frozen():
+            try:
+                for _ in steps:
+                    if loop.time() >= handback:
+                        await asyncio.sleep(0)
+                        if stop is not None and stop.is_set():
+                            log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
+                            break
+                        handback = loop.time() + PLAN_SLICE
+            finally:
+                steps.close()
         return report
 
     async def send(self, stop: asyncio.Event | None = None) -> SendReport:
         """Cancel the deliveries of subscribers removed from the config, and send the due ones of the others: the
         store knows which are which since the config was registered (``register_subscribers``)."""
-        self.store.cancel_removed(self.clock())
-        return await self.sender.deliver_due(stop=stop)
+        with frozen():
+            self.store.cancel_removed(self.clock())
+            return await self.sender.deliver_due(stop=stop)
 
     def prune(self) -> PruneReport | None:
         """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`Store.prune`), as the leader, at most
