@@ -19,6 +19,10 @@ With an embedding model configured, the papers ranking will need (the corpus win
 dislike) are embedded right after each poll, those not embedded before; a failure is one warning, and the
 subscribers whose papers are not all embedded are ranked by TF-IDF.
 
+Poll, enrich, plan and send each run with the heap they found left out of the garbage collector's work, and with no
+full collection, until the last of them ends (:func:`~notifier.heap.frozen`): a big config and the caches of a plan
+would otherwise be walked again by every full collection, to find no garbage.
+
 Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
 and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
 at its next tick. With SQLite there is one daemon, and it always leads.
