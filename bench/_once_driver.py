@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import cProfile
 import functools
+import gc
 import importlib
 import inspect
 import io
@@ -63,6 +64,22 @@ PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": 
 SAMPLE_EVERY = 0.2  # seconds between samples of the process tree's memory
 
 _ACTIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("active_stages", default=frozenset())
+
+
+class CollectorClock:
+    """The cyclic garbage collector's work, through ``gc.callbacks``: seconds and collections per generation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
 
 
 class StageClock:
@@ -249,6 +266,8 @@ def main() -> int:
     memory.start()
     output = io.StringIO()
     profiles: list[cProfile.Profile] = []
+    collector = CollectorClock()
+    gc.callbacks.append(collector)
     started = time.perf_counter()
     with contextlib.redirect_stdout(output):
         if args.profile:
@@ -259,6 +278,7 @@ def main() -> int:
             code = notifier.cli.main(["once"])
     wall = time.perf_counter() - started
     memory.stop()
+    gc.callbacks.remove(collector)
     if args.profile:
         stats = pstats.Stats(profiler)
         for extra in profiles:
@@ -272,6 +292,8 @@ def main() -> int:
         "spans": clock.spans,
         "calls": clock.calls,
         "wall": wall,
+        "gc_seconds": collector.seconds,
+        "gc_collections": collector.collections,
         "exit": code,
         "stdout": output.getvalue(),
         "threads_profiled": len(profiles),

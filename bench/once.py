@@ -24,6 +24,8 @@ What the figures mean:
 - wall: the whole process, start to exit; peak RSS: its maximum resident set (``ru_maxrss``); with workers: the
   peak of the resident sets of the process and every process under it (render workers) added up, sampled every
   0.2 s, so a brief peak may be missed;
+- garbage collector: the time its collections took (``gc.callbacks``), wherever they ran, and how many there were
+  (of which full ones, of the oldest generation);
 - load config: ``load_config`` (parse, validate, compile), of which compile: ``RuleSet.compile``;
 - poll: ``Notifier.poll`` (feeds and backfill); enrich: ``Notifier.enrich`` (API look-ups);
 - plan: ``Notifier.plan``, of which match: ``RuleSet.evaluate``, hits: ``MatchBatch.matches``, render:
@@ -422,6 +424,23 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
         [
             f"{r.result.get('tree_peak_kb', 0) / 1024:.0f}" if good and r.result.get("tree_peak_kb") else "-"
             for r, good in zip(runs, ok, strict=True)
+        ],
+    )
+    add(
+        "garbage collector s",
+        [
+            f"{r.result['gc_seconds']:.2f}" if good and "gc_seconds" in r.result else "-"
+            for r, good in zip(runs, ok, strict=True)
+        ],
+        (runs[0].result.get("gc_seconds"), runs[-1].result.get("gc_seconds")) if all(ok) else None,
+    )
+    add(
+        "  collections (full)",
+        [
+            f"{sum(r.result['gc_collections']):,} ({r.result['gc_collections'][2]})"
+            if "gc_collections" in r.result
+            else "-"
+            for r in runs
         ],
     )
     for label, stage in (

@@ -19,6 +19,10 @@ With an embedding model configured, the papers ranking will need (the corpus win
 dislike) are embedded right after each poll, those not embedded before; a failure is one warning, and the
 subscribers whose papers are not all embedded are ranked by TF-IDF.
 
+Poll, enrich, plan and send each run with the heap they found left out of the garbage collector's work, and with no
+full collection, until the last of them ends (:func:`~notifier.heap.frozen`): a big config and the caches of a plan
+would otherwise be walked again by every full collection, to find no garbage.
+
 Several daemons may share one PostgreSQL database: the one that holds the store's lead polls, enriches and plans,
 and every daemon sends (claiming deliveries, so each is sent once). When the leader dies, another takes the lead
 at its next tick. With SQLite there is one daemon, and it always leads.
@@ -49,6 +53,7 @@ from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber, load_config
 from notifier.embeddings.stage import EmbeddingRun, EmbeddingStage
 from notifier.errors import ConfigError, NotifierError, StoreError
+from notifier.heap import frozen
 from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
 from notifier.outbox.sender import Sender, SendReport
@@ -214,7 +219,7 @@ class Notifier:
         """Poll every followed category's feed, then recover through the API what the feeds missed (an item cap,
         downtime), within the poll's time budget: a feed the budget does not reach is an error, polled first the
         next time."""
-        with self.poll_budget():
+        with frozen(), self.poll_budget():
             outcomes = await self.poller.poll(self.config.categories)
             self.metrics.record_polls(outcomes)
             await backfill(self.store, self.gate, self.settings, outcomes, self.clock)
@@ -222,8 +227,9 @@ class Notifier:
 
     async def enrich(self, *, force: bool) -> int:
         """Fetch comments and journal references for the papers the next plan will send (fail-open)."""
-        ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
-        return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
+        with frozen():
+            ids = self.planner.papers_to_enrich(self.config, self.clock(), force=force)
+            return await enrich_papers(self.store, self.gate, self.settings.arxiv_api_url, ids, self.clock)
 
     async def look_up_likes(self) -> None:
         """Fetch the metadata of the papers subscribers like (ids, authors' papers, BibTeX entries) that the store
@@ -286,24 +292,26 @@ class Notifier:
         steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons, wait=wait)
         loop = asyncio.get_running_loop()
         handback = loop.time() + PLAN_SLICE
-        try:
-            for _ in steps:
-                if loop.time() >= handback:
-                    await asyncio.sleep(0)
-                    if stop is not None and stop.is_set():
-                        log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
-                        break
-                    handback = loop.time() + PLAN_SLICE
-        finally:
-            steps.close()
+        with frozen():
+            try:
+                for _ in steps:
+                    if loop.time() >= handback:
+                        await asyncio.sleep(0)
+                        if stop is not None and stop.is_set():
+                            log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
+                            break
+                        handback = loop.time() + PLAN_SLICE
+            finally:
+                steps.close()
         return report
 
     async def send(self, stop: asyncio.Event | None = None, more: asyncio.Event | None = None) -> SendReport:
         """Cancel the deliveries of subscribers removed from the config, and send the due ones of the others: the
         store knows which are which since the config was registered (``register_subscribers``). Until ``more`` is
         set, a plan is still writing deliveries, and they are sent as they come."""
-        self.store.cancel_removed(self.clock())
-        return await self.sender.deliver_due(stop=stop, more=more)
+        with frozen():
+            self.store.cancel_removed(self.clock())
+            return await self.sender.deliver_due(stop=stop, more=more)
 
     def prune(self) -> PruneReport | None:
         """Drop what ``NOTIFIER_RETENTION_DAYS`` no longer keeps (see :meth:`Store.prune`), as the leader, at most

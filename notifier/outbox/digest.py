@@ -26,18 +26,21 @@ def sections_for(
     matches come best first, and its section keeps the ``top`` of them.
     """
     sections = []
+    types = subscriber.announce_types
     for rule in subscriber.rules:
         best: dict[str, Match] = {}
         for match in matches.get(rule.key, ()):
             paper = match.paper
-            if paper.announce_type not in subscriber.announce_types:
+            if paper.announce_type not in types:
                 continue
-            had = reserved.get(paper.arxiv_id)
-            if had is not None and (not paper.is_update or paper.version <= had):
-                continue
-            current = best.get(paper.arxiv_id)
+            arxiv_id = paper.arxiv_id
+            if reserved:
+                had = reserved.get(arxiv_id)
+                if had is not None and (not paper.is_update or paper.version <= had):
+                    continue
+            current = best.get(arxiv_id)
             if current is None or paper.version > current.paper.version:
-                best[paper.arxiv_id] = match
+                best[arxiv_id] = match
         chosen = tuple(best.values())
         if rule.similar is not None and rule.similar.top is not None:
             chosen = chosen[: rule.similar.top]  # ranked best first: the top ones this recipient has not had

@@ -164,17 +164,21 @@ def _plain(value: object) -> object:
 
 class LazyMatches(Mapping[str, list[Match]]):
     """Rule key -> matches among the papers one subscriber can see (those of its categories), with hits looked up
-    only for the rules its digest actually reads, and only in those papers."""
+    only for the rules its digest actually reads, only in those papers, and once for all its recipients."""
 
     def __init__(self, batch: MatchBatch, matched: frozenset[str], visible: frozenset[int]):
         self.batch = batch
         self.matched = matched
         self.visible = visible
+        self._found: dict[str, list[Match]] = {}
 
     def __getitem__(self, key: str) -> list[Match]:
-        if key not in self.matched:
-            raise KeyError(key)
-        return self.batch.matches(key, within=self.visible)
+        found = self._found.get(key)
+        if found is None:
+            if key not in self.matched:
+                raise KeyError(key)
+            found = self._found[key] = self.batch.matches(key, within=self.visible)
+        return found
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.matched)
@@ -195,6 +199,8 @@ class _Group:
     by_category: dict[str, frozenset[int]]  # category (or stored set) -> positions of the papers it announced
     matched: frozenset[str] = frozenset()  # keys of the rules that selected a paper
     _visible: dict[str, frozenset[int]] = field(default_factory=dict)
+    _sendable: dict[tuple[str, frozenset[str]], frozenset[int]] = field(default_factory=dict)
+    _announced: dict[frozenset[str], frozenset[int]] = field(default_factory=dict)  # types -> positions
 
     def visible(self, subscriber: Subscriber) -> frozenset[int]:
         """Positions of the papers announced in ``subscriber``'s categories."""
@@ -207,8 +213,25 @@ class _Group:
             self._visible[key] = found
         return found
 
+    def sendable(self, subscriber: Subscriber) -> frozenset[int]:
+        """Positions of the papers ``subscriber``'s digest can list: those of its categories announced as a type it
+        asked for."""
+        types = subscriber.announce_types
+        key = (subscriber.feed_key, types)
+        found = self._sendable.get(key)
+        if found is None:
+            announced = self._announced.get(types)
+            if announced is None:
+                announced = frozenset(i for i, paper in enumerate(self.papers) if paper.announce_type in types)
+                self._announced[types] = announced
+            found = self._sendable[key] = self.visible(subscriber) & announced
+        return found
+
     def matches(self, subscriber: Subscriber) -> LazyMatches:
-        return LazyMatches(self.batch, self.matched, self.visible(subscriber))
+        """``subscriber``'s matches: among the papers its digest can list (:meth:`sendable`); for a subscriber who
+        ranks, among every paper it sees, for its best papers are chosen among them all."""
+        within = self.visible(subscriber) if subscriber.ranks else self.sendable(subscriber)
+        return LazyMatches(self.batch, self.matched, within)
 
 
 _CROSS = frozenset({"cross", "replace-cross"})
