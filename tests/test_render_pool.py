@@ -76,7 +76,9 @@ def make_app(folder: Path, clock: Clock, workers: int, *, broken: bool = False) 
 
 
 def payloads(app: Notifier) -> dict[str, bytes]:
-    found = {row[0]: bytes(row[1]) for row in app.store.db.execute("SELECT id, payload FROM deliveries")}
+    found = {
+        row[0]: bytes(row[1]) for row in app.store.db.execute("SELECT delivery_id, payload FROM delivery_payloads")
+    }
     assert len(found) == SUBSCRIBERS + SUBSCRIBERS // 10, "a mail each, and a Slack post for one in ten"
     return found
 
