@@ -16,6 +16,7 @@ subscriber's failure: it ends the plan, and the caller tries again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -128,8 +129,8 @@ class _Draft:
             )
         papers = len({paper for delivery in deliveries for paper in delivery.papers})
         if deliveries:
-            log.debug("digest %s for %s: %d papers, %d deliveries", self.record.digest_id, self.subscriber.name,
-                      papers, len(deliveries))  # fmt: skip
+            name, digest_id = self.subscriber.name, self.record.digest_id
+            log.debug("digest %s for %s: %d papers, %d deliveries", digest_id, name, papers, len(deliveries))
         record = dataclasses.replace(self.record, deliveries=tuple(deliveries))
         return PlannedDigest(record, papers, self.skipped, self.rich, self.summarised), None
 
@@ -399,7 +400,6 @@ class Planner:
             hand_over()
             while rendering:
                 collect(*rendering.popleft())
-            renderer.close()
             self.rankings.log_fallbacks()
             self._write(pending, failures, report)
             if failed:
@@ -410,32 +410,30 @@ class Planner:
         renderer = self._rendering(count)
         chunk_size, in_flight = (1, 0) if isinstance(renderer, InProcess) else (POOL_CHUNK, 2 * self.workers)
         self.rankings.prepare([s for subscribers in due.values() for s in subscribers], now, plan=True)
-        try:
-            with one_thread(), Progress("planning", count, unit="digests") as progress:
-                for group in self._groups(config, due, now, on_failure=group_failed):
-                    for subscriber in group.subscribers:
-                        reason = (empty_reasons or {}).get(subscriber.feed_key)
-                        draft, problem = self._plan_one(
-                            config, subscriber, self._matches(group, subscriber, now), group.cursor, now, reason
-                        )
-                        if draft is None:
-                            settle(None, problem, subscriber)
-                        else:
-                            drafts.append(draft)
-                            if len(drafts) >= chunk_size:
-                                hand_over()
-                                yield from rendered(in_flight)
-                        progress.advance()
-                        yield
-                hand_over()
-                yield from rendered(0)
-        except GeneratorExit:
+        with contextlib.closing(renderer):
+            try:
+                with one_thread(), Progress("planning", count, unit="digests") as progress:
+                    for group in self._groups(config, due, now, on_failure=group_failed):
+                        for subscriber in group.subscribers:
+                            reason = (empty_reasons or {}).get(subscriber.feed_key)
+                            draft, problem = self._plan_one(
+                                config, subscriber, self._matches(group, subscriber, now), group.cursor, now, reason
+                            )
+                            if draft is None:
+                                settle(None, problem, subscriber)
+                            else:
+                                drafts.append(draft)
+                                if len(drafts) >= chunk_size:
+                                    hand_over()
+                                    yield from rendered(in_flight)
+                            progress.advance()
+                            yield
+                    hand_over()
+                    yield from rendered(0)
+            except GeneratorExit:
+                finish()
+                raise
             finish()
-            raise
-        except BaseException:
-            renderer.close()
-            raise
-        finish()
 
     @property
     def workers(self) -> int:
