@@ -251,20 +251,23 @@ def test_a_database_from_before_address_keys_has_its_recipients_keyed_when_opene
         store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', ' Ann@Lab.example ', ?)", (T0,))
         store._exec(db, "INSERT INTO unsubscribed VALUES ('lab', 'ann@lab.example', ?)", (T0,))
         store._exec(db, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", ())
-    store.close()
-    reopened: SqlStore[Any]
-    if isinstance(store, SqliteStore):
-        reopened = SqliteStore(store.path)
-    else:
-        from notifier.store.postgres import PostgresStore
-
-        reopened = PostgresStore(store.url)
+    reopened = reopen(store)
     try:
         assert reopened.reserved_versions("lab", "email", "a@lab.example") == {"2506.1": 1}
         assert [row["address"] for row in reopened._query("SELECT address FROM unsubscribed")] == ["ann@lab.example"]
         assert reopened._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"] == str(SCHEMA_VERSION)
     finally:
         reopened.close()
+
+
+def reopen(store: SqlStore[Any]) -> SqlStore[Any]:
+    """``store`` closed, then opened again on the same database (which migrates it)."""
+    store.close()
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    from notifier.store.postgres import PostgresStore
+
+    return PostgresStore(store.url)
 
 
 def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
@@ -275,14 +278,7 @@ def test_a_database_from_version_3_gains_active_subscribers_when_opened(store):
         store._exec(db, "DROP INDEX deliveries_by_age", ())
         store._exec(db, "ALTER TABLE subscribers DROP COLUMN active", ())
         store._exec(db, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", ())
-    store.close()
-    reopened: SqlStore[Any]
-    if isinstance(store, SqliteStore):
-        reopened = SqliteStore(store.path)
-    else:
-        from notifier.store.postgres import PostgresStore
-
-        reopened = PostgresStore(store.url)
+    reopened = reopen(store)
     try:
         assert active(reopened) == {"lab"}, "known subscribers count as active until registered"
         assert [m.delivery_id for m in reopened.claim_due(T0, owner="o", lease=LEASE, limit=5)] == ["x1"]
@@ -307,14 +303,7 @@ def test_a_database_from_version_7_has_its_payloads_moved_out_of_the_deliveries_
         store._exec(db, "UPDATE deliveries SET payload = ? WHERE id = 'x1'", (b"",))  # pruned
         store._exec(db, "DROP TABLE delivery_payloads", ())
         store._exec(db, "UPDATE meta SET value = '7' WHERE key = 'schema_version'", ())
-    store.close()
-    reopened: SqlStore[Any]
-    if isinstance(store, SqliteStore):
-        reopened = SqliteStore(store.path)
-    else:
-        from notifier.store.postgres import PostgresStore
-
-        reopened = PostgresStore(store.url)
+    reopened = reopen(store)
     try:
         assert "payload" not in reopened._columns(reopened.db, "deliveries")
         (pending,) = reopened.claim_due(T0, owner="two", lease=LEASE, limit=5)
