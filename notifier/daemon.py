@@ -292,17 +292,20 @@ class Notifier:
         steps = self.planner.steps(self.config, now, report, force=force, empty_reasons=reasons, wait=wait)
         loop = asyncio.get_running_loop()
         handback = loop.time() + PLAN_SLICE
+        stopped = False
         with frozen():
             try:
                 for _ in steps:
                     if loop.time() >= handback:
                         await asyncio.sleep(0)
                         if stop is not None and stop.is_set():
-                            log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
+                            stopped = True
                             break
                         handback = loop.time() + PLAN_SLICE
             finally:
-                steps.close()
+                steps.close()  # writes what was planned (and rendered) so far
+        if stopped:
+            log.info("plan stopped after %d digests; the rest are planned next time", report.digests)
         return report
 
     async def send(self, stop: asyncio.Event | None = None, more: asyncio.Event | None = None) -> SendReport:
