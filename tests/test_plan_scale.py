@@ -154,7 +154,7 @@ async def test_digests_are_sent_while_the_plan_writes_the_next_and_every_one_is_
     monkeypatch.setattr(daemon, "PLAN_SLICE", 0.0)  # hand the loop back after every digest
     monkeypatch.setattr(progress, "QUIET_UNDER", 0.0)  # "planning done" is logged however short the plan
     caplog.set_level(logging.INFO, logger="notifier")
-    count = 2 * WRITE_BATCH + 50
+    count = 4 * WRITE_BATCH + 50  # the first batch is written long before the plan ends
     clock = Clock()
     async with make_app(tmp_path, config_text(count), clock) as app:
         ingest_day(app, clock)
@@ -163,6 +163,7 @@ async def test_digests_are_sent_while_the_plan_writes_the_next_and_every_one_is_
         assert report.sent.sent == count, "every digest is sent, the last batch too"
         assert app.store.delivery_counts() == {"sent": count}
     lines = [record.getMessage() for record in caplog.records]
-    planned = next(i for i, line in enumerate(lines) if line.startswith("planning done"))
-    first_sent = next(i for i, line in enumerate(lines) if line.startswith("sent "))
-    assert first_sent < planned, "the first batch went out while later digests were being planned"
+    planned = [i for i, line in enumerate(lines) if line.startswith("planning done")]
+    sent = [i for i, line in enumerate(lines) if line.startswith("sent ")]
+    assert planned and sent, lines[-20:]
+    assert sent[0] < planned[0], "the first batch went out while later digests were being planned"
