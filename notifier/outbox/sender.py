@@ -107,9 +107,9 @@ class Sender:
             while stop is None or not stop.is_set():
                 last = more is None or more.is_set()  # read before claiming: then nothing is written after it
                 batch = self.store.claim_due(self.clock(), owner=self.owner, lease=self.lease, limit=self.batch)
-                if not batch and last:
-                    break
                 if not batch:
+                    if last:
+                        break
                     assert more is not None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(more.wait(), MORE_EVERY)
