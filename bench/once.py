@@ -39,6 +39,9 @@ What the figures mean:
 - arXiv's 3 s spacing: what the requests counted would add to the wall time against arXiv itself;
 - marginal cost per digest: (planning to sent at the larger N - at the smaller N) / (difference in digests).
 
+Every run gets the settings above and no other ``NOTIFIER_`` variable of the caller, but ``NOTIFIER_RENDER_WORKERS``
+(0 profiles the rendering in the one process ``--profile`` sees).
+
     python bench/once.py [--sizes 1000,10000,100000] [--baseline /path/to/old/tree] [--baseline-max 10000]
                          [--timeout 1800] [--profile] [--quick] [--keep FOLDER]
 
@@ -278,6 +281,8 @@ class Run:
 
 def environment(tree: Path, subscribers: Path, data: Path, server: ArxivStandIn) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_") and k != "PYTHONPATH"}
+    if "NOTIFIER_RENDER_WORKERS" in os.environ:  # the one setting passed on: to compare worker counts
+        env["NOTIFIER_RENDER_WORKERS"] = os.environ["NOTIFIER_RENDER_WORKERS"]
     return env | {
         "PYTHONPATH": str(tree),
         "NOTIFIER_SUBSCRIBERS": str(subscribers),

@@ -181,7 +181,8 @@ class PaperRow:
     card: PaperCard
     also_in: tuple[str, ...] = ()  # other rules that list this paper
     first_rule: str | None = None  # set when the paper was shown in full under an earlier rule
-    compact: bool = False  # title and links only (and its summary), to keep the message under the size limit
+    compact: bool = False  # title and links only (and its summary), to keep the message under the size limit; its
+    # card is then a brief one: the view of its head, why it matched, its summary and similarity, and no HTML
     line: bool = False  # one line (title, first author, id; compact: title only): a paper of a section that is not
     # rich, in a digest with rich sections
 
@@ -322,10 +323,12 @@ class _Part:
 
     view: PaperView
     html: str
+    size: int  # UTF-8 bytes of ``html`` (each lone surrogate counted as one: at most its true size)
 
 
 Cards = Callable[[Paper, tuple[Hit, ...], int, SummaryView | None, SimilarityView | None], PaperCard]
 Full = tuple[Match, SummaryView | None]  # a paper shown in full, with the summary it shows
+Feedback = Mapping[str, FeedbackUrls]  # a digest's feedback links, by arXiv id
 
 
 def card_of(
@@ -361,10 +364,13 @@ def groups(
     full_papers: int | None = None,
     summarised_chars: int | None = None,
     bare_lines: bool = False,
+    briefs: Cards | None = None,
 ) -> list[GroupView]:
     """The digest as the templates see it. Only the first ``full_papers`` distinct papers are shown in full; the
     abstracts of papers with a summary are cut to ``summarised_chars`` (by default ``abstract_chars``); with
-    ``bare_lines``, one-line entries show their title and link only, once: a paper listed above goes by its id."""
+    ``bare_lines``, one-line entries show their title and link only, once: a paper listed above goes by its id.
+    The papers listed by title only get their cards from ``briefs`` when it is given (see
+    :meth:`EmailRenderer._brief`)."""
     rules_of: dict[str, list[str]] = {}
     for section in digest.sections:
         for match in section.matches:
@@ -385,13 +391,15 @@ def groups(
             return PaperRow(card, compact=bare_lines, line=True)
         summary = summary_view(digest.summary_of(match.paper)) if rich else None
         chars = abstract_chars if summary is None or summarised_chars is None else summarised_chars
-        card = card_of(cards, match, chars, summary, feedback)
+        again = paper_id in shown
+        compact = full_papers is not None and (again or len(shown) >= full_papers)
+        card = card_of(briefs if compact and briefs is not None else cards, match, chars, summary, feedback)
         also_in = tuple(r for r in rules_of[paper_id] if r != rule)
-        if paper_id in shown:
-            return PaperRow(card, also_in, first_rule=shown[paper_id], compact=full_papers is not None)
+        if again:
+            return PaperRow(card, also_in, first_rule=shown[paper_id], compact=compact)
         shown[paper_id] = rule
         listed.setdefault(paper_id, rule)
-        return PaperRow(card, also_in, compact=full_papers is not None and len(shown) > full_papers)
+        return PaperRow(card, also_in, compact=compact)
 
     def section_view(rule: str, matches: tuple[Match, ...]) -> SectionView:
         rich = rule in rich_rules
@@ -486,6 +494,7 @@ class EmailRenderer:
             env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
         )
         self.card: Cards = functools.lru_cache(maxsize=cards)(self._card)
+        self.brief: Cards = functools.lru_cache(maxsize=cards)(self._brief)
         self._heads = functools.lru_cache(maxsize=cards)(self._head_of)
         self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
         self._summaries = functools.lru_cache(maxsize=cards)(self._summary_of)
@@ -505,10 +514,8 @@ class EmailRenderer:
         """The card of ``paper`` for ``hits`` (and ``similarity`` then ``summary``, shown between its head and its
         abstract). Its head and tail depend only on the hits they show, which most digests share (terms mostly
         match abstracts); so a new card usually costs its abstract and nothing more."""
-        on: dict[Field, list[Hit]] = {field: [] for field in Field}
-        for hit in hits:
-            on[hit.field].append(hit)
-        head = self._heads(paper, tuple(on[Field.TITLE]), tuple(on[Field.AUTHORS]), tuple(on[Field.CATEGORIES]))
+        on = _on_fields(hits)
+        head = self._head_for(paper, on)
         tail = self._tails(paper, tuple(on[Field.COMMENT]))
         spans = spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT)
         view = replace(
@@ -524,16 +531,51 @@ class EmailRenderer:
         html, size = _utf8(head.html + like + rich + str(self._abstract(view)) + tail.html)
         return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
 
+    def _brief(
+        self,
+        paper: Paper,
+        hits: tuple[Hit, ...],
+        abstract_chars: int,
+        summary: SummaryView | None,
+        similarity: SimilarityView | None,
+    ) -> PaperCard:
+        """The card of a paper listed by title only: the view of its head, why it matched, its summary and its
+        similarity, and no HTML (the templates write a compact entry from these). It costs a fraction of a card:
+        the head is most often made already, and no abstract is cut or rendered."""
+        head = self._head_for(paper, _on_fields(hits))
+        view = replace(head.view, matched=matched_line(hits), summary=summary, similarity=similarity)
+        return PaperCard(view, Markup(""), 0, view.title_text, self._text_of)
+
+    def _head_for(self, paper: Paper, on: Mapping[Field, Sequence[Hit]]) -> _Part:
+        return self._heads(paper, tuple(on[Field.TITLE]), tuple(on[Field.AUTHORS]), tuple(on[Field.CATEGORIES]))
+
+    def _estimated_gain(self, match: Match, abstract_chars: int, summary: SummaryView | None, links: Feedback) -> int:
+        """About what :func:`_gain` says of the paper's card, without rendering its abstract: the sizes of the
+        card's head, tail, similarity and summary (each made once for every abstract length) and of the text of
+        its abstract's excerpt. The abstract's markup is left out: :func:`_predicted` learns it as it measures."""
+        paper = match.paper
+        on = _on_fields(match.hits)
+        head = self._head_for(paper, on)
+        similarity = similarity_view(match.similarity, links.get(paper.arxiv_id))
+        spans = spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT)
+        size = head.size + self._tails(paper, tuple(on[Field.COMMENT])).size
+        size += _size(plain(shorten(paper.abstract, spans, abstract_chars)))
+        size += _size(self._similarities(similarity)) if similarity is not None else 0
+        size += _size(self._summaries(summary)) if summary is not None else 0
+        return size - _kept(head.view.title_text, paper.abs_url, similarity, summary)
+
     def _head_of(
         self, paper: Paper, title_hits: tuple[Hit, ...], author_hits: tuple[Hit, ...], category_hits: tuple[Hit, ...]
     ) -> _Part:
         view = head_view(paper, title_hits, author_hits, category_hits)
-        return _Part(view, str(self._head(view)))
+        html = str(self._head(view))
+        return _Part(view, html, _size(html))
 
     def _tail_of(self, paper: Paper, comment_hits: tuple[Hit, ...]) -> _Part:
         comment = highlighted(paper.comment, comment_hits, Field.COMMENT) if paper.comment else None
         view = replace(head_view(paper, (), (), ()), comment=comment)
-        return _Part(view, str(self._tail(view)))
+        html = str(self._tail(view))
+        return _Part(view, html, _size(html))
 
     def _summary_of(self, summary: SummaryView) -> str:
         return str(self._summary(summary))
@@ -614,8 +656,10 @@ class EmailRenderer:
                 steps.append((ABSTRACT_STEPS[-1], 0, False))
             steps.append((*steps[-1][:2], True))
         for step, (chars, summarised, bare) in enumerate(steps):
-            too_big = _cards(firsts, self.card, chars, summarised, digest.feedback) > limit
-            if _at_least(firsts, chars, summarised) > limit or too_big:
+            if (
+                _at_least(firsts, chars, summarised) > limit
+                or _cards(firsts, self.card, chars, summarised, digest.feedback, limit) > limit
+            ):
                 continue  # no need to render it to know (the cards are made once, for the page too)
             views = groups(digest, self.card, chars, None, summarised, bare)
             layout = self._render(context, views, 0, short=step > 0)
@@ -626,15 +670,12 @@ class EmailRenderer:
 
         def attempt(full: int) -> _Layout:
             if full not in tried:
-                views = groups(digest, self.card, chars, full, summarised, bare)
+                views = groups(digest, self.card, chars, full, summarised, bare, self.brief)
                 tried[full] = self._render(context, views, total - full, short=True)
             return tried[full]
 
         links = digest.feedback
-        gains = [
-            _gain(card_of(self.card, m, _chars(s, chars, summarised), s, links.get(m.paper.arxiv_id)))
-            for m, s in firsts
-        ]
+        gains = [self._estimated_gain(m, _chars(s, chars, summarised), s, links) for m, s in firsts]
         guess, self._markup = _predicted(lambda full: attempt(full).size, gains, limit, self._markup)
         return _largest_fitting(total, attempt, limit, guess)
 
@@ -658,26 +699,35 @@ def _cards(
     cards: Cards,
     abstract_chars: int,
     summarised_chars: int,
-    feedback: Mapping[str, FeedbackUrls],
+    feedback: Feedback,
+    limit: int,
 ) -> int:
-    """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least."""
-    return sum(
-        card_of(
-            cards, match, _chars(summary, abstract_chars, summarised_chars), summary, feedback.get(match.paper.arxiv_id)
-        ).html_bytes
-        for match, summary in firsts
-    )
+    """The bytes of the papers' cards, each of which a layout with every paper in full shows once at least; the sum
+    stops once it is past ``limit``, so a digest far too large for it costs the cards that tell, not all of them."""
+    total = 0
+    for match, summary in firsts:
+        chars = _chars(summary, abstract_chars, summarised_chars)
+        total += card_of(cards, match, chars, summary, feedback.get(match.paper.arxiv_id)).html_bytes
+        if total > limit:
+            break
+    return total
 
 
 def _gain(card: PaperCard) -> int:
     """About how many bytes of HTML a paper saves by going compact: a compact paper shows its title and link
     (and briefly why it was ranked, and its summary) instead of its card."""
-    kept = len(card.title_text.encode("utf-8")) + len(card.view.abs_url)
-    if card.view.similarity is not None:
-        kept += len(card.view.similarity.brief.encode("utf-8"))
-    if card.view.summary is not None:
-        kept += len(card.view.summary.summary.encode("utf-8"))
-    return card.html_bytes - kept
+    view = card.view
+    return card.html_bytes - _kept(card.title_text, view.abs_url, view.similarity, view.summary)
+
+
+def _kept(title: str, abs_url: str, similarity: SimilarityView | None, summary: SummaryView | None) -> int:
+    """The bytes of a paper's text that its compact entry still shows (see :func:`_gain`)."""
+    kept = _size(title) + len(abs_url)
+    if similarity is not None:
+        kept += _size(similarity.brief)
+    if summary is not None:
+        kept += _size(summary.summary)
+    return kept
 
 
 def _predicted(
@@ -714,6 +764,18 @@ def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[Any],
     if not callable(macro):
         raise jinja2.TemplateError(f"{template} must define the macro {name}(paper)")
     return cast(Callable[[Any], object], macro)
+
+
+def _on_fields(hits: Sequence[Hit]) -> dict[Field, list[Hit]]:
+    on: dict[Field, list[Hit]] = {field: [] for field in Field}
+    for hit in hits:
+        on[hit.field].append(hit)
+    return on
+
+
+def _size(text: str) -> int:
+    """The UTF-8 size of ``text``, each lone surrogate counted as one byte (at most the size of what is sent)."""
+    return len(text.encode("utf-8", "replace"))
 
 
 def _utf8(text: str) -> tuple[str, int]:
