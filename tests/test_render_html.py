@@ -11,7 +11,7 @@ import css_inline
 import pytest
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match
-from notifier.render.email import _largest_fitting, _Layout, _predicted
+from notifier.render.email import EmailRenderer, _largest_fitting, _Layout, _predicted
 from notifier.render.html import Stylesheet, inline_source
 from notifier.render.renderer import Renderer
 from tests.digest_factory import (
@@ -20,6 +20,7 @@ from tests.digest_factory import (
     golden_digest,
     hostile_papers,
     large_digest,
+    large_rich_weekly_digest,
     load_papers,
     similar_digest,
     weekly_digest,
@@ -139,6 +140,21 @@ def test_the_same_paper_is_marked_by_each_digest_s_own_hits() -> None:
         html = renderer.email(digest_marking(word)).html
         marked = re.findall(r"<mark[^>]*>([^<]*)</mark>", html)
         assert [m.lower() for m in marked] == [word], (word, marked)
+
+
+@pytest.mark.parametrize(
+    "digest",
+    [large_digest(300), with_similarities(large_digest(200)), large_rich_weekly_digest()],
+    ids=["large", "ranked", "rich-weekly"],
+)
+def test_papers_listed_by_title_only_read_the_same_from_their_brief_cards(digest: Digest) -> None:
+    env = Renderer().env
+    briefly, fully = EmailRenderer(env), EmailRenderer(env)
+    fully.brief = fully.card  # each paper listed by title only gets its whole card, abstract rendered
+    for limit in (100_000, 60_000):
+        brief = briefly.render(digest, UNSUBSCRIBE, limit)
+        assert "listed by title only" in brief.html, "the digest is too large to show every paper in full"
+        assert brief == fully.render(digest, UNSUBSCRIBE, limit)
 
 
 @pytest.mark.parametrize("limit", [0, 5, 37, 60, 99, 100, 1000])
