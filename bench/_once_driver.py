@@ -5,7 +5,8 @@ functions named in :data:`STAGES` (where that tree has them) in timers, calls ``
 writes a JSON result: which ``notifier`` and templates ran, each stage's seconds, calls and span (from its first
 call's start to its last call's end), the wall time of the
 command, its exit code and output, the process's peak RSS, and the peak of the RSS of the process and all its
-descendants together (worker processes), sampled every :data:`SAMPLE_EVERY` seconds from ``/proc``.
+descendants together (worker processes), sampled every :data:`SAMPLE_EVERY` seconds from ``/proc``, with the CPU
+time the process and its descendants had used by then (a process that ended counts with its last sample).
 
 A stage counts only its outermost call (a wrapped function that calls another of the same stage, or itself, is
 timed once), in coroutines and worker threads alike. Calls on several threads at once add up, so a stage run in
@@ -62,6 +63,7 @@ STAGES: dict[str, tuple[str, ...]] = {
 PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": "plan", "store": "plan"}
 
 SAMPLE_EVERY = 0.2  # seconds between samples of the process tree's memory
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # units of the CPU times in /proc/PID/stat
 
 _ACTIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("active_stages", default=frozenset())
 
@@ -313,34 +315,41 @@ class TreeMemory(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_kb = 0
-        self.samples: list[tuple[float, int, int]] = []  # (perf_counter, this process's RSS kB, the tree's)
+        # (perf_counter, this process's RSS kB, the tree's, CPU seconds the tree used so far)
+        self.samples: list[tuple[float, int, int, float]] = []
+        self._cpu: dict[int, float] = {}  # the last CPU seconds seen of each process of the tree
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(SAMPLE_EVERY):
             with contextlib.suppress(OSError):
-                tree, own = _tree_rss_kb()
+                tree, own = _tree_rss_kb(self._cpu)
                 self.peak_kb = max(self.peak_kb, tree)
-                self.samples.append((time.perf_counter(), own, tree))
+                self.samples.append((time.perf_counter(), own, tree, sum(self._cpu.values())))
 
     def stop(self) -> None:
         self._done.set()
         self.join()
 
 
-def _tree_rss_kb() -> tuple[int, int]:
-    """The RSS of this process and every process under it, added up, and of this process alone (kB)."""
+def _tree_rss_kb(cpu: dict[int, float]) -> tuple[int, int]:
+    """The RSS of this process and every process under it, added up, and of this process alone (kB); ``cpu`` gets
+    the user and system seconds each of them has used."""
     parents: dict[int, int] = {}
+    used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+                fields = stat[stat.rindex(")") + 2 :].split()
+                parents[int(entry.name)] = int(fields[1])
+                used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
     tree, grown = {os.getpid()}, True
     while grown:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= more
         grown = bool(more)
+    cpu.update((pid, used[pid]) for pid in tree if pid in used)
     sizes = {}
     for pid in tree:
         with contextlib.suppress(OSError):

@@ -37,6 +37,9 @@ What the figures mean:
 - match and hits outside plan: the same functions called elsewhere (choosing the papers to enrich);
 - a stage the tree does not have shows "-"; stages run on several threads at once add up their threads' time;
 - arXiv's 3 s spacing: what the requests counted would add to the wall time against arXiv itself;
+- cores busy: the CPU time the process and its render workers used, over the wall time, before the plan (load
+  config, poll, enrich), during it, and after it until sending ends; sampled with the memory (a process that ended
+  counts with its last sample);
 - marginal cost per digest: (planning to sent at the larger N - at the smaller N) / (difference in digests).
 
 Every run gets the settings above and no other ``NOTIFIER_`` variable of the caller, but ``NOTIFIER_RENDER_WORKERS``
@@ -278,6 +281,25 @@ class Run:
         plan, send = self.stage("plan"), self.stage("send")
         return None if plan is None or send is None else plan + send
 
+    def cores(self) -> str:
+        """The cores the run's processes kept busy on average before the plan, during it, and after it (while
+        sending is left), from the driver's samples of their CPU time; "-" where it sampled none."""
+        samples = [(sample[0], sample[3]) for sample in self.result.get("memory_samples", []) if len(sample) > 3]
+        spans = self.result.get("spans", {})
+        if len(samples) < 2 or "plan" not in spans:
+            return "-"
+        start, end = spans["plan"]
+        last = max(end, spans.get("send", [end, end])[1])
+
+        def busy(since: float, until: float) -> str:
+            inside = [(at, cpu) for at, cpu in samples if since <= at <= until]
+            if len(inside) < 2:
+                return "-"
+            (first, before), (final, after) = inside[0], inside[-1]
+            return f"{(after - before) / (final - first):.2f}"
+
+        return " / ".join((busy(samples[0][0], start), busy(start, end), busy(end, last)))
+
 
 def environment(tree: Path, subscribers: Path, data: Path, server: ArxivStandIn) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_") and k != "PYTHONPATH"}
@@ -457,6 +479,7 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
         seconds(label, stage)
     spent = [r.plan_to_sent() if r.error is None else None for r in runs]
     add("planning to sent s", [f"{v:.2f}" if v is not None else "-" for v in spent])
+    add("cores busy: before plan / plan / after", [r.cores() if r.error is None else "-" for r in runs])
     add("digests", [str(r.digests) if r.digests is not None else "-" for r in runs])
     add("deliveries", [str(r.deliveries) if r.deliveries is not None else "-" for r in runs])
     add("feeds failed", [str(r.feeds_failed) for r in runs])
