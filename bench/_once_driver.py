@@ -63,7 +63,7 @@ STAGES: dict[str, tuple[str, ...]] = {
 PARENTS = {"compile": "load config", "match": "plan", "hits": "plan", "render": "plan", "store": "plan"}
 
 SAMPLE_EVERY = 0.2  # seconds between samples of the process tree's memory
-TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # units of the CPU times in /proc/PID/stat
+TICKS = os.sysconf("SC_CLK_TCK")  # units of the CPU times in /proc/PID/stat
 
 _ACTIVE: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("active_stages", default=frozenset())
 
@@ -309,8 +309,8 @@ def main() -> int:
 
 
 class TreeMemory(threading.Thread):
-    """Samples the resident memory of this process and of every process under it, added up; keeps the peak. Where
-    ``/proc`` cannot be read the peak stays 0."""
+    """Samples the resident memory of this process and of every process under it, added up, and keeps the peak;
+    each sample also holds the CPU time they have used. Where ``/proc`` cannot be read the peak stays 0."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -323,7 +323,7 @@ class TreeMemory(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(SAMPLE_EVERY):
             with contextlib.suppress(OSError):
-                tree, own = _tree_rss_kb(self._cpu)
+                tree, own = _tree_usage(self._cpu)
                 self.peak_kb = max(self.peak_kb, tree)
                 self.samples.append((time.perf_counter(), own, tree, sum(self._cpu.values())))
 
@@ -332,7 +332,7 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def _tree_rss_kb(cpu: dict[int, float]) -> tuple[int, int]:
+def _tree_usage(cpu: dict[int, float]) -> tuple[int, int]:
     """The RSS of this process and every process under it, added up, and of this process alone (kB); ``cpu`` gets
     the user and system seconds each of them has used."""
     parents: dict[int, int] = {}

@@ -515,12 +515,10 @@ class EmailRenderer:
         abstract). Its head and tail depend only on the hits they show, which most digests share (terms mostly
         match abstracts); so a new card usually costs its abstract and nothing more."""
         on = _on_fields(hits)
-        head = self._head_for(paper, on)
-        tail = self._tails(paper, tuple(on[Field.COMMENT]))
-        spans = spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT)
+        head, tail = self._frame(paper, on)
         view = replace(
             head.view,
-            abstract=shorten(paper.abstract, spans, abstract_chars),
+            abstract=_excerpt(paper, on, abstract_chars),
             comment=tail.view.comment,
             matched=matched_line(hits),
             summary=summary,
@@ -549,17 +547,20 @@ class EmailRenderer:
     def _head_for(self, paper: Paper, on: Mapping[Field, Sequence[Hit]]) -> _Part:
         return self._heads(paper, tuple(on[Field.TITLE]), tuple(on[Field.AUTHORS]), tuple(on[Field.CATEGORIES]))
 
+    def _frame(self, paper: Paper, on: Mapping[Field, Sequence[Hit]]) -> tuple[_Part, _Part]:
+        """The head and the tail of ``paper``'s card for the hits ``on`` each field, the same at every abstract
+        length."""
+        return self._head_for(paper, on), self._tails(paper, tuple(on[Field.COMMENT]))
+
     def _estimated_gain(self, match: Match, abstract_chars: int, summary: SummaryView | None, links: Feedback) -> int:
         """About what :func:`_gain` says of the paper's card, without rendering its abstract: the sizes of the
         card's head, tail, similarity and summary (each made once for every abstract length) and of the text of
         its abstract's excerpt. The abstract's markup is left out: :func:`_predicted` learns it as it measures."""
         paper = match.paper
         on = _on_fields(match.hits)
-        head = self._head_for(paper, on)
+        head, tail = self._frame(paper, on)
         similarity = similarity_view(match.similarity, links.get(paper.arxiv_id))
-        spans = spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT)
-        size = head.size + self._tails(paper, tuple(on[Field.COMMENT])).size
-        size += _size(plain(shorten(paper.abstract, spans, abstract_chars)))
+        size = head.size + tail.size + _size(plain(_excerpt(paper, on, abstract_chars)))
         size += _size(self._similarities(similarity)) if similarity is not None else 0
         size += _size(self._summaries(summary)) if summary is not None else 0
         return size - _kept(head.view.title_text, paper.abs_url, similarity, summary)
@@ -771,6 +772,11 @@ def _on_fields(hits: Sequence[Hit]) -> dict[Field, list[Hit]]:
     for hit in hits:
         on[hit.field].append(hit)
     return on
+
+
+def _excerpt(paper: Paper, on: Mapping[Field, Sequence[Hit]], abstract_chars: int) -> Segments:
+    """The abstract of ``paper`` cut to about ``abstract_chars``, with the hits ``on`` it marked."""
+    return shorten(paper.abstract, spans_for(paper.abstract, on[Field.ABSTRACT], Field.ABSTRACT), abstract_chars)
 
 
 def _size(text: str) -> int:
