@@ -49,7 +49,7 @@ class FileChannel:
             await asyncio.to_thread(_write_atomic, path, message.payload)
         except OSError as exc:
             raise TemporaryDeliveryError(f"cannot write {path}: {exc}", hint="check the outbox folder") from exc
-        log.info("wrote %s for %s", path, display_recipient(message.recipient))
+        log.debug("wrote %s for %s", path, display_recipient(message.recipient))  # the sender logs each "sent"
 
     async def aclose(self) -> None:
         return None

@@ -128,16 +128,10 @@ class DeliveryQueries(Dialect[ConnT]):
                 db,
                 self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"),
                 [
-                    (
-                        delivery.delivery_id,
-                        d.subscriber,
-                        delivery.channel,
-                        recipient_key(delivery.channel, delivery.recipient),
-                        arxiv_id,
-                        version,
-                    )
+                    (delivery.delivery_id, d.subscriber, delivery.channel, recipient, arxiv_id, version)
                     for d in digests
                     for delivery in d.deliveries
+                    for recipient in (recipient_key(delivery.channel, delivery.recipient),)
                     for arxiv_id, version in delivery.papers
                 ],
             )

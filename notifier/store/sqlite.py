@@ -60,9 +60,14 @@ def _text(value: object) -> object:
 
 
 def _bind(params: Params) -> Params:
+    """Parameters as SQLite keeps them. Most rows hold no time or day (a paper of a delivery, say): those go as they
+    are, as a plan binds millions of them."""
     if isinstance(params, Mapping):
         return {name: _text(value) for name, value in params.items()}
-    return tuple(_text(value) for value in params)
+    for value in params:
+        if isinstance(value, date):  # a datetime is a date too
+            return tuple(_text(value) for value in params)
+    return params
 
 
 class SqliteStore(SqlStore[sqlite3.Connection]):
