@@ -46,12 +46,14 @@ Every run gets the settings above and no other ``NOTIFIER_`` variable of the cal
 (0 profiles the rendering in the one process ``--profile`` sees).
 
     python bench/once.py [--sizes 1000,10000,100000] [--baseline /path/to/old/tree] [--baseline-max 10000]
-                         [--timeout 1800] [--profile] [--quick] [--keep FOLDER]
+                         [--timeout 1800] [--rounds 1] [--profile] [--quick] [--keep FOLDER]
 
 ``--baseline TREE`` runs the same sizes with the ``notifier`` of another checkout (up to ``--baseline-max``
-subscribers). ``--profile`` also runs each under cProfile and prints the top functions (cumulative, then own
-time), without the time threads and the event loop spend waiting; the threads' times add up, so a function run in
-worker threads can show more time than the wall clock. The timed runs are not profiled.
+subscribers). ``--rounds R`` runs each tree R times per N and prints each round's table; the trees take turns
+going first, as a run's place in the order can show in its figures on a busy machine. ``--profile`` also runs
+each under cProfile and prints the top functions (cumulative, then own time), without the time threads and the
+event loop spend waiting; the threads' times add up, so a function run in worker threads can show more time than
+the wall clock. The timed runs are not profiled.
 """
 
 from __future__ import annotations
@@ -574,25 +576,32 @@ async def bench(args: argparse.Namespace) -> int:
                 rng.seed(args.seed)  # the same draws at every N: each N's subscribers begin with the smaller N's
                 sets, slack = write_subscribers(path, count, maker, rng)
                 checked = await check_config(path, server, work)
-                done = []
-                for name, root in trees:
-                    if name == "baseline" and count > args.baseline_max:
-                        continue
-                    run = await run_once(name, root, path, count, server, work, args.timeout)
-                    print(
-                        f"  done: {name} N={count:,}: {run.wall:.1f} s" + (" FAILED" if run.error else ""), flush=True
-                    )
-                    if run.error is None:
-                        print(f"    ran {run.result['notifier']} with templates {run.result['templates']}")
-                    done.append(run)
-                    if args.profile:
-                        profiled = await run_once(name, root, path, count, server, work, args.timeout, profile=True)
-                        print(f"  done: {name} N={count:,} under cProfile: {profiled.wall:.1f} s", flush=True)
-                        profiles.append(profiled)
-                runs.extend(done)
-                print()
-                print(block(done, sets, slack, checked), flush=True)
-                print()
+                for round_ in range(args.rounds):
+                    # the trees take turns going first: a run's place in the order shows in its figures
+                    order = trees if round_ % 2 == 0 else trees[::-1]
+                    done = []
+                    for name, root in order:
+                        if name == "baseline" and count > args.baseline_max:
+                            continue
+                        run = await run_once(name, root, path, count, server, work, args.timeout)
+                        print(
+                            f"  done: {name} N={count:,}: {run.wall:.1f} s" + (" FAILED" if run.error else ""),
+                            flush=True,
+                        )
+                        if run.error is None:
+                            print(f"    ran {run.result['notifier']} with templates {run.result['templates']}")
+                        done.append(run)
+                        if args.profile and round_ == 0:
+                            profiled = await run_once(name, root, path, count, server, work, args.timeout, profile=True)
+                            print(f"  done: {name} N={count:,} under cProfile: {profiled.wall:.1f} s", flush=True)
+                            profiles.append(profiled)
+                    done.sort(key=lambda run: run.tree != "new")
+                    runs.extend(done)
+                    print()
+                    if args.rounds > 1:
+                        print(f"round {round_ + 1} of {args.rounds}, {order[0][0]} first")
+                    print(block(done, sets, slack, checked), flush=True)
+                    print()
     cost = marginal(runs)
     if cost:
         print("marginal cost per digest (plan + send):")
@@ -616,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--baseline-max", type=int, default=10000, help="largest N the baseline runs")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one run may take")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of each tree per N, taking turns to go first (noisy machines)"
+    )
     parser.add_argument("--profile", action="store_true", help="also run each under cProfile, print the top")
     parser.add_argument("--quick", action="store_true", help="50 subscribers")
     parser.add_argument("--seed", type=int, default=7)
