@@ -1,7 +1,7 @@
 """The matching, config, end-to-end and rendering benchmarks run in quick mode and check their own results: the
 indexed matcher agrees with the naive loop on every rule, the generated subscribers file loads both ways, `notifier
 once` passes `notifier check` on its generated file and plans and sends digests from the served day, and every
-generated digest renders."""
+generated digest renders, and the store holds every digest it was asked to record."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
         ("config.py", "done: 200 | 2,801 |"),
         ("once.py", "N = 50 subscribers (250 rules"),
         ("render.py", "200 digests: "),
+        ("store.py", "as asked"),
     ],
 )
 def test_quick_benchmark_runs_and_checks_itself(script, expected):
