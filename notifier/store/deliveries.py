@@ -125,15 +125,7 @@ class DeliveryQueries(Dialect[ConnT]):
                 [(delivery.delivery_id, delivery.payload) for d in digests for delivery in d.deliveries],
             )
             self._exec_many(
-                db,
-                self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"),
-                [
-                    (delivery.delivery_id, d.subscriber, delivery.channel, recipient, arxiv_id, version)
-                    for d in digests
-                    for delivery in d.deliveries
-                    for recipient in (recipient_key(delivery.channel, delivery.recipient),)
-                    for arxiv_id, version in delivery.papers
-                ],
+                db, self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"), _reservations(digests)
             )
             self._exec_many(
                 db,
@@ -325,3 +317,21 @@ def _outgoing(row: ResultRow, created_at: datetime) -> Outgoing:
         part=row["part"],
         created_at=created_at,
     )
+
+
+# A row of delivery_papers: delivery id, subscriber, channel, recipient key, arxiv id, version.
+Reservation = tuple[str, str, str, str, str, int]
+
+
+def _reservations(digests: Sequence[NewDigest]) -> list[Reservation]:
+    """The rows of ``delivery_papers`` for ``digests``: each paper of each delivery, reserved for its recipient. The
+    recipient's key is made once per delivery, not once per paper."""
+    rows: list[Reservation] = []
+    for digest in digests:
+        for delivery in digest.deliveries:
+            recipient = recipient_key(delivery.channel, delivery.recipient)
+            rows.extend(
+                (delivery.delivery_id, digest.subscriber, delivery.channel, recipient, arxiv_id, version)
+                for arxiv_id, version in delivery.papers
+            )
+    return rows
