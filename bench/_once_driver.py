@@ -47,7 +47,7 @@ if sys.path and sys.path[0] == HERE:
 
 # Stage -> the functions (dotted names) whose calls it times. Names a tree lacks are skipped and reported.
 STAGES: dict[str, tuple[str, ...]] = {
-    "load config": ("notifier.config.subscribers.load_config",),
+    "load config": ("notifier.config.subscribers.load_config", "notifier.config.last_good.load_or_last_good"),
     "compile": ("notifier.matching.rules.RuleSet.compile",),
     "poll": ("notifier.daemon.Notifier.poll",),
     "enrich": ("notifier.daemon.Notifier.enrich",),

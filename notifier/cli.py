@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from notifier import __version__, commands
+from notifier.config.last_good import load_or_last_good
 from notifier.config.settings import ENV_VARS, Settings, load_settings
 from notifier.config.subscribers import SubscriberFields, SubscriberModel, load_config
 from notifier.daemon import run_daemon
@@ -317,7 +318,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "rename":
         with hold_data_dir(settings):
             return commands.rename(settings, args.old, args.new)
-    config = load_config(settings.subscribers)
+    rejected: ConfigError | None = None
+    if command in ("run", "once"):  # they send: a broken edit leaves them the last good config (see last_good)
+        config, rejected = load_or_last_good(settings.subscribers, settings.data_dir)
+        if rejected is not None:
+            log.error("config rejected, using the last good one: %s", rejected)
+    else:
+        config = load_config(settings.subscribers)
     for warning in config.warnings:
         log.warning("%s", warning)
     if command == "run":
@@ -325,11 +332,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if settings.database_url:
             log.info("database: %s", settings.redacted()["database_url"])
         with hold_data_dir(settings):
-            asyncio.run(run_daemon(settings, config))
+            asyncio.run(run_daemon(settings, config, rejected))
         return ExitCode.OK
     if command == "once":
         with hold_data_dir(settings):
-            return asyncio.run(commands.once(settings, config, poll=not args.no_poll))
+            code = asyncio.run(commands.once(settings, config, poll=not args.no_poll))
+        if rejected is not None:
+            print(f"error: {rejected}", file=sys.stderr)
+            print("the digests went out with the last subscribers.yaml that loaded; fix the file", file=sys.stderr)
+            return ExitCode.CONFIG
+        return code
     if command == "preview":
         return asyncio.run(
             commands.preview(settings, config, args.name, args.html, args.slack, summarise=args.summarise)

@@ -49,8 +49,9 @@ from notifier.arxiv.likes import refresh_likes
 from notifier.arxiv.likes import sources as like_sources
 from notifier.arxiv.poller import FeedHealth, Poller, PollOutcome
 from notifier.channels.router import Channels
+from notifier.config.last_good import load_and_keep
 from notifier.config.settings import Settings
-from notifier.config.subscribers import Config, Subscriber, load_config
+from notifier.config.subscribers import Config, Subscriber
 from notifier.embeddings.stage import EmbeddingRun, EmbeddingStage
 from notifier.errors import ConfigError, NotifierError, StoreError
 from notifier.heap import frozen
@@ -441,7 +442,7 @@ class Notifier:
             return False
         self._config_mtime = mtime
         try:
-            config = await asyncio.to_thread(load_config, self.settings.subscribers)
+            config = await asyncio.to_thread(load_and_keep, self.settings.subscribers, self.settings.data_dir)
         except ConfigError as exc:
             self.config_error = str(exc)
             log.error("config rejected, keeping the last good one: %s", exc)
@@ -606,11 +607,13 @@ async def until_signalled(work: Callable[[asyncio.Event], Awaitable[T]]) -> T | 
             loop.remove_signal_handler(signum)
 
 
-async def run_daemon(settings: Settings, config: Config) -> None:
-    """Run until SIGTERM or SIGINT (see :func:`until_signalled`)."""
+async def run_daemon(settings: Settings, config: Config, rejected: ConfigError | None = None) -> None:
+    """Run until SIGTERM or SIGINT (see :func:`until_signalled`). ``rejected``: why subscribers.yaml was not
+    loaded at start, ``config`` then being the last good one (reported by ``/readyz`` until an edit loads)."""
 
     async def daemon(stop: asyncio.Event) -> None:
         async with Notifier(settings, config, recover_interrupted=True) as app:
+            app.config_error = None if rejected is None else str(rejected)
             server = HttpServer(app, settings.http_host, settings.http_port) if settings.http_addr else None
             if server is not None:
                 await server.start()

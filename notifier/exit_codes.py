@@ -19,7 +19,9 @@ TABLE = """\
 exit codes:
   0    done; also when SIGTERM or SIGINT stopped run, once or retry (the sends in flight finish first,
        within a few seconds; what was not sent goes out at the next run)
-  1    the config is invalid (a setting, or subscribers.yaml: check prints file:line:column)
+  1    the config is invalid (a setting, or subscribers.yaml: check prints file:line:column); once, after a
+       broken edit of subscribers.yaml: the digests went out with the last one that loaded (kept in the data
+       directory), and the error is printed
   2    bad usage, or the command failed (the store, a template...; the reason is printed)
   3    once: arXiv could not be reached (no feed could be fetched); stored papers were still planned and sent
   4    once, retry, send-test: some deliveries failed for good (once and retry: `notifier status` says why)

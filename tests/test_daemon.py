@@ -1,6 +1,7 @@
 """The daemon as a process: it stops cleanly (``once`` too), survives kill -9 without losing or repeating mail, keeps
 its last good config when an edit is broken, is the only sender on its data directory, and keeps sending while a
-stalled arXiv holds a poll, which ends within its time budget."""
+stalled arXiv holds a poll, which ends within its time budget; started on a broken edit, ``run`` and ``once`` use
+the last config that loaded."""
 
 from __future__ import annotations
 
@@ -76,6 +77,38 @@ async def test_sigterm_stops_the_daemon_cleanly_after_it_has_sent(tmp_path):
     assert process.returncode == 0, err.decode()
     assert time.monotonic() - began < 6
     assert "daemon stopping" in err.decode()
+
+
+CARELESS = """\
+  - name: careless
+    email: "careless@@lab.example"
+    categories: [cs.SD]
+    rules:
+      - {name: everything, query: music}
+"""  # its address is line 10 of the file
+
+
+@pytest.mark.parametrize("command", ["once", "run"])
+async def test_a_broken_edit_before_a_start_leaves_everyone_the_last_good_config(tmp_path, command):
+    config = tmp_path / "subscribers.yaml"
+    config.write_text(config_text(1))
+    async with ArxivStandIn(day="2025-06-03") as arxiv:
+        with SmtpServer() as smtp:
+            env = cli_environment(tmp_path, arxiv, smtp)
+            first = await start_cli("once", "--no-poll", env=env)  # loads the config, and keeps it
+            await asyncio.wait_for(first.communicate(), 60)
+            assert first.returncode == 0 and not smtp.messages
+            config.write_text(config_text(1) + CARELESS)
+            process = await start_cli(command, env=env)
+            if command == "run":
+                await wait_until(lambda: len(smtp.messages) >= 1)
+                process.send_signal(signal.SIGTERM)
+            _out, err = await asyncio.wait_for(process.communicate(), 60)
+    log = err.decode()
+    assert process.returncode == (1 if command == "once" else 0), log
+    assert "config rejected, using the last good one" in log
+    assert "subscribers.yaml:10:12: subscriber 'careless': email:" in log, log
+    assert [m.rcpt_tos for m in smtp.messages] == [["reader000@lab.example"]], "the others' digest went out"
 
 
 async def test_a_broken_edit_is_rejected_and_the_daemon_keeps_its_last_good_config(tmp_path):
