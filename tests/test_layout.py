@@ -1,8 +1,8 @@
 """The package's layout is its flow: each stage imports only the stages below it, never one above, never in a cycle.
 
-From the bottom: the shared core (models, errors, addresses, progress, metrics, heap), then matching, relevance, config,
-store, arxiv, render, channels, outbox, summaries, embeddings, web, and the application on top (cli, commands,
-daemon, lock, demo).
+From the bottom: the shared core (models, errors, addresses, progress, metrics, heap, atomic), then matching,
+relevance, config, store, arxiv, render, channels, outbox, summaries, embeddings, web, and the application on top
+(cli, commands, daemon, lock, demo).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import notifier
 
 PACKAGE = Path(notifier.__file__).parent
 LAYERS = (
-    {"__init__", "models", "errors", "exit_codes", "addresses", "progress", "logs", "metrics", "heap"},
+    {"__init__", "models", "errors", "exit_codes", "addresses", "progress", "logs", "metrics", "heap", "atomic"},
     {"matching"},
     {"relevance"},
     {"config"},

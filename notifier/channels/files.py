@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from notifier.atomic import write_atomic
 from notifier.channels.base import Progress
 from notifier.channels.webhooks import display_recipient
 from notifier.errors import TemporaryDeliveryError
@@ -46,24 +45,10 @@ class FileChannel:
     async def send(self, message: Outgoing, progress: Progress | None = None) -> None:
         path = self.path_for(message)
         try:
-            await asyncio.to_thread(_write_atomic, path, message.payload)
+            await asyncio.to_thread(write_atomic, path, message.payload)
         except OSError as exc:
             raise TemporaryDeliveryError(f"cannot write {path}: {exc}", hint="check the outbox folder") from exc
         log.debug("wrote %s for %s", path, display_recipient(message.recipient))  # the sender logs each "sent"
 
     async def aclose(self) -> None:
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from notifier.atomic import write_atomic
 from notifier.config.subscribers import Config, parse_config
 from notifier.config.yaml_source import read_text
 from notifier.errors import ConfigError
@@ -64,14 +64,6 @@ def _keep(kept: Path, text: str) -> None:
     except (OSError, UnicodeError):
         pass
     try:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=kept.parent, prefix=".", suffix=".tmp")  # created readable by its owner only
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-            os.replace(tmp, kept)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(kept, text.encode("utf-8"))
     except OSError as exc:
         log.warning("could not keep the config as the last good one in %s: %s", kept, exc)
