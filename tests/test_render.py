@@ -9,8 +9,9 @@ import json
 import os
 import re
 import textwrap
+import time
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pytest
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage
 from notifier.render.email import CONTRAST_PAIRS, PALETTE, subject, wrap
 from notifier.render.highlight import Segment, author_list, shorten, spans_for, term_label
-from notifier.render.renderer import Renderer, builtin_templates
+from notifier.render.pool import RenderFailure, render_all
+from notifier.render.renderer import Envelope, Renderer, RenderJob, builtin_templates
 from notifier.render.slack import bold_segments, decode_payload, encode_payload, escape
 from tests.digest_factory import (
     GOLDEN_RULES,
@@ -351,6 +353,31 @@ def test_strict_undefined(tmp_path: Path) -> None:
     (tmp_path / "email.txt").write_text("{{ no_such_thing }}\n", encoding="utf-8")
     with pytest.raises(jinja2.UndefinedError):
         Renderer(tmp_path).email(golden_digest())
+
+
+def test_a_chunk_renders_with_the_templates_it_started_with_and_the_next_one_sees_the_change(tmp_path: Path) -> None:
+    template = tmp_path / "email.txt"
+    template.write_text("first {{ subscriber }}\n", encoding="utf-8")
+    renderer = Renderer(tmp_path)
+    with renderer.templates_checked_once():
+        before = renderer.email(golden_digest()).text
+        template.write_text("second {{ subscriber }}\n", encoding="utf-8")
+        os.utime(template, (time.time() + 5, time.time() + 5))  # a later mtime, whatever the file system's clock
+        during = renderer.email(golden_digest()).text
+    after = renderer.email(golden_digest()).text
+    assert (before, during, after) == ("first Ada Lovelace\n", "first Ada Lovelace\n", "second Ada Lovelace\n")
+
+
+def test_templates_that_do_not_load_fail_each_digest_of_a_chunk_with_their_error(tmp_path: Path) -> None:
+    (tmp_path / "email.txt").write_text("{% if %}\n", encoding="utf-8")
+    renderer = Renderer(tmp_path)
+    envelope = Envelope(
+        "digest@lab.example", "ada@lab.example", "<1@lab.example>", datetime(2025, 6, 4, tzinfo=UTC), "lab.example"
+    )
+    email = RenderJob(golden_digest(), envelope)
+    outcomes = render_all(renderer, [email, email])
+    assert [type(outcome) for outcome in outcomes] == [RenderFailure, RenderFailure]
+    assert all("TemplateSyntaxError" in outcome.reason for outcome in outcomes if isinstance(outcome, RenderFailure))
 
 
 # Accessibility

@@ -47,12 +47,13 @@ Outcome = bytes | RenderFailure
 def render_all(renderer: Renderer, jobs: Sequence[RenderJob]) -> list[Outcome]:
     """Each job's payload, or its :class:`RenderFailure`: one job that fails does not stop the others."""
     outcomes: list[Outcome] = []
-    for job in jobs:
-        try:
-            outcomes.append(renderer.payload(job))
-        except Exception as exc:
-            log.debug("digest for %s not rendered", job.digest.subscriber, exc_info=exc)
-            outcomes.append(RenderFailure(describe_failure(exc)))
+    with renderer.templates_checked_once():
+        for job in jobs:
+            try:
+                outcomes.append(renderer.payload(job))
+            except Exception as exc:
+                log.debug("digest for %s not rendered", job.digest.subscriber, exc_info=exc)
+                outcomes.append(RenderFailure(describe_failure(exc)))
     return outcomes
 
 

@@ -7,6 +7,8 @@ A user folder (``NOTIFIER_TEMPLATES``) can override any template; files missing 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +56,8 @@ class Renderer:
     One renderer serves every digest of a plan: it loads and compiles the templates once (with ``email.css``
     inlined into the HTML ones), and remembers each paper it rendered for reuse by the next digests that list it.
     The templates load when the first digest is rendered, and again whenever one of their files changed, so an
-    operator's fix is picked up without a restart; until a change loads, every digest fails with its error.
+    operator's fix is picked up without a restart; until a change loads, every digest fails with its error. Within
+    :meth:`templates_checked_once` (a chunk of a plan) the files are looked at once, not for every digest.
     """
 
     def __init__(self, templates_dir: Path | None = None) -> None:
@@ -64,6 +67,7 @@ class Renderer:
         loaders.append(builtin_templates())
         self._loader = jinja2.ChoiceLoader(loaders)
         self._loaded: _Loaded | None = None
+        self._pinned: _Loaded | None = None  # the templates every digest uses until the chunk ends
         self._slack = SlackRenderer()
 
     @property
@@ -126,7 +130,23 @@ class Renderer:
         :func:`~notifier.render.slack.encode_payload`)."""
         return encode_payload(self.slack(digest))
 
+    @contextlib.contextmanager
+    def templates_checked_once(self) -> Iterator[None]:
+        """Render with the templates as they are on entry: their files are not looked at again for each digest
+        (five ``stat`` calls, and Jinja's own for each import). Templates that do not load are not held: each
+        digest then fails with their error, as it would outside."""
+        try:
+            self._pinned = self._current()
+        except Exception:  # not held: each digest raises it again, and fails alone with it
+            self._pinned = None
+        try:
+            yield
+        finally:
+            self._pinned = None
+
     def _current(self) -> _Loaded:
+        if self._pinned is not None:
+            return self._pinned
         loaded = self._loaded
         if loaded is None or not all(template.is_up_to_date for template in loaded.templates):
             loaded = self._loaded = _Loaded.load(self._loader)
@@ -158,6 +178,7 @@ def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
         loader=loader,
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # a changed file makes a new environment (Renderer._current), not a reload inside one
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
