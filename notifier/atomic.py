@@ -10,8 +10,11 @@ from pathlib import Path
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` (its folder made if missing): a reader sees the old file or the new one, never a
     part. The file is readable by its owner only, as :func:`tempfile.mkstemp` creates it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    except FileNotFoundError:  # the folder is made once, not looked for at every write (an outbox writes thousands)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import strict
@@ -50,6 +51,16 @@ async def test_slack_is_written_as_json_and_rewriting_is_harmless(tmp_path):
     files = sorted(p.name for p in (tmp_path / "slack").iterdir())
     assert files == ["digest-1_ada_slack.json"]  # one file, no temporary files left behind
     assert json.loads((tmp_path / "slack" / files[0]).read_bytes()) == [{"text": "hello", "blocks": []}]
+
+
+async def test_an_outbox_folder_removed_between_writes_is_made_again(tmp_path):
+    ch = FileChannel(tmp_path / "outbox", "slack")
+    first = outgoing("slack", "first", encode_payload([SlackMessage(text="one", blocks=())]))
+    second = outgoing("slack", "second", encode_payload([SlackMessage(text="two", blocks=())]))
+    await ch.send(first)
+    shutil.rmtree(tmp_path / "outbox")  # someone cleared the outbox
+    await ch.send(second)
+    assert sorted(p.name for p in (tmp_path / "outbox" / "slack").iterdir()) == ["second.json"]
 
 
 @pytest.mark.parametrize(
