@@ -268,8 +268,8 @@ async def test_the_delivery_latency_counts_from_when_the_digest_was_written(tmp_
 
 
 def test_claiming_and_recording_a_sent_delivery_write_its_state_not_its_message(tmp_path):
-    """Each claim and each outcome is a transaction of its own (a message the channel took is recorded at once);
-    what it writes to SQLite's log is a few pages of the delivery's row and indexes, whatever the message's size."""
+    """A claim is a transaction, and so is recording the sends that finished together; what each writes to SQLite's
+    log is a few pages of the deliveries' rows and indexes, whatever the messages' size."""
     store = SqliteStore(tmp_path / "notifier.sqlite3")
     try:
         now = datetime(2025, 6, 3, 9, 0, tzinfo=UTC)
@@ -293,5 +293,11 @@ def test_claiming_and_recording_a_sent_delivery_write_its_state_not_its_message(
         assert pages_logged() <= 5, "claiming three messages"
         store.mark_sent("x0", now)
         assert pages_logged() <= 5, "recording one sent"
+        later = now + timedelta(seconds=1)
+        store.mark_all_sent([("x1", now), ("x2", later)])
+        assert pages_logged() <= 5, "recording two sent together"
+        rows = store.db.execute("SELECT id, sent_at FROM deliveries WHERE state = 'sent'").fetchall()
+        sent = {delivery_id: datetime.fromisoformat(at) for delivery_id, at in rows}
+        assert sent == {"x0": now, "x1": now, "x2": later}, "each with the time it was sent"
     finally:
         store.close()

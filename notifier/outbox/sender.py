@@ -8,6 +8,9 @@ Deliveries are claimed from the store in small batches under a lease in this pro
 so several daemons sharing one database never send the same delivery at once; a batch is sent, then the next is
 claimed. A lease must outlast the time one batch takes; one that expires (its sender died) frees the delivery
 for another sender.
+
+Each send is recorded as soon as the event loop is free: the sends that finished while it was busy are recorded
+together, in one transaction, before anything else is sent or claimed (a batch's last ones when it ends).
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class Sender:
         self.batch = batch
         self.owner = owner or process_owner()
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._sent: list[tuple[str, datetime]] = []  # sent, and not yet recorded: (delivery id, when)
 
     def _semaphore(self, channel: Channel) -> asyncio.Semaphore:
         key = id(channel)
@@ -128,6 +132,7 @@ class Sender:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._record_sent()
             untouched = [message.delivery_id for message in batch if message.delivery_id not in started]
             if untouched:  # claimed but never attempted (stopping): free them for the next sender at once
                 self.store.release(untouched, owner=self.owner, now=self.clock())
@@ -160,7 +165,9 @@ class Sender:
                 raise
             else:
                 now = self.clock()
-                self.store.mark_sent(message.delivery_id, now)
+                if not self._sent:
+                    asyncio.get_running_loop().call_soon(self._record_sent)
+                self._sent.append((message.delivery_id, now))
                 report.sent += 1
                 latency = None if message.created_at is None else now - message.created_at
                 self.metrics.record_delivery(message.channel, "sent", latency)
@@ -171,6 +178,11 @@ class Sender:
                     display_recipient(message.recipient),
                     message.subscriber,
                 )
+
+    def _record_sent(self) -> None:
+        """Record the sends not recorded yet, in one transaction."""
+        sent, self._sent = self._sent, []
+        self.store.mark_all_sent(sent)
 
     def _temporary(self, message: Outgoing, exc: TemporaryDeliveryError, report: SendReport) -> None:
         now = self.clock()

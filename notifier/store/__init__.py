@@ -243,6 +243,9 @@ class Store(Protocol):
 
     def mark_sent(self, delivery_id: str, now: datetime) -> None: ...
 
+    def mark_all_sent(self, sent: Sequence[tuple[str, datetime]]) -> None:
+        """Record that each ``(delivery id, when)`` was sent then, in one transaction."""
+
     def mark_retry(self, delivery_id: str, now: datetime, next_attempt_at: datetime, error: str) -> None: ...
 
     def mark_failed(self, delivery_id: str, now: datetime, error: str) -> None: ...

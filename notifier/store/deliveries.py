@@ -161,33 +161,40 @@ class DeliveryQueries(Dialect[ConnT]):
             )
 
     def _set_state(self, delivery_id: str, state: DeliveryState, now: datetime, **columns: object) -> None:
-        """Record an outcome of a send. One the database cannot take now is kept, not raised: it is written with
-        the next claim, and until then that claim fails, so the delivery is not sent again meanwhile."""
-        earlier = self._unrecorded.pop(delivery_id, (state, now, {}))[2]
-        self._unrecorded[delivery_id] = (state, now, {**earlier, **columns})
+        self._set_states([(delivery_id, (state, now, columns))])
+
+    def _set_states(self, outcomes: Sequence[tuple[str, Outcome]]) -> None:
+        """Record outcomes of sends, in one transaction. Those the database cannot take now are kept, not raised:
+        they are written with the next claim, and until then that claim fails, so they are not sent again
+        meanwhile."""
+        for delivery_id, (state, now, columns) in outcomes:
+            earlier = self._unrecorded.pop(delivery_id, (state, now, {}))[2]
+            self._unrecorded[delivery_id] = (state, now, {**earlier, **columns})
         try:
             with self.transaction() as db:
                 written = self._write_outcomes(db)
         except StoreError as exc:
+            delivery_id, (state, _now, _columns) = outcomes[0]
             log.error(
-                "cannot record that delivery %s is %s; kept until the database takes it, and nothing is claimed "
+                "cannot record that delivery %s is %s%s; kept until the database takes it, and nothing is claimed "
                 "until then: %s",
                 delivery_id,
                 state,
+                f" (and the outcomes of {len(outcomes) - 1} more)" if len(outcomes) > 1 else "",
                 exc,
             )
             return
         self._written(written)
 
     def _write_outcomes(self, db: ConnT) -> int:
-        """Write, in transaction ``db``, the outcomes the database could not take before; how many there were."""
+        """Write, in transaction ``db``, the outcomes the database could not take before; how many there were.
+        Outcomes that set the same columns are written by one statement."""
+        updates: dict[tuple[str, ...], list[tuple[object, ...]]] = {}
         for delivery_id, (state, now, columns) in self._unrecorded.items():
-            assignments = "".join(f", {name} = ?" for name in columns)
-            self._exec(
-                db,
-                f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?",
-                (state, now, *columns.values(), delivery_id),
-            )
+            updates.setdefault(tuple(columns), []).append((state, now, *columns.values(), delivery_id))
+        for names, rows in updates.items():
+            assignments = "".join(f", {name} = ?" for name in names)
+            self._exec_many(db, f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?", rows)
         return len(self._unrecorded)
 
     def _written(self, count: int) -> None:
@@ -216,7 +223,13 @@ class DeliveryQueries(Dialect[ConnT]):
         self._set_state(delivery_id, "sending", now, part=part)
 
     def mark_sent(self, delivery_id: str, now: datetime) -> None:
-        self._set_state(delivery_id, "sent", now, sent_at=now, last_error=None, next_attempt_at=None)
+        self.mark_all_sent([(delivery_id, now)])
+
+    def mark_all_sent(self, sent: Sequence[tuple[str, datetime]]) -> None:
+        """Record that each ``(delivery id, when)`` of ``sent`` was sent then, in one transaction."""
+        if sent:
+            columns = {"last_error": None, "next_attempt_at": None}
+            self._set_states([(delivery_id, ("sent", now, {"sent_at": now, **columns})) for delivery_id, now in sent])
 
     def mark_retry(self, delivery_id: str, now: datetime, next_attempt_at: datetime, error: str) -> None:
         self._set_state(delivery_id, "retry", now, next_attempt_at=next_attempt_at, last_error=error)
