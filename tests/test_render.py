@@ -347,6 +347,17 @@ def test_builtin_templates_are_the_package_data_of_notifier() -> None:
         env.loader.get_source(env, "../pyproject.toml")  # type: ignore[union-attr]
 
 
+def test_a_text_template_that_defines_only_the_body_renders_each_paper_with_it(tmp_path: Path) -> None:
+    (tmp_path / "_paper.txt").write_text(
+        "{% macro feedback(s) %}{% endmacro %}\n{% macro body(paper) %}    <{{ paper.abs_url }}>\n{% endmacro %}\n",
+        encoding="utf-8",
+    )
+    digest = golden_digest()
+    text = Renderer(tmp_path).email(digest).text
+    assert all(f"    <{paper.abs_url}>" in text for paper in digest.papers)
+    assert "abstract: " not in text, "our head, abstract and tail are not used"
+
+
 def test_strict_undefined(tmp_path: Path) -> None:
     import jinja2
 

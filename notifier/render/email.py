@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -158,13 +158,14 @@ class PaperView:
 @dataclass(slots=True)
 class PaperCard:
     """A paper's view with its HTML rendered (``head``, ``abstract``, ``tail`` of ``_paper.html``), and its text body
-    (``body`` of ``_paper.txt``) on demand; not changed after it is made, but for remembering that text body."""
+    (``head``, ``abstract``, ``tail`` of ``_paper.txt``, or its ``body``) on demand; not changed after it is made,
+    but for remembering that text body."""
 
     view: PaperView
     html: Markup
     html_bytes: int  # UTF-8 size of ``html``, for sizing a digest before rendering it
     title_text: str
-    texts: Callable[[PaperView], str]  # renders (or recalls) ``body`` of ``_paper.txt``
+    texts: Callable[[PaperView], str]  # renders (or recalls) the text body
     _text: str | None = None
 
     @property
@@ -490,6 +491,7 @@ class EmailRenderer:
         self._summary = _macro(env, "_paper.html", "summary")
         self._similarity = _macro(env, "_paper.html", "similarity")
         self._text_body = _macro(env, "_paper.txt", "body")
+        self._text_parts = _parts(env, "_paper.txt", ("head", "abstract", "tail"))
         self.templates = tuple(
             env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
         )
@@ -499,7 +501,7 @@ class EmailRenderer:
         self._tails = functools.lru_cache(maxsize=cards)(self._tail_of)
         self._summaries = functools.lru_cache(maxsize=cards)(self._summary_of)
         self._similarities = functools.lru_cache(maxsize=cards)(self._similarity_of)
-        self._texts: dict[tuple[object, ...], str] = {}
+        self._texts: tuple[dict[Hashable, str], ...] = ({}, {}, {})  # text bodies, or their heads, abstracts, tails
         self._texts_kept = cards
         self._markup = 0.0  # bytes a paper in full adds beyond its estimated gain (see _predicted)
 
@@ -585,15 +587,30 @@ class EmailRenderer:
         return str(self._similarity(similarity))
 
     def _text_of(self, view: PaperView) -> str:
-        """The text body of ``view``. The text part shows no highlights, so papers whose hits differ but leave the
-        same authors and abstract excerpt share it; only the text parts actually written are rendered."""
-        key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
-               view.abstract_text, view.comment_text, view.journal_ref, view.summary, view.similarity)  # fmt: skip
-        text = self._texts.get(key)
+        """The text body of ``view``: its head, abstract excerpt and tail, each rendered once for what it shows (the
+        text part shows no highlights, so most papers share their head and tail with every digest that lists them,
+        and their excerpt with some); or, from a ``_paper.txt`` that defines only ``body``, that whole."""
+        heads, abstracts, tails = self._texts
+        if self._text_parts is None:
+            key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
+                   view.abstract_text, view.comment_text, view.journal_ref, view.summary, view.similarity)  # fmt: skip
+            return self._kept(heads, key, self._text_body, view)
+        head, abstract, tail = self._text_parts
+        return (
+            self._kept(heads, (view.authors.text, view.categories_text, view.badges, view.similarity, view.summary),
+                       head, view)
+            + self._kept(abstracts, view.abstract_text, abstract, view)
+            + self._kept(tails, (view.comment_text, view.journal_ref, view.abs_url, view.pdf_url, view.html_url),
+                         tail, view)
+        )  # fmt: skip
+
+    def _kept(self, texts: dict[Hashable, str], key: Hashable, macro: Callable[[Any], object], view: PaperView) -> str:
+        """``macro`` rendered for ``view``, or recalled from ``texts`` by ``key`` (what it shows of the view)."""
+        text = texts.get(key)
         if text is None:
-            if len(self._texts) >= self._texts_kept:
-                del self._texts[next(iter(self._texts))]  # the oldest
-            text = self._texts[key] = valid_unicode(str(self._text_body(view)))
+            if len(texts) >= self._texts_kept:
+                del texts[next(iter(texts))]  # the oldest
+            text = texts[key] = valid_unicode(str(macro(view)))
         return text
 
     def render(self, digest: Digest, unsubscribe_url: str | None, max_html_bytes: int) -> RenderedEmail:
@@ -760,6 +777,15 @@ def _predicted(
     return full, markup
 
 
+def _parts(
+    env: jinja2.Environment, template: str, names: tuple[str, str, str]
+) -> tuple[Callable[[Any], object], ...] | None:
+    """The macros ``names`` of ``template``, or None unless it defines every one of them."""
+    module = env.get_template(template).module
+    macros = tuple(getattr(module, name, None) for name in names)
+    return cast(tuple[Callable[[Any], object], ...], macros) if all(callable(m) for m in macros) else None
+
+
 def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[Any], object]:
     macro = getattr(env.get_template(template).module, name, None)
     if not callable(macro):
@@ -767,8 +793,11 @@ def _macro(env: jinja2.Environment, template: str, name: str) -> Callable[[Any],
     return cast(Callable[[Any], object], macro)
 
 
+_FIELDS = tuple(Field)  # iterating the enum itself is slow, and a card looks at its fields every time
+
+
 def _on_fields(hits: Sequence[Hit]) -> dict[Field, list[Hit]]:
-    on: dict[Field, list[Hit]] = {field: [] for field in Field}
+    on: dict[Field, list[Hit]] = {field: [] for field in _FIELDS}
     for hit in hits:
         on[hit.field].append(hit)
     return on
