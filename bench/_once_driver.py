@@ -315,8 +315,8 @@ class TreeMemory(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_kb = 0
-        # (perf_counter, this process's RSS kB, the tree's, CPU seconds the tree used so far)
-        self.samples: list[tuple[float, int, int, float]] = []
+        # (perf_counter, this process's RSS kB, the tree's, CPU seconds the tree used so far, and this process alone)
+        self.samples: list[tuple[float, int, int, float, float]] = []
         self._cpu: dict[int, float] = {}  # the last CPU seconds seen of each process of the tree
         self._done = threading.Event()
 
@@ -325,7 +325,8 @@ class TreeMemory(threading.Thread):
             with contextlib.suppress(OSError):
                 tree, own = _tree_usage(self._cpu)
                 self.peak_kb = max(self.peak_kb, tree)
-                self.samples.append((time.perf_counter(), own, tree, sum(self._cpu.values())))
+                cpu = self._cpu
+                self.samples.append((time.perf_counter(), own, tree, sum(cpu.values()), cpu.get(os.getpid(), 0.0)))
 
     def stop(self) -> None:
         self._done.set()

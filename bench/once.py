@@ -39,7 +39,8 @@ What the figures mean:
 - arXiv's 3 s spacing: what the requests counted would add to the wall time against arXiv itself;
 - cores busy: the CPU time the process and its render workers used, over the wall time, before the plan (load
   config, poll, enrich), during it, and after it until sending ends; sampled with the memory (a process that ended
-  counts with its last sample);
+  counts with its last sample); of which the once process: the same for ``notifier once`` alone, without its render
+  workers (its threads together);
 - marginal cost per digest: (planning to sent at the larger N - at the smaller N) / (difference in digests).
 
 Every run gets the settings above and no other ``NOTIFIER_`` variable of the caller, but ``NOTIFIER_RENDER_WORKERS``
@@ -283,10 +284,13 @@ class Run:
         plan, send = self.stage("plan"), self.stage("send")
         return None if plan is None or send is None else plan + send
 
-    def cores(self) -> str:
+    def cores(self, column: int = 3) -> str:
         """The cores the run's processes kept busy on average before the plan, during it, and after it (while
-        sending is left), from the driver's samples of their CPU time; "-" where it sampled none."""
-        samples = [(sample[0], sample[3]) for sample in self.result.get("memory_samples", []) if len(sample) > 3]
+        sending is left), from the driver's samples of their CPU time; "-" where it sampled none. ``column`` 4: the
+        cores the ``notifier once`` process alone kept busy (without its render workers)."""
+        samples = [
+            (sample[0], sample[column]) for sample in self.result.get("memory_samples", []) if len(sample) > column
+        ]
         spans = self.result.get("spans", {})
         if len(samples) < 2 or "plan" not in spans:
             return "-"
@@ -482,6 +486,7 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
     spent = [r.plan_to_sent() if r.error is None else None for r in runs]
     add("planning to sent s", [f"{v:.2f}" if v is not None else "-" for v in spent])
     add("cores busy: before plan / plan / after", [r.cores() if r.error is None else "-" for r in runs])
+    add("  of which the once process", [r.cores(4) if r.error is None else "-" for r in runs])
     add("digests", [str(r.digests) if r.digests is not None else "-" for r in runs])
     add("deliveries", [str(r.deliveries) if r.deliveries is not None else "-" for r in runs])
     add("feeds failed", [str(r.feeds_failed) for r in runs])
