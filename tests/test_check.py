@@ -87,6 +87,9 @@ def test_only_operator_words_between_terms_are_flagged():
     assert lowercase_operators("compiler OR gpu") is None
     assert lowercase_operators("search and") is None, "nothing after it: not an operator"
     assert lowercase_operators("or gpu") is None, "nothing before it"
+    assert lowercase_operators("(gpu)or(tpu)") == ([("or", 6)], "(gpu)OR(tpu)"), "parentheses delimit words too"
+    assert lowercase_operators('gpu Not"many core"') == ([("Not", 5)], 'gpu NOT"many core"')
+    assert lowercase_operators("cannot notify orca android") is None, "inside longer words they are no operators"
 
 
 @pytest.mark.slow

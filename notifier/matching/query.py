@@ -97,6 +97,8 @@ _LEXEME = re.compile(  # each lexeme with the whitespace before it
     re.VERBOSE,
 )
 _OPERATORS = ("AND", "OR", "NOT")
+# An operator word in any case, as a whole word: a query without one not in upper case needs no closer look.
+_ANY_CASE_OPERATOR = re.compile(r"\b(?:and|or|not)\b", re.IGNORECASE)
 _STARTS = frozenset({"open", "phrase", "prefix", "word", "NOT"})
 _EXPECT_TERM = "a term, a \"phrase\" or '('"
 
@@ -341,6 +343,8 @@ def lowercase_operators(text: str) -> tuple[list[tuple[str, int]], str] | None:
     """The words ``and``, ``or`` and ``not`` written in lower (or mixed) case where an operator was probably meant
     (``and``/``or`` between two terms, ``not`` before one), each with its 1-based column, and the query with them in
     upper case; None when there are none, or when the query does not lex."""
+    if all(word.group() in _OPERATORS for word in _ANY_CASE_OPERATOR.finditer(text)):
+        return None  # most queries: lexing them would find nothing
     try:
         lexemes = _Parser(text).lexemes
     except QuerySyntaxError:
