@@ -70,6 +70,12 @@ def _bind(params: Params) -> Params:
     return params
 
 
+# SQLite's page cache for the connection (its default is 2 MB). A plan inserts each digest's papers at scattered
+# places of large indexes; with 32 MB more of them stay in memory as the file grows (bench/store.py: the 40,000th to
+# 60,000th digests cost 0.78-0.81 ms of CPU each instead of 0.88-0.93).
+CACHE_KIB = 32 * 1024
+
+
 class SqliteStore(SqlStore[sqlite3.Connection]):
     """SQLite-backed store. One instance owns one connection; ``close()`` is idempotent."""
 
@@ -96,6 +102,7 @@ class SqliteStore(SqlStore[sqlite3.Connection]):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         except (sqlite3.Error, OSError) as exc:
             self.close()
             if self._problem(exc) is not None:
