@@ -435,24 +435,21 @@ def groups(
 def wrap(text: str, indent: str = "", first: str | None = None, width: int = TEXT_WIDTH) -> str:
     """Jinja filter: ``text`` wrapped to ``width`` columns, URLs and words never split unless longer than a line.
 
-    Words are filled greedily, as :func:`textwrap.fill` fills them; a word too long for a line goes through
-    textwrap itself, which splits it the way it always has.
+    Words are filled greedily, as :func:`textwrap.fill` fills them: each line takes the longest run of whole words
+    that fits, found by looking back from its last column for a space (a step per line, not per word). A word too
+    long for a line goes through textwrap itself, which splits it the way it always has.
     """
     start = indent if first is None else first
-    words = one_line(text).split(" ")
-    if not words[0] or len(max(words, key=len)) > width - max(len(start), len(indent)):
-        return textwrap.fill(
-            " ".join(words), width, initial_indent=start, subsequent_indent=indent, break_on_hyphens=False
-        )
+    text = one_line(text)
+    if not text or max(map(len, text.split(" "))) > width - max(len(start), len(indent)):
+        return textwrap.fill(text, width, initial_indent=start, subsequent_indent=indent, break_on_hyphens=False)
     lines = []
-    line = start + words[0]
-    for word in words[1:]:
-        if len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = indent + word
-    lines.append(line)
+    prefix, at, end = start, 0, len(text)
+    while end - at > width - len(prefix):
+        cut = text.rfind(" ", at, at + width - len(prefix) + 1)  # every word fits a line: there is one
+        lines.append(prefix + text[at:cut])
+        prefix, at = indent, cut + 1
+    lines.append(prefix + text[at:])
     return "\n".join(lines)
 
 
