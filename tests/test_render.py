@@ -358,6 +358,13 @@ def test_a_text_template_that_defines_only_the_body_renders_each_paper_with_it(t
     assert "abstract: " not in text, "our head, abstract and tail are not used"
 
 
+def test_a_text_template_with_the_three_parts_needs_no_body(tmp_path: Path) -> None:
+    ours = (Path(__file__).resolve().parents[1] / "templates" / "_paper.txt").read_text(encoding="utf-8")
+    without_body = ours[: ours.index("{% macro body(paper) %}")]
+    (tmp_path / "_paper.txt").write_text(without_body, encoding="utf-8")
+    assert Renderer(tmp_path).email(golden_digest()).text == Renderer().email(golden_digest()).text
+
+
 def test_strict_undefined(tmp_path: Path) -> None:
     import jinja2
 

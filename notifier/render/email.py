@@ -487,8 +487,9 @@ class EmailRenderer:
         self._tail = _macro(env, "_paper.html", "tail")
         self._summary = _macro(env, "_paper.html", "summary")
         self._similarity = _macro(env, "_paper.html", "similarity")
-        self._text_body = _macro(env, "_paper.txt", "body")
         self._text_parts = _parts(env, "_paper.txt", ("head", "abstract", "tail"))
+        # a _paper.txt without those three parts must define its body whole
+        self._text_body = _macro(env, "_paper.txt", "body") if self._text_parts is None else None
         self.templates = tuple(
             env.get_template(name) for name in ("email.html", "email.txt", "_paper.html", "_paper.txt")
         )
@@ -589,6 +590,7 @@ class EmailRenderer:
         and their excerpt with some); or, from a ``_paper.txt`` that defines only ``body``, that whole."""
         heads, abstracts, tails = self._texts
         if self._text_parts is None:
+            assert self._text_body is not None  # looked up whenever the parts are not defined
             key = (view.abs_url, view.pdf_url, view.html_url, view.authors.text, view.categories_text, view.badges,
                    view.abstract_text, view.comment_text, view.journal_ref, view.summary, view.similarity)  # fmt: skip
             return self._kept(heads, key, self._text_body, view)
