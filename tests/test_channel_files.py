@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from datetime import UTC, datetime
@@ -61,6 +62,31 @@ async def test_an_outbox_folder_removed_between_writes_is_made_again(tmp_path):
     shutil.rmtree(tmp_path / "outbox")  # someone cleared the outbox
     await ch.send(second)
     assert sorted(p.name for p in (tmp_path / "outbox" / "slack").iterdir()) == ["second.json"]
+
+
+async def test_messages_sent_at_once_are_written_together_and_one_that_fails_fails_alone(tmp_path):
+    ch = FileChannel(tmp_path, "slack", writers=2)
+    messages = [outgoing("slack", f"m{i}", encode_payload([SlackMessage(text=f"n{i}", blocks=())])) for i in range(7)]
+    (tmp_path / "slack" / "m3.json").mkdir(parents=True)  # a folder where m3's file should go: it cannot be written
+    outcomes = await asyncio.gather(*(ch.send(message) for message in messages), return_exceptions=True)
+    assert [i for i, outcome in enumerate(outcomes) if outcome is not None] == [3]
+    assert isinstance(outcomes[3], TemporaryDeliveryError)
+    assert "cannot write" in str(outcomes[3]) and "m3.json" in str(outcomes[3])
+    for i in (0, 1, 2, 4, 5, 6):
+        assert json.loads((tmp_path / "slack" / f"m{i}.json").read_bytes()) == [{"text": f"n{i}", "blocks": []}]
+    assert sorted(p.name for p in (tmp_path / "slack").iterdir() if p.name.startswith(".")) == []  # no temporaries
+
+
+async def test_a_send_given_up_before_its_turn_writes_nothing(tmp_path):
+    ch = FileChannel(tmp_path, "slack")
+    kept = asyncio.create_task(ch.send(outgoing("slack", "kept", encode_payload([]))))
+    dropped = asyncio.create_task(ch.send(outgoing("slack", "dropped", encode_payload([]))))
+    await asyncio.sleep(0)  # both handed over; the write waits for the end of this turn of the event loop
+    dropped.cancel()
+    await kept
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert sorted(p.name for p in (tmp_path / "slack").iterdir()) == ["kept.json"]
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from notifier.models import Outgoing
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"tls": 465, "starttls": 587, "none": 25}
-# Outbox files written at once: each write waits for its fsync, which others can overlap.
-FILE_WRITERS = 4
+# Outbox files handed over at once: a whole claimed batch, which FileChannel writes together.
+FILE_BATCH = 64
 
 
 class Channels:
@@ -41,7 +41,7 @@ class Channels:
             self.email_pool = settings.smtp_pool_size
         else:
             self.email = FileChannel(settings.outbox, "email")
-            self.email_pool = FILE_WRITERS
+            self.email_pool = FILE_BATCH
         if settings.slack_token:
             self.slack = SlackChannel(
                 token=settings.slack_token,
@@ -69,7 +69,7 @@ class Channels:
 
     def concurrency(self, channel: Channel) -> int:
         if isinstance(channel, FileChannel):
-            return FILE_WRITERS
+            return FILE_BATCH
         return self.email_pool if channel is self.email else 1
 
     async def aclose(self) -> None:
