@@ -19,6 +19,7 @@ from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
+from notifier.outbox.planner import PlanReport
 from notifier.web.server import HttpServer
 from notifier.web.unsubscribe import UnsubscribeLinks
 
@@ -141,6 +142,21 @@ async def test_without_a_public_url_no_email_has_unsubscribe_headers(tmp_path):
         mails = await planned_emails(app, clock)
     assert len(mails) == 2
     assert all(mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None for mail in mails)
+
+
+async def test_an_address_unsubscribed_while_a_plan_runs_gets_nothing_from_that_plan(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path, clock, public_url=None) as app:
+        app.store.ingest("cs.DC", [paper("2506.1", "A compiler for GPUs")], clock())
+        report = PlanReport()
+        steps = app.planner.steps(app.config, clock(), report, force=True)
+        next(steps)  # the plan has read who unsubscribed, and planned Ann's digest; nothing is written yet
+        app.store.unsubscribe("lab", "ann@lab.example", clock())
+        for _ in steps:
+            pass
+        states = {row.recipient: row.state for row in app.store.deliveries(("pending", "cancelled"))}
+    assert report.digests == 1
+    assert states == {"Ann@lab.example": "cancelled", "bob@lab.example": "pending", "#papers": "pending"}
 
 
 async def test_a_one_click_post_for_an_address_written_differently_unsubscribes_that_recipient(tmp_path):

@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -352,6 +352,7 @@ class Planner:
         early writes those planned so far, and the subscribers not reached keep their cursors for the next plan.
         """
         failures = self.store.plan_failures()
+        unsubscribes = self.store.unsubscribes()  # one that comes during the plan: see Store.record_digests
         failed: list[tuple[Subscriber, str]] = []
         pending: list[PlannedDigest] = []
         drafts: list[_Draft] = []  # planned, not yet handed to the renderer
@@ -417,7 +418,13 @@ class Planner:
                         for subscriber in group.subscribers:
                             reason = (empty_reasons or {}).get(subscriber.feed_key)
                             draft, problem = self._plan_one(
-                                config, subscriber, self._matches(group, subscriber, now), group.cursor, now, reason
+                                config,
+                                subscriber,
+                                self._matches(group, subscriber, now),
+                                group.cursor,
+                                now,
+                                reason,
+                                unsubscribes.get(subscriber.name, _NONE),
                             )
                             if draft is None:
                                 settle(None, problem, subscriber)
@@ -522,6 +529,7 @@ class Planner:
             log.debug("papers of %s could not be read or matched; the plan records it", what, exc_info=exc)
 
         states = self.store.subscriber_states()
+        unsubscribes = self.store.unsubscribes()
         if only is not None:
             due = {self.cursor_of(only, now, states.get(only.name)): [only]}
         else:
@@ -533,7 +541,9 @@ class Planner:
                 for subscriber in group.subscribers:
                     matches = self._matches(group, subscriber, now)
                     papers: list[Paper] = []
-                    for channel, recipient, unsubscribed in self._recipients(subscriber):
+                    for channel, recipient, unsubscribed in _recipients(
+                        subscriber, unsubscribes.get(subscriber.name, _NONE)
+                    ):
                         if unsubscribed:
                             continue
                         reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
@@ -639,6 +649,7 @@ class Planner:
         cursor: datetime,
         now: datetime,
         empty_reason: str | None,
+        unsubscribed: Collection[str],
     ) -> tuple[_Draft | None, str | None]:
         """Plan ``subscriber``'s digest, to be rendered, then recorded with others in one transaction; or, when it
         cannot be planned, return the reason (and record nothing: its cursor stays)."""
@@ -649,8 +660,8 @@ class Planner:
         links: dict[str, FeedbackUrls | None] = {}  # ranked paper -> its feedback links, made once for all recipients
         step = "planning its digest"
         try:
-            for channel, recipient, unsubscribed in self._recipients(subscriber):
-                if unsubscribed:
+            for channel, recipient, gone in _recipients(subscriber, unsubscribed):
+                if gone:
                     skipped.append(Skipped(channel, recipient, "unsubscribed"))
                     continue
                 reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
@@ -713,16 +724,6 @@ class Planner:
                     found[arxiv_id] = urls
         return found
 
-    def _recipients(self, subscriber: Subscriber) -> Iterator[tuple[ChannelKind, str, bool]]:
-        """Each of ``subscriber``'s recipients once (an address however it is spelt), and whether it unsubscribed."""
-        unsubscribed = self.store.unsubscribed(subscriber.name)
-        seen: set[tuple[str, str]] = set()
-        for channel, recipient in subscriber.recipients():
-            key = (channel, recipient_key(channel, recipient))
-            if key not in seen:
-                seen.add(key)
-                yield channel, recipient, channel == "email" and address_key(recipient) in unsubscribed
-
     def _unrendered(
         self, digest_id: str, subscriber: Subscriber, digest: Digest, channel: str, recipient: str, now: datetime
     ) -> _Unrendered:
@@ -757,10 +758,25 @@ class Planner:
         due = {self.cursor_of(subscriber, now): [subscriber]}
         (group,) = self._groups(config, due, now, on_failure=unreadable)
         matches = self._matches(group, subscriber, now)
-        draft, problem = self._plan_one(config, subscriber, matches, group.cursor, now, None)
+        unsubscribed = self.store.unsubscribed(subscriber.name)
+        draft, problem = self._plan_one(config, subscriber, matches, group.cursor, now, None, unsubscribed)
         planned = None
         if draft is not None:
             planned, problem = draft.rendered(render_all(self.renderer, draft.jobs))
         if planned is None:
             raise PlanError(f"the digest for {subscriber.name} could not be planned: {problem}")
         return planned
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _recipients(subscriber: Subscriber, unsubscribed: Collection[str]) -> Iterator[tuple[ChannelKind, str, bool]]:
+    """Each of ``subscriber``'s recipients once (an address however it is spelt), and whether it is among the
+    address keys ``unsubscribed`` from it."""
+    seen: set[tuple[str, str]] = set()
+    for channel, recipient in subscriber.recipients():
+        key = (channel, recipient_key(channel, recipient))
+        if key not in seen:
+            seen.add(key)
+            yield channel, recipient, channel == "email" and address_key(recipient) in unsubscribed

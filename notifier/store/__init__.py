@@ -144,6 +144,9 @@ class Store(Protocol):
     def unsubscribed(self, subscriber: str) -> set[str]:
         """The address keys unsubscribed from ``subscriber``."""
 
+    def unsubscribes(self) -> dict[str, set[str]]:
+        """Subscriber -> the address keys unsubscribed from it, for every subscriber that has any."""
+
     def record_plan_failures(self, failures: Iterable[tuple[str, str, str]], now: datetime) -> None:
         """Remember that the digests of these (subscriber, fingerprint, reason) could not be planned."""
 

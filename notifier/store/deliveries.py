@@ -127,10 +127,34 @@ class DeliveryQueries(Dialect[ConnT]):
             self._exec_many(
                 db, self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"), _reservations(digests)
             )
+            self._cancel_unsubscribed(db, digests)
             self._exec_many(
                 db,
                 "UPDATE subscribers SET cursor = ?, last_digest_at = ? WHERE name = ?",
                 [(d.cursor, d.now, d.subscriber) for d in digests],
+            )
+
+    def _cancel_unsubscribed(self, db: ConnT, digests: Sequence[NewDigest]) -> None:
+        """Cancel, in transaction ``db``, the new email deliveries to addresses already unsubscribed from their
+        subscriber. A plan reads who unsubscribed when it starts; one who does so while it runs cancels what is
+        written by then (see ``unsubscribe``), and this the rest."""
+        emailed = sorted({d.subscriber for d in digests for new in d.deliveries if new.channel == "email"})
+        gone: set[tuple[str, str]] = set()
+        for names in self._chunks(emailed):
+            among, params = self._in("subscriber", "subscriber", names)
+            rows = self._fetch(db, f"SELECT subscriber, address FROM unsubscribed WHERE {among}", params)
+            gone.update((row["subscriber"], row["address"]) for row in rows)
+        if gone:
+            self._exec_many(
+                db,
+                """UPDATE deliveries SET state = 'cancelled', last_error = 'unsubscribed', updated_at = ?
+                   WHERE id = ?""",
+                [
+                    (d.now, new.delivery_id)
+                    for d in digests
+                    for new in d.deliveries
+                    if new.channel == "email" and (d.subscriber, recipient_key("email", new.recipient)) in gone
+                ],
             )
 
     def claim_due(self, now: datetime, *, owner: str, lease: timedelta, limit: int) -> list[Outgoing]:
