@@ -296,10 +296,9 @@ class Notifier:
         stopped = False
         with frozen():
             try:
-                for waiting in steps:
-                    if waiting is not None or loop.time() >= handback:
-                        # while the render workers finish a chunk, the event loop sends and answers
-                        await (waiting.finished() if waiting is not None else asyncio.sleep(0))
+                for _ in steps:
+                    if loop.time() >= handback:
+                        await asyncio.sleep(0)
                         if stop is not None and stop.is_set():
                             stopped = True
                             break

@@ -49,11 +49,10 @@ def config_text(count: int, announce_types: str = "[new]") -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_app(tmp_path: Path, text: str, clock: Clock, workers: int | None = None) -> Notifier:
+def make_app(tmp_path: Path, text: str, clock: Clock) -> Notifier:
     path = tmp_path / "subscribers.yaml"
     path.write_text(text)
-    overrides = {"subscribers": str(path), "data_dir": str(tmp_path / "data"), "render_workers": workers}
-    settings = load_settings({}, {key: value for key, value in overrides.items() if value is not None})
+    settings = load_settings({}, {"subscribers": str(path), "data_dir": str(tmp_path / "data")})
     return Notifier(settings, load_config(path, {}), clock=clock, recover_interrupted=True)
 
 
@@ -168,20 +167,3 @@ async def test_digests_are_sent_while_the_plan_writes_the_next_and_every_one_is_
     sent = [i for i, line in enumerate(lines) if line.startswith("sent ")]
     assert planned and sent, lines[-20:]
     assert sent[0] < planned[0], "the first batch went out while later digests were being planned"
-
-
-async def test_while_its_render_workers_render_the_plan_lets_the_sender_send(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(daemon, "PLAN_SLICE", 3600.0)  # no hand-back for time: only the waits for the workers
-    monkeypatch.setattr(progress, "QUIET_UNDER", 0.0)
-    caplog.set_level(logging.INFO, logger="notifier")
-    count = 4 * WRITE_BATCH + 50
-    clock = Clock()
-    async with make_app(tmp_path, config_text(count), clock, workers=2) as app:
-        ingest_day(app, clock)
-        report = await app.cycle(force_send=True, poll=False)
-        assert report.sent.sent == count
-    lines = [record.getMessage() for record in caplog.records]
-    planned = [i for i, line in enumerate(lines) if line.startswith("planning done")]
-    sent = [i for i, line in enumerate(lines) if line.startswith("sent ")]
-    assert planned and sent, lines[-20:]
-    assert sent[0] < planned[0], "deliveries went out while the plan waited for its workers"

@@ -60,7 +60,7 @@ RETRY_FAILED_AFTER = timedelta(hours=1)  # a digest that failed, its definition 
 WRITE_BATCH = 200  # digests written in one transaction
 POOL_FROM = 100  # digests due from which a plan renders in worker processes (when there are any, see RenderPool)
 POOL_CHUNK = 16  # digests handed to a worker at a time
-POOL_WAIT = 0.01  # seconds a plan waits for its workers before it looks again
+POOL_WAIT = 0.01  # seconds a plan waits for its workers before it yields
 UnsubscribeUrl = Callable[[str, str], str | None]
 FeedbackUrl = Callable[[str, str], FeedbackUrls | None]  # (subscriber, arxiv_id) -> its more / fewer links
 
@@ -333,9 +333,8 @@ class Planner:
         subscribers named in ``wait`` (their summaries are on their way) are left for a later plan.
         """
         report = PlanReport()
-        for waiting in self.steps(config, now, report, force=force, empty_reasons=empty_reasons, wait=wait):
-            if waiting is not None:
-                waiting.wait(POOL_WAIT)
+        for _ in self.steps(config, now, report, force=force, empty_reasons=empty_reasons, wait=wait):
+            pass
         return report
 
     def steps(
@@ -347,12 +346,10 @@ class Planner:
         force: bool = False,
         empty_reasons: Mapping[str, str | None] | None = None,
         wait: frozenset[str] = frozenset(),
-    ) -> Generator[Chunk | None, None, None]:
+    ) -> Generator[None, None, None]:
         """:meth:`plan`, one subscriber at a time: yields after each, so that the daemon can answer its endpoints
-        and signals in between; and yields the chunk it waits for while its render workers have not finished it,
-        so that the caller can wait for it, or do other work meanwhile (the daemon sends). Digests are written in
-        batches of :data:`WRITE_BATCH`; closing the generator early writes those planned so far, and the
-        subscribers not reached keep their cursors for the next plan.
+        and signals in between. Digests are written in batches of :data:`WRITE_BATCH`; closing the generator
+        early writes those planned so far, and the subscribers not reached keep their cursors for the next plan.
         """
         failures = self.store.plan_failures()
         unsubscribes = self.store.unsubscribes()  # one that comes during the plan: see Store.record_digests
@@ -391,12 +388,13 @@ class Planner:
             for draft in chunk_drafts:
                 settle(*draft.rendered([next(outcomes) for _ in draft.deliveries]), draft.subscriber)
 
-        def rendered(keep: int) -> Iterator[Chunk]:
+        def rendered(keep: int) -> Iterator[None]:
             """Collect the oldest chunks until ``keep`` are left rendering, yielding while they are not done."""
             while len(rendering) > keep:
                 chunk = rendering[0][1]
                 while not chunk.done():
-                    yield chunk
+                    chunk.wait(POOL_WAIT)
+                    yield
                 collect(*rendering.popleft())
 
         def finish() -> None:
@@ -436,7 +434,7 @@ class Planner:
                                     hand_over()
                                     yield from rendered(in_flight)
                             progress.advance()
-                            yield None
+                            yield
                     hand_over()
                     yield from rendered(0)
             except GeneratorExit:

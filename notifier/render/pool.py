@@ -14,7 +14,6 @@ once. No job is lost, and each payload is handed back once.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
@@ -73,10 +72,6 @@ class Chunk(Protocol):
     def wait(self, timeout: float) -> None:
         """Return when the chunk is rendered, or after ``timeout`` seconds."""
 
-    async def finished(self) -> None:
-        """Return when the chunk is rendered (or its workers have failed it), leaving the event loop to others
-        meanwhile."""
-
     def outcomes(self) -> list[Outcome]:
         """One outcome per job, in order, waiting for them if need be."""
 
@@ -97,9 +92,6 @@ class _Rendered:
         return True
 
     def wait(self, timeout: float) -> None:
-        return None
-
-    async def finished(self) -> None:
         return None
 
     def outcomes(self) -> list[Outcome]:
@@ -189,9 +181,6 @@ class _Pooled:
 
     def wait(self, timeout: float) -> None:
         concurrent.futures.wait([self.future], timeout)
-
-    async def finished(self) -> None:
-        await asyncio.wait([asyncio.wrap_future(self.future)])
 
     def outcomes(self) -> list[Outcome]:
         try:
