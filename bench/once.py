@@ -4,7 +4,9 @@ What it runs. N subscribers, written to a subscribers.yaml: five rules each, dra
 ``RuleMaker`` from the papers served (words, phrases, prefixes, AND/OR/NOT, ``au:``, ``cat:``, ``ti:``); each
 follows 1-3 of arXiv's 40 ``cs.*`` categories, drawn with a Zipf-like skew (cs.LG most popular, cs.GL least);
 every one has an email address, and one in ten a Slack channel too. Nothing is configured for SMTP or Slack, so
-mail and posts go to the outbox folder, as in the embedded default. The file is checked with ``notifier check``.
+mail and posts go to the outbox folder, as in the embedded default; with ``--smtp``, mail goes over SMTP (no TLS)
+into a local aiosmtpd sink in a process of its own (``bench/delivery.py``'s, which only counts what it is given),
+and Slack posts still to the outbox. The file is checked with ``notifier check``.
 
 The arXiv stand-in of the tests serves one announcement day: the distinct papers of the captured feeds of
 2025-06-03 and 2025-06-04 (2,395 papers), all dated 2025-06-03. The captures carry no categories, so each paper
@@ -47,7 +49,7 @@ Every run gets the settings above and no other ``NOTIFIER_`` variable of the cal
 (0 profiles the rendering in the one process ``--profile`` sees).
 
     python bench/once.py [--sizes 1000,10000,100000] [--baseline /path/to/old/tree] [--baseline-max 10000]
-                         [--timeout 1800] [--rounds 1] [--profile] [--quick] [--keep FOLDER]
+                         [--timeout 1800] [--rounds 1] [--profile] [--quick] [--keep FOLDER] [--smtp]
 
 ``--baseline TREE`` runs the same sizes with the ``notifier`` of another checkout (up to ``--baseline-max``
 subscribers). ``--rounds R`` runs each tree R times per N and prints each round's table; the trees take turns
@@ -85,6 +87,7 @@ from xml.etree import ElementTree as ET
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.delivery import Sink  # noqa: E402
 from bench.matching import RuleMaker  # noqa: E402
 from notifier.models import Paper  # noqa: E402
 from tests.arxiv_server import RSS_DAYS, ArxivStandIn, _ApiPaper, canonical_key, submission_cutoff  # noqa: E402
@@ -262,6 +265,7 @@ class Run:
     sqlite_bytes: int = 0
     outbox_files: int = 0
     outbox_bytes: int = 0
+    mailed: int | None = None  # mails the SMTP sink received during the run (with --smtp)
     errors: list[str] = field(default_factory=list)  # the ERROR lines the run logged
     feeds_failed: int = 0  # feeds `notifier once` reported as errors
     digests: int | None = None
@@ -307,10 +311,18 @@ class Run:
         return " / ".join((busy(samples[0][0], start), busy(start, end), busy(end, last)))
 
 
-def environment(tree: Path, subscribers: Path, data: Path, server: ArxivStandIn) -> dict[str, str]:
+def environment(
+    tree: Path, subscribers: Path, data: Path, server: ArxivStandIn, sink: Sink | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_") and k != "PYTHONPATH"}
     if "NOTIFIER_RENDER_WORKERS" in os.environ:  # the one setting passed on: to compare worker counts
         env["NOTIFIER_RENDER_WORKERS"] = os.environ["NOTIFIER_RENDER_WORKERS"]
+    if sink is not None:
+        env |= {
+            "NOTIFIER_SMTP_HOST": "127.0.0.1",
+            "NOTIFIER_SMTP_PORT": str(sink.port),
+            "NOTIFIER_SMTP_SECURITY": "none",
+        }
     return env | {
         "PYTHONPATH": str(tree),
         "NOTIFIER_SUBSCRIBERS": str(subscribers),
@@ -348,9 +360,11 @@ async def run_once(
     work: Path,
     limit: float,
     profile: bool = False,
+    sink: Sink | None = None,
 ) -> Run:
-    """One ``notifier once`` of ``root`` in a fresh process and data directory."""
+    """One ``notifier once`` of ``root`` in a fresh process and data directory (mailing into ``sink``, if any)."""
     run = Run(tree, count)
+    mailed = sink.count() if sink is not None else 0
     folder = Path(tempfile.mkdtemp(prefix=f"{tree}-{count}-", dir=work))
     data, result, stats = folder / "data", folder / "result.json", folder / "profile.stats"
     server.requests.clear()
@@ -358,7 +372,7 @@ async def run_once(
     started = time.perf_counter()
     with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
         process = await asyncio.create_subprocess_exec(
-            *command, env=environment(root, subscribers, data, server), cwd=folder, stdout=out, stderr=err
+            *command, env=environment(root, subscribers, data, server, sink), cwd=folder, stdout=out, stderr=err
         )
         try:
             await asyncio.wait_for(process.wait(), limit)
@@ -367,6 +381,8 @@ async def run_once(
             await process.wait()
             run.error = f"timed out after {limit:g} s"
     run.wall = time.perf_counter() - started
+    if sink is not None:
+        run.mailed = sink.count() - mailed
     if run.error is None and not result.exists():
         tail = (folder / "stderr").read_text(encoding="utf-8", errors="replace")[-3000:]
         run.error = f"exit {process.returncode}, no result; stderr ends:\n{tail}"
@@ -498,6 +514,8 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
     add("answers not 200", [str(r.not_ok) for r in runs])
     add("SQLite MB", [f"{r.sqlite_bytes / 2**20:.1f}" for r in runs])
     add("outbox files / MB", [f"{r.outbox_files:,} / {r.outbox_bytes / 2**20:.1f}" for r in runs])
+    if any(r.mailed is not None for r in runs):
+        add("mails the SMTP sink received", [f"{r.mailed:,}" if r.mailed is not None else "-" for r in runs])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         f"N = {count:,} subscribers ({count * RULES_PER_SUBSCRIBER:,} rules, {sets:,} distinct category sets, "
@@ -560,7 +578,12 @@ async def bench(args: argparse.Namespace) -> int:
     )
     print(
         "NOTIFIER_MIN_REQUEST_INTERVAL=0: arXiv's 3 s between requests would add 3 s per request counted below; "
-        f"NOTIFIER_POLL_TIMEOUT={POLL_TIMEOUT}; outbox delivery (no SMTP, no Slack token)"
+        f"NOTIFIER_POLL_TIMEOUT={POLL_TIMEOUT}; "
+        + (
+            "email over SMTP into a local sink (one process), Slack to the outbox"
+            if args.sink is not None
+            else "outbox delivery (no SMTP, no Slack token)"
+        )
     )
     trees = [("new", ROOT)]
     if args.baseline:
@@ -588,7 +611,7 @@ async def bench(args: argparse.Namespace) -> int:
                     for name, root in order:
                         if name == "baseline" and count > args.baseline_max:
                             continue
-                        run = await run_once(name, root, path, count, server, work, args.timeout)
+                        run = await run_once(name, root, path, count, server, work, args.timeout, sink=args.sink)
                         print(
                             f"  done: {name} N={count:,}: {run.wall:.1f} s" + (" FAILED" if run.error else ""),
                             flush=True,
@@ -597,7 +620,9 @@ async def bench(args: argparse.Namespace) -> int:
                             print(f"    ran {run.result['notifier']} with templates {run.result['templates']}")
                         done.append(run)
                         if args.profile and round_ == 0:
-                            profiled = await run_once(name, root, path, count, server, work, args.timeout, profile=True)
+                            profiled = await run_once(
+                                name, root, path, count, server, work, args.timeout, profile=True, sink=args.sink
+                            )
                             print(f"  done: {name} N={count:,} under cProfile: {profiled.wall:.1f} s", flush=True)
                             profiles.append(profiled)
                     done.sort(key=lambda run: run.tree != "new")
@@ -637,7 +662,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="50 subscribers")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (files, data, logs of each run)")
-    return asyncio.run(bench(parser.parse_args(argv)))
+    parser.add_argument("--smtp", action="store_true", help="mail over SMTP into a local sink, not to the outbox")
+    args = parser.parse_args(argv)
+    args.sink = Sink.start(1) if args.smtp else None  # forked before the event loop starts
+    try:
+        return asyncio.run(bench(args))
+    finally:
+        if args.sink is not None:
+            args.sink.stop()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ generated digest renders, and the store holds every digest it was asked to recor
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,20 @@ def test_quick_benchmark_runs_and_checks_itself(script, expected):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert expected in done.stdout
+
+
+def test_the_end_to_end_benchmark_can_mail_over_smtp_and_every_mail_reaches_the_sink():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "once.py"), "--quick", "--smtp"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [re.split(r"\s{2,}", line.strip()) for line in done.stdout.splitlines() if line.startswith("  ")]
+    figures = {row[0]: row[1] for row in rows if len(row) > 1}
+    deliveries = int(figures["deliveries"])
+    mailed = int(figures["mails the SMTP sink received"].replace(",", ""))
+    slack_files = int(figures["outbox files / MB"].split()[0].replace(",", ""))
+    assert mailed > 0 and mailed + slack_files == deliveries, "mail went to the sink, Slack posts to the outbox"
