@@ -143,7 +143,7 @@ class DeliveryQueries(Dialect[ConnT]):
         for names in self._chunks(emailed):
             among, params = self._in("subscriber", "subscriber", names)
             rows = self._fetch(db, f"SELECT subscriber, address FROM unsubscribed WHERE {among}", params)
-            gone.update((row["subscriber"], row["address"]) for row in rows)
+            gone.update((row["subscriber"], recipient_key("email", row["address"])) for row in rows)
         if gone:
             self._exec_many(
                 db,
