@@ -127,6 +127,24 @@ def test_driver_errors_from_reads_and_writes_become_store_errors(store):
     assert store.delivery_counts() == {}, "the digest's transaction was rolled back"
 
 
+def test_only_outcomes_the_database_could_not_take_are_reported_as_late(store, caplog):
+    deliveries = tuple(
+        NewDelivery(f"x{i}", "email", f"{i}@lab.example", f"<x{i}@lab.example>", b"mail", ()) for i in (1, 2, 3)
+    )
+    store.record_digests([NewDigest("d1", "lab", "daily", T0, T0, T0, deliveries, T0)])
+    caplog.set_level("INFO", logger="notifier.store")
+    store.mark_all_sent([("x1", T0), ("x2", T0)])
+    assert "could not take" not in caplog.text, "two outcomes written together were not late"
+
+    fill_for_outcomes(store.db)
+    store.mark_sent("x3", T0)  # kept, not raised
+    assert "cannot record that delivery x3 is sent" in caplog.text
+    lift(store.db)
+    store.claim_due(T0, owner="me", lease=timedelta(minutes=5), limit=10)
+    assert "store: recorded 1 delivery outcomes the database could not take before" in caplog.text
+    assert store.delivery_counts() == {"sent": 3}
+
+
 def test_a_file_that_is_not_a_database_is_a_store_error_naming_it(tmp_path):
     path = tmp_path / "notifier.sqlite3"
     path.write_bytes(b"this is not a database, " * 100)

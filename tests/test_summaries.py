@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -370,3 +372,17 @@ async def test_the_client_of_the_settings_uses_their_url_model_key_and_timeout(l
     assert llm.authorizations == [f"Bearer {KEY}"] * 2
     with pytest.raises(ValueError, match="no LLM is configured"):
         LlmClient.from_settings(load_settings({"NOTIFIER_DATA_DIR": str(tmp_path)}))
+
+
+def test_the_daemon_imports_the_openai_client_only_when_it_makes_one() -> None:
+    """Importing ``openai`` takes about half a second and 45 MB: a daemon without an LLM never pays for it."""
+    probe = (
+        "import sys\n"
+        "import notifier.cli, notifier.commands, notifier.daemon\n"
+        "print('openai' in sys.modules)\n"
+        "from notifier.summaries.client import LlmClient\n"
+        "LlmClient(url='http://127.0.0.1:9/v1', model='m')\n"
+        "print('openai' in sys.modules)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "True"]

@@ -2,7 +2,8 @@
 
 The client is built, and what goes wrong translated, as the summaries' client does it
 (:func:`~notifier.summaries.client.open_client`, :func:`~notifier.summaries.client.translate_error`): one attempt
-per request, ``NOTIFIER_LLM_TIMEOUT`` seconds each, the key never in a message. A paper's text is its title and
+per request, ``NOTIFIER_LLM_TIMEOUT`` seconds each, the key never in a message; the ``openai`` package is imported
+when the first client is made. A paper's text is its title and
 abstract, as TF-IDF reads it (:func:`~notifier.relevance.corpus.text_of`). Papers go in batches of at most
 :data:`BATCH` texts, at most ``NOTIFIER_LLM_CONCURRENCY`` requests at once; the first failure ends the run
 (:class:`~notifier.errors.EmbeddingError`), and what was embedded before it has been handed over already.
@@ -13,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import openai
-from openai.types import CreateEmbeddingResponse
 
 from notifier.config.settings import Settings
 from notifier.errors import EmbeddingError, InvalidEmbeddingError
 from notifier.models import Paper
 from notifier.relevance.corpus import text_of
 from notifier.summaries.client import open_client, translate_error
+
+if TYPE_CHECKING:
+    from openai.types import CreateEmbeddingResponse
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class EmbeddingClient:
     async def embed_texts(self, texts: Sequence[str]) -> Vectors:
         """One request for the vectors of ``texts`` (at most :data:`BATCH`), a row each in order. Raises an
         :class:`~notifier.errors.EmbeddingError`."""
+        import openai  # imported with the client already (see notifier.summaries.client)
+
         try:
             answer = await self._openai.embeddings.create(model=self.model, input=list(texts), encoding_format="float")
         except openai.OpenAIError as exc:

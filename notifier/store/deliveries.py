@@ -191,6 +191,7 @@ class DeliveryQueries(Dialect[ConnT]):
         """Record outcomes of sends, in one transaction. Those the database cannot take now are kept, not raised:
         they are written with the next claim, and until then that claim fails, so they are not sent again
         meanwhile."""
+        kept = len(self._unrecorded)  # outcomes the database could not take before these
         for delivery_id, (state, now, columns) in outcomes:
             earlier = self._unrecorded.pop(delivery_id, (state, now, {}))[2]
             self._unrecorded[delivery_id] = (state, now, {**earlier, **columns})
@@ -208,7 +209,7 @@ class DeliveryQueries(Dialect[ConnT]):
                 exc,
             )
             return
-        self._written(written)
+        self._written(written, kept)
 
     def _write_outcomes(self, db: ConnT) -> int:
         """Write, in transaction ``db``, the outcomes the database could not take before; how many there were.
@@ -221,12 +222,13 @@ class DeliveryQueries(Dialect[ConnT]):
             self._exec_many(db, f"UPDATE deliveries SET state = ?, updated_at = ?{assignments} WHERE id = ?", rows)
         return len(self._unrecorded)
 
-    def _written(self, count: int) -> None:
-        """The transaction that wrote the kept outcomes committed: forget them."""
+    def _written(self, count: int, kept: int | None = None) -> None:
+        """The transaction that wrote the ``count`` kept outcomes committed: forget them, and say how many of them
+        (``kept``, by default all) had waited for a database that could not take them."""
         if count:
             self._unrecorded.clear()
-        if count > 1:
-            log.info("store: recorded %d delivery outcomes the database could not take before", count)
+        if waited := (count if kept is None else kept):
+            log.info("store: recorded %d delivery outcomes the database could not take before", waited)
 
     def _close_outcomes(self) -> None:
         """At close: write the outcomes still kept, or say which deliveries will be sent again."""

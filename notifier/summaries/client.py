@@ -2,7 +2,8 @@
 
 The client makes exactly one attempt per call (``max_retries=0``): retrying, backoff and deadlines are the
 summariser's. What can go wrong is translated here into the :class:`~notifier.errors.SummaryError` family, so that
-nothing past this module knows the ``openai`` package.
+nothing past this module knows the ``openai`` package. That package is imported when it is first used, not with this
+module: importing it takes about half a second and 45 MB, which a daemon with no LLM configured does without.
 
 JSON mode (``response_format={"type": "json_object"}``) is asked for. A server that refuses it with a 400 (llama.cpp
 and older servers do) is asked once more without it, and not asked for it again by this process.
@@ -13,9 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from typing import TYPE_CHECKING
 
 from notifier.arxiv.gate import parse_retry_after
 from notifier.config.settings import Settings
@@ -31,6 +30,10 @@ from notifier.errors import (
 from notifier.models import Paper, Summary
 from notifier.summaries.answer import parse_answer
 from notifier.summaries.prompt import build_prompt
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class LlmClient:
         return summary, usage
 
     async def _create(self, messages: list[ChatCompletionMessageParam], *, json_mode: bool) -> ChatCompletion:
+        import openai  # imported with the client already (see the module's docstring)
+
         try:
             return await self._openai.chat.completions.create(
                 model=self.model,
@@ -134,6 +139,8 @@ class LlmClient:
 def open_client(url: str, api_key: str | None, timeout: float) -> openai.AsyncOpenAI:
     """The ``openai`` client of an OpenAI-compatible server: one attempt per request, ``timeout`` seconds each (any
     key will do for a local server that asks for none)."""
+    import openai  # here, not at the top: see the module's docstring
+
     return openai.AsyncOpenAI(base_url=url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
 
 
@@ -149,6 +156,8 @@ def _usage(completion: ChatCompletion) -> Usage:
 
 def translate_error(exc: openai.OpenAIError, *, secret: str | None) -> SummaryError:
     """The :class:`SummaryError` that says what ``exc`` means for this request (``secret`` never in its message)."""
+    import openai  # imported with the client already (see the module's docstring)
+
     if isinstance(exc, openai.APITimeoutError):
         return LlmTimeoutError("timed out")
     if isinstance(exc, openai.APIConnectionError):
