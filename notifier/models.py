@@ -75,6 +75,11 @@ class Paper:
     journal_ref: str | None = None
     backfilled: bool = False  # came from the API after an overflow or downtime, not from the RSS feed
 
+    def __hash__(self) -> int:
+        """By id and version only, which equal papers share: renderers key their caches by papers, and hashing every
+        field (the authors' tuple is hashed anew each time) cost as much as a look-up."""
+        return hash((self.arxiv_id, self.version))
+
     @property
     def key(self) -> tuple[str, int]:
         """(arxiv_id, version): what a summary is stored under."""
@@ -133,6 +138,10 @@ class Hit:
     start: int
     end: int
     index: int = 0
+
+    def __hash__(self) -> int:
+        """Without ``field``: an enum member hashes in Python, and a hit's term, span and index rarely repeat."""
+        return hash((self.term, self.start, self.end, self.index))
 
 
 @_pickled_by_fields

@@ -20,6 +20,7 @@ from notifier.daemon import Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
 from notifier.outbox.planner import POOL_CHUNK, POOL_FROM, PlanReport
+from notifier.store.payloads import unpack
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.clock import Clock
@@ -77,7 +78,8 @@ def make_app(folder: Path, clock: Clock, workers: int, *, broken: bool = False) 
 
 def payloads(app: Notifier) -> dict[str, bytes]:
     found = {
-        row[0]: bytes(row[1]) for row in app.store.db.execute("SELECT delivery_id, payload FROM delivery_payloads")
+        row[0]: unpack(bytes(row[1]))
+        for row in app.store.db.execute("SELECT delivery_id, payload FROM delivery_payloads")
     }
     assert len(found) == SUBSCRIBERS + SUBSCRIBERS // 10, "a mail each, and a Slack post for one in ten"
     return found

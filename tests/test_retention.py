@@ -15,6 +15,7 @@ import pytest
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
+from notifier.store.payloads import unpack
 from notifier.store.rows import NewDelivery, NewDigest
 from notifier.store.sql import PRUNED, SqlStore
 from notifier.store.sqlite import SqliteStore
@@ -47,7 +48,7 @@ def digest(
 
 def payloads(store: SqlStore[Any]) -> dict[str, bytes]:
     rows = store._query("SELECT delivery_id, payload FROM delivery_payloads")
-    return {row["delivery_id"]: bytes(row["payload"]) for row in rows}
+    return {row["delivery_id"]: unpack(bytes(row["payload"])) for row in rows}
 
 
 def test_finished_payloads_older_than_the_retention_go_and_what_deduplication_needs_stays(store):

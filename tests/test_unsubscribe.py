@@ -20,6 +20,7 @@ from notifier.daemon import Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
 from notifier.outbox.planner import PlanReport
+from notifier.store.payloads import unpack
 from notifier.web.server import HttpServer
 from notifier.web.unsubscribe import UnsubscribeLinks
 
@@ -114,7 +115,7 @@ async def planned_emails(app: Notifier, clock: Clock) -> list[EmailMessage]:
             """SELECT payload FROM deliveries JOIN delivery_payloads ON delivery_id = id
                WHERE channel = 'email' ORDER BY created_at, id"""
         ).fetchall()
-    return [email.message_from_bytes(payload, policy=email.policy.default) for (payload,) in rows]
+    return [email.message_from_bytes(unpack(payload), policy=email.policy.default) for (payload,) in rows]
 
 
 async def test_each_email_carries_one_click_headers_whose_token_verifies_after_a_restart(tmp_path):

@@ -14,6 +14,8 @@ A sender *claims* a batch of due deliveries: they become ``sending`` with its na
 A delivery's rendered message (tens of KB of HTML email) is kept apart from its row, in ``delivery_payloads``: it is
 written once with the digest and read by the claim, and a claim or an outcome changes only the small row. SQLite
 writes a changed row whole, overflow pages and all, so a message in the row would be written again at each change.
+The message is stored compressed (:mod:`notifier.store.payloads`); one that no longer decompresses fails its
+delivery alone.
 
 Papers are reserved for a delivery in the same transaction that writes it, so a paper is never put into two
 digests for the same recipient; it counts as delivered once its delivery is ``sent``. A cancelled delivery reserves
@@ -35,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from notifier.errors import StoreError
 from notifier.models import DELIVERY_STATES, DeliveryState, Outgoing
 from notifier.store.dialect import ConnT, Dialect, ResultRow, present
+from notifier.store.payloads import CorruptPayload, pack, unpack
 from notifier.store.rows import DeliveryRow, NewDigest, recipient_key
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,7 @@ class DeliveryQueries(Dialect[ConnT]):
             self._exec_many(
                 db,
                 "INSERT INTO delivery_payloads (delivery_id, payload) VALUES (?, ?)",
-                [(delivery.delivery_id, delivery.payload) for d in digests for delivery in d.deliveries],
+                [(delivery.delivery_id, pack(delivery.payload)) for d in digests for delivery in d.deliveries],
             )
             self._exec_many(
                 db, self._insert_ignore("delivery_papers VALUES (?, ?, ?, ?, ?, ?)"), _reservations(digests)
@@ -170,7 +173,14 @@ class DeliveryQueries(Dialect[ConnT]):
             written = self._write_outcomes(db)
             rows = self._claim(db, pick, {"now": now, "owner": owner, "until": now + lease, "limit": limit})
         self._written(written)
-        return [_outgoing(row, present(self._time(row["created_at"]))) for row in rows]
+        claimed = []
+        for row in rows:
+            try:
+                claimed.append(_outgoing(row, present(self._time(row["created_at"]))))
+            except CorruptPayload as exc:  # the database was damaged: this delivery cannot be sent, the others can
+                log.error("delivery %s of %s failed: %s", row["id"], row["subscriber"], exc)
+                self.mark_failed(row["id"], now, str(exc))
+        return claimed
 
     def release(self, delivery_ids: Iterable[str], *, owner: str, now: datetime) -> int:
         """Hand claimed deliveries that were not attempted back to ``pending`` (a sender stopping)."""
@@ -352,7 +362,7 @@ def _outgoing(row: ResultRow, created_at: datetime) -> Outgoing:
         channel=row["channel"],
         recipient=row["recipient"],
         message_id=row["message_id"],
-        payload=bytes(row["payload"]),
+        payload=unpack(bytes(row["payload"])),
         part=row["part"],
         created_at=created_at,
     )
