@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import socket
 import ssl
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.parser import BytesParser
 from email.policy import strict
 from email.utils import parsedate_to_datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +124,8 @@ def test_build_email_headers_and_structure():
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     assert all(p.get_content_charset() == "utf-8" for p in parts)
     assert "Über die Quantenverschränkung" in parts[0].get_content()
-    assert "∑ λ" in parts[1].get_content()
+    assert "∑ λ" in unescape(parts[1].get_content()), "as character references in a 7-bit HTML part"
+    assert parts[1]["Content-Transfer-Encoding"] == "7bit"
     assert not msg.defects and not any(p.defects for p in parts)
 
 
@@ -410,6 +413,42 @@ async def test_standalone_server_writes_one_file_per_message(tmp_path):
     assert [parse_strict(f.read_bytes())["Message-ID"] for f in files] == [m.message_id for m in sent]
 
 
+def test_the_html_part_goes_as_it_is_with_character_references_when_that_reads_the_same():
+    page = "<html><head><style>a { color: #00e; }</style></head>\n<body><p>Über &amp; ∑ λ · 😀</p>\n</body></html>"
+    msg = parse_strict(email(RenderedEmail(subject="s", text="t\n", html=page)))
+    _text, part = msg.iter_parts()
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    assert unescape(part.get_content()).replace("\r\n", "\n") == unescape(page) + "\n"
+    assert "&#220;ber &amp; &#8721; &#955; &#183; &#128512;" in part.get_content()
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<p>" + "word " * 300 + "</p>",  # a line over 998 octets: a template that does not break its lines
+        "<style>p::before { content: '·'; }</style><p>é</p>",  # a style element does not read references
+        "<p>bell \x07 and é</p>",  # a control character
+        "<p>\x80 and é</p>",  # HTML would read &#128; as the euro sign
+        ("<p>" + "é" * 400 + "</p>\n") * 3,  # references would add more than Gmail's margin
+    ],
+)
+def test_an_html_part_that_could_not_go_as_it_is_is_quoted_printable(page):
+    msg = parse_strict(email(RenderedEmail(subject="s", text="t\n", html=page)))
+    _text, part = msg.iter_parts()
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert part.get_content().replace("\r\n", "\n") == page.removesuffix("\n") + "\n"
+
+
+def test_an_html_part_that_holds_the_boundary_is_quoted_printable():
+    boundary = "=_" + hashlib.sha256(b"<abc@example.org>").hexdigest()[:32]
+    page = f"<p>one</p>\n--{boundary}\nContent-Type: text/plain\n\n<p>two</p>"
+    data = email(RenderedEmail(subject="s", text="t\n", html=page))
+    msg = parse_strict(data)
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg.get_body(("html",))["Content-Transfer-Encoding"] == "quoted-printable"
+    assert data.count(f"--{boundary}".encode()) == 3, "two parts and the end: the HTML's line is encoded"
+
+
 def test_parts_decode_to_exactly_the_rendered_text_and_html():
     text = "Line one\n.\nFrom here\n" + "=_ and --=_boundary-like " * 20 + "\ntrailing space \nÜber ∑ λ\n"
     html = "<p>" + "long line with = signs and é " * 40 + "</p>\n<p>x</p>"
@@ -425,4 +464,4 @@ def test_parts_decode_to_exactly_the_rendered_text_and_html():
     assert html_part.get_content().replace("\r\n", "\n") == html + "\n"
     assert not msg.defects and not any(p.defects for p in msg.iter_parts())
     lone = parse_strict(email(RenderedEmail(subject="s", text="a \ud800 b\n", html="<p>\udfff</p>")))
-    assert [part.get_content().strip() for part in lone.iter_parts()] == ["a \ufffd b", "<p>\ufffd</p>"]
+    assert [unescape(part.get_content().strip()) for part in lone.iter_parts()] == ["a \ufffd b", "<p>\ufffd</p>"]

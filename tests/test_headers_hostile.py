@@ -18,6 +18,7 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from html import unescape
 from typing import Any
 
 import pytest
@@ -432,7 +433,7 @@ def test_hostile_text_anywhere_leaves_exactly_the_intended_headers(
     page = msg.get_body(("html",))
     assert text is not None and page is not None
     assert normal_lines(text.get_content()) == normal_lines(content.text)
-    assert normal_lines(page.get_content()) == normal_lines(content.html)
+    assert normal_lines(unescape(page.get_content())) == normal_lines(unescape(content.html))  # references read
     assert_inert_html(page.get_content())
 
 

@@ -9,10 +9,13 @@ from html.parser import HTMLParser
 
 import css_inline
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match
-from notifier.render.email import EmailRenderer, _largest_fitting, _Layout, _predicted
-from notifier.render.html import Stylesheet, inline_source
+from notifier.render.email import HTML_LINE, EmailRenderer, _largest_fitting, _Layout, _predicted, marked
+from notifier.render.highlight import Segment
+from notifier.render.html import Stylesheet, html_text, inline_source
 from notifier.render.renderer import Renderer
 from tests.digest_factory import (
     build_digest,
@@ -188,3 +191,21 @@ def test_the_size_prediction_learns_each_papers_markup_and_then_needs_two_measur
     measured.clear()
     again, _ = _predicted(size_at, gains, 100_000, markup)
     assert again == best and measured == [0, best], "none in full, then the right layout at once"
+
+
+OPEN = '<mark style="background-color: #fff3b0; color: #1a1a1a; padding: 0 1px;">'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="ab <&é", max_size=120), st.booleans()), max_size=40))
+def test_marked_text_breaks_into_lines_only_at_its_own_spaces(parts):
+    """Long marked text (an abstract) is broken into lines at spaces of its text, never of a tag, so that the HTML part
+    can go without quoted-printable; a line break is a space to HTML, so it reads the same."""
+    runs = tuple(Segment(text, hit=hit) for text, hit in parts if text)
+    folded = str(marked(runs, OPEN, "</mark>"))
+    whole = "".join(f"{OPEN}{html_text(s.text)}</mark>" if s.hit else html_text(s.text) for s in runs)
+    assert folded.replace("\n", " ") == whole, "only spaces became line breaks"
+    assert folded.count(OPEN) == whole.count(OPEN), "never a space of a tag"
+    for line in folded.split("\n")[:-1]:
+        text_only = line.replace(OPEN, "x" * len(OPEN))
+        assert " " not in text_only[HTML_LINE:], "a line ends at the last space that fits, or at the first after it"

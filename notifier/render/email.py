@@ -65,6 +65,7 @@ RULE_NAME_MAX = 60
 # Rendered papers kept for reuse, and wrapped lines: bounded, as a renderer serves every digest of a plan.
 CARD_CACHE = 2048
 WRAP_CACHE = 4096
+HTML_LINE = 400  # characters of marked text on a line of the HTML part (see marked)
 
 # Every colour the HTML uses. The CSS template reads it, and the tests check the contrast of CONTRAST_PAIRS.
 PALETTE: dict[str, dict[str, str]] = {
@@ -456,10 +457,30 @@ def wrap(text: str, indent: str = "", first: str | None = None, width: int = TEX
 def marked(segments: Segments, open_tag: str, close_tag: str) -> Markup:
     """Jinja filter (HTML): the text of ``segments``, escaped, with each hit run between ``open_tag`` and ``close_tag``.
 
-    The template gives the tags (``<mark>`` with its inlined style), so the markup stays the template's."""
-    return Markup(
-        "".join(f"{open_tag}{html_text(s.text)}{close_tag}" if s.hit else html_text(s.text) for s in segments)
-    )
+    The template gives the tags (``<mark>`` with its inlined style), so the markup stays the template's. Markup longer
+    than :data:`HTML_LINE` (an abstract with its marks) is broken into lines at spaces of its text, which HTML reads
+    as the spaces they were: the email's HTML part can then go as it is, not quoted-printable, whose lines must stay
+    within 998 octets (see :func:`~notifier.render.mime.build_email`)."""
+    pieces = [(f"{open_tag}{html_text(s.text)}{close_tag}" if s.hit else html_text(s.text)) for s in segments]
+    html = "".join(pieces)
+    if len(html) <= HTML_LINE:
+        return Markup(html)
+    lines, line = [], ""
+    for segment, piece in zip(segments, pieces, strict=True):
+        lo = len(open_tag) if segment.hit else 0  # spaces of the text only, never of a tag
+        while len(line) + len(piece) > HTML_LINE:
+            hi = len(piece) - (len(close_tag) if segment.hit else 0)
+            limit = HTML_LINE - len(line)  # what of the piece still fits on the line
+            cut = piece.rfind(" ", lo, min(limit, hi)) if limit > lo else -1
+            if cut == -1:
+                cut = piece.find(" ", max(lo, limit), hi)  # the line runs over to the end of a word
+                if cut == -1:
+                    break  # no space left in the piece: the line runs on into the next one
+            lines.append(line + piece[:cut])
+            line, piece, lo = "", piece[cut + 1 :], 0
+        line += piece
+    lines.append(line)
+    return Markup("\n".join(lines))
 
 
 def install_filters(env: jinja2.Environment) -> None:

@@ -30,6 +30,13 @@ UNSUBSCRIBE_URL_MAX = MAX_LINE - len("List-Unsubscribe: <>")
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>")
 _LIST_LABEL_JUNK = re.compile(r"[^A-Za-z0-9_.-]+")
 _PRINTABLE_URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # no space, no angle brackets
+# Elements whose text is not read for character references (their closing tag ends them: no nesting).
+_RAW_TEXT = re.compile(r"<(style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TEXT_OCTETS = bytes(range(0x20, 0x7F)) + b"\t\r\n"  # a 7bit part holds no other control character
+_C1_REFERENCE = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")  # HTML reads &#128; to &#159; as Windows-1252 (the euro...)
+# An HTML part is sized in UTF-8 under 100,000 octets for Gmail, which clips a message's HTML past 102 KB: its
+# character references may add this much (a reference of 6 octets stands for 2 in UTF-8).
+REFERENCES_MAX = 2048
 
 
 def make_message_id(key: str, domain: str) -> str:
@@ -80,22 +87,62 @@ def build_email(
 def _alternative(rendered: RenderedEmail, message_id: str) -> bytes:
     """The ``multipart/alternative`` body: a text/plain then a text/html part, UTF-8, quoted-printable.
 
-    Quoted-printable keeps the body 7-bit clean (no 8BITMIME needed) and its lines within 76 octets; line ends are
-    CRLF. Its output never holds ``=_`` (an ``=`` is always followed by two hex digits or a line end), so a boundary
-    that starts with ``=_`` cannot occur in a part; the rest of it comes from the Message-ID, so the same message is
-    built to the same bytes.
+    The text is quoted-printable, which keeps it 7-bit clean (no 8BITMIME needed) and its lines within 76 octets; the
+    HTML is 7-bit as it is, its characters beyond ASCII as character references, where that says the same (see
+    :func:`_seven_bit_html`), else quoted-printable too. Line ends are CRLF. Quoted-printable never holds ``=_`` (an
+    ``=`` is always followed by two hex digits or a line end), so a boundary that starts with ``=_`` cannot occur in
+    it, and a 7-bit HTML part that holds the boundary is quoted-printable instead; the rest of the boundary comes
+    from the Message-ID, so the same message is built to the same bytes.
     """
     boundary = "=_" + hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:32]
     out = [f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode("ascii")]
-    for subtype, text in (("plain", rendered.text), ("html", rendered.html)):
+    html = _seven_bit_html(rendered.html)
+    if html is not None and f"--{boundary}".encode("ascii") in html:
+        html = None  # the HTML holds the boundary: quoted-printable cannot
+    for subtype, body, encoding in (
+        ("plain", _quoted_printable(rendered.text), "quoted-printable"),
+        ("html", _quoted_printable(rendered.html), "quoted-printable") if html is None else ("html", html, "7bit"),
+    ):
         out.append(
             f"\r\n--{boundary}\r\n"
             f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii")
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n".encode("ascii")
         )
-        out.append(_quoted_printable(text))
+        out.append(body)
     out.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
     return b"".join(out)
+
+
+def _seven_bit_html(html: str) -> bytes | None:
+    """``html`` as it is, in lines ending in CRLF, each character beyond ASCII written as a numeric character reference
+    (``é`` as ``&#233;``, which every HTML reader reads as the character): a part that needs no transfer encoding,
+    where quoted-printable cost more than the rest of building the message.
+
+    None where that would not say the same or not fit: a line over RFC 5322's 998 octets (a template that does not
+    break its lines), a control character (those of U+0080 to U+009F too: HTML reads their references as
+    Windows-1252), a character beyond ASCII inside ``<style>`` or ``<script>`` (which do not read references), or
+    references that would add more than :data:`REFERENCES_MAX` octets to the part (it is sized in UTF-8 for Gmail's
+    clipping, with that much to spare). The part is then quoted-printable.
+    """
+    try:
+        utf8 = html.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        html = valid_unicode(html)
+        utf8 = html.encode("utf-8")
+    if len(utf8) == len(html):
+        data = utf8  # ASCII
+    else:
+        if any(not element.group().isascii() for element in _RAW_TEXT.finditer(html)):
+            return None
+        data = html.encode("ascii", "xmlcharrefreplace")
+        if len(data) - len(utf8) > REFERENCES_MAX or _C1_REFERENCE.search(data):
+            return None
+    if data.translate(None, _TEXT_OCTETS):  # what is left is control characters
+        return None
+    lines = data.splitlines()
+    if not lines or max(map(len, lines)) > MAX_LINE:
+        return None
+    return b"\r\n".join(lines) + b"\r\n"
 
 
 def _quoted_printable(text: str) -> bytes:
