@@ -1,7 +1,8 @@
-"""The matching, config, end-to-end and rendering benchmarks run in quick mode and check their own results: the
-indexed matcher agrees with the naive loop on every rule, the generated subscribers file loads both ways, `notifier
-once` passes `notifier check` on its generated file and plans and sends digests from the served day, and every
-generated digest renders, and the store holds every digest it was asked to record."""
+"""The matching, config, end-to-end, rendering, store and reservation benchmarks run in quick mode and check their own
+results: the indexed matcher agrees with the naive loop on every rule, the generated subscribers file loads both
+ways, `notifier once` passes `notifier check` on its generated file and plans and sends digests from the served day,
+every generated digest renders, the store holds every digest it was asked to record, and a plan's question about
+what each recipient has had gets the same answer for its papers as the whole history does."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
         ("once.py", "N = 50 subscribers (250 rules"),
         ("render.py", "200 digests: "),
         ("store.py", "as asked"),
+        ("reservations.py", "same answers for the matched papers"),
     ],
 )
 def test_quick_benchmark_runs_and_checks_itself(script, expected):

@@ -136,6 +136,18 @@ def test_a_digest_reserves_its_papers_and_moves_the_cursor(store):
     )
 
 
+def test_a_plan_asks_only_about_the_reservations_of_the_papers_it_matched(store):
+    store.register_subscribers(["lab"], T0)
+    history = (*((f"2505.{i:05d}", 1) for i in range(300)), ("2506.1", 2))
+    digest(store, "d1", [delivery("x1", "a@lab.example", history)])
+    assert len(store.reserved_versions("lab", "email", "a@lab.example")) == 301, "every paper the recipient has had"
+    among = {"2506.1", "2506.9", "2505.00007"}
+    assert store.reserved_versions("lab", "email", "A@lab.example", among) == {"2506.1": 2, "2505.00007": 1}
+    assert store.reserved_versions("lab", "email", "a@lab.example", set()) == {}, "nothing matched: nothing to ask"
+    many = {f"2505.{i:05d}" for i in range(0, 3000, 3)}  # more ids than one statement binds in SQLite
+    assert store.reserved_versions("lab", "email", "a@lab.example", many) == {i: 1 for i in many if i < "2505.00300"}
+
+
 def test_claims_take_due_deliveries_once_until_their_lease_expires(store):
     store.register_subscribers(["lab"], T0)
     digest(store, "d1", [delivery(f"x{i}", f"r{i}@lab.example", (("2506.1", 1),)) for i in range(5)])

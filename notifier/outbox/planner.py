@@ -541,12 +541,13 @@ class Planner:
                 for subscriber in group.subscribers:
                     matches = self._matches(group, subscriber, now)
                     papers: list[Paper] = []
+                    matched = _matched_ids(matches)
                     for channel, recipient, unsubscribed in _recipients(
                         subscriber, unsubscribes.get(subscriber.name, _NONE)
                     ):
                         if unsubscribed:
                             continue
-                        reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
+                        reserved = self.store.reserved_versions(subscriber.name, channel, recipient, matched)
                         sections = sections_for(subscriber, matches, reserved, rich=True)
                         papers.extend(m.paper for section in sections if section.rich for m in section.matches)
                     when = self.due_at(subscriber, now, states.get(subscriber.name))
@@ -660,11 +661,12 @@ class Planner:
         links: dict[str, FeedbackUrls | None] = {}  # ranked paper -> its feedback links, made once for all recipients
         step = "planning its digest"
         try:
+            matched = _matched_ids(matches)
             for channel, recipient, gone in _recipients(subscriber, unsubscribed):
                 if gone:
                     skipped.append(Skipped(channel, recipient, "unsubscribed"))
                     continue
-                reserved = self.store.reserved_versions(subscriber.name, channel, recipient)
+                reserved = self.store.reserved_versions(subscriber.name, channel, recipient, matched)
                 step = "matching and sorting its papers"
                 sections = sections_for(subscriber, matches, reserved, rich=self.settings.summaries_enabled)
                 reason = None
@@ -769,6 +771,12 @@ class Planner:
 
 
 _NONE: frozenset[str] = frozenset()
+
+
+def _matched_ids(matches: Mapping[str, Collection[Match]]) -> set[str]:
+    """The arXiv ids of the papers a subscriber's rules matched: the only papers whose reservations for its
+    recipients a plan needs to know (none to ask about when nothing matched)."""
+    return {match.paper.arxiv_id for found in matches.values() for match in found}
 
 
 def _recipients(subscriber: Subscriber, unsubscribed: Collection[str]) -> Iterator[tuple[ChannelKind, str, bool]]:

@@ -230,8 +230,11 @@ class Store(Protocol):
 
     # -- the outbox -------------------------------------------------------------------------------------------
 
-    def reserved_versions(self, subscriber: str, channel: str, recipient: str) -> dict[str, int]:
-        """arxiv_id -> highest version already sent or on its way to this recipient."""
+    def reserved_versions(
+        self, subscriber: str, channel: str, recipient: str, among: Collection[str] | None = None
+    ) -> dict[str, int]:
+        """arxiv_id -> highest version already sent or on its way to this recipient (of the papers ``among`` only,
+        when given)."""
 
     def record_digests(self, digests: Sequence[NewDigest]) -> None:
         """Write digests, their deliveries (pending) and papers, and their cursors: all of them, or none."""

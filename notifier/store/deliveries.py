@@ -31,7 +31,7 @@ because its outcome could not be recorded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from notifier.errors import StoreError
@@ -68,16 +68,31 @@ class DeliveryQueries(Dialect[ConnT]):
         super().__init__()
         self._unrecorded: dict[str, Outcome] = {}  # delivery id -> its outcome the database could not take yet
 
-    def reserved_versions(self, subscriber: str, channel: str, recipient: str) -> dict[str, int]:
+    def reserved_versions(
+        self, subscriber: str, channel: str, recipient: str, among: Collection[str] | None = None
+    ) -> dict[str, int]:
         """arxiv_id -> highest version already sent or on its way to this recipient (an email address however
-        it is written); a cancelled delivery reserves nothing."""
-        rows = self._query(
-            """SELECT dp.arxiv_id, max(dp.version) AS version
+        it is written); a cancelled delivery reserves nothing. With ``among``, of those papers only: a plan asks
+        about the papers it matched, not about every paper the recipient has had since it subscribed."""
+        if among is not None and not among:
+            return {}
+        query = """SELECT dp.arxiv_id, max(dp.version) AS version
                FROM delivery_papers dp JOIN deliveries d ON d.id = dp.delivery_id
-               WHERE dp.subscriber = ? AND dp.channel = ? AND dp.recipient = ? AND d.state != 'cancelled'
-               GROUP BY dp.arxiv_id""",
-            (subscriber, channel, recipient_key(channel, recipient)),
-        )
+               WHERE dp.subscriber = :subscriber AND dp.channel = :channel AND dp.recipient = :recipient
+                 AND d.state != 'cancelled'{among}
+               GROUP BY dp.arxiv_id"""
+        params: dict[str, object] = {
+            "subscriber": subscriber,
+            "channel": channel,
+            "recipient": recipient_key(channel, recipient),
+        }
+        if among is None:
+            rows = self._query(query.format(among=""), params)
+        else:
+            rows = []
+            for chunk in self._chunks(sorted(among)):
+                condition, ids = self._in("dp.arxiv_id", "paper", chunk)
+                rows += self._query(query.format(among=f" AND {condition}"), {**params, **ids})
         return {row["arxiv_id"]: int(row["version"]) for row in rows}
 
     def record_digests(self, digests: Sequence[NewDigest]) -> None:
