@@ -15,7 +15,8 @@ from notifier import daemon, progress
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
 from notifier.daemon import Notifier
-from notifier.models import Paper
+from notifier.matching.rules import MatchBatch
+from notifier.models import Match, Paper
 from notifier.outbox.planner import WRITE_BATCH
 from tests.clock import Clock
 
@@ -167,3 +168,22 @@ async def test_digests_are_sent_while_the_plan_writes_the_next_and_every_one_is_
     sent = [i for i, line in enumerate(lines) if line.startswith("sent ")]
     assert planned and sent, lines[-20:]
     assert sent[0] < planned[0], "the first batch went out while later digests were being planned"
+
+
+async def test_a_subscriber_has_the_hits_of_its_own_rules_looked_up_and_no_others(tmp_path, monkeypatch):
+    """Subscribers who share a cursor are matched together, but each one's hits are looked up for its own rules only:
+    looking them up for the whole group for each of its subscribers grows with the square of their number."""
+    looked_up: list[str] = []
+    matches = MatchBatch.matches
+
+    def counted(self: MatchBatch, key: str, *args: object, **kwargs: object) -> list[Match]:
+        looked_up.append(key)
+        return matches(self, key, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MatchBatch, "matches", counted)
+    clock = Clock()
+    async with make_app(tmp_path, config_text(SUBSCRIBERS), clock) as app:
+        ingest_day(app, clock)
+        report = await app.plan(force=True)
+    assert report.digests == SUBSCRIBERS
+    assert sorted(looked_up) == sorted(f"reader{n}/0" for n in range(SUBSCRIBERS)), "once per subscriber's rule"

@@ -541,7 +541,7 @@ class Planner:
                 for subscriber in group.subscribers:
                     matches = self._matches(group, subscriber, now)
                     papers: list[Paper] = []
-                    matched = _matched_ids(matches)
+                    matched = _matched_ids(subscriber, matches)
                     for channel, recipient, unsubscribed in _recipients(
                         subscriber, unsubscribes.get(subscriber.name, _NONE)
                     ):
@@ -661,7 +661,7 @@ class Planner:
         links: dict[str, FeedbackUrls | None] = {}  # ranked paper -> its feedback links, made once for all recipients
         step = "planning its digest"
         try:
-            matched = _matched_ids(matches)
+            matched = _matched_ids(subscriber, matches)
             for channel, recipient, gone in _recipients(subscriber, unsubscribed):
                 if gone:
                     skipped.append(Skipped(channel, recipient, "unsubscribed"))
@@ -773,10 +773,12 @@ class Planner:
 _NONE: frozenset[str] = frozenset()
 
 
-def _matched_ids(matches: Mapping[str, Collection[Match]]) -> set[str]:
-    """The arXiv ids of the papers a subscriber's rules matched: the only papers whose reservations for its
-    recipients a plan needs to know (none to ask about when nothing matched)."""
-    return {match.paper.arxiv_id for found in matches.values() for match in found}
+def _matched_ids(subscriber: Subscriber, matches: Mapping[str, Collection[Match]]) -> set[str]:
+    """The arXiv ids of the papers ``subscriber``'s rules matched: the only papers whose reservations for its
+    recipients a plan needs to know (none to ask about when nothing matched). Only its own rules are looked up, as
+    :func:`~notifier.outbox.digest.sections_for` does: ``matches`` may hold its group's other rules too, whose hits
+    would be worked out for nothing."""
+    return {match.paper.arxiv_id for rule in subscriber.rules for match in matches.get(rule.key, ())}
 
 
 def _recipients(subscriber: Subscriber, unsubscribed: Collection[str]) -> Iterator[tuple[ChannelKind, str, bool]]:
