@@ -3,7 +3,7 @@
 The client makes exactly one attempt per call (``max_retries=0``): retrying, backoff and deadlines are the
 summariser's. What can go wrong is translated here into the :class:`~notifier.errors.SummaryError` family, so that
 nothing past this module knows the ``openai`` package. That package is imported when it is first used, not with this
-module: importing it takes about half a second and 45 MB, which a daemon with no LLM configured does without.
+module: importing it adds about half a second and 16 MB to the daemon's start, which a daemon with no LLM does without.
 
 JSON mode (``response_format={"type": "json_object"}``) is asked for. A server that refuses it with a 400 (llama.cpp
 and older servers do) is asked once more without it, and not asked for it again by this process.
