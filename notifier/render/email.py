@@ -547,7 +547,9 @@ class EmailRenderer:
         )
         like = self._similarities(similarity) if similarity is not None else ""
         rich = self._summaries(summary) if summary is not None else ""
-        html, size = _utf8(head.html + like + rich + str(self._abstract(view)) + tail.html)
+        html, size = _utf8(
+            "\n".join(part for part in (head.html, like, rich, str(self._abstract(view)), tail.html) if part)
+        )
         return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
 
     def _brief(
@@ -590,13 +592,13 @@ class EmailRenderer:
         self, paper: Paper, title_hits: tuple[Hit, ...], author_hits: tuple[Hit, ...], category_hits: tuple[Hit, ...]
     ) -> _Part:
         view = head_view(paper, title_hits, author_hits, category_hits)
-        html = str(self._head(view))
+        html = _lines(str(self._head(view)))
         return _Part(view, html, _size(html))
 
     def _tail_of(self, paper: Paper, comment_hits: tuple[Hit, ...]) -> _Part:
         comment = highlighted(paper.comment, comment_hits, Field.COMMENT) if paper.comment else None
         view = replace(head_view(paper, (), (), ()), comment=comment)
-        html = str(self._tail(view))
+        html = _lines(str(self._tail(view)))
         return _Part(view, html, _size(html))
 
     def _summary_of(self, summary: SummaryView) -> str:
@@ -831,6 +833,13 @@ def _excerpt(paper: Paper, on: Mapping[Field, Sequence[Hit]], abstract_chars: in
 def _size(text: str) -> int:
     """The UTF-8 size of ``text``, each lone surrogate counted as one byte (at most the size of what is sent)."""
     return len(text.encode("utf-8", "replace"))
+
+
+def _lines(html: str) -> str:
+    """``html`` with each paragraph on a line of its own: a card's parts run together otherwise (the templates trim
+    the line ends after their tags), and a line of the HTML part must fit in 998 octets to go 7-bit (see
+    :func:`~notifier.render.mime.build_email`). A line break between two paragraphs shows nothing."""
+    return html.replace("</p><p", "</p>\n<p")
 
 
 def _utf8(text: str) -> tuple[str, int]:
