@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from random import Random
 from typing import Any
 
 import pytest
@@ -30,7 +31,8 @@ PAYLOAD = 20_000
 def digest(
     digest_id: str, now: datetime, deliveries: list[tuple[str, str, str]], size: int = 40, subscriber: str = "lab"
 ) -> NewDigest:
-    """A digest at ``now``: (delivery id, recipient, arxiv id) each, with a payload of ``size`` bytes."""
+    """A digest at ``now``: (delivery id, recipient, arxiv id) each, with a payload of ``size`` random bytes (which the
+    store cannot compress: what the file keeps of them is their size)."""
     return NewDigest(
         digest_id=digest_id,
         subscriber=subscriber,
@@ -39,7 +41,14 @@ def digest(
         period_end=now,
         now=now,
         deliveries=tuple(
-            NewDelivery(delivery_id, "email", recipient, f"<{delivery_id}@lab.example>", b"m" * size, ((arxiv, 1),))
+            NewDelivery(
+                delivery_id,
+                "email",
+                recipient,
+                f"<{delivery_id}@lab.example>",
+                Random(delivery_id).randbytes(size),
+                ((arxiv, 1),),
+            )
             for delivery_id, recipient, arxiv in deliveries
         ),
         cursor=now,
