@@ -3,9 +3,9 @@
 The client is built, and what goes wrong translated, as the summaries' client does it
 (:func:`~notifier.summaries.client.open_client`, :func:`~notifier.summaries.client.translate_error`): one attempt
 per request, ``NOTIFIER_LLM_TIMEOUT`` seconds each, the key never in a message; the ``openai`` package is imported
-when the first client is made. A paper's text is its title and
-abstract, as TF-IDF reads it (:func:`~notifier.relevance.corpus.text_of`). Papers go in batches of at most
-:data:`BATCH` texts, at most ``NOTIFIER_LLM_CONCURRENCY`` requests at once; the first failure ends the run
+when the first client is made. A paper's text is its title and abstract, as TF-IDF reads it
+(:func:`~notifier.relevance.corpus.text_of`). Papers go in batches of at most :data:`BATCH` texts, at most
+``NOTIFIER_LLM_CONCURRENCY`` requests at once; the first failure ends the run
 (:class:`~notifier.errors.EmbeddingError`), and what was embedded before it has been handed over already.
 """
 

@@ -33,7 +33,7 @@ _PRINTABLE_URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # no space, no angle 
 # Elements whose text is not read for character references (their closing tag ends them: no nesting).
 _RAW_TEXT = re.compile(r"<(style|script)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TEXT_OCTETS = bytes(range(0x20, 0x7F)) + b"\t\r\n"  # a 7bit part holds no other control character
-_C1_REFERENCE = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")  # HTML reads &#128; to &#159; as Windows-1252 (the euro...)
+_C1_REFERENCE = re.compile(rb"&#1(?:2[89]|[3-5][0-9]);")  # HTML reads &#128; to &#159; as Windows-1252
 # An HTML part is sized in UTF-8 under 100,000 octets for Gmail, which clips a message's HTML past 102 KB: its
 # character references may add this much (a reference of 6 octets stands for 2 in UTF-8).
 REFERENCES_MAX = 2048
@@ -85,7 +85,7 @@ def build_email(
 
 
 def _alternative(rendered: RenderedEmail, message_id: str) -> bytes:
-    """The ``multipart/alternative`` body: a text/plain then a text/html part, UTF-8, quoted-printable.
+    """The ``multipart/alternative`` body: a text/plain then a text/html part, UTF-8.
 
     The text is quoted-printable, which keeps it 7-bit clean (no 8BITMIME needed) and its lines within 76 octets; the
     HTML is 7-bit as it is, its characters beyond ASCII as character references, where that says the same (see
@@ -124,11 +124,7 @@ def _seven_bit_html(html: str) -> bytes | None:
     references that would add more than :data:`REFERENCES_MAX` octets to the part (it is sized in UTF-8 for Gmail's
     clipping, with that much to spare). The part is then quoted-printable.
     """
-    try:
-        utf8 = html.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        html = valid_unicode(html)
-        utf8 = html.encode("utf-8")
+    html, utf8 = _utf8(html)
     if len(utf8) == len(html):
         data = utf8  # ASCII
     else:
@@ -147,12 +143,17 @@ def _seven_bit_html(html: str) -> bytes | None:
 
 def _quoted_printable(text: str) -> bytes:
     """``text`` in UTF-8 (lone surrogates as U+FFFD), quoted-printable, every line ending in CRLF."""
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: rare, so looked for only then
-        data = valid_unicode(text).encode("utf-8")
-    lines = data.splitlines()
+    lines = _utf8(text)[1].splitlines()
     return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True) if lines else b""
+
+
+def _utf8(text: str) -> tuple[str, bytes]:
+    """``text`` with each lone surrogate as U+FFFD (see :func:`valid_unicode`), and in UTF-8."""
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: rare, so looked for only then
+        text = valid_unicode(text)
+        return text, text.encode("utf-8")
 
 
 def _message_id(message_id: str) -> str:
