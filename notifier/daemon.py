@@ -58,6 +58,7 @@ from notifier.heap import frozen
 from notifier.metrics import Metrics
 from notifier.outbox.planner import Planner, PlanReport
 from notifier.outbox.sender import Sender, SendReport
+from notifier.render.pool import until_rendered
 from notifier.render.renderer import Renderer
 from notifier.store import Store, open_store
 from notifier.store.rows import PruneReport
@@ -285,7 +286,8 @@ class Notifier:
     ) -> PlanReport:
         """Plan the due digests (every digest when ``force``), handing the event loop back every
         :data:`PLAN_SLICE` seconds, so that the endpoints answer and a signal is heard while 100,000 digests are
-        planned. Once ``stop`` is set, the plan writes what it has planned and stops; the rest waits its turn.
+        planned, and whenever the plan waits for its render workers, so that the digests planned so far are sent
+        meanwhile. Once ``stop`` is set, the plan writes what it has planned and stops; the rest waits its turn.
         The subscribers named in ``wait`` (:meth:`waiting_for_summaries`) are planned later."""
         now = self.clock()
         reasons = self.poller.empty_reasons(self.config.feed_keys, now)
@@ -296,13 +298,17 @@ class Notifier:
         stopped = False
         with frozen():
             try:
-                for _ in steps:
-                    if loop.time() >= handback:
+                for waiting in steps:
+                    if waiting is not None:
+                        await until_rendered(waiting)
+                    elif loop.time() >= handback:
                         await asyncio.sleep(0)
-                        if stop is not None and stop.is_set():
-                            stopped = True
-                            break
-                        handback = loop.time() + PLAN_SLICE
+                    else:
+                        continue
+                    if stop is not None and stop.is_set():
+                        stopped = True
+                        break
+                    handback = loop.time() + PLAN_SLICE
             finally:
                 steps.close()  # writes what was planned (and rendered) so far
         if stopped:

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 
 from notifier.config.settings import load_settings
 from notifier.config.subscribers import load_config
-from notifier.daemon import Notifier
+from notifier.daemon import PLAN_SLICE, Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
 from notifier.outbox.planner import POOL_CHUNK, POOL_FROM, PlanReport
+from notifier.render.pool import until_rendered
 from notifier.store.payloads import unpack
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
@@ -110,6 +112,43 @@ async def test_a_digest_a_worker_cannot_render_fails_alone_with_the_reason_in_th
     message = error.getMessage()
     assert "rendering its email digest: UndefinedError: 'no_such_value' is undefined" in message
     assert "(at email.txt:1)" in message, "the reason points into the template, as in this process"
+
+
+async def test_a_plan_hands_over_each_chunk_it_waits_for_and_goes_on_once_it_is_rendered(tmp_path):
+    clock = Clock()
+    async with make_app(tmp_path / "app", clock, workers=1) as app:
+        app.store.ingest("cs.DC", day(), clock())
+        report = PlanReport()
+        waits = 0
+        for waiting in app.planner.steps(app.config, clock(), report, force=True):
+            if waiting is not None:
+                waits += 1
+                await until_rendered(waiting)
+                assert waiting.done()
+        assert waits, "one worker renders slower than this process plans: the plan waited for it"
+        assert report.digests == SUBSCRIBERS and report.failed == []
+
+
+async def test_while_a_plan_waits_for_its_render_workers_the_event_loop_is_free(tmp_path):
+    clock = Clock()
+    turns = 0
+
+    async def turning() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0.001)
+            turns += 1
+
+    async with make_app(tmp_path / "app", clock, workers=1) as app:
+        app.store.ingest("cs.DC", day(), clock())
+        counter = asyncio.create_task(turning())
+        started = time.monotonic()
+        report = await app.plan(force=True)
+        took = time.monotonic() - started
+        counter.cancel()
+    assert report.digests == SUBSCRIBERS
+    handbacks = took / PLAN_SLICE  # what the loop would get if the plan only handed it back between slices
+    assert turns > 3 * handbacks + 10, f"{turns} turns of the event loop in {took:.2f} s of planning"
 
 
 def render_workers() -> list[int]:

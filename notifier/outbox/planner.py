@@ -346,9 +346,10 @@ class Planner:
         force: bool = False,
         empty_reasons: Mapping[str, str | None] | None = None,
         wait: frozenset[str] = frozenset(),
-    ) -> Generator[None, None, None]:
+    ) -> Generator[Chunk | None, None, None]:
         """:meth:`plan`, one subscriber at a time: yields after each, so that the daemon can answer its endpoints
-        and signals in between. Digests are written in batches of :data:`WRITE_BATCH`; closing the generator
+        and signals in between, and yields the chunk of digests it waits for while their render workers have it
+        (None otherwise). Digests are written in batches of :data:`WRITE_BATCH`; closing the generator
         early writes those planned so far, and the subscribers not reached keep their cursors for the next plan.
         """
         failures = self.store.plan_failures()
@@ -388,13 +389,15 @@ class Planner:
             for draft in chunk_drafts:
                 settle(*draft.rendered([next(outcomes) for _ in draft.deliveries]), draft.subscriber)
 
-        def rendered(keep: int) -> Iterator[None]:
-            """Collect the oldest chunks until ``keep`` are left rendering, yielding while they are not done."""
+        def rendered(keep: int) -> Iterator[Chunk | None]:
+            """Collect the oldest chunks until ``keep`` are left rendering, yielding each while it is not done: a
+            caller may wait for it with its event loop free (:func:`~notifier.render.pool.until_rendered`); one
+            that does not is kept waiting a moment here."""
             while len(rendering) > keep:
                 chunk = rendering[0][1]
                 while not chunk.done():
+                    yield chunk
                     chunk.wait(POOL_WAIT)
-                    yield
                 collect(*rendering.popleft())
 
         def finish() -> None:
@@ -434,7 +437,7 @@ class Planner:
                                     hand_over()
                                     yield from rendered(in_flight)
                             progress.advance()
-                            yield
+                            yield None
                     hand_over()
                     yield from rendered(0)
             except GeneratorExit:

@@ -14,12 +14,14 @@ once. No job is lost, and each payload is handed back once.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,30 @@ class Chunk(Protocol):
     def outcomes(self) -> list[Outcome]:
         """One outcome per job, in order, waiting for them if need be."""
 
+    def when_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (from any thread) once the chunk is rendered, or at once if it is."""
+
+
+async def until_rendered(chunk: Chunk) -> None:
+    """Return once ``chunk`` is rendered (or its workers gave up on it), the event loop free meanwhile.
+
+    Cancelling the wait leaves the chunk to its workers: its outcomes are still collected."""
+    if chunk.done():
+        return
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+
+    def wake() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    def woken() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed while the workers rendered: nobody waits any more
+            loop.call_soon_threadsafe(wake)
+
+    chunk.when_done(woken)
+    await finished
+
 
 class Rendering(Protocol):
     """Where a plan's digests are rendered: here (:class:`InProcess`) or in workers (:class:`RenderPool`)."""
@@ -96,6 +122,9 @@ class _Rendered:
 
     def outcomes(self) -> list[Outcome]:
         return self.rendered
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        callback()
 
 
 class InProcess:
@@ -181,6 +210,9 @@ class _Pooled:
 
     def wait(self, timeout: float) -> None:
         concurrent.futures.wait([self.future], timeout)
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        self.future.add_done_callback(lambda _future: callback())
 
     def outcomes(self) -> list[Outcome]:
         try:
