@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -21,11 +21,13 @@ from notifier.daemon import PLAN_SLICE, Notifier
 from notifier.errors import ConfigError
 from notifier.models import Paper
 from notifier.outbox.planner import POOL_CHUNK, POOL_FROM, PlanReport
-from notifier.render.pool import until_rendered
+from notifier.render.pool import RenderPool, render_all, until_rendered
+from notifier.render.renderer import Envelope, Renderer, RenderJob
 from notifier.store.payloads import unpack
 from tests.arxiv_server import ArxivStandIn
 from tests.cli import cli_environment, start_cli
 from tests.clock import Clock
+from tests.digest_factory import build_digest, load_papers
 from tests.test_plan_failures import templates
 
 SUBSCRIBERS = POOL_FROM + 20
@@ -112,6 +114,25 @@ async def test_a_digest_a_worker_cannot_render_fails_alone_with_the_reason_in_th
     message = error.getMessage()
     assert "rendering its email digest: UndefinedError: 'no_such_value' is undefined" in message
     assert "(at email.txt:1)" in message, "the reason points into the template, as in this process"
+
+
+def test_each_worker_is_sent_each_paper_once_and_renders_what_this_process_renders():
+    papers = load_papers()
+    sent = datetime(2025, 6, 3, 20, 0, tzinfo=UTC)
+    jobs = []
+    for n, word in enumerate(["speech", "audio", "model", "speech"]):
+        digest = build_digest(papers, {word: [word]}, subscriber=f"reader{n}")
+        envelope = Envelope("Digest <d@lab.example>", f"reader{n}@lab.example", f"<{n}@lab.example>", sent, "d.lab")
+        jobs += [RenderJob(digest, envelope), RenderJob(digest)]
+    listed = {match.paper for job in jobs for match in job.digest.first_matches}
+    with RenderPool(Renderer(), None, workers=1) as pool:
+        first, second = pool.submit(jobs[:4]), pool.submit(jobs[4:])
+        outcomes = first.outcomes() + second.outcomes()
+        (worker,) = pool._started
+        assert len(worker.sent) == len(listed), "every paper listed was sent to the one worker, once"
+        papers_again, _, numbers = pool._packed(jobs, worker)
+        assert numbers == [] and len(papers_again) < 100, "a chunk of papers it has had carries none of them"
+    assert outcomes == render_all(Renderer(), jobs), "byte for byte"
 
 
 async def test_a_plan_hands_over_each_chunk_it_waits_for_and_goes_on_once_it_is_rendered(tmp_path):

@@ -3,8 +3,8 @@
 Rendering is pure and CPU-bound (templates, text wrapping, MIME), and in one process it runs on one core. A
 :class:`RenderPool` runs a :class:`~notifier.render.renderer.Renderer` in each of a few worker processes, started
 by a fork server (or spawned where there is none: never forked from this process, whose threads may hold locks),
-with the same templates. The planner hands it jobs in chunks; a chunk is pickled in one go, so a paper that
-several of its digests list is sent once. Each job comes back as its payload, or as why it could not be rendered,
+with the same templates. The planner hands it jobs in chunks, and each worker is sent each paper once: most
+papers are listed by many digests. Each job comes back as its payload, or as why it could not be rendered,
 as :func:`render_all` says in this process.
 
 The workers start with the first chunk and stop when the pool is closed. If they cannot be started, or one dies
@@ -17,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copyreg
+import io
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from notifier.errors import describe_failure
+from notifier.models import Paper
 from notifier.render.renderer import Renderer, RenderJob
 
 log = logging.getLogger(__name__)
@@ -142,7 +147,12 @@ class InProcess:
 
 class RenderPool:
     """Renders chunks in ``workers`` processes, each with a renderer of the templates in ``templates`` (and ours);
-    ``renderer`` renders here whatever the workers cannot. Use it as a context manager, or :meth:`close` it."""
+    ``renderer`` renders here whatever the workers cannot. Use it as a context manager, or :meth:`close` it.
+
+    Each chunk goes to the worker with the fewest chunks in hand, and each worker is sent each paper once: a chunk
+    carries the papers its worker has not had yet, and names the others by their number (see :class:`_Worker`).
+    Most papers are listed by many digests, so a chunk is a small fraction of what its jobs pickle to on their own.
+    """
 
     def __init__(self, renderer: Renderer, templates: Path | None, workers: int) -> None:
         if workers < 1:
@@ -150,7 +160,8 @@ class RenderPool:
         self.renderer = renderer
         self.templates = templates
         self.workers = workers
-        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._started: list[_Worker] = []
+        self._numbers: dict[int, tuple[int, Paper]] = {}  # id(paper) -> its number, and the paper (so ids stay)
         self._broken = False
 
     def __enter__(self) -> RenderPool:
@@ -162,41 +173,94 @@ class RenderPool:
     def submit(self, jobs: Sequence[RenderJob]) -> Chunk:
         if not jobs:
             return _Rendered([])
-        if not self._broken:
-            try:
-                return _Pooled(self, jobs, self._started().submit(_render_chunk, list(jobs)))
-            except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                return _Rendered(self._instead(jobs, exc))
-        return _Rendered(render_all(self.renderer, jobs))
+        if self._broken:
+            return _Rendered(render_all(self.renderer, jobs))
+        try:
+            worker = min(self._workers(), key=_Worker.in_hand)
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            return _Rendered(self._instead(jobs, exc))
+        try:
+            papers, packed, numbers = self._packed(jobs, worker)
+        except Exception as exc:  # a job that does not pickle: rendered here, the pool left as it is
+            return _Rendered(self._instead(jobs, exc))
+        try:
+            future = worker.executor.submit(_render_chunk, papers, packed)
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
+            return _Rendered(self._instead(jobs, exc))
+        worker.sent.update(numbers)
+        worker.futures.append(future)
+        return _Pooled(self, jobs, future)
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        started, self._started = self._started, []
+        for worker in started:
+            worker.executor.shutdown(wait=True, cancel_futures=True)
 
-    def _started(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._executor is None:
+    def _workers(self) -> list[_Worker]:
+        if not self._started:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
                 context.set_forkserver_preload(["notifier.render.renderer"])
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_start_worker, initargs=(self.templates,)
-            )
+            self._started = [
+                _Worker(
+                    concurrent.futures.ProcessPoolExecutor(
+                        1, mp_context=context, initializer=_start_worker, initargs=(self.templates,)
+                    )
+                )
+                for _ in range(self.workers)
+            ]
             log.info("rendering in %d worker processes", self.workers)
-        return self._executor
+        return self._started
+
+    def _packed(self, jobs: Sequence[RenderJob], worker: _Worker) -> tuple[bytes, bytes, list[int]]:
+        """``jobs`` pickled for ``worker``, each paper as its number; the papers it has not had yet, pickled as
+        ``(number, paper)`` pairs; and their numbers."""
+        new: list[tuple[int, Paper]] = []
+
+        def by_number(paper: Paper) -> tuple[Callable[[int], Paper], tuple[int]]:
+            known = self._numbers.get(id(paper))
+            if known is None:
+                known = self._numbers[id(paper)] = (len(self._numbers), paper)
+            number = known[0]
+            if number not in worker.sent:
+                new.append((number, paper))
+            return _sent_paper, (number,)
+
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = {**copyreg.dispatch_table, Paper: by_number}
+        pickler.dump(list(jobs))
+        return pickle.dumps(new, protocol=pickle.HIGHEST_PROTOCOL), buffer.getvalue(), [n for n, _ in new]
 
     def _instead(self, jobs: Sequence[RenderJob], exc: BaseException) -> list[Outcome]:
         """Render ``jobs`` here, because the workers could not: for good once the pool is broken."""
         if isinstance(exc, BrokenProcessPool | OSError | RuntimeError) and not self._broken:
             self._broken = True
             log.warning("rendering in this process from now on: the render workers stopped or could not start: %s", exc)
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+            started, self._started = self._started, []
+            for worker in started:
+                worker.executor.shutdown(wait=False, cancel_futures=True)
         else:
             log.debug("a chunk of %d digests could not be rendered by the workers; rendering it here", len(jobs))
         return render_all(self.renderer, jobs)
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process (an executor of one, so that what it was sent is known) and the numbers of the papers
+    sent to it. Its chunks are rendered in the order they were sent, so a paper sent with one chunk is there for
+    every later one."""
+
+    executor: concurrent.futures.ProcessPoolExecutor
+    sent: set[int] = field(default_factory=set)
+    futures: deque[concurrent.futures.Future[list[Outcome]]] = field(default_factory=deque)
+
+    def in_hand(self) -> int:
+        """Chunks sent to it and not rendered yet."""
+        while self.futures and self.futures[0].done():
+            self.futures.popleft()
+        return len(self.futures)
 
 
 class _Pooled:
@@ -222,6 +286,7 @@ class _Pooled:
 
 
 _WORKER: dict[str, Renderer] = {}  # in a worker process: its renderer
+_PAPERS: dict[int, Paper] = {}  # in a worker process: the papers it was sent, by number
 
 
 def _start_worker(templates: Path | None) -> None:
@@ -229,5 +294,11 @@ def _start_worker(templates: Path | None) -> None:
     _WORKER["renderer"] = Renderer(templates)
 
 
-def _render_chunk(jobs: list[RenderJob]) -> list[Outcome]:
-    return render_all(_WORKER["renderer"], jobs)
+def _render_chunk(papers: bytes, jobs: bytes) -> list[Outcome]:
+    _PAPERS.update(pickle.loads(papers))
+    return render_all(_WORKER["renderer"], pickle.loads(jobs))
+
+
+def _sent_paper(number: int) -> Paper:
+    """In a worker process: the paper sent to it as ``number``, with this chunk or an earlier one."""
+    return _PAPERS[number]
