@@ -33,7 +33,7 @@ import render as render_bench  # noqa: E402
 from notifier.models import Paper  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
 from notifier.render import pool  # noqa: E402
-from notifier.render.renderer import Envelope, RenderJob  # noqa: E402
+from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
 
 WORKERS = 2
 Chunks = list[list[RenderJob]]
@@ -64,8 +64,7 @@ def whole(chunks: Chunks) -> tuple[float, float, int]:
 
 def papers_once(chunks: Chunks) -> tuple[float, float, int]:
     """Each chunk packed for its worker by a render pool's own code, and unpacked as the worker does."""
-    packer = pool.RenderPool.__new__(pool.RenderPool)  # its packing only: no worker is started
-    packer._numbers = {}
+    packer = pool.RenderPool(Renderer(), None, WORKERS)  # its packing only: no worker is started
     workers = [pool._Worker(executor=None) for _ in range(WORKERS)]  # type: ignore[arg-type]
     began = time.process_time()
     packed = []
