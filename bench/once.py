@@ -43,6 +43,8 @@ What the figures mean:
   config, poll, enrich), during it, and after it until sending ends; sampled with the memory (a process that ended
   counts with its last sample); of which the once process: the same for ``notifier once`` alone, without its render
   workers (its threads together);
+- CPU s: the CPU time of the process and its render workers from start to exit, of which the once process
+  alone (from the same samples): the work a run did, which a busy machine stretches less than the wall time;
 - marginal cost per digest: (planning to sent at the larger N - at the smaller N) / (difference in digests).
 
 Every run gets the settings above and no other ``NOTIFIER_`` variable of the caller, but ``NOTIFIER_RENDER_WORKERS``
@@ -288,6 +290,14 @@ class Run:
         plan, send = self.stage("plan"), self.stage("send")
         return None if plan is None or send is None else plan + send
 
+    def cpu(self) -> str:
+        """The CPU seconds of the run's processes from the first sample to the last, and of the once process alone."""
+        samples = [sample for sample in self.result.get("memory_samples", []) if len(sample) > 4]
+        if len(samples) < 2:
+            return "-"
+        first, last = samples[0], samples[-1]
+        return f"{last[3] - first[3]:.1f} / {last[4] - first[4]:.1f}"
+
     def cores(self, column: int = 3) -> str:
         """The cores the run's processes kept busy on average before the plan, during it, and after it (while
         sending is left), from the driver's samples of their CPU time; "-" where it sampled none. ``column`` 4: the
@@ -503,6 +513,7 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
     add("planning to sent s", [f"{v:.2f}" if v is not None else "-" for v in spent])
     add("cores busy: before plan / plan / after", [r.cores() if r.error is None else "-" for r in runs])
     add("  of which the once process", [r.cores(4) if r.error is None else "-" for r in runs])
+    add("CPU s: all / the once process", [r.cpu() if r.error is None else "-" for r in runs])
     add("digests", [str(r.digests) if r.digests is not None else "-" for r in runs])
     add("deliveries", [str(r.deliveries) if r.deliveries is not None else "-" for r in runs])
     add("feeds failed", [str(r.feeds_failed) for r in runs])

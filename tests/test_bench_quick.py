@@ -1,9 +1,10 @@
-"""The matching, config, end-to-end, rendering, store, reservation and chunk benchmarks run in quick mode and check
-their own results: the indexed matcher agrees with the naive loop on every rule, the generated subscribers file loads
-both ways, `notifier once` passes `notifier check` on its generated file and plans and sends digests from the served
-day, every generated digest renders, the store holds every digest it was asked to record, a plan's question about
-what each recipient has had gets the same answer for its papers as the whole history does, and every chunk of
-digests crosses to a render worker whole, both ways it can be sent."""
+"""The matching, config, end-to-end, rendering, store, reservation, chunk and collector benchmarks run in quick mode
+and check their own results: the indexed matcher agrees with the naive loop on every rule, the generated subscribers
+file loads both ways, `notifier once` passes `notifier check` on its generated file and plans and sends digests from
+the served day, every generated digest renders, the store holds every digest it was asked to record, a plan's
+question about what each recipient has had gets the same answer for its papers as the whole history does, every
+chunk of digests crosses to a render worker whole, both ways it can be sent, and a worker renders the same payloads
+whether or not its heap is frozen."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ FIXTURES = ROOT.parent / "shared" / "fixtures" / "arxiv"
         ("store.py", "as asked"),
         ("reservations.py", "same answers for the matched papers"),
         ("chunks.py", "each chunk crossed whole both ways"),
+        ("collector.py", "the same payloads both ways"),
     ],
 )
 def test_quick_benchmark_runs_and_checks_itself(script, expected):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from notifier.errors import describe_failure
+from notifier.heap import frozen
 from notifier.models import Paper
 from notifier.render.renderer import Renderer, RenderJob
 
@@ -201,7 +202,7 @@ class RenderPool:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
             if "forkserver" in methods:
-                context.set_forkserver_preload(["notifier.render.renderer"])
+                context.set_forkserver_preload(["notifier.render.pool"])  # what its workers run
             self._started = [
                 _Worker(
                     concurrent.futures.ProcessPoolExecutor(
@@ -295,8 +296,9 @@ def _start_worker(templates: Path | None) -> None:
 
 
 def _render_chunk(papers: bytes, jobs: bytes) -> list[Outcome]:
-    _PAPERS.update(pickle.loads(papers))
-    return render_all(_WORKER["renderer"], pickle.loads(jobs))
+    with frozen():  # what the worker keeps (templates, papers, cards) is left out of the chunk's collections
+        _PAPERS.update(pickle.loads(papers))
+        return render_all(_WORKER["renderer"], pickle.loads(jobs))
 
 
 def _sent_paper(number: int) -> Paper:

@@ -1,0 +1,122 @@
+"""Benchmark: the cyclic garbage collector's time in a render worker, with the heap left to it and with each chunk
+inside ``notifier.heap.frozen``.
+
+A render worker keeps what it builds (compiled templates, the papers it was sent, the cards it rendered) and renders
+chunk after chunk of 16 digests. Left to the collector (before), each full collection walks all of that again;
+inside :func:`notifier.heap.frozen` (now, ``notifier/render/pool.py``), what is alive when a chunk starts is left out
+of the chunk's collections. Both ways render the same digests (``bench/render.py``'s, as emails with envelopes) with
+a renderer of their own, in this one process, taking turns; printed: the CPU time, and the collector's time and
+collections (``gc.callbacks``), for each; the payloads must be the same.
+
+    python bench/collector.py [--subscribers 1500] [--rounds 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import render as render_bench  # noqa: E402
+
+from notifier.heap import frozen  # noqa: E402
+from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
+from notifier.render.pool import Outcome, render_all  # noqa: E402
+from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
+
+
+class Collector:
+    """The collector's time and collections, while :meth:`counting`."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        gc.callbacks.append(self)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self)
+
+
+def jobs_of(subscribers: int, seed: int) -> list[RenderJob]:
+    digests = render_bench.rebuild(render_bench.make_job(subscribers, 0.0, seed))
+    when = datetime(2025, 6, 3, 20, 0, tzinfo=UTC)
+    return [
+        RenderJob(digest, Envelope("Digests <d@lab.example>", f"r{n}@lab.example", f"<{n}@lab.example>", when, "d"))
+        for n, digest in enumerate(digests)
+    ]
+
+
+Around = Callable[[], AbstractContextManager[object]]
+
+
+def as_a_worker(jobs: list[RenderJob], around: Around) -> tuple[list[Outcome], Collector, float]:
+    """Render ``jobs`` in chunks with a renderer of their own, each chunk inside ``around()``."""
+    gc.collect()  # what the other way left behind is not this one's to walk
+    renderer = Renderer()
+    render_all(renderer, jobs[:1])  # the templates load, as in a worker's first chunk
+    collector = Collector()
+    outcomes: list[Outcome] = []
+    began = time.process_time()
+    with collector.counting():
+        for start in range(0, len(jobs), POOL_CHUNK):
+            with around():
+                outcomes += render_all(renderer, jobs[start : start + POOL_CHUNK])
+    return outcomes, collector, time.process_time() - began
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="150 subscribers, 1 round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.subscribers, args.rounds = 150, 1
+    jobs = jobs_of(args.subscribers, args.seed)
+    print(f"{len(jobs):,} digests rendered as emails in chunks of {POOL_CHUNK}")
+    ways: dict[str, Around] = {
+        "heap left to the collector (before)": contextlib.nullcontext,
+        "each chunk inside frozen (now)": frozen,
+    }
+    payloads: dict[str, list[Outcome]] = {}
+    for round_ in range(args.rounds):
+        order = list(ways.items()) if round_ % 2 == 0 else list(ways.items())[::-1]
+        for label, around in order:
+            payloads[label], collector, cpu = as_a_worker(jobs, around)
+            print(
+                f"  round {round_ + 1}, {label:36s} CPU {cpu:6.2f} s, collector {collector.seconds:5.2f} s "
+                f"in {collector.collections:,} collections"
+            )
+    first, *others = payloads.values()
+    if any(other != first for other in others):
+        print("the payloads differ")
+        return 1
+    print("the same payloads both ways")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
