@@ -18,7 +18,7 @@ import contextlib
 import gc
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,35 +28,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import render as render_bench  # noqa: E402
+from _once_driver import CollectorClock  # noqa: E402  (after render: it takes the bench folder off sys.path)
 
 from notifier.heap import frozen  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
 from notifier.render.pool import Outcome, render_all  # noqa: E402
 from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
-
-
-class Collector:
-    """The collector's time and collections, while :meth:`counting`."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.collections = 0
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-            self.collections += 1
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[None]:
-        gc.callbacks.append(self)
-        try:
-            yield
-        finally:
-            gc.callbacks.remove(self)
 
 
 def jobs_of(subscribers: int, seed: int) -> list[RenderJob]:
@@ -71,18 +48,21 @@ def jobs_of(subscribers: int, seed: int) -> list[RenderJob]:
 Around = Callable[[], AbstractContextManager[object]]
 
 
-def as_a_worker(jobs: list[RenderJob], around: Around) -> tuple[list[Outcome], Collector, float]:
+def as_a_worker(jobs: list[RenderJob], around: Around) -> tuple[list[Outcome], CollectorClock, float]:
     """Render ``jobs`` in chunks with a renderer of their own, each chunk inside ``around()``."""
     gc.collect()  # what the other way left behind is not this one's to walk
     renderer = Renderer()
     render_all(renderer, jobs[:1])  # the templates load, as in a worker's first chunk
-    collector = Collector()
+    collector = CollectorClock()
     outcomes: list[Outcome] = []
     began = time.process_time()
-    with collector.counting():
+    gc.callbacks.append(collector)
+    try:
         for start in range(0, len(jobs), POOL_CHUNK):
             with around():
                 outcomes += render_all(renderer, jobs[start : start + POOL_CHUNK])
+    finally:
+        gc.callbacks.remove(collector)
     return outcomes, collector, time.process_time() - began
 
 
@@ -108,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             payloads[label], collector, cpu = as_a_worker(jobs, around)
             print(
                 f"  round {round_ + 1}, {label:36s} CPU {cpu:6.2f} s, collector {collector.seconds:5.2f} s "
-                f"in {collector.collections:,} collections"
+                f"in {sum(collector.collections):,} collections"
             )
     first, *others = payloads.values()
     if any(other != first for other in others):
