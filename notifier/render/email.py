@@ -50,6 +50,7 @@ from notifier.render.highlight import (
     similarity_view,
     spans_for,
     summary_view,
+    utf8,
     valid_unicode,
 )
 from notifier.render.html import html_text
@@ -547,10 +548,10 @@ class EmailRenderer:
         )
         like = self._similarities(similarity) if similarity is not None else ""
         rich = self._summaries(summary) if summary is not None else ""
-        html, size = _utf8(
+        html, data = utf8(
             "\n".join(part for part in (head.html, like, rich, str(self._abstract(view)), tail.html) if part)
         )
-        return PaperCard(view, Markup(html), size, view.title_text, self._text_of)
+        return PaperCard(view, Markup(html), len(data), view.title_text, self._text_of)
 
     def _brief(
         self,
@@ -679,8 +680,8 @@ class EmailRenderer:
 
     def _render(self, context: dict[str, object], views: list[GroupView], compact: int, short: bool) -> _Layout:
         extra = {"groups": views, "compact_count": compact, "shortened": short}
-        html, size = _utf8(self._html.render(context, **extra))
-        return _Layout(html, size, extra)
+        html, data = utf8(self._html.render(context, **extra))
+        return _Layout(html, len(data), extra)
 
     def _layout(self, digest: Digest, context: dict[str, object], limit: int) -> _Layout:
         """The fullest layout whose HTML fits in ``limit`` bytes; the text part uses the same layout.
@@ -840,15 +841,6 @@ def _lines(html: str) -> str:
     the line ends after their tags), and a line of the HTML part must fit in 998 octets to go 7-bit (see
     :func:`~notifier.render.mime.build_email`). A line break between two paragraphs shows nothing."""
     return html.replace("</p><p", "</p>\n<p")
-
-
-def _utf8(text: str) -> tuple[str, int]:
-    """``text`` (each lone surrogate as U+FFFD, see :func:`valid_unicode`) and its size in UTF-8."""
-    try:
-        return text, len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        text = valid_unicode(text)
-        return text, len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

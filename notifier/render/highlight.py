@@ -57,6 +57,15 @@ def valid_unicode(text: str) -> str:
     return text
 
 
+def utf8(text: str) -> tuple[str, bytes]:
+    """``text`` as :func:`valid_unicode` makes it, and in UTF-8 (encoded once when it holds no lone surrogate)."""
+    try:
+        return text, text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: rare, so looked for only then
+        text = valid_unicode(text)
+        return text, text.encode("utf-8")
+
+
 def one_line(text: str) -> str:
     """``text`` with control characters and line breaks replaced, whitespace runs collapsed to one space."""
     if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":

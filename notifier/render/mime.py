@@ -22,7 +22,7 @@ from notifier.render.headers import (
     split_mailbox,
     text_field,
 )
-from notifier.render.highlight import valid_unicode
+from notifier.render.highlight import utf8
 
 # The List-Unsubscribe line is never folded (mail programs read the URL literally), so it must fit in 998 octets.
 UNSUBSCRIBE_URL_MAX = MAX_LINE - len("List-Unsubscribe: <>")
@@ -124,14 +124,14 @@ def _seven_bit_html(html: str) -> bytes | None:
     references that would add more than :data:`REFERENCES_MAX` octets to the part (it is sized in UTF-8 for Gmail's
     clipping, with that much to spare). The part is then quoted-printable.
     """
-    html, utf8 = _utf8(html)
-    if len(utf8) == len(html):
-        data = utf8  # ASCII
+    html, encoded = utf8(html)
+    if len(encoded) == len(html):
+        data = encoded  # ASCII
     else:
         if any(not element.group().isascii() for element in _RAW_TEXT.finditer(html)):
             return None
         data = html.encode("ascii", "xmlcharrefreplace")
-        if len(data) - len(utf8) > REFERENCES_MAX or _C1_REFERENCE.search(data):
+        if len(data) - len(encoded) > REFERENCES_MAX or _C1_REFERENCE.search(data):
             return None
     if data.translate(None, _TEXT_OCTETS):  # what is left is control characters
         return None
@@ -143,17 +143,8 @@ def _seven_bit_html(html: str) -> bytes | None:
 
 def _quoted_printable(text: str) -> bytes:
     """``text`` in UTF-8 (lone surrogates as U+FFFD), quoted-printable, every line ending in CRLF."""
-    lines = _utf8(text)[1].splitlines()
+    lines = utf8(text)[1].splitlines()
     return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True) if lines else b""
-
-
-def _utf8(text: str) -> tuple[str, bytes]:
-    """``text`` with each lone surrogate as U+FFFD (see :func:`valid_unicode`), and in UTF-8."""
-    try:
-        return text, text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: rare, so looked for only then
-        text = valid_unicode(text)
-        return text, text.encode("utf-8")
 
 
 def _message_id(message_id: str) -> str:
