@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import render as render_bench  # noqa: E402
+from _turns import turn_order  # noqa: E402
 
 from notifier.models import Paper  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
@@ -102,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.disable()  # the collector's passes would land in whichever way happens to trigger them
     try:
         for round_ in range(args.rounds):
-            order = list(ways.items()) if round_ % 2 == 0 else list(ways.items())[::-1]
-            for label, way in order:
+            for label, way in turn_order(list(ways.items()), round_):
                 pickled, unpickled, size = way(chunks)
                 count = len(chunks)
                 print(

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import render as render_bench  # noqa: E402
 from _once_driver import CollectorClock  # noqa: E402  (after render: it takes the bench folder off sys.path)
+from _turns import turn_order  # noqa: E402
 
 from notifier.heap import frozen  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
@@ -83,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     payloads: dict[str, list[Outcome]] = {}
     for round_ in range(args.rounds):
-        order = list(ways.items()) if round_ % 2 == 0 else list(ways.items())[::-1]
-        for label, around in order:
+        for label, around in turn_order(list(ways.items()), round_):
             payloads[label], collector, cpu = as_a_worker(jobs, around)
             print(
                 f"  round {round_ + 1}, {label:36s} CPU {cpu:6.2f} s, collector {collector.seconds:5.2f} s "

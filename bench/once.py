@@ -89,6 +89,8 @@ from xml.etree import ElementTree as ET
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _turns import turn_order  # noqa: E402
+
 from bench.delivery import Sink  # noqa: E402
 from bench.matching import RuleMaker  # noqa: E402
 from notifier.models import Paper  # noqa: E402
@@ -616,8 +618,7 @@ async def bench(args: argparse.Namespace) -> int:
                 sets, slack = write_subscribers(path, count, maker, rng)
                 checked = await check_config(path, server, work)
                 for round_ in range(args.rounds):
-                    # the trees take turns going first: a run's place in the order shows in its figures
-                    order = trees if round_ % 2 == 0 else trees[::-1]
+                    order = turn_order(trees, round_)
                     done = []
                     for name, root in order:
                         if name == "baseline" and count > args.baseline_max:

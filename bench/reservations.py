@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _turns import turn_order  # noqa: E402
+
 from notifier.store.rows import NewDelivery, NewDigest  # noqa: E402
 from notifier.store.sqlite import SqliteStore  # noqa: E402
 
@@ -96,8 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             questions = {"whole history (before)": whole, "matched papers (now)": among}
             answers: dict[str, dict[str, dict[str, int]]] = {}
             for round_ in range(args.rounds):
-                order = list(questions.items()) if round_ % 2 == 0 else list(questions.items())[::-1]
-                for label, ask in order:
+                for label, ask in turn_order(list(questions.items()), round_):
                     began = time.perf_counter()
                     answers[label] = {name: ask(name) for name in names}
                     seconds = time.perf_counter() - began

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _turns import turn_order
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 200  # digests to a transaction, as the planner's WRITE_BATCH
 PAPER_POOL = 2400
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.digests:,} digests, {BATCH} to a transaction; " + "; ".join(f"{n}: {t}" for n, t in trees))
     failed = False
     for round_ in range(args.rounds):
-        order = trees if round_ % 2 == 0 else trees[::-1]
+        order = turn_order(trees, round_)
         results = {name: run_child(tree, args) for name, tree in order}
         print(f"\nround {round_ + 1} of {args.rounds}, {order[0][0]} first")
         header = f"{'digests':>9}" + "".join(f"  {name + ' wall/CPU ms per digest':>34}" for name, _ in trees)
