@@ -9,12 +9,14 @@ import itertools
 import sys
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 import notifier.matching.lexicon
 import notifier.matching.rules
 from notifier.arxiv.display import clean_display
 from notifier.errors import QuerySyntaxError
+from notifier.matching.positions import Positions
 from notifier.matching.query import MAX_TERMS
 from notifier.matching.rules import RuleSet
 from notifier.matching.text import plural_variants, tokenize, tokenize_spans
@@ -367,6 +369,26 @@ def test_matches_within_some_papers_are_those_of_the_whole_rule_among_them():
     assert batch.matches("c/0", within=set()) == []
     assert batch.papers("c/0", within={0, 1}) == [papers[0]]
     assert batch.papers("b/1", within={0, 1, 2, 3}) == []
+
+
+def test_positions_kept_as_a_mask_select_the_same_matches_as_a_set_of_them():
+    rules = RuleSet.compile(BATCH_RULES)
+    papers = batch_papers()
+    batch = rules.evaluate(papers)
+    for subset in [set(), {2}, {1, 3}, {0, 1, 2, 3}]:
+        within = Positions.of(subset, len(papers))
+        assert set(within) == subset and len(within) == len(subset)
+        assert batch.matches("c/0", within=within) == batch.matches("c/0", within=subset)
+        assert batch.papers("c/0", within=within) == batch.papers("c/0", within=subset)
+
+
+def test_positions_are_a_set_of_ints_in_ascending_order():
+    odd, low = Positions.of([5, 1, 3], 6), Positions.of([0, 1, 2], 6)
+    assert list(odd) == [1, 3, 5]
+    assert 3 in odd and 2 not in odd and 6 not in odd and -1 not in odd and "3" not in odd
+    assert list(odd | low) == [0, 1, 2, 3, 5] and list(odd & low) == [1]
+    assert Positions.union([odd, low], 6) == odd | low and len(Positions.union([], 6)) == 0
+    assert odd.among(np.array([0, 1, 4, 5])).tolist() == [1, 5]
 
 
 def test_hits_are_worked_out_only_for_the_papers_asked_about_and_once_per_term_and_paper():

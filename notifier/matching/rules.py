@@ -56,6 +56,7 @@ from notifier.matching import bitsets
 from notifier.matching.bitsets import Ints, Op
 from notifier.matching.index import PaperIndex
 from notifier.matching.lexicon import TermLexicon
+from notifier.matching.positions import Positions
 from notifier.matching.query import And, Node, Not, Or, Term, parse_query
 from notifier.models import Hit, Match, Paper
 
@@ -451,6 +452,9 @@ class MatchBatch:
         if within is None:
             every: list[int] = selected.tolist()
             return every
+        if isinstance(within, Positions):
+            among: list[int] = within.among(selected).tolist()
+            return among
         if len(selected) <= len(within):
             return [paper for paper in selected.tolist() if paper in within]
         wanted = np.fromiter(within, np.int64, len(within))

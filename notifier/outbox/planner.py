@@ -26,10 +26,13 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import numpy as np
+
 from notifier.addresses import address_key
 from notifier.config.settings import Settings
 from notifier.config.subscribers import Config, Subscriber
 from notifier.errors import PlanError, StoreError, describe_failure
+from notifier.matching.positions import Positions
 from notifier.matching.rules import MatchBatch
 from notifier.metrics import Metrics
 from notifier.models import ChannelKind, Digest, FeedbackUrls, Match, Paper, SummaryKey
@@ -167,7 +170,7 @@ class LazyMatches(Mapping[str, list[Match]]):
     """Rule key -> matches among the papers one subscriber can see (those of its categories), with hits looked up
     only for the rules its digest actually reads, only in those papers, and once for all its recipients."""
 
-    def __init__(self, batch: MatchBatch, matched: frozenset[str], visible: frozenset[int]):
+    def __init__(self, batch: MatchBatch, matched: frozenset[str], visible: Positions):
         self.batch = batch
         self.matched = matched
         self.visible = visible
@@ -197,36 +200,28 @@ class _Group:
     subscribers: list[Subscriber]
     papers: list[Paper]  # in the batch's order
     batch: MatchBatch
-    by_category: dict[str, frozenset[int]]  # category (or stored set) -> positions of the papers it announced
+    by_category: dict[str, Positions]  # category (or stored set) -> positions of the papers it announced
     matched: frozenset[str] = frozenset()  # keys of the rules that selected a paper
-    _visible: dict[str, frozenset[int]] = field(default_factory=dict)
-    _sendable: dict[tuple[str, frozenset[str]], frozenset[int]] = field(default_factory=dict)
-    _announced: dict[frozenset[str], frozenset[int]] = field(default_factory=dict)  # types -> positions
+    _announced: dict[frozenset[str], Positions] = field(default_factory=dict)  # types -> positions
 
-    def visible(self, subscriber: Subscriber) -> frozenset[int]:
-        """Positions of the papers announced in ``subscriber``'s categories."""
+    def visible(self, subscriber: Subscriber) -> Positions:
+        """Positions of the papers announced in ``subscriber``'s categories (made anew each time: a few
+        microseconds, where keeping one per category set took tens of MB)."""
         key = subscriber.feed_key
-        found = self._visible.get(key)
-        if found is None:
-            found = frozenset().union(
-                *(self.by_category[c] for c in {*subscriber.categories, key} if c in self.by_category)
-            )
-            self._visible[key] = found
-        return found
+        return Positions.union(
+            (self.by_category[c] for c in {*subscriber.categories, key} if c in self.by_category), len(self.papers)
+        )
 
-    def sendable(self, subscriber: Subscriber) -> frozenset[int]:
+    def sendable(self, subscriber: Subscriber) -> Positions:
         """Positions of the papers ``subscriber``'s digest can list: those of its categories announced as a type it
         asked for."""
         types = subscriber.announce_types
-        key = (subscriber.feed_key, types)
-        found = self._sendable.get(key)
-        if found is None:
-            announced = self._announced.get(types)
-            if announced is None:
-                announced = frozenset(i for i, paper in enumerate(self.papers) if paper.announce_type in types)
-                self._announced[types] = announced
-            found = self._sendable[key] = self.visible(subscriber) & announced
-        return found
+        announced = self._announced.get(types)
+        if announced is None:
+            announced = self._announced[types] = Positions.of(
+                (i for i, paper in enumerate(self.papers) if paper.announce_type in types), len(self.papers)
+            )
+        return self.visible(subscriber) & announced
 
     def matches(self, subscriber: Subscriber) -> LazyMatches:
         """``subscriber``'s matches: among the papers its digest can list (:meth:`sendable`); for a subscriber who
@@ -257,7 +252,7 @@ def _match(
     )
     position = {(p.arxiv_id, p.version, p.announce_type): i for i, p in enumerate(papers)}
     by_category = {
-        category: frozenset(position[p.arxiv_id, p.version, p.announce_type] for p in found)
+        category: Positions.of((position[p.arxiv_id, p.version, p.announce_type] for p in found), len(papers))
         for category, found in listed.items()
     }
     keys = list(dict.fromkeys(rule.key for subscriber in subscribers for rule in subscriber.rules if rule.query))
@@ -289,7 +284,7 @@ class Planner:
         matches = group.matches(subscriber)
         if not subscriber.ranks:
             return matches
-        visible = [group.papers[i] for i in sorted(group.visible(subscriber))]
+        visible = [group.papers[i] for i in group.visible(subscriber)]
         profile = self.rankings.profile(subscriber, now, visible)
         if profile is None:
             return matches
@@ -504,16 +499,16 @@ class Planner:
 
         due = self._due(config, now, force=force, failures=self.store.plan_failures())
         for group in self._groups(config, due, now, on_failure=skipped):
-            positions: set[int] = set()
+            positions = np.zeros(len(group.papers), dtype=np.bool_)
             for subscriber in group.subscribers:
                 visible = group.visible(subscriber)
                 if any(rule.key in config.comment_rules for rule in subscriber.rules):
-                    positions |= visible
+                    positions |= visible.mask
                     continue
                 for rule in subscriber.rules:
                     if rule.key in group.matched:
-                        positions.update(i for i in group.batch.paper_indices(rule.key).tolist() if i in visible)
-            wanted.update(group.papers[i].arxiv_id for i in positions)
+                        positions[visible.among(group.batch.paper_indices(rule.key))] = True
+            wanted.update(group.papers[i].arxiv_id for i in np.flatnonzero(positions).tolist())
         return wanted
 
     def papers_to_summarise(
