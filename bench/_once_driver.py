@@ -302,6 +302,7 @@ def main() -> int:
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "tree_peak_kb": memory.peak_kb,
+        "tree_peak_pss_kb": memory.peak_pss_kb,
         "memory_samples": memory.samples,
     }
     args.result.write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -310,11 +311,14 @@ def main() -> int:
 
 class TreeMemory(threading.Thread):
     """Samples the resident memory of this process and of every process under it, added up, and keeps the peak;
-    each sample also holds the CPU time they have used. Where ``/proc`` cannot be read the peak stays 0."""
+    each sample also holds the CPU time they have used. Where ``/proc`` cannot be read the peak stays 0. The peak
+    of their proportional set sizes is kept too: a page that several of them share (the fork server's modules,
+    which every render worker maps) counts once, split between them, where each one's RSS counts it again."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak_kb = 0
+        self.peak_pss_kb = 0
         # (perf_counter, this process's RSS kB, the tree's, CPU seconds the tree used so far, and this process alone)
         self.samples: list[tuple[float, int, int, float, float]] = []
         self._cpu: dict[int, float] = {}  # the last CPU seconds seen of each process of the tree
@@ -323,8 +327,9 @@ class TreeMemory(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(SAMPLE_EVERY):
             with contextlib.suppress(OSError):
-                tree, own = _tree_usage(self._cpu)
+                tree, own, proportional = _tree_usage(self._cpu)
                 self.peak_kb = max(self.peak_kb, tree)
+                self.peak_pss_kb = max(self.peak_pss_kb, proportional)
                 cpu = self._cpu
                 self.samples.append((time.perf_counter(), own, tree, sum(cpu.values()), cpu.get(os.getpid(), 0.0)))
 
@@ -333,9 +338,9 @@ class TreeMemory(threading.Thread):
         self.join()
 
 
-def _tree_usage(cpu: dict[int, float]) -> tuple[int, int]:
-    """The RSS of this process and every process under it, added up, and of this process alone (kB); ``cpu`` gets
-    the user and system seconds each of them has used."""
+def _tree_usage(cpu: dict[int, float]) -> tuple[int, int, int]:
+    """The RSS of this process and every process under it, added up, of this process alone, and their PSS added up
+    (kB); ``cpu`` gets the user and system seconds each of them has used."""
     parents: dict[int, int] = {}
     used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -351,13 +356,16 @@ def _tree_usage(cpu: dict[int, float]) -> tuple[int, int]:
         tree |= more
         grown = bool(more)
     cpu.update((pid, used[pid]) for pid in tree if pid in used)
-    sizes = {}
+    sizes, proportional = {}, 0
     for pid in tree:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     sizes[pid] = int(line.split()[1])
-    return sum(sizes.values()), sizes.get(os.getpid(), 0)
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    proportional += int(line.split()[1])
+    return sum(sizes.values()), sizes.get(os.getpid(), 0), proportional
 
 
 if __name__ == "__main__":

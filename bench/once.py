@@ -25,7 +25,8 @@ slow poll is not cut short by its budget (300 s by default) and leaves every tre
 What the figures mean:
 - wall: the whole process, start to exit; peak RSS: its maximum resident set (``ru_maxrss``); with workers: the
   peak of the resident sets of the process and every process under it (render workers) added up, sampled every
-  0.2 s, so a brief peak may be missed;
+  0.2 s, so a brief peak may be missed; PSS: the same with each page that processes share (the fork server's
+  modules, mapped by every worker) counted once, split between them;
 - garbage collector: the time its collections took (``gc.callbacks``), wherever they ran, and how many there were
   (of which full ones, of the oldest generation);
 - load config: ``load_config`` (parse, validate, compile), of which compile: ``RuleSet.compile``;
@@ -484,6 +485,13 @@ def block(runs: list[Run], sets: int, slack: int, checked: str) -> str:
         "  with workers MB",
         [
             f"{r.result.get('tree_peak_kb', 0) / 1024:.0f}" if good and r.result.get("tree_peak_kb") else "-"
+            for r, good in zip(runs, ok, strict=True)
+        ],
+    )
+    add(
+        "  with workers, PSS MB",
+        [
+            f"{r.result.get('tree_peak_pss_kb', 0) / 1024:.0f}" if good and r.result.get("tree_peak_pss_kb") else "-"
             for r, good in zip(runs, ok, strict=True)
         ],
     )
