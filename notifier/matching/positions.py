@@ -1,10 +1,11 @@
 """A set of positions in a batch of papers, kept as one byte per paper of the batch.
 
 A plan gives each subscriber the papers of its own categories: a set of positions among the batch's few thousand
-papers, one per subscriber and often the same for thousands of them. As Python sets they take tens of KiB each, and
-a plan of 10,000 subscribers kept about 70 MB of them; as masks they take one byte per paper, and the set
-operations a plan needs are one NumPy operation each. :meth:`~notifier.matching.rules.MatchBatch.matches` reads a
-:class:`Positions` as its ``within`` without looking at each position.
+papers, kept for the whole plan for each set of categories that subscribers follow (1,496 of them at 10,000
+subscribers). As Python sets they take tens of KiB each, and such a plan kept about 70 MB of them; as masks they
+take one byte per paper, and the set operations a plan needs are one NumPy operation each.
+:meth:`~notifier.matching.rules.MatchBatch.matches` reads a :class:`Positions` as its ``within`` without looking at
+each position.
 """
 
 from __future__ import annotations
