@@ -468,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=300, help="rules checked against the naive loop and FTS5")
     parser.add_argument("--shown", type=int, default=20, help="papers per matched rule whose hits are timed")
     parser.add_argument("--baseline", type=Path, help="a checkout of older code to measure in the same run")
-    parser.add_argument("--fts-subscribers", type=int, default=1000, help="subscribers in each FTS5 mix")
+    parser.add_argument("--fts-subscribers", type=int, default=1000, help="subscribers in each FTS5 mix (0: none)")
     parser.add_argument("--repeat", type=int, default=3, help="FTS5 comparison: best of this many runs of each side")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="200 subscribers, 500 papers, 100 in each FTS5 mix")
@@ -511,14 +511,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     table(rows)
 
-    fts_rows = [["mix", "code", "rules", "compile s", "match sets s",
-                 *(f"FTS5 {setup}: build + queries s" for setup in FTS5_SETUPS),
-                 "faster FTS5 / match sets", "faster FTS5 / (compile + sets)"]]  # fmt: skip
-    for label, mix in (("bench rules", "bench"), ("20% prefix phrases, 20% 5-8 words", "phrases")):
-        rules = make_rules(maker, fts_subscribers, mix)
-        fts_rows.extend(compare_fts5(label, papers, rules, roots, args.sample, args.repeat, rng))
-    print()
-    table(fts_rows)
+    if fts_subscribers > 0:  # 0: the sizes alone
+        fts_rows = [["mix", "code", "rules", "compile s", "match sets s",
+                     *(f"FTS5 {setup}: build + queries s" for setup in FTS5_SETUPS),
+                     "faster FTS5 / match sets", "faster FTS5 / (compile + sets)"]]  # fmt: skip
+        for label, mix in (("bench rules", "bench"), ("20% prefix phrases, 20% 5-8 words", "phrases")):
+            rules = make_rules(maker, fts_subscribers, mix)
+            fts_rows.extend(compare_fts5(label, papers, rules, roots, args.sample, args.repeat, rng))
+        print()
+        table(fts_rows)
     print(
         "match sets = RuleSet.evaluate (indexing the papers included) + reading every rule's papers; hits = hit spans\n"
         f"of the first {args.shown} papers of every matched rule (code without matches(key, within=...): of all of\n"
