@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage
-from notifier.render.email import CONTRAST_PAIRS, PALETTE, subject, wrap
+from notifier.render.email import ABSTRACT_STEPS, CONTRAST_PAIRS, PALETTE, EmailRenderer, subject, wrap
 from notifier.render.highlight import Segment, author_list, shorten, spans_for, term_label
 from notifier.render.pool import RenderFailure, render_all
 from notifier.render.renderer import Envelope, Renderer, RenderJob, builtin_templates
@@ -206,6 +206,24 @@ def test_large_digest_fits_gmail_and_keeps_every_paper(renderer: Renderer, large
         assert paper.abs_url in email.html, paper.arxiv_id
         assert paper.abs_url in email.text, paper.arxiv_id
     assert email.html.count('class="paper"') >= 1
+
+
+def test_a_digest_far_too_large_renders_cards_only_at_the_shortest_abstracts(
+    large: Digest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts of its cards made once for every abstract length (heads, tails) tell that no longer abstract
+    could fit, so no card is rendered with one only to be thrown away; the email is the same."""
+    expected = Renderer().email(large)
+    lengths: list[int] = []
+    card = EmailRenderer._card
+
+    def counted(self: EmailRenderer, paper: Paper, hits: tuple[Hit, ...], chars: int, *rest: object) -> object:
+        lengths.append(chars)
+        return card(self, paper, hits, chars, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EmailRenderer, "_card", counted)
+    assert Renderer().email(large) == expected
+    assert lengths and set(lengths) == {ABSTRACT_STEPS[-1]}
 
 
 def test_shortening_steps_before_going_compact(renderer: Renderer) -> None:

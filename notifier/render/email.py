@@ -582,12 +582,37 @@ class EmailRenderer:
         its abstract's excerpt. The abstract's markup is left out: :func:`_predicted` learns it as it measures."""
         paper = match.paper
         on = _on_fields(match.hits)
-        head, tail = self._frame(paper, on)
-        similarity = similarity_view(match.similarity, links.get(paper.arxiv_id))
-        size = head.size + tail.size + _size(plain(_excerpt(paper, on, abstract_chars)))
+        head, similarity, size = self._around_abstract(match, on, summary, links)
+        size += _size(plain(_excerpt(paper, on, abstract_chars)))
+        return size - _kept(head.view.title_text, paper.abs_url, similarity, summary)
+
+    def _around_abstract(
+        self, match: Match, on: Mapping[Field, Sequence[Hit]], summary: SummaryView | None, links: Feedback
+    ) -> tuple[_Part, SimilarityView | None, int]:
+        """The head of the paper's card, its similarity, and the bytes of all the card holds but its abstract (its
+        head, tail, similarity and summary, as :meth:`_card` puts them in, each made once for every abstract
+        length)."""
+        head, tail = self._frame(match.paper, on)
+        similarity = similarity_view(match.similarity, links.get(match.paper.arxiv_id))
+        size = head.size + tail.size
         size += _size(self._similarities(similarity)) if similarity is not None else 0
         size += _size(self._summaries(summary)) if summary is not None else 0
-        return size - _kept(head.view.title_text, paper.abs_url, similarity, summary)
+        return head, similarity, size
+
+    def _least_cards(
+        self, firsts: Sequence[Full], abstract_chars: int, summarised_chars: int, links: Feedback, limit: int
+    ) -> int:
+        """Fewer bytes than :func:`_cards` counts, without rendering an abstract: each card's parts around its
+        abstract, which are made once for every abstract length, and an excerpt of at least a quarter of the
+        abstract's length (as :func:`_at_least` says). A digest far too large for a step is known from these, where
+        :func:`_cards` renders its cards at that step's length to tell; the sum stops once it is past ``limit``."""
+        total = 0
+        for match, summary in firsts:
+            total += self._around_abstract(match, _on_fields(match.hits), summary, links)[2]
+            total += min(len(match.paper.abstract), _chars(summary, abstract_chars, summarised_chars) // 4)
+            if total > limit:
+                break
+        return total
 
     def _head_of(
         self, paper: Paper, title_hits: tuple[Hit, ...], author_hits: tuple[Hit, ...], category_hits: tuple[Hit, ...]
@@ -699,6 +724,7 @@ class EmailRenderer:
         for step, (chars, summarised, bare) in enumerate(steps):
             if (
                 _at_least(firsts, chars, summarised) > limit
+                or self._least_cards(firsts, chars, summarised, digest.feedback, limit) > limit
                 or _cards(firsts, self.card, chars, summarised, digest.feedback, limit) > limit
             ):
                 continue  # no need to render it to know (the cards are made once, for the page too)
