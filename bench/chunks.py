@@ -21,7 +21,6 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +33,7 @@ from _turns import turn_order  # noqa: E402
 from notifier.models import Paper  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
 from notifier.render import pool  # noqa: E402
-from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
+from notifier.render.renderer import Renderer, RenderJob  # noqa: E402
 
 WORKERS = 2
 Chunks = list[list[RenderJob]]
@@ -42,12 +41,7 @@ Way = Callable[[Chunks], tuple[float, float, int]]
 
 
 def chunks_of(subscribers: int, seed: int) -> Chunks:
-    digests = render_bench.rebuild(render_bench.make_job(subscribers, 0.03, seed))
-    when = datetime(2025, 6, 3, 20, 0, tzinfo=UTC)
-    jobs = [
-        RenderJob(digest, Envelope("Digests <d@lab.example>", f"r{n}@lab.example", f"<{n}@lab.example>", when, "d"))
-        for n, digest in enumerate(digests)
-    ]
+    jobs = render_bench.render_jobs(subscribers, 0.03, seed)
     return [jobs[start : start + POOL_CHUNK] for start in range(0, len(jobs), POOL_CHUNK)]
 
 

@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +33,7 @@ from _turns import turn_order  # noqa: E402
 from notifier.heap import frozen  # noqa: E402
 from notifier.outbox.planner import POOL_CHUNK  # noqa: E402
 from notifier.render.pool import Outcome, render_all  # noqa: E402
-from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
-
-
-def jobs_of(subscribers: int, seed: int) -> list[RenderJob]:
-    digests = render_bench.rebuild(render_bench.make_job(subscribers, 0.0, seed))
-    when = datetime(2025, 6, 3, 20, 0, tzinfo=UTC)
-    return [
-        RenderJob(digest, Envelope("Digests <d@lab.example>", f"r{n}@lab.example", f"<{n}@lab.example>", when, "d"))
-        for n, digest in enumerate(digests)
-    ]
-
+from notifier.render.renderer import Renderer, RenderJob  # noqa: E402
 
 Around = Callable[[], AbstractContextManager[object]]
 
@@ -76,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.subscribers, args.rounds = 150, 1
-    jobs = jobs_of(args.subscribers, args.seed)
+    jobs = render_bench.render_jobs(args.subscribers, 0.0, args.seed)
     print(f"{len(jobs):,} digests rendered as emails in chunks of {POOL_CHUNK}")
     ways: dict[str, Around] = {
         "heap left to the collector (before)": contextlib.nullcontext,

@@ -42,7 +42,7 @@ else:
     sys.path.insert(0, str(ROOT))
 
 from notifier.models import Digest, DigestSection, Field, Hit, Match, Paper, SlackMessage  # noqa: E402
-from notifier.render.renderer import Renderer  # noqa: E402
+from notifier.render.renderer import Envelope, Renderer, RenderJob  # noqa: E402
 
 try:
     from notifier.render.mime import build_email, make_message_id
@@ -180,6 +180,16 @@ def rebuild(job: dict[str, Any]) -> list[Digest]:
         start = PERIOD_END.replace(day=3)
         digests.append(Digest(data["subscriber"], start, PERIOD_END, sections))
     return digests
+
+
+def render_jobs(subscribers: int, oversize: float, seed: int) -> list[RenderJob]:
+    """The digests of :func:`make_job`, each as the planner hands it to a renderer: an email with its envelope
+    (for the benchmarks of the render workers, ``bench/chunks.py`` and ``bench/collector.py``)."""
+    when = datetime(2025, 6, 3, 20, 0, tzinfo=UTC)
+    return [
+        RenderJob(digest, Envelope("Digests <d@lab.example>", f"r{n}@lab.example", f"<{n}@lab.example>", when, "d"))
+        for n, digest in enumerate(rebuild(make_job(subscribers, oversize, seed)))
+    ]
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
