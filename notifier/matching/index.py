@@ -224,8 +224,7 @@ class _Text:
     numbers: array[int]  # token numbers, in the text's order
     ordered: array[int]  # the same, ascending
     where_ordered: array[int]  # the position of each of ``ordered`` in the text (ascending for one number)
-    starts: array[int] | None = None  # each token's span in the display text: where it starts
-    ends: array[int] | None = None  # and ends
+    bounds: tuple[array[int], array[int]] | None = None  # where each token starts and ends in the display text
 
     @classmethod
     def of(cls, numbers: Ints) -> _Text:
@@ -249,10 +248,10 @@ class _Text:
 
     def spans(self, display: str) -> tuple[array[int], array[int]]:
         """Where each token starts and ends in ``display``, the field's display text (worked out once)."""
-        if self.starts is None or self.ends is None:
+        if self.bounds is None:
             flat = array("i", itertools.chain.from_iterable(token_spans(display)))
-            self.starts, self.ends = flat[0::2], flat[1::2]
-        return self.starts, self.ends
+            self.bounds = flat[0::2], flat[1::2]
+        return self.bounds
 
 
 def _int32s(numbers: Ints) -> array[int]:
